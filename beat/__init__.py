@@ -1,0 +1,1 @@
+"""The periodic checkpoint scan (built in the distributed issue)."""

@@ -1,0 +1,1 @@
+"""The Flask dashboard over the archives (built in the dashboard issue)."""

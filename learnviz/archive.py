@@ -1,0 +1,339 @@
+"""The archive: one HDF5 file per checkpoint. Schema, atomic writes and the reader API.
+
+The on-disk format is documented in docs/archive.md; this module is the only code that knows it.
+
+Layout::
+
+    /                       root attrs: schema_version, step, checkpoint, fingerprint, probe_hash,
+                            model_class, learnviz_version, created, updated
+    /<stage>/               one group per stage (extract, analysis, geometry, ...), attrs:
+                            encoding-type="stage", encoding-version, status ("ok"|"failed"),
+                            reason, fingerprint, probe_hash, schema_version, worker, started,
+                            finished, timings (JSON), plus the stage's own attrs
+    /<stage>/<element>      every element carries encoding-type and encoding-version (as
+                            anndata does): "array", "string-array", "ragged-array", "dict"
+
+Writes are atomic: under a per-checkpoint lock, the archive is rebuilt into a temporary file in
+the same folder (old groups copied, the new stage group written), flushed, fsynced, then
+`os.replace`d over the old one. A killed writer leaves at most a stale temporary file, which the
+next writer removes; readers never lock and see the old file or the new one, never a mix.
+Idempotence: a stage is current when its group's (fingerprint, probe_hash, schema_version)
+equal the checkpoint's; a changed fingerprint (new weights) drops every stale group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+from filelock import FileLock
+
+from . import __version__
+from .errors import LearnvizError
+
+SCHEMA_VERSION = 1
+SUFFIX = ".h5"
+LOCK_DIR = ".locks"
+ELEMENT_VERSION = "1"
+STAGE_VERSION = "1"
+_STR = h5py.string_dtype("utf-8")
+
+
+class ArchiveError(LearnvizError):
+    """An archive cannot be read (unknown schema or encoding, or a damaged file)."""
+
+
+@dataclass
+class Ragged:
+    """Per-probe variable-length data: row i is values[offsets[i]:offsets[i+1]]."""
+    values: np.ndarray   # (total,)
+    offsets: np.ndarray  # (n_rows + 1,) int64, offsets[0] == 0
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i]: self.offsets[i + 1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @classmethod
+    def from_rows(cls, rows: list, dtype) -> "Ragged":
+        """Pack a list of per-probe sequences; dtype=object for strings."""
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        if np.dtype(dtype) == object:
+            values = np.array([v for r in rows for v in r], dtype=object)
+        else:
+            values = np.concatenate([np.asarray(r, dtype=dtype) for r in rows]) if rows else np.zeros(0, dtype)
+        return cls(values, offsets)
+
+
+@dataclass(frozen=True)
+class StageKey:
+    """What a stage's result depends on; equal keys mean the stored result is current."""
+    fingerprint: str
+    probe_hash: str
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass
+class StageInfo:
+    name: str
+    status: str
+    reason: str
+    key: StageKey
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ---------------------------------------------------------------- element encoding
+
+def write_elem(group: h5py.Group, name: str, value: Any) -> None:
+    """Write one element with its encoding-type and encoding-version attrs."""
+    if isinstance(value, Ragged):
+        g = group.create_group(name)
+        write_elem(g, "values", value.values)
+        g.create_dataset("offsets", data=np.asarray(value.offsets, dtype=np.int64))
+        _tag(g, "ragged-array")
+    elif isinstance(value, dict):
+        g = group.create_group(name)
+        for k, v in value.items():
+            write_elem(g, str(k), v)
+        _tag(g, "dict")
+    else:
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype.kind in "OUS":
+            ds = group.create_dataset(name, data=np.asarray([str(s) for s in arr.ravel()], dtype=object).reshape(arr.shape),
+                                      dtype=_STR)
+            _tag(ds, "string-array")
+        else:
+            ds = group.create_dataset(name, data=arr)
+            _tag(ds, "array")
+
+
+def _tag(obj, encoding: str) -> None:
+    obj.attrs["encoding-type"] = encoding
+    obj.attrs["encoding-version"] = ELEMENT_VERSION
+
+
+def read_elem(obj: h5py.Group | h5py.Dataset) -> Any:
+    """Read one element, dispatching on its encoding-type (a reader per known version)."""
+    enc = obj.attrs.get("encoding-type")
+    ver = obj.attrs.get("encoding-version")
+    if enc is None:
+        raise ArchiveError("element has no encoding-type", path=obj.file.filename, field=obj.name)
+    if ver != ELEMENT_VERSION:
+        raise ArchiveError(f"element encoding-version {ver!r} is newer than this learnviz reads ({ELEMENT_VERSION})",
+                           path=obj.file.filename, field=obj.name, hint="upgrade learnviz")
+    if enc == "array":
+        return obj[()]
+    if enc == "string-array":
+        return np.asarray(obj.asstr()[()], dtype=object)
+    if enc == "ragged-array":
+        return Ragged(read_elem(obj["values"]), obj["offsets"][()])
+    if enc == "dict":
+        return {k: read_elem(obj[k]) for k in obj.keys()}
+    raise ArchiveError(f"unknown encoding-type {enc!r}", path=obj.file.filename, field=obj.name,
+                       hint="written by a newer learnviz? upgrade learnviz")
+
+
+def _attr(value: Any) -> Any:
+    """An attribute value h5py can store: JSON text for containers and None."""
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def _from_attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ---------------------------------------------------------------- paths and locks
+
+def archive_name(checkpoint_path: Path, root: Path) -> str:
+    """File name of a checkpoint's archive: its path under the root, '/' as '__'."""
+    try:
+        rel = checkpoint_path.resolve().relative_to(root.resolve())
+        parts = rel.parts or (checkpoint_path.name,)
+    except ValueError:
+        parts = (checkpoint_path.name,)
+    return "__".join(parts) + SUFFIX
+
+
+@contextmanager
+def locked(path: Path, timeout: float = 600.0) -> Iterator[None]:
+    """The per-checkpoint write lock (a lock file under <archive dir>/.locks/)."""
+    lock_dir = path.parent / LOCK_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_dir / (path.name + ".lock")), timeout=timeout):
+        yield
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- writing
+
+def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict[str, Any],
+                data: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None,
+                status: str = "ok", reason: str = "", timings: dict[str, float] | None = None,
+                started: str | None = None, worker: str | None = None) -> Path:
+    """Atomically add or replace one stage group in a checkpoint's archive.
+
+    Groups of other stages are kept when they belong to the same checkpoint fingerprint and
+    probe set; they are dropped when the weights (fingerprint) or probe set changed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so none is live
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        old = _open_existing(path)
+        try:
+            with h5py.File(tmp, "w", locking=False, libver="latest") as f:
+                created = now_iso()
+                if old is not None:
+                    created = _from_attr(old.attrs.get("created", created))
+                    same = (_from_attr(old.attrs.get("fingerprint")) == key.fingerprint
+                            and _from_attr(old.attrs.get("probe_hash")) == key.probe_hash
+                            and _from_attr(old.attrs.get("schema_version")) == SCHEMA_VERSION)
+                    if same:
+                        for name in old.keys():
+                            if name != stage:
+                                old.copy(old[name], f, name=name)
+                f.attrs.update({k: _attr(v) for k, v in root_attrs.items()})
+                f.attrs.update({"schema_version": SCHEMA_VERSION, "fingerprint": key.fingerprint,
+                                "probe_hash": key.probe_hash, "learnviz_version": __version__,
+                                "created": created, "updated": now_iso()})
+                g = f.create_group(stage)
+                g.attrs.update({
+                    "encoding-type": "stage", "encoding-version": STAGE_VERSION,
+                    "status": status, "reason": reason, "fingerprint": key.fingerprint,
+                    "probe_hash": key.probe_hash, "schema_version": key.schema_version,
+                    "worker": worker or worker_id(), "started": started or now_iso(),
+                    "finished": now_iso(), "timings": json.dumps(timings or {}),
+                })
+                for k, v in (attrs or {}).items():
+                    g.attrs[k] = _attr(v)
+                for name, value in (data or {}).items():
+                    write_elem(g, name, value)
+        finally:
+            if old is not None:
+                old.close()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    return path
+
+
+def _open_existing(path: Path) -> h5py.File | None:
+    if not path.exists():
+        return None
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError:
+        return None  # unreadable (should not happen with atomic writes): rebuild from scratch
+
+
+# ---------------------------------------------------------------- reading
+
+class Archive:
+    """Read-only view of one checkpoint's archive. Opens the file per call; never locks."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            with self._open() as f:
+                self.attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
+                self.stages = {name: _stage_info(name, f[name]) for name in f.keys()}
+        except OSError as exc:
+            raise ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path) from None
+        version = self.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ArchiveError(f"schema_version {version!r}; this learnviz reads {SCHEMA_VERSION}",
+                               path=self.path, field="schema_version",
+                               hint="upgrade learnviz, or re-run `learnviz run` to rebuild it")
+
+    def _open(self) -> h5py.File:
+        return h5py.File(self.path, "r", locking=False)
+
+    @property
+    def step(self) -> int:
+        return int(self.attrs["step"])
+
+    @property
+    def key(self) -> StageKey:
+        return StageKey(self.attrs.get("fingerprint", ""), self.attrs.get("probe_hash", ""),
+                        self.attrs.get("schema_version", 0))
+
+    def stage(self, name: str) -> StageInfo | None:
+        return self.stages.get(name)
+
+    def is_current(self, name: str, key: StageKey, *, retry_failed: bool = False) -> bool:
+        """True when the stage was written for this key (ok, or failed and not retrying)."""
+        info = self.stages.get(name)
+        if info is None or info.key != key:
+            return False
+        return info.ok or not retry_failed
+
+    def read(self, name: str, keys: list[str] | None = None) -> dict[str, Any]:
+        """The elements of a stage group (all, or just `keys`), decoded."""
+        with self._open() as f:
+            if name not in f:
+                raise ArchiveError(f"has no '{name}' stage", path=self.path, field=name)
+            g = f[name]
+            return {k: read_elem(g[k]) for k in (keys if keys is not None else g.keys())}
+
+
+def _stage_info(name: str, g: h5py.Group) -> StageInfo:
+    a = {k: _from_attr(v) for k, v in g.attrs.items()}
+    key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0))
+    try:
+        a["timings"] = json.loads(a.get("timings", "{}"))
+    except ValueError:
+        pass
+    return StageInfo(name, a.pop("status", "unknown"), a.pop("reason", ""), key, a)
+
+
+def list_archives(archive_dir: str | Path) -> list[Archive]:
+    """Every readable archive in the folder, sorted by step. Unreadable ones are skipped."""
+    archive_dir = Path(archive_dir)
+    if not archive_dir.is_dir():
+        return []
+    out = []
+    for p in archive_dir.glob("*" + SUFFIX):
+        try:
+            out.append(Archive(p))
+        except ArchiveError:
+            continue
+    out.sort(key=lambda a: (a.step, a.path.name))
+    return out

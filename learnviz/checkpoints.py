@@ -1,0 +1,243 @@
+"""Finding checkpoints under a root, telling complete from incomplete, and fingerprinting them.
+
+A checkpoint is a folder named `checkpoint-N`, `step_N`, `step-N` or `global_stepN`, or any folder
+with a config.json and weights. Its step comes from the name, else from trainer_state.json's
+`global_step`. Its state is one of:
+  complete    every file is there, settled, and each safetensors file is as long as its header says
+  incomplete  files missing or still changing (younger than `settle_seconds`): skipped for now,
+              picked up by a later scan
+  broken      settled but unreadable (a truncated or corrupt safetensors file, a bad config.json):
+              recorded as failed with the reason, so the others go on
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STEP_PATTERNS = (
+    re.compile(r"^checkpoint-(\d+)$"),
+    re.compile(r"^step[_-](\d+)$"),
+    re.compile(r"^global_step(\d+)$"),
+)
+WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+SAMPLE_BLOCKS = 16       # data blocks hashed into the fingerprint per weight file
+SAMPLE_BLOCK_SIZE = 4096
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    state: str = "complete"          # complete | incomplete | broken
+    reason: str = ""                 # why incomplete or broken
+    weight_files: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+
+def step_from_name(name: str) -> int | None:
+    for pattern in STEP_PATTERNS:
+        m = pattern.match(name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def read_trainer_state(path: Path) -> dict | None:
+    """trainer_state.json as a dict, or None when absent or unreadable (it is optional)."""
+    f = path / "trainer_state.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    return (path / "config.json").exists() or step_from_name(path.name) is not None
+
+
+def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Path] | None = None,
+             now: float | None = None) -> list[Checkpoint]:
+    """Every checkpoint under `root` (searched two levels deep), sorted by step.
+
+    Folders whose name starts with '.' or 'tmp' are in-flight writes (the HF Trainer and the demo
+    write into a temporary folder, then rename) and are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        from .errors import CheckpointError
+        raise CheckpointError("checkpoint folder not found", path=root, field="checkpoints")
+    excluded = {p.resolve() for p in (exclude or [])}
+    found: list[Checkpoint] = []
+    candidates = [root] if (root / "config.json").exists() else []
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name.startswith((".", "tmp")) or child.resolve() in excluded:
+            continue
+        if _looks_like_checkpoint(child):
+            candidates.append(child)
+        else:  # one level down: runs/<name>/checkpoint-N
+            candidates.extend(g for g in sorted(child.iterdir())
+                              if g.is_dir() and not g.name.startswith((".", "tmp")) and _looks_like_checkpoint(g))
+    for path in candidates:
+        found.append(inspect(path, settle_seconds=settle_seconds, now=now))
+    found.sort(key=lambda c: (c.step, str(c.path)))
+    return found
+
+
+def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None = None) -> Checkpoint:
+    """Classify one folder as complete, incomplete or broken (see the module docstring)."""
+    path = Path(path)
+    now = time.time() if now is None else now
+    state = read_trainer_state(path)
+    step = step_from_name(path.name)
+    if step is None and state and isinstance(state.get("global_step"), int):
+        step = state["global_step"]
+    ck = Checkpoint(path=path, step=step if step is not None else -1)
+
+    if not (path / "config.json").exists():
+        return _mark(ck, "incomplete", "config.json is missing")
+    weights = _weight_files(path)
+    if weights is None:
+        if any((path / n).exists() for n in PICKLE_WEIGHTS):
+            return _mark(ck, "broken", "only pickle weights (pytorch_model.bin); learnviz loads safetensors only",)
+        return _mark(ck, "incomplete", "model.safetensors is missing")
+    missing = [w.name for w in weights if not w.exists()]
+    if missing:
+        return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
+    ck.weight_files = weights
+    files = [p for p in path.iterdir() if p.is_file()]
+    newest = max(p.stat().st_mtime for p in files)
+    settled = now - newest >= settle_seconds
+    if not settled:
+        return _mark(ck, "incomplete", f"files changed {now - newest:.1f}s ago (settle time {settle_seconds}s)")
+    try:
+        json.loads((path / "config.json").read_text())
+    except ValueError as exc:
+        return _mark(ck, "broken", f"config.json is not valid JSON: {exc}")
+    for w in weights:
+        problem = safetensors_problem(w)
+        if problem:
+            return _mark(ck, "broken", problem)
+    if ck.step < 0:
+        return _mark(ck, "broken", "no step: the folder name has none and trainer_state.json has no global_step")
+    return ck
+
+
+def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:
+    ck.state, ck.reason = state, reason
+    return ck
+
+
+def _weight_files(path: Path) -> list[Path] | None:
+    if (path / "model.safetensors").exists():
+        return [path / "model.safetensors"]
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError):
+            return [index]  # unreadable index: safetensors_problem reports it
+        return [path / s for s in shards]
+    return None
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """(header dict, header length). Raises ValueError when the header cannot be read."""
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise ValueError("shorter than the 8-byte header length")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000:
+            raise ValueError(f"header length {n} is implausible")
+        blob = fh.read(n)
+        if len(blob) < n:
+            raise ValueError("ends inside its header")
+    try:
+        return json.loads(blob), n
+    except ValueError as exc:
+        raise ValueError(f"header is not valid JSON ({exc})") from None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be loaded, or None. Reads the header only."""
+    if path.name.endswith(".json"):
+        return f"{path.name} cannot be read as a shard index"
+    try:
+        header, n = read_safetensors_header(path)
+    except (OSError, ValueError) as exc:
+        return f"{path.name}: unreadable safetensors header: {exc}"
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = max(end, int(info["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            return f"{path.name}: tensor {name} has no valid data_offsets"
+    expected = 8 + n + end
+    actual = path.stat().st_size
+    if actual < expected:
+        return f"{path.name} is truncated: its header says {expected} bytes, the file has {actual}"
+    return None
+
+
+def fingerprint(ck: Checkpoint) -> str:
+    """A hash of config.json and each weight file's size, header and 16 sampled data blocks.
+
+    Headers alone would not change when training rewrites the same shapes with new values; the
+    sampled blocks do, at the cost of 64 KiB read per file rather than the whole file.
+    """
+    h = hashlib.sha256()
+    h.update((ck.path / "config.json").read_bytes())
+    for w in ck.weight_files:
+        size = w.stat().st_size
+        h.update(f"{w.name}:{size}".encode())
+        with open(w, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            h.update(fh.read(n))
+            data_start, data_len = 8 + n, size - 8 - n
+            for i in range(SAMPLE_BLOCKS):
+                fh.seek(data_start + (data_len * i) // SAMPLE_BLOCKS)
+                h.update(fh.read(SAMPLE_BLOCK_SIZE))
+    return h.hexdigest()[:16]
+
+
+def training_metrics(ck_path: Path, step: int) -> dict:
+    """Loss, learning rate and eval metrics at `step` from trainer_state.json's log_history.
+
+    For each key, the last value logged at or before `step`; `train_loss` is the loss logged at
+    the latest training row. Missing file or keys give an empty dict: the history goes on.
+    """
+    state = read_trainer_state(ck_path)
+    if not state:
+        return {}
+    out: dict[str, float] = {}
+    for row in state.get("log_history") or []:
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)) or row["step"] > step:
+            continue
+        for key, value in row.items():
+            if key in ("step", "epoch") or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            out["train_loss" if key == "loss" else key] = float(value)
+        if "epoch" in row:
+            out["epoch"] = float(row["epoch"])
+    return out
+
+
+def age_seconds(path: Path) -> float:
+    return time.time() - os.stat(path).st_mtime

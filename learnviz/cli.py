@@ -1,0 +1,212 @@
+"""The `learnviz` command line. Thin: parse flags into settings, call the core, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import LearnvizError
+from .settings import load_settings
+
+EPILOG = """\
+Settings come from defaults, then config/learnviz.yaml (or --config FILE, or $LEARNVIZ_CONFIG),
+then LEARNVIZ_<KEY> environment variables, then these flags. `learnviz config` shows them all.
+"""
+
+
+def _paths(p: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
+    if checkpoints:
+        p.add_argument("--checkpoints", metavar="DIR", help="folder holding checkpoint-N/ (or step_N/, global_stepN/) folders")
+    p.add_argument("--archive", metavar="DIR", help="archive folder (default: <checkpoints>/learnviz-archive)")
+
+
+def _extract_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probes", metavar="FILE", help="probe file, JSONL/JSON/YAML (default: the SYLLO probe set)")
+    p.add_argument("--hard-examples", metavar="FILE", help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--batch-size", type=int, metavar="N", help="probes per forward pass (default: 64)")
+    p.add_argument("--layers", metavar="L,L", type=lambda s: [int(x) if x.lstrip('-').isdigit() else x for x in s.split(",")],
+                   help="layers to pool, e.g. mid,last or 0,6,-1 (default: mid,last)")
+    p.add_argument("--settle-seconds", type=float, metavar="S", help="skip checkpoints changed less than S seconds ago (default: 10)")
+    p.add_argument("--retry-failed", action="store_true", default=None, help="re-run stages recorded as failed")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="let checkpoints run their own Python code (only for checkpoints you trust)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="learnviz",
+        description="See what your language model learns, checkpoint by checkpoint: one fixed probe set "
+                    "through every checkpoint, recorded in one HDF5 archive per checkpoint.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"learnviz {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="settings file (YAML)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train a tiny model, archive its checkpoints, show the results",
+                       description="Train a tiny GPT-2-style model on the SYLLO syllogism task (about a minute on "
+                                   "2 CPU cores), write its checkpoints in the Hugging Face Trainer layout, run the "
+                                   "whole pipeline over them and show the results. No Redis, no GPU, no downloads.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", dest="demo_out", metavar="DIR", help="output folder (default: ./learnviz-demo)")
+    p.add_argument("--steps", dest="demo_steps", type=int, metavar="N", help="training steps (default: 500)")
+    p.add_argument("--checkpoints-count", dest="demo_checkpoints", type=int, metavar="N", help="checkpoints to write (default: 10)")
+    p.add_argument("--seed", dest="demo_seed", type=int, help="seed (default: 0)")
+    p.add_argument("--retrain", action="store_true", help="train again even if the checkpoints exist")
+    p.add_argument("--no-serve", action="store_true", help="stop after the archives instead of serving the dashboard")
+
+    p = sub.add_parser("run", help="archive every complete checkpoint that is not archived yet (no Redis)",
+                       description="The embedded pipeline: find complete checkpoints under --checkpoints, run the "
+                                   "probe set through each that lacks a current archive, write "
+                                   "<archive>/<checkpoint>.h5 and learning_history.jsonl. Re-running is a no-op; "
+                                   "changed weights are recomputed; a broken checkpoint is recorded as failed and "
+                                   "the others go on.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    _extract_flags(p)
+
+    p = sub.add_parser("status", help="one row per archived checkpoint, with per-skill accuracy",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("probes", help="show or check a probe set",
+                       description="Summarise the probe set (default: SYLLO plus hard examples), validate a "
+                                   "probe file, or regenerate the default SYLLO file.")
+    p.add_argument("--probes", metavar="FILE", help="probe file to check")
+    p.add_argument("--hard-examples", metavar="FILE", help="hard-example YAML")
+    p.add_argument("--write-syllo", metavar="FILE", help="write the default 500-probe SYLLO set to FILE")
+
+    p = sub.add_parser("config", help="show every setting, its value and where it came from")
+    p.add_argument("--defaults", action="store_true", help="print config/learnviz.yaml as generated from the defaults")
+    return parser
+
+
+SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
+                 "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
+                 "demo_checkpoints", "demo_seed")
+
+
+def settings_from(args: argparse.Namespace):
+    overrides = {k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)}
+    return load_settings(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except LearnvizError as exc:
+        print(f"learnviz: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("learnviz: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_run(args) -> int:
+    from .pipeline import run
+    settings = settings_from(args)
+    report = run(settings, progress=not args.quiet)
+    print_report(report, settings)
+    return 1 if report.failed else 0
+
+
+def print_report(report, settings) -> None:
+    print(f"archive: {settings.archive_dir()}")
+    print(f"{len(report.done)} archived, {len(report.current)} already current, "
+          f"{len(report.failed)} failed, {len(report.incomplete)} incomplete (skipped for now) "
+          f"in {report.seconds:.1f}s")
+    for path, reason in report.failed:
+        print(f"  failed: {path}: {reason}")
+    for path, reason in report.incomplete:
+        print(f"  incomplete: {path}: {reason}")
+
+
+def cmd_status(args) -> int:
+    from .pipeline import status_rows
+    settings = settings_from(args)
+    rows = status_rows(settings.archive_dir())
+    if args.json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no archives in {settings.archive_dir()}")
+        return 0
+    print(format_status(rows))
+    return 0
+
+
+def format_status(rows) -> str:
+    skills = list(dict.fromkeys(s for r in rows for s in r.skills))
+    head = ["step", "checkpoint", "stages", "acc"] + skills
+    table = []
+    for r in rows:
+        stages = " ".join(f"{k}:{v}" for k, v in r.stages.items())
+        cells = [str(r.step), r.name, stages, "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
+        cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
+        table.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in table]
+    for r in rows:
+        if r.reason:
+            lines.append(f"step {r.step} ({r.name}) failed: {r.reason}")
+    return "\n".join(lines)
+
+
+def cmd_probes(args) -> int:
+    from .probes import generate_syllo_probes, load_probe_set, write_jsonl
+    if args.write_syllo:
+        probes = generate_syllo_probes()
+        write_jsonl(probes, args.write_syllo)
+        print(f"wrote {len(probes)} probes to {args.write_syllo}")
+        return 0
+    settings = settings_from(args)
+    ps = load_probe_set(settings.probes_path(), settings.hard_examples_path())
+    print(f"{len(ps)} probes, hash {ps.hash}, from {', '.join(ps.sources)}")
+    counts: dict[str, int] = {}
+    for p in ps:
+        counts[p.skill] = counts.get(p.skill, 0) + 1
+    for skill, n in counts.items():
+        print(f"  {skill:<16} {n}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from .settings import defaults_yaml, public_fields
+    if args.defaults:
+        print(defaults_yaml())
+        return 0
+    settings = settings_from(args)
+    for f in public_fields():
+        print(f"{f.name:<18} {json.dumps(getattr(settings, f.name)):<28} ({settings.sources.get(f.name, 'default')})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo.run import run_demo
+    settings = settings_from(args)
+    t0 = time.time()
+    run_demo(settings, retrain=args.retrain, serve=not args.no_serve, progress=not args.quiet)
+    print(f"demo finished in {time.time() - t0:.0f}s")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config, "demo": cmd_demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

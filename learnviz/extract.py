@@ -1,0 +1,491 @@
+"""One-pass extraction: everything the analyses need from a checkpoint, in one batched forward.
+
+For each probe, teacher forced on prompt + expected answer:
+  - mean-pooled hidden states of the prompt tokens at the chosen layers (hooks on those blocks
+    only; the output of block i, before any final norm),
+  - per answer token: its logprob, the entropy of the next-token distribution, the top-1
+    probability and token, and whether the answer token is that argmax,
+  - answer logprob (sum over tokens) and answer confidence (the product of the top-1
+    probabilities over the answer positions: the model's confidence in its own teacher-forced
+    prediction, the top-label confidence calibration uses),
+  - the greedy answer, correct or not, and the first position where it departs from the expected.
+
+Efficiency, as the design asks: batches sorted by length and left-padded (position ids from the
+attention mask, so padding changes nothing), `torch.inference_mode`, bf16/fp16 on a GPU, logits
+only for the last max(answer)+1 positions (`logits_to_keep`), the full-vocabulary log-softmax
+taken a few rows at a time. The greedy answer costs no extra forward when the model reproduces
+the expected answer (greedy decoding then IS the teacher-forced argmax path); only probes that
+depart from it are continued greedily from the first departing token, batched, with a KV cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .archive import Ragged
+from .model import LoadedModel, encode_probes, resolve_layers
+from .probes import ProbeSet
+
+
+@dataclass
+class ExtractOptions:
+    layers: list = field(default_factory=lambda: ["mid", "last"])
+    batch_size: int = 64
+    max_length: int = 512
+    max_new_tokens: int = 32
+    stop_strings: list[str] = field(default_factory=lambda: ["\n"])
+    answer_match: str = "exact"   # exact | prefix
+    entropy_chunk: int = 8        # rows per full-vocabulary log-softmax
+
+    @classmethod
+    def from_settings(cls, s) -> "ExtractOptions":
+        return cls(layers=list(s.layers), batch_size=s.batch_size, max_length=s.max_length,
+                   max_new_tokens=s.max_new_tokens, stop_strings=list(s.stop_strings),
+                   answer_match=s.answer_match, entropy_chunk=s.entropy_chunk)
+
+
+@dataclass
+class ExtractResult:
+    probe_ids: list[str]
+    layers: list[int]                     # block indices, sorted
+    embeddings: dict[int, np.ndarray]     # layer -> (n_probes, hidden) float16
+    answer_ids: Ragged                    # int32 answer token ids per probe
+    token_text: Ragged                    # str, each answer token decoded alone
+    token_logprob: Ragged                 # float32 logprob of each answer token
+    token_entropy: Ragged                 # float32 entropy (nats) of the distribution at each answer position
+    token_top1_prob: Ragged               # float32 top-1 probability at each answer position
+    token_argmax: Ragged                  # int32 top-1 token at each answer position
+    answer_logprob: np.ndarray            # (n,) float32 sum of token logprobs
+    answer_confidence: np.ndarray         # (n,) float32 product of top-1 probs over the answer
+    stop_prob: np.ndarray                 # (n,) float32 P(stop token) right after the answer
+    first_divergence: np.ndarray          # (n,) int32: -1 greedy == expected; else first answer position that differs
+    greedy_answer: list[str]              # free greedy answer (text up to a stop)
+    correct: np.ndarray                   # (n,) bool greedy answer matches expected (answer_match)
+    prompt_tokens: np.ndarray             # (n,) int32 prompt length in tokens (after truncation)
+    truncated: np.ndarray                 # (n,) bool prompt lost tokens on the left
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def token_is_argmax(self) -> Ragged:
+        return Ragged(self.answer_ids.values == self.token_argmax.values, self.answer_ids.offsets)
+
+    def to_archive(self) -> dict:
+        """The elements of the archive's `extract` group (see docs/archive.md)."""
+        data = {
+            "probe_ids": np.asarray(self.probe_ids, dtype=object),
+            "embeddings": {f"layer_{k}": v for k, v in self.embeddings.items()},
+            "answer_ids": self.answer_ids, "token_text": self.token_text,
+            "token_logprob": self.token_logprob, "token_entropy": self.token_entropy,
+            "token_top1_prob": self.token_top1_prob, "token_argmax": self.token_argmax,
+            "answer_logprob": self.answer_logprob, "answer_confidence": self.answer_confidence,
+            "stop_prob": self.stop_prob, "first_divergence": self.first_divergence,
+            "greedy_answer": np.asarray(self.greedy_answer, dtype=object), "correct": self.correct,
+            "prompt_tokens": self.prompt_tokens, "truncated": self.truncated,
+        }
+        return data
+
+    @classmethod
+    def from_archive(cls, data: dict, attrs: dict) -> "ExtractResult":
+        layers = sorted(int(k.split("_")[1]) for k in data["embeddings"])
+        return cls(
+            probe_ids=list(data["probe_ids"]), layers=layers,
+            embeddings={k: data["embeddings"][f"layer_{k}"] for k in layers},
+            answer_ids=data["answer_ids"], token_text=data["token_text"],
+            token_logprob=data["token_logprob"], token_entropy=data["token_entropy"],
+            token_top1_prob=data["token_top1_prob"], token_argmax=data["token_argmax"],
+            answer_logprob=data["answer_logprob"], answer_confidence=data["answer_confidence"],
+            stop_prob=data["stop_prob"], first_divergence=data["first_divergence"],
+            greedy_answer=list(data["greedy_answer"]), correct=data["correct"],
+            prompt_tokens=data["prompt_tokens"], truncated=data["truncated"],
+            timings=attrs.get("timings", {}))
+
+
+def normalize_answer(text: str) -> str:
+    """Case, surrounding and repeated whitespace, and a final period do not count."""
+    return " ".join(text.split()).rstrip(".").strip().casefold()
+
+
+def answers_match(greedy: str, expected: str, mode: str = "exact") -> bool:
+    g, e = normalize_answer(greedy), normalize_answer(expected)
+    return g == e if mode == "exact" else g.startswith(e)
+
+
+def stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
+    """EOS plus every vocabulary token whose text contains a stop string (cached per model)."""
+    cache_key = ("_learnviz_stop_ids", tuple(stop_strings))
+    cached = getattr(lm, "_stop_cache", {})
+    if cache_key in cached:
+        return cached[cache_key]
+    tok = lm.tokenizer
+    ids = set()
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    if stop_strings:
+        vocab = len(tok)
+        texts = tok.batch_decode([[i] for i in range(vocab)])
+        ids.update(i for i, t in enumerate(texts) if any(s in t for s in stop_strings))
+    out = torch.tensor(sorted(ids), dtype=torch.long)
+    cached[cache_key] = out
+    lm._stop_cache = cached  # type: ignore[attr-defined]
+    return out
+
+
+def _cut_at_stop(text: str, stop_strings: list[str]) -> str:
+    """The text before the first stop string."""
+    for s in stop_strings:
+        i = text.find(s)
+        if i >= 0:
+            text = text[:i]
+    return text
+
+
+class _PoolHooks:
+    """Forward hooks that mean-pool the prompt tokens of chosen blocks and keep nothing else."""
+
+    def __init__(self, lm: LoadedModel, layers: list[int]):
+        self.mask: torch.Tensor | None = None   # (batch, seq) bool, True on prompt tokens
+        self.pooled: dict[int, torch.Tensor] = {}
+        self.handles = [lm.layers[i].register_forward_hook(self._hook(i)) for i in layers]
+
+    def _hook(self, layer: int):
+        def hook(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output   # (batch, seq, hidden)
+            if self.mask is None:
+                return
+            m = self.mask[:, :, None]                                     # (batch, seq, 1)
+            # where(), not multiply: padded positions may hold NaN, and NaN * 0 is NaN
+            summed = torch.where(m, hidden.float(), 0.0).sum(dim=1)       # (batch, hidden)
+            self.pooled[layer] = summed / m.sum(dim=1).clamp(min=1)
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids), each (batch, width), padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int):
+    """Token ids for every probe: (prompt ids, answer ids, truncated) with prompts cut on the left."""
+    out = []
+    pairs = encode_probes(lm.tokenizer, [p.prompt for p in probes], [p.expected for p in probes])
+    for prompt_ids, answer_ids in pairs:
+        truncated = False
+        room = max_length - len(answer_ids)
+        if len(prompt_ids) > room:
+            prompt_ids, truncated = prompt_ids[-max(1, room):], True
+        out.append((prompt_ids, answer_ids, truncated))
+    return out
+
+
+def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted by length, longest first)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = None,
+            progress=None) -> ExtractResult:
+    """Run the probe set through the model once. See the module docstring for what is recorded.
+
+    `progress(n)` is called after each batch with the number of probes done in it.
+    """
+    opts = opts or ExtractOptions()
+    t_start = time.perf_counter()
+    model, tok, device = lm.model, lm.tokenizer, lm.device
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    layers = resolve_layers(opts.layers, lm.n_layers)
+    encoded = encode_all(lm, probes, opts.max_length)
+    n = len(encoded)
+    stop_ids = stop_token_ids(lm, opts.stop_strings).to(device)
+    t_tok = time.perf_counter()
+
+    emb: dict[int, np.ndarray] = {}
+    tok_lp, tok_ent, tok_top, tok_arg = ([None] * n for _ in range(4))
+    stop_prob = np.zeros(n, dtype=np.float32)
+    greedy = _Greedy(lm, encoded, stop_ids, opts)
+    hooks = _PoolHooks(lm, layers)
+    t_forward = t_softmax = 0.0
+    try:
+        for idx in batches([len(p) + len(a) for p, a, _ in encoded], opts.batch_size):
+            t0 = time.perf_counter()
+            rows = [encoded[i][0] + encoded[i][1] for i in idx]
+            ids, mask, pos = _left_pad(rows, pad_id, device)
+            width = ids.shape[1]
+            a_len = torch.tensor([len(encoded[i][1]) for i in idx])                 # (batch,)
+            p_len = torch.tensor([len(encoded[i][0]) for i in idx])                 # (batch,)
+            col = torch.arange(width)
+            start = width - (a_len + p_len)                                           # first real token
+            hooks.mask = ((col[None, :] >= start[:, None]) & (col[None, :] < (start + p_len)[:, None])).to(device)
+            keep = int(a_len.max()) + 1
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=greedy.reuse_cache,
+                        logits_to_keep=keep)
+            logits = out.logits                                                       # (batch, keep, vocab)
+            t1 = time.perf_counter()
+            t_forward += t1 - t0
+            for layer, pooled in hooks.pooled.items():
+                if layer not in emb:
+                    emb[layer] = np.zeros((n, pooled.shape[1]), dtype=np.float16)
+                emb[layer][idx] = pooled.to(torch.float16).cpu().numpy()
+
+            # Answer token j of row r is predicted at window index keep-1-A_r+j; index keep-1
+            # predicts the token after the answer (a stop, if the model has learnt to end).
+            max_a = keep - 1
+            j = torch.arange(max_a)
+            win = ((keep - 1 - a_len)[:, None] + j[None, :]).clamp(max=keep - 1)      # (batch, max_a)
+            targets = torch.zeros((len(idx), max_a), dtype=torch.long)
+            for r, i in enumerate(idx):
+                targets[r, : len(encoded[i][1])] = torch.tensor(encoded[i][1])
+            win, targets = win.to(device), targets.to(device)
+            parts: dict[str, list] = {k: [] for k in ("lp", "ent", "top", "arg", "stop", "post")}
+            for c in range(0, len(idx), opts.entropy_chunk):
+                sl = slice(c, c + opts.entropy_chunk)
+                lp = torch.log_softmax(logits[sl].float(), dim=-1)                   # (chunk, keep, vocab)
+                ent = -(lp.exp() * lp).sum(-1)                                        # (chunk, keep)
+                top, arg = lp.max(-1)                                                 # (chunk, keep)
+                rows_c = torch.arange(lp.shape[0], device=device)[:, None]
+                parts["lp"].append(lp[rows_c, win[sl], targets[sl]])                  # (chunk, max_a)
+                parts["ent"].append(ent.gather(1, win[sl]))
+                parts["top"].append(top.gather(1, win[sl]).exp())
+                parts["arg"].append(arg.gather(1, win[sl]))
+                parts["stop"].append(lp[:, -1, :].exp()[:, stop_ids].sum(-1))         # (chunk,)
+                parts["post"].append(arg[:, -1])
+            got = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+            for r, i in enumerate(idx):
+                a = len(encoded[i][1])
+                tok_lp[i], tok_ent[i] = got["lp"][r, :a], got["ent"][r, :a]
+                tok_top[i], tok_arg[i] = got["top"][r, :a], got["arg"][r, :a]
+                stop_prob[i] = got["stop"][r]
+            t_softmax += time.perf_counter() - t1
+            greedy.after_batch(idx, got["arg"], got["post"], mask, pos, getattr(out, "cache", None)
+                               if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None))
+            del out, logits
+            if progress:
+                progress(len(idx))
+    finally:
+        hooks.remove()
+
+    t_greedy0 = time.perf_counter()
+    answers, correct, divergence = greedy.finish(probes)
+    t_end = time.perf_counter()
+
+    answer_rows = [e[1] for e in encoded]
+    vocab_text = {t: tok.decode([t]) for t in {t for row in answer_rows for t in row}}
+    text_rows = [[vocab_text[t] for t in row] for row in answer_rows]
+    lp_r = Ragged.from_rows(tok_lp, np.float32)
+    top_r = Ragged.from_rows(tok_top, np.float32)
+    lengths = np.diff(lp_r.offsets)
+    row_of = np.repeat(np.arange(n), lengths)
+    sums = np.bincount(row_of, weights=lp_r.values, minlength=n)
+    conf = np.exp(np.bincount(row_of, weights=np.log(np.clip(top_r.values, 1e-30, None)), minlength=n))
+    return ExtractResult(
+        probe_ids=[p.id for p in probes], layers=layers, embeddings=emb,
+        answer_ids=Ragged.from_rows(answer_rows, np.int32), token_text=Ragged.from_rows(text_rows, object),
+        token_logprob=lp_r, token_entropy=Ragged.from_rows(tok_ent, np.float32), token_top1_prob=top_r,
+        token_argmax=Ragged.from_rows(tok_arg, np.int32),
+        answer_logprob=sums.astype(np.float32), answer_confidence=conf.astype(np.float32),
+        stop_prob=stop_prob, first_divergence=divergence, greedy_answer=answers, correct=correct,
+        prompt_tokens=np.array([len(e[0]) for e in encoded], dtype=np.int32),
+        truncated=np.array([e[2] for e in encoded], dtype=bool),
+        timings={"tokenize": t_tok - t_start, "forward": t_forward, "softmax": t_softmax,
+                 "greedy": t_end - t_greedy0 + greedy.seconds, "total": t_end - t_start},
+    )
+
+
+def answer_budget(expected_tokens: int, max_new_tokens: int) -> int:
+    """Most tokens a greedy answer may have: twice the expected answer plus 4, capped by the
+    setting. Enough to show how a wrong answer goes wrong, without decoding essays."""
+    return min(max_new_tokens, 2 * expected_tokens + 4)
+
+
+@dataclass
+class _Pending:
+    probe: int
+    answer: list[int]                 # answer tokens so far; the last one is fed next
+    budget: int                       # most answer tokens
+    prefix: list[int]                 # prompt + answer so far (for recomputation)
+    pos: int                          # position id of the token fed next
+    kv: list | None = None            # per layer (key, value), each (heads, width, head_dim)
+    kv_mask: torch.Tensor | None = None  # (width,) 1 where the cache holds a prefix token
+
+
+class _Greedy:
+    """Free greedy answers without a second pass over the probe set.
+
+    Greedy decoding equals the teacher-forced argmax path up to the first position where the
+    argmax departs from the expected answer, so a probe whose argmax path matches and then
+    stops needs nothing more. The others continue from the departing token. The main pass's
+    KV cache already holds prompt + answer[:d]; the answer tokens from d on are masked out of it
+    and decoding resumes there, all pending probes in one wide batch (for small models each
+    step costs a call's overhead more than FLOPs). Models whose cache is not a plain per-layer
+    key/value cache (sliding windows, recurrent state) recompute the prefix instead.
+    """
+
+    MAX_CACHE_BYTES = 1 << 30  # pending caches kept before decoding them (bounds GPU memory)
+
+    def __init__(self, lm: LoadedModel, encoded, stop_ids: torch.Tensor, opts: ExtractOptions):
+        self.lm, self.encoded, self.opts = lm, encoded, opts
+        self.stop_ids = stop_ids
+        self.stop_set = set(stop_ids.tolist())
+        n = len(encoded)
+        self.divergence = np.full(n, -1, dtype=np.int32)
+        self.answers: list[list[int] | None] = [None] * n
+        self.pending: list[_Pending] = []
+        self.pending_bytes = 0
+        self.reuse_cache = True
+        self.seconds = 0.0
+        self.cache_kw = "cache" if "cache" in inspect.signature(lm.model.forward).parameters else "past_key_values"
+
+    def after_batch(self, idx, argmax, post, mask, pos, cache) -> None:
+        t0 = time.perf_counter()
+        kv_layers = _kv_layers(cache) if self.reuse_cache else None
+        if self.reuse_cache and kv_layers is None:
+            self.reuse_cache = False  # an unusual cache: recompute prefixes from now on
+        starts = []
+        for r, i in enumerate(idx):
+            p_ids, a_ids, _ = self.encoded[i]
+            a = len(a_ids)
+            mism = np.nonzero(argmax[r, :a] != np.asarray(a_ids))[0]
+            if len(mism):
+                d = int(mism[0])
+                so_far = list(a_ids[:d]) + [int(argmax[r, d])]
+            elif int(post[r]) in self.stop_set or not a_ids:
+                self.answers[i] = list(a_ids)
+                continue
+            else:  # the answer is right but the model does not stop after it
+                d = a
+                so_far = list(a_ids) + [int(post[r])]
+            self.divergence[i] = d
+            if so_far[-1] in self.stop_set:
+                self.answers[i] = so_far[:-1]
+                continue
+            starts.append((r, i, d, so_far))
+        if starts and kv_layers is not None:
+            rows = torch.tensor([s[0] for s in starts], device=mask.device)
+            picked = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv_layers]
+            width = mask.shape[1]
+            for n_row, (r, i, d, so_far) in enumerate(starts):
+                a = len(self.encoded[i][1])
+                kv_mask = mask[r].clone()
+                kv_mask[width - a + d:] = 0   # the teacher-forced answer from the departure on
+                self.pending.append(_Pending(
+                    i, so_far, answer_budget(a, self.opts.max_new_tokens), [], int(pos[r, -1]) - a + d + 1,
+                    [(k[n_row], v[n_row]) for k, v in picked], kv_mask))
+            self.pending_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in picked)
+        else:
+            for r, i, d, so_far in starts:
+                p_ids, a_ids, _ = self.encoded[i]
+                self.pending.append(_Pending(i, so_far, answer_budget(len(a_ids), self.opts.max_new_tokens),
+                                             p_ids + so_far, len(p_ids) + len(so_far) - 1))
+        if self.pending_bytes > self.MAX_CACHE_BYTES:
+            self._flush()
+        self.seconds += time.perf_counter() - t0
+
+    def finish(self, probes):
+        self._flush()
+        tok, opts = self.lm.tokenizer, self.opts
+        texts, correct = [], np.zeros(len(self.encoded), dtype=bool)
+        for i, p in enumerate(probes):
+            text = _cut_at_stop(tok.decode(self.answers[i] or []), opts.stop_strings).strip()
+            texts.append(text)
+            correct[i] = answers_match(text, p.expected, opts.answer_match)
+        return texts, correct, self.divergence
+
+    def _flush(self) -> None:
+        cached = [p for p in self.pending if p.kv is not None]
+        plain = [p for p in self.pending if p.kv is None]
+        self.pending, self.pending_bytes = [], 0
+        if cached:
+            self._decode(cached, with_cache=True)
+        for idx in batches([len(p.prefix) for p in plain], max(self.opts.batch_size * 4, 1)):
+            self._decode([plain[k] for k in idx], with_cache=False)
+
+    def _decode(self, group: list[_Pending], with_cache: bool) -> None:
+        model, device = self.lm.model, self.lm.device
+        budget = torch.tensor([max(0, p.budget - len(p.answer)) for p in group], device=device)
+        done = budget <= 0
+        if bool(done.all()):
+            pass
+        elif with_cache:
+            width = max(p.kv_mask.shape[0] for p in group)
+            kv = []
+            for layer in range(len(group[0].kv)):
+                k0, v0 = group[0].kv[layer]
+                ks = k0.new_zeros((len(group), k0.shape[0], width, k0.shape[2]))   # (n, heads, width, head_dim)
+                vs = v0.new_zeros((len(group), v0.shape[0], width, v0.shape[2]))
+                for r, p in enumerate(group):
+                    w = p.kv_mask.shape[0]
+                    ks[r, :, width - w:] = p.kv[layer][0]
+                    vs[r, :, width - w:] = p.kv[layer][1]
+                kv.append((ks, vs))
+            mask = torch.zeros((len(group), width + 1), dtype=torch.long, device=device)
+            for r, p in enumerate(group):
+                mask[r, width - p.kv_mask.shape[0]: width] = p.kv_mask
+            mask[:, -1] = 1
+            feed = torch.tensor([[p.answer[-1]] for p in group], device=device)
+            pos = torch.tensor([[p.pos] for p in group], device=device)
+            out = model(input_ids=feed, attention_mask=mask, position_ids=pos, use_cache=True,
+                        **{self.cache_kw: _make_cache(kv)})
+            self._loop(group, out, mask, pos, budget, done)
+        else:
+            pad = self.lm.tokenizer.pad_token_id
+            ids, mask, pos = _left_pad([p.prefix for p in group], pad if pad is not None else 0, device)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            self._loop(group, out, mask, pos[:, -1:], budget, done)
+        for p in group:
+            self.answers[p.probe] = p.answer
+
+    def _loop(self, group, out, mask, pos, budget, done) -> None:
+        step = 0
+        while True:
+            nxt = out.logits[:, -1, :].argmax(-1)                                     # (n,)
+            is_stop = torch.isin(nxt, self.stop_ids)
+            for r, t in enumerate(nxt.tolist()):
+                if not done[r] and not is_stop[r]:
+                    group[r].answer.append(t)
+            step += 1
+            done = done | is_stop | (step >= budget)
+            if bool(done.all()):
+                return
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            cache = getattr(out, "cache", None)
+            cache = cache if cache is not None else out.past_key_values
+            out = self.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                                use_cache=True, **{self.cache_kw: cache})
+
+
+def _kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per-layer (key, value) tensors, each (batch, heads, seq, head_dim), of a plain cache; else None."""
+    if cache is None:
+        return None
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        if not all(type(layer).__name__ == "DynamicLayer" and getattr(layer, "keys", None) is not None
+                   for layer in layers):
+            return None
+        return [(layer.keys, layer.values) for layer in layers]
+    if hasattr(cache, "key_cache") and hasattr(cache, "value_cache"):  # transformers 4.x
+        return list(zip(cache.key_cache, cache.value_cache))
+    return None
+
+
+def _make_cache(kv):
+    from transformers import DynamicCache
+    return DynamicCache(kv)

@@ -1,0 +1,149 @@
+"""Loading a checkpoint's model and tokenizer, and turning a probe into token ids.
+
+Models load from safetensors only, offline, with `trust_remote_code` off unless the settings turn
+it on. `encode_probe` is the one place that decides how prompt and answer become ids: the demo
+trainer uses it too, so training and probing tokenize alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # learnviz never downloads: users run it offline
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+from .errors import CheckpointError  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    layers: list[torch.nn.Module]  # the decoder blocks, in order
+    path: Path
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    def free(self) -> None:
+        """Drop the weights; on a GPU, give the memory back so the next model fits."""
+        self.model = None  # type: ignore[assignment]
+        self.layers = []
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
+         trust_remote_code: bool = False) -> LoadedModel:
+    """Load model and tokenizer from a checkpoint folder (safetensors, local files only)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # our own bars say what is happening
+    path = Path(path)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                  trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many kinds here
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=path,
+                              hint="a checkpoint needs its tokenizer files (tokenizer.json or vocab files)") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dt, local_files_only=True, use_safetensors=True,
+            trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise CheckpointError(f"model cannot be loaded: {exc}", path=path) from exc
+    model.to(dev).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path)
+
+
+def find_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder blocks: the ModuleList of length config.num_hidden_layers inside the backbone.
+
+    Works for GPT-2 (`transformer.h`), Llama/Mistral/Qwen (`model.layers`), GPT-NeoX, OPT, ...
+    """
+    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    base = getattr(model, "base_model", model)
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and (n is None or len(module) == n):
+            return list(module)
+    raise CheckpointError("cannot find the decoder blocks of this model", path=getattr(model, "name_or_path", None),
+                          field="num_hidden_layers")
+
+
+def resolve_layers(spec: list, n_layers: int) -> list[int]:
+    """Turn the `layers` setting ('mid', 'last', ints, negative ints) into sorted unique indices."""
+    out = []
+    for item in spec:
+        if item == "last":
+            idx = n_layers - 1
+        elif item == "mid":
+            idx = n_layers // 2
+        elif isinstance(item, int) or (isinstance(item, str) and item.lstrip("-").isdigit()):
+            idx = int(item)
+            idx = idx + n_layers if idx < 0 else idx
+        else:
+            raise CheckpointError(f"unknown layer {item!r}", field="layers", hint="use ints, 'mid' or 'last'")
+        if not 0 <= idx < n_layers:
+            raise CheckpointError(f"layer {item!r} is outside 0..{n_layers - 1}", field="layers")
+        out.append(idx)
+    return sorted(set(out))
+
+
+def answer_text(prompt: str, expected: str) -> str:
+    """The continuation as it follows the prompt: a single space joins them unless one side has it."""
+    if not prompt or prompt[-1].isspace() or expected[:1].isspace():
+        return expected
+    return " " + expected
+
+
+def encode_probe(tokenizer, prompt: str, expected: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) of one probe; see `encode_probes`."""
+    (pair,) = encode_probes(tokenizer, [prompt], [expected])
+    return pair
+
+
+def encode_probes(tokenizer, prompts: list[str], expecteds: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids) per probe. Prompt and answer are tokenized apart, as
+    lm-eval-harness does, so the answer's tokens do not depend on how the prompt ends."""
+    if not prompts:
+        return []
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    answers = [answer_text(p, e) for p, e in zip(prompts, expecteds)]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is not None and getattr(tokenizer, "add_eos_token", False):
+        # tokenizers that append EOS to every text must not put one between prompt and answer
+        prompt_ids = [ids[:-1] if ids and ids[-1] == eos else ids for ids in prompt_ids]
+    return list(zip(prompt_ids, answer_ids))

@@ -1,0 +1,252 @@
+"""One typed settings object for every part of learnviz.
+
+Layers, each overriding the one before:
+  1. defaults in this file (the `Settings` dataclass),
+  2. one YAML file: `--config FILE`, else `$LEARNVIZ_CONFIG`, else `./config/learnviz.yaml`,
+     else the `config/learnviz.yaml` shipped beside the package,
+  3. `LEARNVIZ_<FIELD>` environment variables (values parsed as YAML scalars or flow lists),
+  4. CLI flags.
+An unknown key or a value of the wrong type is a `ConfigError` naming the key and where it came
+from. Celery's and Flask's configurations are built from this object, never read on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+ENV_PREFIX = "LEARNVIZ_"
+CONFIG_ENV = "LEARNVIZ_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG_DIR = REPO_ROOT / "config"
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Settings:
+    # --- where things are ---
+    checkpoints: str | None = _f(None, "Folder that holds the training run's checkpoints (checkpoint-N/, step_N/, ...).")
+    archive: str | None = _f(None, "Folder for the HDF5 archives and learning_history.jsonl; default: <checkpoints>/learnviz-archive.")
+    probes: str | None = _f(None, "Probe file (JSONL, JSON or YAML); default: the SYLLO probe set config/probes.jsonl.")
+    hard_examples: str | None = _f(None, "Hard-example file (YAML); default: config/hard_examples.yaml. Its examples join the probe set.")
+
+    # --- checkpoint discovery ---
+    settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many seconds ago is still being written and is skipped for now.")
+
+    # --- extraction (the GPU stage) ---
+    layers: list[Union[int, str]] = _f(["mid", "last"], "Layers whose mean-pooled hidden states are kept: block indices (0-based, negative from the end) or 'mid'/'last'.")
+    batch_size: int = _f(64, "Probes per forward pass (batches are length-sorted).")
+    max_length: int = _f(512, "Longest prompt+answer in tokens; longer prompts lose tokens from the left.")
+    device: str = _f("auto", "'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "'auto' is bfloat16 on a GPU that supports it (else float16) and float32 on CPU.")
+    trust_remote_code: bool = _f(False, "Allow a checkpoint's own Python code to run when loading it. Off: only turn on for checkpoints you trust.")
+    max_new_tokens: int = _f(32, "Cap on a greedy answer's length in tokens (each answer may also run to at most twice its expected length plus 4).")
+    stop_strings: list[str] = _f(["\n"], "The greedy answer ends at the tokenizer's EOS or at any of these strings.")
+    answer_match: Literal["exact", "prefix"] = _f("exact", "'exact': the greedy answer must equal the expected one; 'prefix': it must start with it (case, surrounding space and a final period ignored).")
+    entropy_chunk: int = _f(8, "Rows per chunk when the full-vocabulary softmax is taken (bounds memory on large vocabularies).")
+
+    # --- pipeline ---
+    retry_failed: bool = _f(False, "Re-run stages recorded as failed even when the checkpoint did not change.")
+
+    # --- demo ---
+    demo_out: str = _f("learnviz-demo", "Folder the demo writes its checkpoints and archives into.")
+    demo_steps: int = _f(500, "Training steps of the demo model.")
+    demo_checkpoints: int = _f(10, "Checkpoints the demo writes (spaced densely early, where learning is fastest).")
+    demo_seed: int = _f(0, "Seed of the demo's data, weights and order.")
+
+    # ------------------------------------------------------------------
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False,
+                                    metadata={"internal": True})
+
+    def archive_dir(self) -> Path:
+        """The archive folder: the setting, else `<checkpoints>/learnviz-archive`."""
+        if self.archive:
+            return Path(self.archive)
+        if self.checkpoints:
+            return Path(self.checkpoints) / "learnviz-archive"
+        raise ConfigError("no archive folder given", field="archive",
+                          hint="pass --archive DIR or --checkpoints DIR, or set LEARNVIZ_ARCHIVE")
+
+    def probes_path(self) -> Path:
+        return Path(self.probes) if self.probes else SHIPPED_CONFIG_DIR / "probes.jsonl"
+
+    def hard_examples_path(self) -> Path | None:
+        if self.hard_examples == "":
+            return None  # explicitly switched off
+        return Path(self.hard_examples) if self.hard_examples else SHIPPED_CONFIG_DIR / "hard_examples.yaml"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in public_fields()}
+
+
+def public_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("internal")]
+
+
+_HINTS = typing.get_type_hints(Settings)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Return `value` as type `tp`, or raise TypeError. Ints pass as floats; nothing else converts."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise TypeError
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # a single value where a list is wanted: `layers: -1`
+        if not isinstance(value, list):
+            raise TypeError
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item) for v in value]
+    if tp is type(None):
+        if value is None:
+            return None
+        raise TypeError
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise TypeError
+    raise TypeError
+
+
+def _unknown(key: str, where: str, field_name: str | None = None) -> ConfigError:
+    names = [f.name for f in public_fields()]
+    close = difflib.get_close_matches(key.lower(), names, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(names)}"
+    return ConfigError(f"unknown setting '{key}'", path=where, field=field_name or key, hint=hint)
+
+
+def _apply(settings: Settings, key: str, value: Any, where: str, *, env_name: str | None = None) -> None:
+    names = {f.name for f in public_fields()}
+    if key not in names:
+        raise _unknown(key if env_name is None else env_name, where, env_name)
+    tp = _HINTS[key]
+    try:
+        coerced = _coerce(value, tp)
+    except TypeError:
+        raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", path=where,
+                          field=env_name or key) from None
+    setattr(settings, key, coerced)
+    settings.sources[key] = where
+
+
+def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError("settings file not found", path=path, hint="check the --config path")
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError("settings file not found", path=path, field=CONFIG_ENV)
+        return path
+    for candidate in (Path.cwd() / "config" / "learnviz.yaml", SHIPPED_CONFIG_DIR / "learnviz.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(config_file: str | os.PathLike | None = None,
+                  overrides: dict[str, Any] | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings: defaults, then the YAML file, then LEARNVIZ_* variables, then `overrides`.
+
+    `overrides` come from CLI flags; keys whose value is None are left alone (flag not given).
+    """
+    settings = Settings()
+    path = find_config_file(config_file)
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path,
+                              line=mark.line + 1 if mark else None) from None
+        if not isinstance(data, dict):
+            raise ConfigError("expected a mapping of setting: value", path=path)
+        for key, value in data.items():
+            _apply(settings, str(key), value, str(path))
+
+    env = os.environ if environ is None else environ
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if _HINTS.get(key) in (str, str | None) and not isinstance(value, str) and value is not None:
+            value = raw  # LEARNVIZ_ARCHIVE=2024 is a folder name, not a number
+        _apply(settings, key, value, "environment", env_name=name)
+
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _apply(settings, key, value, "command line", env_name=f"--{key.replace('_', '-')}")
+    return settings
+
+
+def defaults_yaml() -> str:
+    """The text of config/learnviz.yaml: every setting with its default and what it does."""
+    lines = ["# learnviz settings. Every key, with its default. Override per run with",
+             "# LEARNVIZ_<KEY> environment variables or CLI flags; unknown keys are errors.", ""]
+    defaults = Settings()
+    for f in public_fields():
+        lines.append(f"# {f.metadata['help']}")
+        lines.append(f"{f.name}: {json.dumps(getattr(defaults, f.name))}")  # JSON is valid YAML
+        lines.append("")
+    return "\n".join(lines)
