@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     _extract_flags(p)
 
     p = sub.add_parser("status", help="one row per archived checkpoint, with per-skill accuracy",
+                       description="One row per archived checkpoint: its step, the state of each stage "
+                                   "(ok/failed, with the reason) and the accuracy of the greedy answers "
+                                   "per skill of the probe set. Reads the archives only; never loads a model.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _paths(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -83,8 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-examples", metavar="FILE", help="hard-example YAML")
     p.add_argument("--write-syllo", metavar="FILE", help="write the default 500-probe SYLLO set to FILE")
 
-    p = sub.add_parser("config", help="show every setting, its value and where it came from")
+    p = sub.add_parser("config", help="show every setting, its value and where it came from",
+                       description="Print every setting with its effective value and the layer it came from "
+                                   "(default, settings file, environment, command line). Use it to check what "
+                                   "a worker or a CI job will run with.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--defaults", action="store_true", help="print config/learnviz.yaml as generated from the defaults")
+
+    from .plugins import register_commands
+    register_commands(sub)   # the adapters' commands (serve, worker, beat, submit), when installed
     return parser
 
 
@@ -105,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, "handler", None) or COMMANDS[args.command]
+        return handler(args)
     except LearnvizError as exc:
         print(f"learnviz: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from .. import pipeline
+from ..plugins import serve_hook
 from ..settings import Settings
 from .train import DemoConfig, checkpoint_steps, train
 
@@ -43,10 +44,9 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
 
 
 def _serve(settings: Settings) -> None:
-    try:
-        from dashboard import serve  # noqa: F401 - arrives with the dashboard issue
-    except ImportError:
+    serve = serve_hook()
+    if serve is None:
         print(f"archives are in {settings.archive_dir()}; `learnviz status --archive {settings.archive_dir()}` "
-              "shows them again (the web dashboard is not part of this version yet)")
+              "shows them again (no dashboard is installed)")
         return
     serve(settings)

@@ -1,0 +1,155 @@
+"""Extraction speed: learnviz's one pass against a naive loop and against a bare forward.
+
+Prints, for one checkpoint and the 500 SYLLO probes, in one run with the three methods
+interleaved round by round (these machines are noisy; medians over rounds):
+  naive / learnviz   goal >= 10: a per-probe loop, one forward with all hidden states for the
+                     embeddings and another for the logprobs with a full log_softmax
+  learnviz / bare    goal <= 1.3: the same length-sorted, left-padded batches through a plain
+                     `model(input_ids, attention_mask, position_ids)` and nothing else
+learnviz does strictly more than both (greedy answers, entropy, confidence, stop probability).
+
+    python bench/extract.py                       # the demo model (trained once, cached in .bench-cache/)
+    python bench/extract.py --checkpoint DIR      # any checkpoint
+    python bench/extract.py --model gpt2-small --device cuda --dtype bfloat16   # GPT-2-small from a config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from learnviz import extract as ex  # noqa: E402
+from learnviz.model import encode_probe, load, resolve_layers  # noqa: E402
+from learnviz.probes import ProbeSet, read_probe_file  # noqa: E402
+from learnviz.settings import SHIPPED_CONFIG_DIR  # noqa: E402
+
+CACHE = ROOT / ".bench-cache"
+
+
+def demo_checkpoint() -> Path:
+    """The demo's last checkpoint, trained once and kept in .bench-cache/demo."""
+    from learnviz.demo.train import DemoConfig, checkpoint_steps, train
+    cfg = DemoConfig()
+    last = CACHE / "demo" / f"checkpoint-{checkpoint_steps(cfg.steps, cfg.n_checkpoints)[-1]}"
+    if not (last / "model.safetensors").exists():
+        print("training the demo model once (about a minute) ...", file=sys.stderr)
+        train(CACHE / "demo", cfg, progress=True)
+    return last
+
+
+def gpt2_small_checkpoint(tokenizer_from: Path) -> Path:
+    """A GPT-2-small-sized model (12 layers, 768 wide, 50257 vocabulary), random init from a config."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    path = CACHE / "gpt2-small"
+    if not (path / "model.safetensors").exists():
+        tok = AutoTokenizer.from_pretrained(tokenizer_from)
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id))
+        model.save_pretrained(path, safe_serialization=True)
+        tok.save_pretrained(path)
+    return path
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def naive(lm, probes: ProbeSet, layers: list[int]) -> None:
+    model, tok = lm.model, lm.tokenizer
+    for p in probes:
+        prompt, answer = encode_probe(tok, p.prompt, p.expected)
+        ids = torch.tensor([prompt], device=lm.device)
+        hidden = model(ids, output_hidden_states=True).hidden_states
+        _ = [hidden[k + 1][0].float().mean(0).cpu() for k in layers]
+        full = torch.tensor([prompt + answer], device=lm.device)
+        logp = torch.log_softmax(model(full).logits.float(), dim=-1)                 # (1, seq, vocab)
+        target = torch.tensor(answer, device=lm.device)
+        _ = logp[0, len(prompt) - 1: len(prompt) + len(answer) - 1].gather(1, target[:, None]).cpu()
+
+
+@torch.inference_mode()
+def bare(lm, probes: ProbeSet, batch_size: int) -> None:
+    enc = ex.encode_all(lm, probes, 512)
+    pad = lm.tokenizer.pad_token_id
+    for idx in ex.batches([len(p) + len(a) for p, a, _ in enc], batch_size):
+        ids, mask, pos = ex._left_pad([enc[i][0] + enc[i][1] for i in idx], pad, lm.device)
+        lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the demo's last)")
+    ap.add_argument("--model", choices=["demo", "gpt2-small"], default="demo")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--naive-rounds", type=int, default=2, help="the naive loop is slow: fewer rounds")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ckpt = args.checkpoint or demo_checkpoint()
+    if args.model == "gpt2-small":
+        ckpt = gpt2_small_checkpoint(ckpt)
+    probes = ProbeSet(tuple(read_probe_file(SHIPPED_CONFIG_DIR / "probes.jsonl")))
+    lm = load(ckpt, device=args.device, dtype=args.dtype)
+    opts = ex.ExtractOptions(batch_size=args.batch_size)
+    layers = resolve_layers(opts.layers, lm.n_layers)
+    print(f"checkpoint {ckpt} ({lm.model.config.model_type}, {sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M "
+          f"params, {lm.n_layers} layers), {len(probes)} probes, device {lm.device}, dtype {lm.dtype}, "
+          f"batch {args.batch_size}")
+
+    times: dict[str, list[float]] = {"naive": [], "learnviz": [], "bare": []}
+    last = None
+    timed(lambda: ex.extract(lm, probes, opts), lm.device)      # warm-up: allocator, kernels, stop-token cache
+    timed(lambda: bare(lm, probes, args.batch_size), lm.device)
+    for r in range(args.rounds):
+        if r < args.naive_rounds:
+            times["naive"].append(timed(lambda: naive(lm, probes, layers), lm.device))
+        times["bare"].append(timed(lambda: bare(lm, probes, args.batch_size), lm.device))
+        holder = {}
+        times["learnviz"].append(timed(lambda: holder.setdefault("r", ex.extract(lm, probes, opts)), lm.device))
+        last = holder["r"]
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    n = len(probes)
+    print(f"accuracy of this checkpoint: {last.correct.mean():.2f}; probes whose greedy answer needed decoding "
+          f"beyond the one pass: {(last.first_divergence >= 0).sum()}")
+    print(f"learnviz stage timings (last round): " + ", ".join(f"{k} {v:.3f}s" for k, v in last.timings.items()))
+    for k, v in med.items():
+        print(f"  {k:<9} median {v:.3f}s over {len(times[k])} rounds  ({n / v:.0f} probes/s)  all: "
+              + " ".join(f"{t:.3f}" for t in times[k]))
+    ratio_naive = med["naive"] / med["learnviz"] if "naive" in med else None
+    ratio_bare = med["learnviz"] / med["bare"]
+    if ratio_naive is not None:
+        print(f"naive / learnviz = {ratio_naive:.1f}   (goal >= 10)")
+    print(f"learnviz / bare  = {ratio_bare:.2f}   (goal <= 1.3)")
+    if args.json:
+        args.json.write_text(json.dumps({"checkpoint": str(ckpt), "device": str(lm.device), "dtype": str(lm.dtype),
+                                         "probes": n, "median_s": med, "naive_over_learnviz": ratio_naive,
+                                         "learnviz_over_bare": ratio_bare,
+                                         "probes_per_s": n / med["learnviz"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Test helpers that build real (tiny) Hugging Face checkpoints."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import torch
+
+from learnviz.demo.train import build_tokenizer
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer():
+    return build_tokenizer(seed=0, vocab_size=400, corpus_size=3000)
+
+
+def make_checkpoint(path: Path, tokenizer, *, step: int, seed: int = 0, n_layer: int = 2,
+                    n_embd: int = 32, loss: float = 2.0) -> Path:
+    """A random-init GPT-2 checkpoint with tokenizer files and a trainer_state.json."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    eos = tokenizer.eos_token_id
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=n_embd, n_layer=n_layer,
+                        n_head=2, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    model = GPT2LMHeadModel(config).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    state = {"global_step": step, "log_history": [
+        {"step": step - 5, "loss": loss + 0.5, "learning_rate": 1e-3},
+        {"step": step, "loss": loss, "learning_rate": 5e-4, "grad_norm": 1.0},
+        {"step": step, "eval_loss": loss + 0.1}]}
+    (path / "trainer_state.json").write_text(json.dumps(state))
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under a folder: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

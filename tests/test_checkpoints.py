@@ -1,0 +1,87 @@
+import json
+import os
+import time
+
+from helpers import make_checkpoint
+
+from learnviz.checkpoints import discover, fingerprint, inspect, training_metrics
+
+
+def _age(path, seconds=60):
+    """Make every file look written `seconds` ago (settled)."""
+    t = time.time() - seconds
+    for p in path.rglob("*"):
+        os.utime(p, (t, t))
+
+
+def test_naming_patterns_and_steps(tmp_path, tokenizer):
+    root = tmp_path / "run"
+    make_checkpoint(root / "checkpoint-20", tokenizer, step=20)
+    make_checkpoint(root / "step_5", tokenizer, step=5)
+    make_checkpoint(root / "global_step7", tokenizer, step=7)
+    make_checkpoint(root / "final", tokenizer, step=99)          # step from trainer_state.json
+    make_checkpoint(root / "sweep" / "checkpoint-3", tokenizer, step=3)  # one level down
+    make_checkpoint(root / "tmp-checkpoint-30", tokenizer, step=30)      # an in-flight HF write
+    make_checkpoint(root / ".tmp-checkpoint-40", tokenizer, step=40)
+    found = discover(root, settle_seconds=0)
+    assert [(c.path.name, c.step) for c in found] == [
+        ("checkpoint-3", 3), ("step_5", 5), ("global_step7", 7), ("checkpoint-20", 20), ("final", 99)]
+    assert all(c.complete for c in found)
+
+
+def test_incomplete_checkpoints_are_skipped_until_settled(tmp_path, tokenizer):
+    root = tmp_path / "run"
+    ck = make_checkpoint(root / "checkpoint-1", tokenizer, step=1)
+    (root / "checkpoint-2").mkdir()
+    (root / "checkpoint-2" / "config.json").write_text("{}")           # weights not written yet
+    (c1, c2) = discover(root, settle_seconds=30)
+    assert c1.state == "incomplete" and "changed" in c1.reason        # files still fresh
+    assert c2.state == "incomplete" and "model.safetensors is missing" in c2.reason
+    _age(ck)
+    assert inspect(ck, settle_seconds=30).complete
+
+
+def test_truncated_weights_are_broken_once_settled(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    w = ck / "model.safetensors"
+    size = w.stat().st_size
+    with open(w, "r+b") as fh:
+        fh.truncate(size - 100)
+    assert inspect(ck, settle_seconds=30).state == "incomplete"      # might still be being written
+    _age(ck)
+    c = inspect(ck, settle_seconds=30)
+    assert c.state == "broken" and "truncated" in c.reason and str(size) in c.reason
+    with open(w, "r+b") as fh:
+        fh.truncate(4)
+    _age(ck)
+    assert "unreadable safetensors header" in inspect(ck, settle_seconds=30).reason
+
+
+def test_pickle_only_and_bad_config(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    (ck / "model.safetensors").rename(ck / "pytorch_model.bin")
+    assert "safetensors only" in inspect(ck, settle_seconds=0).reason
+    ck2 = make_checkpoint(tmp_path / "checkpoint-2", tokenizer, step=2)
+    (ck2 / "config.json").write_text("{not json")
+    c = inspect(ck2, settle_seconds=0)
+    assert c.state == "broken" and "config.json" in c.reason
+
+
+def test_fingerprint_follows_the_weights(tmp_path, tokenizer):
+    a = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1, seed=0)
+    fa = fingerprint(inspect(a, settle_seconds=0))
+    assert fingerprint(inspect(a, settle_seconds=0)) == fa
+    make_checkpoint(a, tokenizer, step=1, seed=1)   # same shapes, new values: headers are identical
+    assert fingerprint(inspect(a, settle_seconds=0)) != fa
+
+
+def test_training_metrics_from_log_history(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-10", tokenizer, step=10, loss=1.5)
+    m = training_metrics(ck, 10)
+    assert m["train_loss"] == 1.5 and m["eval_loss"] == 1.6 and m["learning_rate"] == 5e-4
+    state = json.loads((ck / "trainer_state.json").read_text())
+    state["log_history"].append({"step": 11, "loss": 0.1})            # after this checkpoint: ignored
+    (ck / "trainer_state.json").write_text(json.dumps(state))
+    assert training_metrics(ck, 10)["train_loss"] == 1.5
+    (ck / "trainer_state.json").write_text("{torn")
+    assert training_metrics(ck, 10) == {}

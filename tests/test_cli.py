@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "learnviz.cli"]
+
+
+@pytest.mark.parametrize("command", ["demo", "run", "status", "probes", "config"])
+def test_every_command_explains_itself(command):
+    out = subprocess.run(CLI + [command, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "usage: learnviz" in out and len(out) > 300
+
+
+def test_malformed_probe_file_error_names_file_line_field(tmp_path, ckpt_root):
+    bad = tmp_path / "mine.jsonl"
+    bad.write_text('{"id": "q1", "prompt": "2+2=", "expected": "4"}\n{"id": "q2", "expected": "5"}\n')
+    out = subprocess.run(CLI + ["run", "--checkpoints", str(ckpt_root), "--probes", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "line 2" in out.stderr and "'prompt'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (ckpt_root / "learnviz-archive").exists()   # nothing written, nothing lost
+
+
+def test_user_probe_file_runs(tmp_path, ckpt_root):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("- {id: q1, prompt: 'All cats are dogs. What follows about cats and dogs?', expected: 'All cats are dogs.'}\n")
+    out = subprocess.run(CLI + ["-q", "run", "--checkpoints", str(ckpt_root), "--probes", str(mine),
+                                "--hard-examples", "", "--settle-seconds", "0"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "3 archived" in out.stdout
+    status = subprocess.run(CLI + ["status", "--checkpoints", str(ckpt_root)], capture_output=True, text=True).stdout
+    assert "default" in status and status.count("extract:ok") == 3
+
+
+def test_bad_setting_flag_and_env(tmp_path):
+    out = subprocess.run(CLI + ["config"], capture_output=True, text=True, env={"LEARNVIZ_LAYRES": "1", "PATH": ""})
+    assert out.returncode == 2 and "LEARNVIZ_LAYRES" in out.stderr and "layers" in out.stderr

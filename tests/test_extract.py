@@ -1,0 +1,157 @@
+"""One-pass extraction against independent per-probe Hugging Face computations (fp32)."""
+
+import numpy as np
+import pytest
+import torch
+
+from learnviz import extract as ex
+from learnviz.model import encode_probe, load
+from learnviz.probes import Probe, ProbeSet, load_probe_set
+from learnviz.settings import SHIPPED_CONFIG_DIR
+
+
+@pytest.fixture(scope="module")
+def probes():
+    ps = load_probe_set(SHIPPED_CONFIG_DIR / "probes.jsonl", SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    # every skill, short and long prompts, and the plain-English hard examples
+    return ProbeSet(ps.probes[::9] + ps.probes[-3:])
+
+
+@pytest.fixture
+def lm(ckpt_root):
+    return load(ckpt_root / "checkpoint-10", device="cpu", dtype="float32")
+
+
+def _reference(lm, probe):
+    """Unbatched, unpadded forward of one probe: (token logprobs, entropies, top-1 probs)."""
+    p, a = encode_probe(lm.tokenizer, probe.prompt, probe.expected)
+    with torch.inference_mode():
+        out = lm.model(torch.tensor([p + a]), output_hidden_states=True)
+    lp = out.logits[0].float().log_softmax(-1)[len(p) - 1: len(p) + len(a) - 1]   # (answer, vocab)
+    tok = lp.gather(1, torch.tensor(a)[:, None])[:, 0]
+    ent = -(lp.exp() * lp).sum(-1)
+    return tok.numpy(), ent.numpy(), lp.max(-1).values.exp().numpy(), out.hidden_states, len(p)
+
+
+def test_token_logprobs_equal_an_independent_forward(lm, probes):
+    r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=16))
+    for i, probe in enumerate(probes):
+        tok, ent, top, _, _ = _reference(lm, probe)
+        assert np.allclose(r.token_logprob.row(i), tok, atol=1e-4), probe.id
+        assert np.allclose(r.token_entropy.row(i), ent, atol=1e-4), probe.id
+        assert np.allclose(r.token_top1_prob.row(i), top, atol=1e-4), probe.id
+        assert np.isclose(r.answer_logprob[i], tok.sum(), atol=1e-3)
+        assert np.isclose(r.answer_confidence[i], np.prod(top), rtol=1e-3)
+
+
+def test_pooled_embedding_does_not_depend_on_batch_mates(lm, probes):
+    short = min(probes, key=lambda p: len(p.prompt))
+    longer = sorted(probes, key=lambda p: -len(p.prompt))[:7]
+    batched = ex.extract(lm, ProbeSet(tuple(longer) + (short,)), ex.ExtractOptions(batch_size=8, layers=[0, "mid", "last"]))
+    alone = ex.extract(lm, ProbeSet((short,)), ex.ExtractOptions(batch_size=8, layers=[0, "mid", "last"]))
+    assert batched.layers == alone.layers == [0, 1]   # 2 blocks: mid == last == 1
+    for layer in batched.layers:  # stored as float16: equal up to float16 rounding
+        assert np.allclose(batched.embeddings[layer][-1].astype(np.float32),
+                           alone.embeddings[layer][0].astype(np.float32), rtol=1e-3, atol=1e-5)
+    # against the reference: the mean of block 0's output over the prompt tokens
+    *_, hidden, p_len = _reference(lm, short)
+    ref = hidden[1][0, :p_len].mean(0).numpy()  # hidden_states[0] is the embedding layer
+    assert np.allclose(alone.embeddings[0][0].astype(np.float32), ref, rtol=1e-3, atol=1e-4)
+
+
+def test_pooled_embedding_before_float16_is_batch_invariant(lm, probes):
+    """The 1e-5 bound on the float32 pooled values themselves (float16 storage rounds later)."""
+    short = min(probes, key=lambda p: len(p.prompt))
+    longer = sorted(probes, key=lambda p: -len(p.prompt))[:7]
+    captured = {}
+
+    def run(ps):
+        hooks = ex._PoolHooks(lm, [1])
+        enc = ex.encode_all(lm, ps, 512)
+        rows = [p + a for p, a, _ in enc]
+        ids, mask, pos = ex._left_pad(rows, lm.tokenizer.pad_token_id, "cpu")
+        width = ids.shape[1]
+        hooks.mask = torch.zeros_like(ids, dtype=torch.bool)
+        for r, (p, a, _) in enumerate(enc):
+            start = width - len(p) - len(a)
+            hooks.mask[r, start: start + len(p)] = True
+        with torch.inference_mode():
+            lm.model(input_ids=ids, attention_mask=mask, position_ids=pos)
+        hooks.remove()
+        return hooks.pooled[1]
+
+    captured["batched"] = run(ProbeSet(tuple(longer) + (short,)))[-1]
+    captured["alone"] = run(ProbeSet((short,)))[0]
+    assert (captured["batched"] - captured["alone"]).abs().max().item() <= 1e-5
+
+
+def _generate(lm, probe, budget):
+    p, a = encode_probe(lm.tokenizer, probe.prompt, probe.expected)
+    with torch.inference_mode():
+        out = lm.model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                max_new_tokens=budget, do_sample=False,
+                                pad_token_id=lm.tokenizer.eos_token_id, eos_token_id=lm.tokenizer.eos_token_id)
+    text = lm.tokenizer.decode(out[0, len(p):], skip_special_tokens=True)
+    return ex._cut_at_stop(text, ["\n"]).strip(), len(a)
+
+
+def _check_greedy(lm, probes, r):
+    for i, probe in enumerate(probes):
+        _, a_len = _generate(lm, probe, 1)
+        text, _ = _generate(lm, probe, ex.answer_budget(a_len, 32))
+        assert r.greedy_answer[i] == text, probe.id
+        assert r.correct[i] == ex.answers_match(text, probe.expected)
+
+
+def test_greedy_answers_equal_hf_generate_on_a_random_model(lm, probes):
+    r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=16))
+    assert (r.first_divergence == 0).all()  # a random model departs at the first token
+    _check_greedy(lm, probes, r)
+
+
+def test_greedy_answers_equal_hf_generate_on_the_trained_demo(demo):
+    ps = load_probe_set(SHIPPED_CONFIG_DIR / "probes.jsonl", SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    probes = ProbeSet(ps.probes[::5])
+    lm = load(f"{demo.checkpoints}/checkpoint-210", device="cpu", dtype="float32")
+    r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=32))
+    d = r.first_divergence
+    assert (d == -1).any() and (d > 0).any() and (d == 0).any()  # right, late and early departures
+    _check_greedy(lm, probes, r)
+    plain = ex._Greedy.__init__
+    # the prefix-recomputation fallback (models with an unusual cache) gives the same answers
+    def no_reuse(self, *a, **k):
+        plain(self, *a, **k)
+        self.reuse_cache = False
+    ex._Greedy.__init__ = no_reuse
+    try:
+        r2 = ex.extract(lm, probes, ex.ExtractOptions(batch_size=32))
+    finally:
+        ex._Greedy.__init__ = plain
+    assert r2.greedy_answer == r.greedy_answer
+
+
+def test_never_a_full_vocabulary_softmax_over_the_batch(lm, probes, monkeypatch):
+    shapes = []
+    real = torch.log_softmax
+    monkeypatch.setattr(torch, "log_softmax", lambda x, dim: shapes.append(tuple(x.shape)) or real(x, dim=dim))
+    ex.extract(lm, probes, ex.ExtractOptions(batch_size=16, entropy_chunk=4))
+    max_answer = max(len(encode_probe(lm.tokenizer, p.prompt, p.expected)[1]) for p in probes)
+    assert shapes and all(s[0] <= 4 and s[1] <= max_answer + 1 for s in shapes)
+
+
+def test_layers_kept_are_only_those_asked_for(lm, probes):
+    r = ex.extract(lm, ProbeSet(probes.probes[:5]), ex.ExtractOptions(layers=["last"]))
+    assert list(r.embeddings) == [1] and r.embeddings[1].shape == (5, 32) and r.embeddings[1].dtype == np.float16
+
+
+def test_answer_matching_rules():
+    assert ex.answers_match("all cats are fish", "All cats are fish.")
+    assert not ex.answers_match("All cats are fish. No", "All cats are fish.")
+    assert ex.answers_match("All cats are fish. No", "All cats are fish.", "prefix")
+    assert ex.normalize_answer("  Yes.  ") == "yes"
+
+
+def test_long_prompts_are_cut_on_the_left(lm):
+    long = Probe("long", "All cats are dogs. " * 200 + "What follows about cats and dogs?", "All cats are dogs.")
+    r = ex.extract(lm, ProbeSet((long,)), ex.ExtractOptions(max_length=100))
+    assert r.truncated[0] and r.prompt_tokens[0] + len(r.answer_ids.row(0)) == 100

@@ -1,0 +1,116 @@
+import json
+
+import pytest
+
+from learnviz.demo.task import solve
+from learnviz.errors import ProbeError
+from learnviz.probes import (HARD_EXAMPLES_SKILL, ProbeSet, generate_syllo_probes, load_probe_set,
+                             read_probe_file)
+from learnviz.settings import SHIPPED_CONFIG_DIR
+
+SKILLS = ["syllo_easy", "syllo_medium", "syllo_hard", "edge_cases", "training_mix"]
+
+
+def test_syllo_set_is_500_fixed_probes():
+    probes = generate_syllo_probes()
+    assert len(probes) == 500
+    assert [sum(p.skill == s for p in probes) for s in SKILLS] == [100] * 5
+    assert len({p.id for p in probes}) == 500 and len({p.prompt for p in probes}) == 500
+    assert generate_syllo_probes() == probes  # deterministic
+    edge = {p.category for p in probes if p.skill == "edge_cases"}
+    assert edge == {"negation", "double_negation", "quantifier"}
+
+
+def test_shipped_probe_file_is_the_generated_set():
+    shipped = read_probe_file(SHIPPED_CONFIG_DIR / "probes.jsonl")
+    assert shipped == generate_syllo_probes(), "regenerate: learnviz probes --write-syllo config/probes.jsonl"
+
+
+def test_every_expected_answer_is_logically_right():
+    ps = load_probe_set(SHIPPED_CONFIG_DIR / "probes.jsonl", SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    checked = 0
+    for p in ps:
+        answer = solve(p.prompt)
+        if answer is None:
+            assert p.skill == HARD_EXAMPLES_SKILL, p.id  # only the plan's plain-English examples
+            continue
+        assert answer == p.expected, p.id
+        checked += 1
+    assert checked >= 520
+
+
+def test_hard_examples_file_has_the_plan_examples_and_20_more():
+    examples = read_probe_file(SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    ids = {e.id for e in examples}
+    assert {"negation_trap_1", "double_neg_1"} <= ids and len(examples) >= 22
+    plan = next(e for e in examples if e.id == "negation_trap_1")
+    assert plan.prompt == "No cats are dogs. All dogs bark. Do cats bark?" and plan.expected == "No"
+    assert all(e.category for e in examples)
+
+
+def test_probe_set_joins_hard_examples_and_hashes(tmp_path):
+    ps = load_probe_set(SHIPPED_CONFIG_DIR / "probes.jsonl", SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    assert len(ps) == 500 + len(read_probe_file(SHIPPED_CONFIG_DIR / "hard_examples.yaml"))
+    assert ps.skills[-1] == HARD_EXAMPLES_SKILL
+    same = load_probe_set(SHIPPED_CONFIG_DIR / "probes.jsonl", SHIPPED_CONFIG_DIR / "hard_examples.yaml")
+    assert same.hash == ps.hash
+    reordered = ProbeSet(tuple(reversed(ps.probes)))
+    assert reordered.hash != ps.hash  # arrays follow probe order, so order is part of the identity
+    assert ps.subset(10).hash != ps.hash
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".yaml"])
+def test_user_probe_files_in_each_format(tmp_path, suffix):
+    rows = [{"id": "a", "prompt": "2+2=", "expected": 4, "skill": "math"},
+            {"id": "b", "prompt": "Capital of France?", "expected": "Paris"}]
+    path = tmp_path / f"p{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    elif suffix == ".json":
+        path.write_text(json.dumps({"probes": rows}))
+    else:
+        import yaml
+        path.write_text(yaml.safe_dump(rows))
+    probes = read_probe_file(path)
+    assert [p.id for p in probes] == ["a", "b"]
+    assert probes[0].expected == "4" and probes[0].skill == "math" and probes[1].skill == "default"
+
+
+def _error(path) -> str:
+    with pytest.raises(ProbeError) as err:
+        read_probe_file(path)
+    return str(err.value)
+
+
+def test_malformed_jsonl_names_file_line_and_field(tmp_path):
+    path = tmp_path / "probes.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "expected": "x"}\n'
+                    '{"id": "b", "prompt": "p"}\n')
+    msg = _error(path)
+    assert str(path) in msg and "line 2" in msg and "'expected'" in msg
+    path.write_text('{"id": "a", "prompt": "p", "expected": "x"}\n{"id": "b", "prompt": "", "expected": "y"}\n')
+    msg = _error(path)
+    assert "line 2" in msg and "'prompt'" in msg
+    path.write_text('{"id": "a", "prompt": "p", "expected": "x"}\n{"id": "b", "prompt": "p", "expected": "x",}\n')
+    msg = _error(path)
+    assert "line 2" in msg and "JSON" in msg
+    path.write_text('{"id": "a", "prompt": "p", "expcted": "x"}\n')
+    msg = _error(path)
+    assert "line 1" in msg and "'expcted'" in msg
+
+
+def test_malformed_yaml_names_line_and_field(tmp_path):
+    path = tmp_path / "hard.yaml"
+    path.write_text("examples:\n  - id: a\n    prompt: p\n    expected: x\n  - id: b\n    prompt: [1, 2]\n    expected: y\n")
+    msg = _error(path)
+    assert str(path) in msg and "line 5" in msg and "'prompt'" in msg
+
+
+def test_duplicate_ids_and_empty_files(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "expected": "x"}\n{"id": "a", "prompt": "q", "expected": "y"}\n')
+    assert "duplicate id 'a'" in _error(path)
+    path.write_text("\n")
+    assert "no probes" in _error(path)
+    (tmp_path / "p.csv").write_text("id,prompt\n")
+    assert "unknown probe file type" in _error(tmp_path / "p.csv")
