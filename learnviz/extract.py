@@ -115,12 +115,25 @@ def answers_match(greedy: str, expected: str, mode: str = "exact") -> bool:
     return g == e if mode == "exact" else g.startswith(e)
 
 
+_CACHE: dict[tuple, object] = {}   # per-process results keyed by tokenizer (a worker sees many checkpoints)
+
+
+def _cached(key: tuple, make):
+    if key not in _CACHE:
+        if len(_CACHE) >= 16:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
 def stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
-    """EOS plus every vocabulary token whose text contains a stop string (cached per model)."""
-    cache_key = ("_learnviz_stop_ids", tuple(stop_strings))
-    cached = getattr(lm, "_stop_cache", {})
-    if cache_key in cached:
-        return cached[cache_key]
+    """EOS plus every vocabulary token whose text contains a stop string."""
+    if lm.tokenizer_key:
+        return _cached(("stop", lm.tokenizer_key, tuple(stop_strings)), lambda: _stop_token_ids(lm, stop_strings))
+    return _stop_token_ids(lm, stop_strings)
+
+
+def _stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
     tok = lm.tokenizer
     ids = set()
     if tok.eos_token_id is not None:
@@ -129,10 +142,7 @@ def stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
         vocab = len(tok)
         texts = tok.batch_decode([[i] for i in range(vocab)])
         ids.update(i for i, t in enumerate(texts) if any(s in t for s in stop_strings))
-    out = torch.tensor(sorted(ids), dtype=torch.long)
-    cached[cache_key] = out
-    lm._stop_cache = cached  # type: ignore[attr-defined]
-    return out
+    return torch.tensor(sorted(ids), dtype=torch.long)
 
 
 def _cut_at_stop(text: str, stop_strings: list[str]) -> str:
@@ -182,6 +192,13 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 
 def encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int):
     """Token ids for every probe: (prompt ids, answer ids, truncated) with prompts cut on the left."""
+    if lm.tokenizer_key:
+        return _cached(("encode", lm.tokenizer_key, probes.hash, max_length),
+                       lambda: _encode_all(lm, probes, max_length))
+    return _encode_all(lm, probes, max_length)
+
+
+def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int):
     out = []
     pairs = encode_probes(lm.tokenizer, [p.prompt for p in probes], [p.expected for p in probes])
     for prompt_ids, answer_ids in pairs:
@@ -315,14 +332,21 @@ def answer_budget(expected_tokens: int, max_new_tokens: int) -> int:
 
 
 @dataclass
-class _Pending:
+class _Row:
+    """A probe whose greedy answer is still being decoded."""
     probe: int
     answer: list[int]                 # answer tokens so far; the last one is fed next
     budget: int                       # most answer tokens
-    prefix: list[int]                 # prompt + answer so far (for recomputation)
     pos: int                          # position id of the token fed next
-    kv: list | None = None            # per layer (key, value), each (heads, width, head_dim)
-    kv_mask: torch.Tensor | None = None  # (width,) 1 where the cache holds a prefix token
+    prefix: list[int] = field(default_factory=list)  # prompt + answer so far (recomputation only)
+
+
+@dataclass
+class _CachedBlock:
+    """Rows of one main-pass batch, with their slice of that batch's KV cache."""
+    rows: list[_Row]
+    kv: list[tuple[torch.Tensor, torch.Tensor]]   # per layer, each (rows, heads, width, head_dim)
+    mask: torch.Tensor                            # (rows, width): 1 where the cache holds a prefix token
 
 
 class _Greedy:
@@ -346,7 +370,8 @@ class _Greedy:
         n = len(encoded)
         self.divergence = np.full(n, -1, dtype=np.int32)
         self.answers: list[list[int] | None] = [None] * n
-        self.pending: list[_Pending] = []
+        self.blocks: list[_CachedBlock] = []
+        self.plain: list[_Row] = []
         self.pending_bytes = 0
         self.reuse_cache = True
         self.seconds = 0.0
@@ -357,7 +382,7 @@ class _Greedy:
         kv_layers = _kv_layers(cache) if self.reuse_cache else None
         if self.reuse_cache and kv_layers is None:
             self.reuse_cache = False  # an unusual cache: recompute prefixes from now on
-        starts = []
+        starts = []   # (batch row, row to decode, departure position)
         for r, i in enumerate(idx):
             p_ids, a_ids, _ = self.encoded[i]
             a = len(a_ids)
@@ -375,24 +400,22 @@ class _Greedy:
             if so_far[-1] in self.stop_set:
                 self.answers[i] = so_far[:-1]
                 continue
-            starts.append((r, i, d, so_far))
+            row = _Row(i, so_far, answer_budget(a, self.opts.max_new_tokens), len(p_ids) + d)
+            starts.append((r, row, d))
         if starts and kv_layers is not None:
-            rows = torch.tensor([s[0] for s in starts], device=mask.device)
-            picked = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kv_layers]
+            sel = torch.tensor([r for r, _, _ in starts], device=mask.device)
+            kv = [(k.index_select(0, sel), v.index_select(0, sel)) for k, v in kv_layers]
+            kv_mask = mask.index_select(0, sel).clone()
             width = mask.shape[1]
-            for n_row, (r, i, d, so_far) in enumerate(starts):
-                a = len(self.encoded[i][1])
-                kv_mask = mask[r].clone()
-                kv_mask[width - a + d:] = 0   # the teacher-forced answer from the departure on
-                self.pending.append(_Pending(
-                    i, so_far, answer_budget(a, self.opts.max_new_tokens), [], int(pos[r, -1]) - a + d + 1,
-                    [(k[n_row], v[n_row]) for k, v in picked], kv_mask))
-            self.pending_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in picked)
+            for n_row, (_, row, d) in enumerate(starts):
+                a = len(self.encoded[row.probe][1])
+                kv_mask[n_row, width - a + d:] = 0   # the teacher-forced answer from the departure on
+            self.blocks.append(_CachedBlock([row for _, row, _ in starts], kv, kv_mask))
+            self.pending_bytes += sum(k.numel() * k.element_size() * 2 for k, _ in kv)
         else:
-            for r, i, d, so_far in starts:
-                p_ids, a_ids, _ = self.encoded[i]
-                self.pending.append(_Pending(i, so_far, answer_budget(len(a_ids), self.opts.max_new_tokens),
-                                             p_ids + so_far, len(p_ids) + len(so_far) - 1))
+            for _, row, _ in starts:
+                row.prefix = self.encoded[row.probe][0] + row.answer
+                self.plain.append(row)
         if self.pending_bytes > self.MAX_CACHE_BYTES:
             self._flush()
         self.seconds += time.perf_counter() - t0
@@ -408,67 +431,76 @@ class _Greedy:
         return texts, correct, self.divergence
 
     def _flush(self) -> None:
-        cached = [p for p in self.pending if p.kv is not None]
-        plain = [p for p in self.pending if p.kv is None]
-        self.pending, self.pending_bytes = [], 0
-        if cached:
-            self._decode(cached, with_cache=True)
-        for idx in batches([len(p.prefix) for p in plain], max(self.opts.batch_size * 4, 1)):
-            self._decode([plain[k] for k in idx], with_cache=False)
+        blocks, plain = self.blocks, self.plain
+        self.blocks, self.plain, self.pending_bytes = [], [], 0
+        if blocks:
+            self._decode_cached(blocks)
+        for idx in batches([len(r.prefix) for r in plain], max(self.opts.batch_size * 4, 1)):
+            self._decode_plain([plain[k] for k in idx])
 
-    def _decode(self, group: list[_Pending], with_cache: bool) -> None:
-        model, device = self.lm.model, self.lm.device
-        budget = torch.tensor([max(0, p.budget - len(p.answer)) for p in group], device=device)
+    def _decode_cached(self, blocks: list[_CachedBlock]) -> None:
+        """One batch from several blocks: caches right-aligned into one, one copy per block and layer."""
+        device = self.lm.device
+        rows = [row for b in blocks for row in b.rows]
+        width = max(b.mask.shape[1] for b in blocks)
+        n = len(rows)
+        kv = []
+        for layer in range(len(blocks[0].kv)):
+            k0, v0 = blocks[0].kv[layer]
+            ks = k0.new_zeros((n, k0.shape[1], width, k0.shape[3]))      # (n, heads, width, head_dim)
+            vs = v0.new_zeros((n, v0.shape[1], width, v0.shape[3]))
+            at = 0
+            for b in blocks:
+                w, m = b.mask.shape[1], b.mask.shape[0]
+                ks[at: at + m, :, width - w:] = b.kv[layer][0]
+                vs[at: at + m, :, width - w:] = b.kv[layer][1]
+                at += m
+            kv.append((ks, vs))
+        mask = torch.zeros((n, width + 1), dtype=torch.long, device=device)
+        at = 0
+        for b in blocks:
+            w, m = b.mask.shape[1], b.mask.shape[0]
+            mask[at: at + m, width - w: width] = b.mask
+            at += m
+        mask[:, -1] = 1
+        for b in blocks:
+            b.kv = []   # free the per-block copies before decoding
+        feed = torch.tensor([[r.answer[-1]] for r in rows], device=device)
+        pos = torch.tensor([[r.pos] for r in rows], device=device)
+        out = self.lm.model(input_ids=feed, attention_mask=mask, position_ids=pos, use_cache=True,
+                            **{self.cache_kw: _make_cache(kv)})
+        self._loop(rows, out, mask, pos)
+
+    def _decode_plain(self, rows: list[_Row]) -> None:
+        pad = self.lm.tokenizer.pad_token_id
+        ids, mask, pos = _left_pad([r.prefix for r in rows], pad if pad is not None else 0, self.lm.device)
+        out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        self._loop(rows, out, mask, pos[:, -1:])
+
+    def _loop(self, rows: list[_Row], out, mask, pos) -> None:
+        device = self.lm.device
+        budget = torch.tensor([max(0, r.budget - len(r.answer)) for r in rows], device=device)
         done = budget <= 0
-        if bool(done.all()):
-            pass
-        elif with_cache:
-            width = max(p.kv_mask.shape[0] for p in group)
-            kv = []
-            for layer in range(len(group[0].kv)):
-                k0, v0 = group[0].kv[layer]
-                ks = k0.new_zeros((len(group), k0.shape[0], width, k0.shape[2]))   # (n, heads, width, head_dim)
-                vs = v0.new_zeros((len(group), v0.shape[0], width, v0.shape[2]))
-                for r, p in enumerate(group):
-                    w = p.kv_mask.shape[0]
-                    ks[r, :, width - w:] = p.kv[layer][0]
-                    vs[r, :, width - w:] = p.kv[layer][1]
-                kv.append((ks, vs))
-            mask = torch.zeros((len(group), width + 1), dtype=torch.long, device=device)
-            for r, p in enumerate(group):
-                mask[r, width - p.kv_mask.shape[0]: width] = p.kv_mask
-            mask[:, -1] = 1
-            feed = torch.tensor([[p.answer[-1]] for p in group], device=device)
-            pos = torch.tensor([[p.pos] for p in group], device=device)
-            out = model(input_ids=feed, attention_mask=mask, position_ids=pos, use_cache=True,
-                        **{self.cache_kw: _make_cache(kv)})
-            self._loop(group, out, mask, pos, budget, done)
-        else:
-            pad = self.lm.tokenizer.pad_token_id
-            ids, mask, pos = _left_pad([p.prefix for p in group], pad if pad is not None else 0, device)
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-            self._loop(group, out, mask, pos[:, -1:], budget, done)
-        for p in group:
-            self.answers[p.probe] = p.answer
-
-    def _loop(self, group, out, mask, pos, budget, done) -> None:
         step = 0
-        while True:
+        while not bool(done.all()):
             nxt = out.logits[:, -1, :].argmax(-1)                                     # (n,)
             is_stop = torch.isin(nxt, self.stop_ids)
+            keep = (~done & ~is_stop).tolist()
             for r, t in enumerate(nxt.tolist()):
-                if not done[r] and not is_stop[r]:
-                    group[r].answer.append(t)
+                if keep[r]:
+                    rows[r].answer.append(t)
             step += 1
             done = done | is_stop | (step >= budget)
             if bool(done.all()):
-                return
+                break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos + 1
             cache = getattr(out, "cache", None)
             cache = cache if cache is not None else out.past_key_values
             out = self.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
                                 use_cache=True, **{self.cache_kw: cache})
+        for r in rows:
+            self.answers[r.probe] = r.answer
 
 
 def _kv_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

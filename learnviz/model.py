@@ -8,6 +8,7 @@ trainer uses it too, so training and probing tokenize alike.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class LoadedModel:
     dtype: torch.dtype
     layers: list[torch.nn.Module]  # the decoder blocks, in order
     path: Path
+    tokenizer_key: str = ""        # hash of the tokenizer files: equal keys tokenize alike
 
     @property
     def n_layers(self) -> int:
@@ -85,7 +87,22 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path)
+    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(path))
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt")
+
+
+def tokenizer_key(path: Path) -> str:
+    """A hash of a checkpoint's tokenizer files. Checkpoints of one run share it, so probes are
+    tokenized once per worker rather than once per checkpoint."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = path / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def find_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

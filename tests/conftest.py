@@ -34,9 +34,9 @@ def ckpt_root(tmp_path, tokenizer) -> Path:
 
 @pytest.fixture
 def settings(ckpt_root, tmp_path) -> Settings:
-    """Settings for a run over `ckpt_root`: no settle wait, the default probe set, 64 probes."""
+    """Settings for a run over `ckpt_root`: no settle wait, the default probe set, on the CPU."""
     return load_settings(overrides={"checkpoints": str(ckpt_root), "archive": str(tmp_path / "archive"),
-                                    "settle_seconds": 0.0}, environ={})
+                                    "settle_seconds": 0.0, "device": "cpu"}, environ={})
 
 
 @pytest.fixture(scope="session")
