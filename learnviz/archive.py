@@ -77,10 +77,18 @@ class Ragged:
 
 @dataclass(frozen=True)
 class StageKey:
-    """What a stage's result depends on; equal keys mean the stored result is current."""
+    """What a stage's result depends on; equal keys mean the stored result is current.
+
+    `inputs` covers what else a stage reads: the neighbouring checkpoints it compares with and
+    the settings that shape it (a hash; empty for stages that read only their own checkpoint).
+    """
     fingerprint: str
     probe_hash: str
     schema_version: int = SCHEMA_VERSION
+    inputs: str = ""
+
+    def with_inputs(self, inputs: str) -> "StageKey":
+        return StageKey(self.fingerprint, self.probe_hash, self.schema_version, inputs)
 
 
 @dataclass
@@ -192,7 +200,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who ran a stage: `worker_name` (LEARNVIZ_WORKER_NAME; Celery workers set their node name)
+    or the host name, and the pid."""
+    return f"{os.environ.get('LEARNVIZ_WORKER_NAME') or socket.gethostname()}:{os.getpid()}"
 
 
 def now_iso() -> str:
@@ -238,7 +248,7 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
                     "encoding-type": "stage", "encoding-version": STAGE_VERSION,
                     "status": status, "reason": reason, "fingerprint": key.fingerprint,
                     "probe_hash": key.probe_hash, "schema_version": key.schema_version,
-                    "worker": worker or worker_id(), "started": started or now_iso(),
+                    "inputs": key.inputs, "worker": worker or worker_id(), "started": started or now_iso(),
                     "finished": now_iso(), "timings": json.dumps(timings or {}),
                 })
                 for k, v in (attrs or {}).items():
@@ -288,7 +298,7 @@ class Archive:
 
     @property
     def step(self) -> int:
-        return int(self.attrs["step"])
+        return int(self.attrs.get("step", -1))
 
     @property
     def key(self) -> StageKey:
@@ -316,7 +326,8 @@ class Archive:
 
 def _stage_info(name: str, g: h5py.Group) -> StageInfo:
     a = {k: _from_attr(v) for k, v in g.attrs.items()}
-    key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0))
+    key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0),
+                   a.pop("inputs", ""))
     try:
         a["timings"] = json.loads(a.get("timings", "{}"))
     except ValueError:
@@ -324,13 +335,18 @@ def _stage_info(name: str, g: h5py.Group) -> StageInfo:
     return StageInfo(name, a.pop("status", "unknown"), a.pop("reason", ""), key, a)
 
 
+SERIES_NAME = "series" + SUFFIX  # the run-level archive (results across all checkpoints)
+
+
 def list_archives(archive_dir: str | Path) -> list[Archive]:
-    """Every readable archive in the folder, sorted by step. Unreadable ones are skipped."""
+    """Every readable checkpoint archive in the folder, sorted by step. Unreadable ones are skipped."""
     archive_dir = Path(archive_dir)
     if not archive_dir.is_dir():
         return []
     out = []
     for p in archive_dir.glob("*" + SUFFIX):
+        if p.name == SERIES_NAME:
+            continue
         try:
             out.append(Archive(p))
         except ArchiveError:

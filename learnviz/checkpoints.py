@@ -110,7 +110,7 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
 
     if not (path / "config.json").exists():
         return _mark(ck, "incomplete", "config.json is missing")
-    weights = _weight_files(path)
+    weights = weight_files(path)
     if weights is None:
         if any((path / n).exists() for n in PICKLE_WEIGHTS):
             return _mark(ck, "broken", "only pickle weights (pytorch_model.bin); learnviz loads safetensors only",)
@@ -142,7 +142,7 @@ def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:
     return ck
 
 
-def _weight_files(path: Path) -> list[Path] | None:
+def weight_files(path: Path) -> list[Path] | None:
     if (path / "model.safetensors").exists():
         return [path / "model.safetensors"]
     index = path / "model.safetensors.index.json"

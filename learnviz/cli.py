@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     _paths(p)
     _extract_flags(p)
 
+    p = sub.add_parser("analyze", help="run the CPU analyses over archived checkpoints",
+                       description="The CPU stages over the archive: skills, calibration (reliability bins, ECE, "
+                                   "MCE, Brier), entropy flags, error positions and weight drift per checkpoint; "
+                                   "RSA drift, linear CKA and the aligned UMAP layout in step order; logprob "
+                                   "trajectories, dataset cartography and the hard-example board over the whole "
+                                   "run. Stages that are current are skipped; `learnviz run` runs them too.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    p.add_argument("--checkpoint", default="all", metavar="latest|STEP|all",
+                   help="which checkpoints' analysis to (re)compute (default: all that are not current)")
+    p.add_argument("--force", action="store_true", help="recompute even when current")
+
     p = sub.add_parser("status", help="one row per archived checkpoint, with per-skill accuracy",
                        description="One row per archived checkpoint: its step, the state of each stage "
                                    "(ok/failed, with the reason) and the accuracy of the greedy answers "
@@ -132,7 +144,35 @@ def cmd_run(args) -> int:
     settings = settings_from(args)
     report = run(settings, progress=not args.quiet)
     print_report(report, settings)
+    return 1 if report.failed or (report.cpu is not None and report.cpu.failed) else 0
+
+
+def cmd_analyze(args) -> int:
+    from .analyze import run_cpu_stages, series
+    settings = settings_from(args)
+    steps = None
+    if args.checkpoint != "all":
+        archived = [a.step for a in series(settings.archive_dir())]
+        if not archived:
+            raise LearnvizError("no archived checkpoints to analyse", path=settings.archive_dir(),
+                                hint="run `learnviz run --checkpoints DIR` first")
+        if args.checkpoint == "latest":
+            steps = {archived[-1]}
+        elif args.checkpoint.isdigit() and int(args.checkpoint) in archived:
+            steps = {int(args.checkpoint)}
+        else:
+            raise LearnvizError(f"no archived checkpoint at step {args.checkpoint!r}", field="--checkpoint",
+                                hint=f"archived steps: {', '.join(map(str, archived))}")
+    report = run_cpu_stages(settings, steps=steps, force=args.force, progress=not args.quiet)
+    print_cpu_report(report)
     return 1 if report.failed else 0
+
+
+def print_cpu_report(report) -> None:
+    print(f"analysis: {len(report.analysed)} checkpoints, geometry: {len(report.geometry)}, "
+          f"series: {'updated' if report.series else 'current'} in {report.seconds:.1f}s")
+    for step, stage, reason in report.failed:
+        print(f"  failed: step {step} {stage}: {reason}")
 
 
 def print_report(report, settings) -> None:
@@ -144,6 +184,8 @@ def print_report(report, settings) -> None:
         print(f"  failed: {path}: {reason}")
     for path, reason in report.incomplete:
         print(f"  incomplete: {path}: {reason}")
+    if report.cpu is not None and (report.cpu.analysed or report.cpu.geometry or report.cpu.series or report.cpu.failed):
+        print_cpu_report(report.cpu)
 
 
 def cmd_status(args) -> int:
@@ -216,7 +258,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config, "demo": cmd_demo}
+COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config, "demo": cmd_demo}
 
 
 if __name__ == "__main__":

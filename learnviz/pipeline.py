@@ -21,7 +21,7 @@ from .errors import LearnvizError
 from .probes import ProbeSet, load_probe_set
 from .settings import Settings
 
-STAGES = ("extract",)
+STAGES = ("extract",)   # the GPU stage; the CPU stages (learnviz.analyze) follow it in `run`
 
 
 @dataclass
@@ -39,6 +39,7 @@ class RunReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     incomplete: list[tuple[Path, str]] = field(default_factory=list)
     current: list[Path] = field(default_factory=list)     # already archived, nothing to do
+    cpu: object = None                                    # analyze.CpuReport of the CPU stages
     seconds: float = 0.0
 
 
@@ -63,7 +64,7 @@ def plan(settings: Settings, probes: ProbeSet, report: RunReport | None = None) 
             if report is not None:
                 report.incomplete.append((ck.path, ck.reason))
             continue
-        key = arc.StageKey(fingerprint(ck), probes.hash)
+        key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
         path = archive_dir / arc.archive_name(ck.path, root)
         needed = list(STAGES)
         if path.exists():
@@ -77,6 +78,14 @@ def plan(settings: Settings, probes: ProbeSet, report: RunReport | None = None) 
         elif report is not None:
             report.current.append(path)
     return jobs
+
+
+def extract_inputs(s: Settings) -> str:
+    """The settings that change what extraction records (not device, dtype or batch size, whose
+    effect is rounding): changing one re-extracts every checkpoint."""
+    import hashlib
+    parts = [s.layers, s.max_length, s.max_new_tokens, s.stop_strings, s.answer_match]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
@@ -167,8 +176,10 @@ def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> No
     history.append(settings.archive_dir(), row)
 
 
-def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = None) -> RunReport:
-    """`learnviz run`: every stage for every complete checkpoint that lacks it."""
+def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = None,
+        cpu_stages: bool = True) -> RunReport:
+    """`learnviz run`: every stage for every complete checkpoint that lacks it: extraction, then
+    the CPU stages (analysis, geometry, series) over the whole archived series."""
     t0 = time.perf_counter()
     probes = probes or load_probes(settings)
     report = RunReport()
@@ -186,6 +197,9 @@ def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = 
                 report.failed.append((job.checkpoint.path, info.reason if info else "unknown"))
             bar.update(1)
         bar.close()
+    if cpu_stages:
+        from .analyze import run_cpu_stages
+        report.cpu = run_cpu_stages(settings, progress=progress)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -61,7 +61,21 @@ class Settings:
     answer_match: Literal["exact", "prefix"] = _f("exact", "'exact': the greedy answer must equal the expected one; 'prefix': it must start with it (case, surrounding space and a final period ignored).")
     entropy_chunk: int = _f(8, "Rows per chunk when the full-vocabulary softmax is taken (bounds memory on large vocabularies).")
 
+    # --- analyses (the CPU stages) ---
+    calibration_bins: int = _f(15, "Equal-width confidence bins of the reliability diagram and ECE (15, as torchmetrics).")
+    entropy_low: float = _f(0.3, "Mean answer entropy (nats) below which a wrong answer is flagged overconfident.")
+    entropy_high: float = _f(2.0, "Mean answer entropy (nats) above which an answer is flagged uncertain.")
+    learned_threshold: float = _f(0.5, "A token counts as learned from the checkpoint where its probability stays above this.")
+    umap_method: Literal["procrustes", "independent"] = _f("procrustes", "'procrustes': each layout starts from the previous one and is aligned to it, so frames compare; 'independent': a fresh UMAP per checkpoint.")
+    umap_neighbors: int = _f(15, "UMAP n_neighbors (also the neighbourhood of the trustworthiness score).")
+    umap_min_dist: float = _f(0.1, "UMAP min_dist.")
+    umap_seed: int = _f(0, "Seed of the UMAP layouts.")
+    weight_exploding: float = _f(10.0, "A layer whose weight norm grew more than this factor since the first checkpoint is flagged exploding.")
+    weight_vanishing: float = _f(0.1, "A layer whose weight norm shrank below this fraction of the first checkpoint's is flagged vanishing.")
+    weight_dead: float = _f(1e-8, "A layer whose relative change since the previous checkpoint is below this is flagged dead (unchanged).")
+
     # --- pipeline ---
+    worker_name: str | None = _f(None, "Name recorded in each archive stage as the worker that ran it (with the pid); default: the host name. Celery workers set it to their node name.")
     retry_failed: bool = _f(False, "Re-run stages recorded as failed even when the checkpoint did not change.")
 
     # --- demo ---
