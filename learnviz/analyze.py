@@ -77,10 +77,11 @@ def analysis_key(archives: list[arc.Archive], i: int, s: Settings) -> arc.StageK
 
 def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey]:
     """Chained: checkpoint i's key includes checkpoint i-1's, because its layout starts there."""
+    from .analysis import umap_layout as ul   # constants only; umap itself is imported lazily
     keys, prev = [], ""
     for a in archives:
         inputs = _hash(GEOMETRY, archives[0].key.fingerprint, prev, s.umap_method, s.umap_neighbors,
-                       s.umap_min_dist, s.umap_seed)
+                       s.umap_min_dist, s.umap_seed, ul.REFINE_EPOCHS, ul.REFINE_LEARNING_RATE, ul.DEFAULT_METRIC)
         key = a.key.with_inputs(inputs)
         keys.append(key)
         prev = _hash(key)
@@ -159,7 +160,7 @@ def run_analysis(archives: list[arc.Archive], i: int, s: Settings, key: arc.Stag
         data["weights"] = {"layers": np.asarray(wd.layers, dtype=object), "norm": wd.norm,
                            "change_prev": wd.change_prev, "change_first": wd.change_first,
                            "norm_ratio_first": wd.norm_ratio_first,
-                           "parameters": np.asarray([wd.parameters[n] for n in wd.layers], dtype=np.int64)}
+                           "parameters": np.asarray(wd.parameters, dtype=np.int64)}
         attrs["weight_flags"] = wd.flags
         row.update({"layer_names": wd.layers, "layer_drifts": wd.change_prev.tolist(),
                     "layer_drifts_first": wd.change_first.tolist(), "weight_norms": wd.norm.tolist(),
@@ -212,7 +213,7 @@ def run_geometry(archives: list[arc.Archive], i: int, s: Settings, key: arc.Stag
     prev = _geo(archives[i - 1], cache) if i else None
     first = _geo(archives[0], cache) if i else None
     data, by_layer = {}, {}
-    umap_seconds = 0.0
+    umap_seconds, umap_params = 0.0, {}
     for layer, emb in me.embeddings.items():
         x = emb.astype(np.float32)
         m: dict = {}
@@ -226,6 +227,7 @@ def run_geometry(archives: list[arc.Archive], i: int, s: Settings, key: arc.Stag
                      n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
         umap_seconds += time.perf_counter() - tu
         me.coords[layer] = lay.coords
+        umap_params = lay.params
         m["trustworthiness"] = lay.trustworthiness
         m["umap_disparity"] = lay.disparity
         by_layer[str(layer)] = m
@@ -242,8 +244,7 @@ def run_geometry(archives: list[arc.Archive], i: int, s: Settings, key: arc.Stag
            "umap_disparity": by_layer[last].get("umap_disparity"),
            "umap_trustworthiness": by_layer[last].get("trustworthiness")}
     arc.write_stage(a.path, GEOMETRY, key=key, root_attrs=root_attrs_of(a), data=data,
-                    attrs={"umap_method": s.umap_method, "umap_neighbors": s.umap_neighbors,
-                           "umap_min_dist": s.umap_min_dist, "umap_seed": s.umap_seed,
+                    attrs={"umap_method": s.umap_method, "umap_params": umap_params,
                            "previous_step": archives[i - 1].step if i else None,
                            "first_step": archives[0].step},
                     timings={"umap": umap_seconds, "total": time.perf_counter() - t0})
@@ -280,10 +281,16 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | Non
         }
     correct = np.stack([np.asarray(r["correct"], dtype=bool) for r in reads])          # (k, n)
     if len(archives) >= 2:
+        # Two windows: over the whole run nearly every probe the model learns at all is
+        # "ambiguous" (it climbs from chance); the later half shows which ones stay hard.
         lengths = np.diff(reads[-1]["answer_ids"].offsets)
-        cart = cartography(np.stack([r["answer_logprob"] for r in reads]), lengths, correct)
-        data["cartography"] = {"confidence": cart.confidence, "variability": cart.variability,
-                               "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object)}
+        logprobs = np.stack([r["answer_logprob"] for r in reads])
+        late = len(archives) // 2 if len(archives) >= 4 else 0
+        for name, start in (("cartography", 0), ("cartography_late", late)):
+            cart = cartography(logprobs[start:], lengths, correct[start:])
+            data[name] = {"confidence": cart.confidence, "variability": cart.variability,
+                          "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
+                          "first_step": np.int64(steps[start])}
     hists = []
     for a in archives:
         info = a.stage(ANALYSIS)

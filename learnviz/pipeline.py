@@ -233,7 +233,8 @@ def status_rows(archive_dir: str | Path) -> list[StatusRow]:
     """One row per archived checkpoint: stage states and per-skill accuracy."""
     rows = []
     for a in arc.list_archives(archive_dir):
-        stages = {name: info.status for name, info in a.stages.items()}
+        order = {"extract": 0, "analysis": 1, "geometry": 2}
+        stages = {name: a.stages[name].status for name in sorted(a.stages, key=lambda n: (order.get(n, 9), n))}
         reason = next((info.reason for info in a.stages.values() if not info.ok), "")
         accuracy, skills = None, {}
         info = a.stage("extract")

@@ -84,6 +84,25 @@ class Settings:
     demo_checkpoints: int = _f(10, "Checkpoints the demo writes (spaced densely early, where learning is fastest).")
     demo_seed: int = _f(0, "Seed of the demo's data, weights and order.")
 
+    # --- distributed ---
+    # Read only by the Celery adapters (workers/, beat/, `learnviz worker|beat|submit`); the core ignores them.
+    broker_url: str = _f("redis://localhost:6379/0", "Redis URL of the Celery broker, redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS). Every worker, the beat and `learnviz submit` use the same one.")
+    result_backend: str | None = _f(None, "Redis URL where task results are kept for a day (Flower, debugging); default: the broker URL.")
+    redis_password: str | None = _f(None, "Password put into the broker and result backend URLs that carry none, so it stays out of URLs and process lists: set LEARNVIZ_REDIS_PASSWORD.")
+    queue_gpu: str = _f("gpu", "Queue of the GPU stage (collect_embeddings); `learnviz worker --queue gpu` consumes it.")
+    queue_cpu: str = _f("cpu", "Queue of the CPU stages (analyze, update_learning_history, generate_visualizations) and of the periodic scan.")
+    gpu_soft_time_limit: float = _f(1800.0, "Seconds after which an extraction is interrupted and recorded as failed in the archive (Celery soft time limit).")
+    gpu_time_limit: float = _f(2100.0, "Seconds after which the process running an extraction is killed (hard limit, above the soft one); the Redis visibility timeout is set above the longest hard limit.")
+    cpu_soft_time_limit: float = _f(3600.0, "Soft time limit of a CPU task (an analysis, a history update over the run, the visualizations).")
+    cpu_time_limit: float = _f(3900.0, "Hard time limit of a CPU task (above the soft one).")
+    task_max_retries: int = _f(5, "Retries of a task hit by a passing fault (broker or connection error, CUDA out of memory, a lost worker process); a broken checkpoint is recorded as failed and never retried.")
+    retry_backoff: float = _f(10.0, "Seconds before the first retry; each further retry waits about twice as long (with jitter), up to retry_backoff_max.")
+    retry_backoff_max: float = _f(600.0, "Longest wait between two retries, in seconds.")
+    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`): every complete checkpoint whose archive lacks a stage is enqueued.")
+    visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history changed, so that a burst of checkpoints draws once.")
+    enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never reports back (its message was lost); after that a scan enqueues it again.")
+    cpu_concurrency: int | None = _f(None, "Processes of `learnviz worker --queue cpu` (default: the number of CPU cores). The GPU worker always runs one.")
+
     # ------------------------------------------------------------------
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False,
                                     metadata={"internal": True})
@@ -165,6 +184,11 @@ def _coerce(value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-8` as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise TypeError from None
         raise TypeError
     if tp is str:
         if isinstance(value, str):

@@ -105,7 +105,10 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     """
     from tqdm.auto import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()   # transformers' "Writing model shards" bar: ours says enough
+    hf_logging.set_verbosity_error()
     cfg = cfg or DemoConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

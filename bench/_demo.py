@@ -1,0 +1,42 @@
+"""The demo series for benchmarks: trained once and kept in .bench-cache/ (about a minute)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CACHE = ROOT / ".bench-cache"
+
+
+def demo_checkpoints() -> Path:
+    """The folder of the demo's checkpoints (all of them), trained if missing."""
+    from learnviz.demo.train import DemoConfig, checkpoint_steps, train
+    cfg = DemoConfig()
+    root = CACHE / "demo"
+    wanted = [root / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
+    if not all((p / "model.safetensors").exists() for p in wanted):
+        print("training the demo model once (about a minute) ...", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+        train(root, cfg, progress=True)
+    return root
+
+
+def extracted_archive(name: str = "archive-500", *, hard_examples: bool = False) -> tuple[Path, object]:
+    """An archive folder of the demo series holding the extract stage only (500 SYLLO probes
+    unless `hard_examples`). Returns (folder, settings)."""
+    from learnviz.pipeline import run
+    from learnviz.settings import load_settings
+    ck = demo_checkpoints()
+    settings = load_settings(environ={}, overrides={
+        "checkpoints": str(ck), "archive": str(CACHE / name), "settle_seconds": 0.0, "device": "cpu",
+        "hard_examples": None if hard_examples else ""})
+    run(settings, progress=False, cpu_stages=False)
+    return Path(settings.archive), settings
+
+
+def copy_settings(settings, archive: Path):
+    return dataclasses.replace(settings, archive=str(archive))
