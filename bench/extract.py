@@ -35,7 +35,7 @@ from learnviz.settings import SHIPPED_CONFIG_DIR  # noqa: E402
 CACHE = ROOT / ".bench-cache"
 
 
-def demo_checkpoint() -> Path:
+def demo_checkpoint() -> Path:  # noqa: D401
     """The demo's last checkpoint, trained once and kept in .bench-cache/demo."""
     from learnviz.demo.train import DemoConfig, checkpoint_steps, train
     cfg = DemoConfig()

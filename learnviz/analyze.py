@@ -36,6 +36,7 @@ from .settings import Settings
 
 ANALYSIS, GEOMETRY, SERIES = "analysis", "geometry", "series"
 BOARD_FILE = "hard_example_board.json"
+MIN_LAYOUT_PROBES = 5   # UMAP needs a neighbourhood; smaller probe sets get drift and CKA only
 _OWN_ATTRS = {"schema_version", "fingerprint", "probe_hash", "learnviz_version", "created", "updated"}
 
 
@@ -195,7 +196,8 @@ def _geo(a: arc.Archive, cache: dict) -> _Geo:
         info = a.stage(GEOMETRY)
         if info is not None and info.ok:
             stored = a.read(GEOMETRY)
-            geo.coords = {int(k.split("_")[1]): g["coords"] for k, g in stored.items() if k.startswith("layer_")}
+            geo.coords = {int(k.split("_")[1]): g["coords"] for k, g in stored.items()
+                          if k.startswith("layer_") and "coords" in g}
         cache[a.path] = geo
     return cache[a.path]
 
@@ -222,21 +224,22 @@ def run_geometry(archives: list[arc.Archive], i: int, s: Settings, key: arc.Stag
             m["drift_first"] = geometry_drift(me.similarity[layer], first.similarity[layer]).drift
             m["cka_prev"] = linear_cka(x, prev.embeddings[layer].astype(np.float32))
             m["cka_first"] = linear_cka(x, first.embeddings[layer].astype(np.float32))
-        tu = time.perf_counter()
-        lay = layout(x, prev.coords.get(layer) if prev is not None else None, method=s.umap_method,
-                     n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
-        umap_seconds += time.perf_counter() - tu
-        me.coords[layer] = lay.coords
-        umap_params = lay.params
-        m["trustworthiness"] = lay.trustworthiness
-        m["umap_disparity"] = lay.disparity
+        # float16: a 525x525 matrix per layer and checkpoint; cosines need no more digits
+        group = {"similarity": me.similarity[layer].astype(np.float16)}
+        if len(x) >= MIN_LAYOUT_PROBES:
+            tu = time.perf_counter()
+            lay = layout(x, prev.coords.get(layer) if prev is not None else None, method=s.umap_method,
+                         n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
+            umap_seconds += time.perf_counter() - tu
+            me.coords[layer] = lay.coords
+            umap_params = lay.params
+            m["trustworthiness"] = lay.trustworthiness
+            m["umap_disparity"] = lay.disparity
+            group["coords"] = lay.coords.astype(np.float32)
+        else:
+            umap_params = {"skipped": f"a layout needs at least {MIN_LAYOUT_PROBES} probes, got {len(x)}"}
         by_layer[str(layer)] = m
-        data[f"layer_{layer}"] = {
-            # float16: a 525x525 matrix per layer and checkpoint; cosines need no more digits
-            "similarity": me.similarity[layer].astype(np.float16),
-            "coords": lay.coords.astype(np.float32),
-            **{k: np.float64(np.nan if v is None else v) for k, v in m.items()},
-        }
+        data[f"layer_{layer}"] = {**group, **{k: np.float64(np.nan if v is None else v) for k, v in m.items()}}
     last = str(max(me.embeddings))
     row = {"step": a.step, "probe_hash": key.probe_hash, "geometry": by_layer,
            "geometry_drift": by_layer[last].get("drift_prev"), "geometry_drift_first": by_layer[last].get("drift_first"),
@@ -376,12 +379,14 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         todo_g = list(range(todo_g[0], len(archives))) if steps is None else list(range(todo_g[0], last_needed + 1))
     bar = _bar(len(todo_a) + len(todo_g), "analyse", progress)
     for i in todo_a:
-        _guard(report, archives[i], ANALYSIS, lambda: run_analysis(archives, i, settings))
+        _guard(report, archives[i], ANALYSIS, lambda: run_analysis(archives, i, settings),
+               analysis_key(archives, i, settings))
         report.analysed.append(archives[i].step)
         bar.update(1)
     cache: dict = {}
     for i in todo_g:
-        ok = _guard(report, archives[i], GEOMETRY, lambda: run_geometry(archives, i, settings, gkeys[i], cache))
+        ok = _guard(report, archives[i], GEOMETRY, lambda: run_geometry(archives, i, settings, gkeys[i], cache),
+                    gkeys[i])
         report.geometry.append(archives[i].step)
         bar.update(1)
         if not ok:
@@ -403,7 +408,7 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
     return report
 
 
-def _guard(report: CpuReport, a: arc.Archive, stage: str, fn) -> bool:
+def _guard(report: CpuReport, a: arc.Archive, stage: str, fn, key: arc.StageKey | None = None) -> bool:
     try:
         fn()
         return True
@@ -413,7 +418,9 @@ def _guard(report: CpuReport, a: arc.Archive, stage: str, fn) -> bool:
         reason = f"{type(exc).__name__}: {exc}"
         report.failed.append((a.step, stage, reason))
         if stage != SERIES:
-            arc.write_stage(a.path, stage, key=a.key, root_attrs=root_attrs_of(a), status="failed", reason=reason)
+            # under the stage's own key, so the failure counts as done until its inputs change
+            arc.write_stage(a.path, stage, key=key or a.key, root_attrs=root_attrs_of(a), status="failed",
+                            reason=reason)
         return False
 
 

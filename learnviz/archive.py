@@ -121,8 +121,9 @@ def write_elem(group: h5py.Group, name: str, value: Any) -> None:
     else:
         arr = value if isinstance(value, np.ndarray) else np.asarray(value)
         if arr.dtype.kind in "OUS":
-            ds = group.create_dataset(name, data=np.asarray([str(s) for s in arr.ravel()], dtype=object).reshape(arr.shape),
-                                      dtype=_STR)
+            # HDF5 variable-length strings cannot hold NUL; a random model's greedy answer can
+            text = [str(s).replace("\x00", "\ufffd") for s in arr.ravel()]
+            ds = group.create_dataset(name, data=np.asarray(text, dtype=object).reshape(arr.shape), dtype=_STR)
             _tag(ds, "string-array")
         else:
             ds = group.create_dataset(name, data=arr)

@@ -105,9 +105,62 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--defaults", action="store_true", help="print config/learnviz.yaml as generated from the defaults")
 
+    _figure_commands(sub)
+
     from .plugins import register_commands
     register_commands(sub)   # the adapters' commands (serve, worker, beat, submit), when installed
     return parser
+
+
+def _figure_commands(sub) -> None:
+    """The plan's quick-start commands: radar, embed, hard-examples, visualize."""
+    which = "latest|STEP|all"
+    drawn_into = "Figures go to <archive>/visualizations/."
+    p = sub.add_parser("radar", help="skill radar of a checkpoint (accuracy per skill vs the base checkpoint)",
+                       description="Bring the checkpoint up to date (extract it when --checkpoints is given and its "
+                                   "archive is not current, then the CPU stages), then draw its skill radar "
+                                   "(radar_<step>.png and skill_radar_latest.png): accuracy per skill against the "
+                                   "run's first checkpoint. " + drawn_into,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    _extract_flags(p)
+    p.add_argument("--checkpoint", default="latest", metavar=which, help="which checkpoint (default: latest)")
+    p.add_argument("--gif", action="store_true", help="also assemble skill_radar_animated.gif")
+
+    p = sub.add_parser("embed", help="collect a checkpoint's embeddings and draw its UMAP; --visualize: all of them",
+                       description="Collect embeddings: run the probe set through the checkpoint (the extraction, "
+                                   "when --checkpoints is given and its archive is not current), compute its aligned "
+                                   "UMAP layout, and draw umap_<step>.png (probes coloured by skill, the same axes "
+                                   "on every checkpoint). --visualize draws every checkpoint's UMAP figure and "
+                                   "umap_animated.gif from the archives, running no model. " + drawn_into,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    _extract_flags(p)
+    p.add_argument("--checkpoint", default=None, metavar=which,
+                   help="which checkpoint to collect (default: latest; with --visualize: none)")
+    p.add_argument("--visualize", action="store_true", help="draw every UMAP figure and the animated GIF")
+
+    p = sub.add_parser("hard-examples", help="update and draw the hard-example board",
+                       description="Bring the checkpoint up to date (extraction and CPU stages, which rebuild "
+                                   "hard_example_board.json), then draw hard_example_board.png: each hard example "
+                                   "right or wrong (and how) at every checkpoint. " + drawn_into,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    _extract_flags(p)
+    p.add_argument("--checkpoint", default="latest", metavar=which, help="which checkpoint to add (default: latest)")
+
+    p = sub.add_parser("visualize", help="draw every figure of the run, animated GIFs included",
+                       description="Draw every figure from the archives (no model is run): loss curve, skill "
+                                   "radars, UMAP layouts, weight drift, calibration, hard-example board, logprob "
+                                   "heatmaps, error positions, entropy and geometry over training, and the "
+                                   "animated GIFs. Only figures whose inputs changed are drawn again. "
+                                   "docs/visualizations.md describes each one. " + drawn_into,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _paths(p)
+    p.add_argument("--probe", metavar="ID", help="probe id of the canonical-answer logprob heatmap "
+                                                 "(default: the hard example with the longest answer)")
+    p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
+    p.add_argument("--force", action="store_true", help="draw every figure again, even when current")
 
 
 SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
@@ -144,7 +197,8 @@ def cmd_run(args) -> int:
     settings = settings_from(args)
     report = run(settings, progress=not args.quiet)
     print_report(report, settings)
-    return 1 if report.failed or (report.cpu is not None and report.cpu.failed) else 0
+    vis_failed = bool(report.visualizations and report.visualizations.get("failed"))
+    return 1 if report.failed or (report.cpu is not None and report.cpu.failed) or vis_failed else 0
 
 
 def cmd_analyze(args) -> int:
@@ -186,6 +240,9 @@ def print_report(report, settings) -> None:
         print(f"  incomplete: {path}: {reason}")
     if report.cpu is not None and (report.cpu.analysed or report.cpu.geometry or report.cpu.series or report.cpu.failed):
         print_cpu_report(report.cpu)
+    vis = report.visualizations
+    if vis is not None and (vis.get("drawn") or vis.get("failed")):
+        print_vis_report(vis)
 
 
 def cmd_status(args) -> int:
@@ -258,7 +315,98 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config, "demo": cmd_demo}
+def _chosen_steps(archived: list[int], which: str) -> list[int]:
+    if not archived:
+        return []
+    if which == "all":
+        return archived
+    if which == "latest":
+        return [archived[-1]]
+    if which.isdigit() and int(which) in archived:
+        return [int(which)]
+    raise LearnvizError(f"no archived checkpoint at step {which!r}", field="--checkpoint",
+                        hint=f"archived steps: {', '.join(map(str, archived))}")
+
+
+def bring_up_to_date(settings, which: str, *, progress: bool) -> list[int]:
+    """Extract the chosen checkpoint(s) (latest|STEP|all) when a checkpoint folder is known and
+    their archive is not current, then run the CPU stages for them. Returns their archived steps."""
+    from .analyze import run_cpu_stages, series
+    if which not in ("latest", "all") and not which.isdigit():
+        raise LearnvizError(f"--checkpoint must be latest, all or a step number, got {which!r}", field="--checkpoint")
+    archived = [a.step for a in series(settings.archive_dir())]
+    if settings.checkpoints:
+        from .pipeline import load_probes, plan, run_extract
+        probes = load_probes(settings)
+        jobs = plan(settings, probes)
+        if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
+            newest = max(jobs, key=lambda j: j.checkpoint.step, default=None)
+            jobs = [newest] if newest is not None and newest.checkpoint.step >= max(archived, default=-1) else []
+        elif which != "all":
+            jobs = [j for j in jobs if j.checkpoint.step == int(which)]
+        for job in jobs:
+            if not run_extract(job, settings, probes, progress=progress):
+                print(f"  failed: extraction of {job.checkpoint.path} (see `learnviz status`)", file=sys.stderr)
+        archived = [a.step for a in series(settings.archive_dir())]
+    steps = _chosen_steps(archived, which)
+    if not steps:
+        raise LearnvizError("no archived checkpoints", path=settings.archive_dir(),
+                            hint="pass --checkpoints DIR, or run `learnviz run --checkpoints DIR` first")
+    report = run_cpu_stages(settings, steps=None if which == "all" else set(steps), progress=progress)
+    if report.analysed or report.geometry or report.series or report.failed:
+        print_cpu_report(report)
+    return steps
+
+
+def print_vis_report(result: dict) -> None:
+    print(f"visualizations: {len(result['drawn'])} drawn, {result['current']} current, "
+          f"in {result['seconds']:.1f}s -> {result['dir']}")
+    for name, reason in result["skipped"].items():
+        print(f"  skipped: {name}: {reason}")
+    for name, reason in result["failed"].items():
+        print(f"  failed: {name}: {reason}")
+
+
+def _draw(settings, show: list[str] = (), **kw) -> int:
+    """Draw, print the summary and the paths of the `show` files that exist."""
+    from .visualize import generate
+    result = generate(settings, **kw)
+    print_vis_report(result)
+    for name in show:
+        if (Path(result["dir"]) / name).exists():
+            print(f"  {Path(result['dir']) / name}")
+    return 1 if result["status"] == "failed" else 0
+
+
+def cmd_radar(args) -> int:
+    settings = settings_from(args)
+    steps = bring_up_to_date(settings, args.checkpoint, progress=not args.quiet)
+    show = [f"radar_{s}.png" for s in steps][-5:] + ["skill_radar_latest.png"] + (["skill_radar_animated.gif"] if args.gif else [])
+    return _draw(settings, show, only=["radar"], steps=steps, gifs=args.gif)
+
+
+def cmd_embed(args) -> int:
+    settings = settings_from(args)
+    steps = []
+    if args.checkpoint is not None or not args.visualize:
+        steps = bring_up_to_date(settings, args.checkpoint or "latest", progress=not args.quiet)
+    show = [f"umap_{s}.png" for s in steps][-5:] + ["umap_latest.png"] + (["umap_animated.gif"] if args.visualize else [])
+    return _draw(settings, show, only=["umap"], steps=None if args.visualize else steps, gifs=args.visualize)
+
+
+def cmd_hard_examples(args) -> int:
+    settings = settings_from(args)
+    bring_up_to_date(settings, args.checkpoint, progress=not args.quiet)
+    return _draw(settings, ["hard_example_board.png"], only=["hard_examples"])
+
+
+def cmd_visualize(args) -> int:
+    settings = settings_from(args)
+    return _draw(settings, gifs=not args.no_gifs, force=args.force, probe=args.probe)
+
+
+COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config, "demo": cmd_demo,
+            "radar": cmd_radar, "embed": cmd_embed, "hard-examples": cmd_hard_examples, "visualize": cmd_visualize}
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class RunReport:
     incomplete: list[tuple[Path, str]] = field(default_factory=list)
     current: list[Path] = field(default_factory=list)     # already archived, nothing to do
     cpu: object = None                                    # analyze.CpuReport of the CPU stages
+    visualizations: dict | None = None                    # visualize.generate's summary
     seconds: float = 0.0
 
 
@@ -177,9 +178,10 @@ def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> No
 
 
 def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = None,
-        cpu_stages: bool = True) -> RunReport:
+        cpu_stages: bool = True, visualize: bool = True, gifs: bool = False) -> RunReport:
     """`learnviz run`: every stage for every complete checkpoint that lacks it: extraction, then
-    the CPU stages (analysis, geometry, series) over the whole archived series."""
+    the CPU stages (analysis, geometry, series) over the whole archived series, then the figures
+    (incremental; GIFs only when `gifs`, as they are made on demand)."""
     t0 = time.perf_counter()
     probes = probes or load_probes(settings)
     report = RunReport()
@@ -200,6 +202,9 @@ def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = 
     if cpu_stages:
         from .analyze import run_cpu_stages
         report.cpu = run_cpu_stages(settings, progress=progress)
+        if visualize:
+            from .visualize import generate
+            report.visualizations = generate(settings, gifs=gifs)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -117,3 +117,13 @@ def pending(settings: Settings) -> list[dict]:
             out.append({"checkpoint": ck, "step": a.step, "stages": [an.ANALYSIS]})
     out.sort(key=lambda d: d["step"])
     return out
+
+
+def generate_visualizations(settings: Settings) -> dict:
+    """The figures of the run (PNGs, GIFs) from the archives and the history: JSON-able summary.
+    `skipped` until the plots module (learnviz.visualize) exists."""
+    import importlib.util
+    if importlib.util.find_spec(f"{__package__}.visualize") is None:
+        return {"status": "skipped", "reason": "no plots module yet"}
+    from . import visualize
+    return visualize.generate(settings)

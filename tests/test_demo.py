@@ -23,7 +23,7 @@ def test_checkpoints_in_trainer_layout(demo):
 
 def test_learning_is_visible_in_status(demo):
     rows = status_rows(demo.archive_dir())
-    assert len(rows) >= 8 and all(r.stages == {"extract": "ok"} or "extract" in r.stages for r in rows)
+    assert len(rows) >= 8 and all(r.stages == {"extract": "ok", "analysis": "ok", "geometry": "ok"} for r in rows)
     easy = [r.skills["syllo_easy"] for r in rows]
     hard = [r.skills["syllo_hard"] for r in rows]
     middle = len(rows) // 2

@@ -40,7 +40,7 @@ def test_run_archives_every_checkpoint(settings):
     rows = history.read(settings.archive_dir())
     assert [r["step"] for r in rows] == [10, 20, 30]
     assert rows[0]["train_loss"] == 2.0 and rows[0]["learning_rate"] == 5e-4 and "syllo_easy" in rows[0]["skill_scores"]
-    assert status_rows(settings.archive_dir())[0].stages == {"extract": "ok"}
+    assert status_rows(settings.archive_dir())[0].stages == {"extract": "ok", "analysis": "ok", "geometry": "ok"}
 
 
 def test_rerun_writes_nothing_and_is_fast(settings):

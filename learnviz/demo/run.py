@@ -35,8 +35,10 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
         print(f"using the demo checkpoints in {ckdir} (--retrain to train again)")
     # The demo wrote every checkpoint itself (atomically), so there is nothing to wait for.
     run_settings = dataclasses.replace(settings, checkpoints=str(ckdir), archive=str(archive), settle_seconds=0.0)
-    report = pipeline.run(run_settings, progress=progress)
+    report = pipeline.run(run_settings, progress=progress, gifs=True)
     print(f"archived {len(report.done)} checkpoints ({len(report.current)} already current) in {report.seconds:.1f}s")
+    vis = report.visualizations or {}
+    print(f"figures: {vis.get('dir', '')} ({len(vis.get('drawn', []))} drawn, {vis.get('current', 0)} current)")
     print(format_status(pipeline.status_rows(archive)))
     if serve:
         _serve(run_settings)

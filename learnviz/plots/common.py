@@ -1,0 +1,131 @@
+"""What every figure shares: an Agg figure, a deterministic PNG writer, text shortening, the skill
+palette and an annotated heatmap.
+
+Determinism: the same inputs give the same PNG bytes. Figures are `matplotlib.figure.Figure`
+objects on their own Agg canvas (no pyplot, so no global figure state shared between calls or
+threads), drawn with the bundled DejaVu fonts, and saved without the `Software` text chunk and
+without any timestamp (matplotlib writes none to PNGs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+DPI = 100
+# Annotate heatmap cells with their value only while the numbers stay legible.
+MAX_ANNOTATED_CELLS = 240
+# Label at most this many rows/columns of a heatmap; the others get no tick label.
+MAX_TICK_LABELS = 30
+NAN_COLOR = "#d9d9d9"
+
+
+def figure(width: float, height: float) -> Figure:
+    """A blank figure of `width` x `height` inches on an Agg canvas, constrained layout."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def title(fig: Figure, text: str) -> None:
+    """The figure's title: what it shows, bold, above every panel (details go into panel titles)."""
+    fig.suptitle(text, fontsize=13, fontweight="bold")
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as an RGB PNG atomically (a temporary file in the same folder, then os.replace),
+    so a dashboard serving the folder never sees half a file. Same figure -> same bytes.
+
+    One Agg draw (which runs the constrained layout once) and Pillow's encoder, with no text
+    chunks: `Figure.savefig` would draw twice (a dry run for the layout, then the real one)."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]    # (height, width, 3) uint8; figures are opaque
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def shorten(text: str, width: int = 40) -> str:
+    """`text` on one line (whitespace collapsed), cut to at most `width` characters with an
+    ellipsis: long probe texts stay inside the figure."""
+    one = " ".join(str(text).split())
+    if len(one) <= width:
+        return one
+    if width < 1:
+        return ""
+    return one[: width - 1].rstrip() + "…"
+
+
+def skill_colors(skills: Sequence[str]) -> dict[str, tuple]:
+    """One colour per distinct skill, in first-seen order (tab10, then tab20 past ten skills):
+    a skill keeps its colour in every figure and every checkpoint of a run."""
+    names = list(dict.fromkeys(str(s) for s in skills))
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
+def tick_positions(n: int, max_labels: int = MAX_TICK_LABELS) -> np.ndarray:
+    """Indices of the ticks to label among n rows or columns: all when few, else evenly spaced
+    and always including the last."""
+    if n <= max_labels:
+        return np.arange(n)
+    idx = np.unique(np.linspace(0, n - 1, max_labels).round().astype(int))
+    return idx
+
+
+def heatmap(ax, values: np.ndarray, *, row_labels: Sequence[str], col_labels: Sequence[str],
+            cmap: str, norm: Normalize, fmt: str | None = "{:.2f}", nan_text: str = ""):
+    """Draw `values` (rows, cols) as cells, row 0 at the top, NaN cells grey. Cells are annotated
+    with `fmt` when there are at most MAX_ANNOTATED_CELLS of them. Returns the image (for a
+    colorbar)."""
+    values = np.asarray(values, dtype=np.float64)
+    cm = colormaps[cmap].with_extremes(bad=NAN_COLOR)
+    masked = np.ma.masked_invalid(values)
+    im = ax.imshow(masked, cmap=cm, norm=norm, aspect="auto", interpolation="nearest")
+    rows, cols = values.shape
+    ri, ci = tick_positions(rows), tick_positions(cols)
+    ax.set_yticks(ri, [str(row_labels[i]) for i in ri])
+    ax.set_xticks(ci, [str(col_labels[i]) for i in ci])
+    ax.set_xticks(np.arange(cols + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.6)
+    ax.tick_params(which="minor", length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if fmt is not None and rows * cols <= MAX_ANNOTATED_CELLS:
+        for r in range(rows):
+            for c in range(cols):
+                v = values[r, c]
+                if not math.isfinite(v):
+                    if nan_text:
+                        ax.text(c, r, nan_text, ha="center", va="center", fontsize=7.5, color="#555555")
+                    continue
+                rgba = cm(norm(v))
+                light = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] > 0.55
+                text = fmt.format(v)
+                if text.startswith("-") and not text.strip("-0.,"):
+                    text = text[1:]          # "-0.0": a tiny negative that rounds to zero
+                ax.text(c, r, text, ha="center", va="center", fontsize=7.5,
+                        color="black" if light else "white")
+    return im
+
+
+def no_data(ax, message: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#555555", wrap=True)
+    ax.set_yticks([])   # x ticks stay: the axis may be shared with panels that have data

@@ -1,0 +1,45 @@
+"""Animated GIFs from per-checkpoint PNG frames (Pillow). One GIF frame per PNG, in the order
+given; the last frame is held longer so the end state can be read before the loop restarts.
+
+Deterministic: each frame is reduced to its own 256-colour palette by Pillow's median cut (no
+dithering, no randomness) and written without optimisation: same bytes for the same PNGs.
+Pillow merges a frame identical to the one before it into that one (adding the durations); the
+figures animated here name their step in the title, so every checkpoint keeps its own frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+VERSION = 1
+
+
+def write_gif(frames: Sequence[str | Path], out: str | Path, *, frame_ms: int = 800, last_ms: int = 2500) -> Path:
+    """Write `frames` (PNG paths, oldest checkpoint first) as a looping GIF at `out`, atomically.
+    Frames of another size than the first are resized to it. ValueError when `frames` is empty."""
+    if not frames:
+        raise ValueError("write_gif needs at least one frame")
+    out = Path(out)
+    images = []
+    size = None
+    for f in frames:
+        with Image.open(f) as im:
+            rgb = im.convert("RGB")
+        if size is None:
+            size = rgb.size
+        elif rgb.size != size:
+            rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+        images.append(rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+    durations = [frame_ms] * (len(images) - 1) + [last_ms]
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                       loop=0, optimize=False, disposal=1)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

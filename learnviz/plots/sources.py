@@ -1,0 +1,231 @@
+"""What the figures read: one archived series, loaded lazily, turned into each figure
+function's keyword arguments. The only module of `learnviz.plots` that reads archives; it never
+loads a model.
+
+Per-checkpoint figures read their own checkpoint's stage groups (`radar_data`, `umap_data`);
+run-level figures read learning_history.jsonl (merged rows of the archived steps only), a few
+small elements of every archive, series.h5 or hard_example_board.json (`*_data`). A loader raises
+`Skip` when its inputs do not exist yet (e.g. no checkpoint analysed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .. import analyze as an
+from .. import archive as arc
+from .. import history
+from ..errors import LearnvizError
+from ..probes import HARD_EXAMPLES_SKILL
+
+
+class Skip(Exception):
+    """A figure that cannot be drawn from what is archived yet (the reason goes into the report)."""
+
+
+class Run:
+    """The archived series of one probe set, read lazily and at most once per `generate` call."""
+
+    def __init__(self, archive_dir: Path):
+        self.dir = archive_dir
+        self.archives = an.series(archive_dir)
+        self.steps = [a.step for a in self.archives]
+        probe_hash = self.archives[-1].attrs.get("probe_hash") if self.archives else None
+        by_step = {r["step"]: r for r in history.read(archive_dir, probe_hash)}
+        self.rows = [by_step.get(s, {"step": s}) for s in self.steps]   # rows of archived steps only
+        self._probes: dict | None = None
+        self._layouts: dict[int, tuple[dict, dict]] = {}
+
+    @property
+    def probes(self) -> dict:
+        """The probe table of the newest archive: ids, skills, categories, prompts, expected answers."""
+        if self._probes is None:
+            self._probes = self.archives[-1].read(
+                "extract", ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
+        return self._probes
+
+    @staticmethod
+    def ok(a: arc.Archive, stage: str) -> bool:
+        info = a.stage(stage)
+        return info is not None and info.ok
+
+    @staticmethod
+    def stamp(a: arc.Archive | None, stage: str) -> list | None:
+        """What identifies a stage's stored result: its key and when it was written."""
+        info = a.stage(stage) if a is not None else None
+        if info is None:
+            return None
+        return [a.step, stage, info.status, info.key.fingerprint, info.key.probe_hash, info.key.inputs,
+                str(info.attrs.get("finished", ""))]
+
+    def layers(self, a: arc.Archive) -> tuple[list[int], int]:
+        attrs = a.stage("extract").attrs
+        layers = attrs.get("layers", "[]")
+        layers = json.loads(layers) if isinstance(layers, str) else list(layers)
+        return [int(k) for k in layers], int(attrs.get("n_layers", 0) or 0)
+
+    def layouts(self, a: arc.Archive) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """(panel title -> (n, 2) UMAP coords, panel title -> quality note) of one checkpoint."""
+        if a.step not in self._layouts:
+            layers, n_layers = self.layers(a)
+            keys = [f"layer_{k}/{x}" for k in layers for x in ("coords", "trustworthiness")]
+            d = a.read(an.GEOMETRY, keys)
+            coords, notes = {}, {}
+            for k in layers:
+                name = f"decoder block {k}" + (f" (0-based, of {n_layers})" if n_layers else "")
+                coords[name] = d[f"layer_{k}/coords"]
+                t = float(d[f"layer_{k}/trustworthiness"])
+                notes[name] = f"trustworthiness {t:.3f} (1 = 2-D neighbours were neighbours)" if np.isfinite(t) else ""
+            self._layouts[a.step] = (coords, notes)
+        return self._layouts[a.step]
+
+
+# ---------------------------------------------------------------- per-checkpoint figures
+
+def skills_of(a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
+    """(skill -> accuracy, "skill/category" -> accuracy) from a checkpoint's analysis."""
+    d = a.read(an.ANALYSIS, ["skills"])["skills"]
+    return an.unnamed(d["skill"]), an.unnamed(d["category"])
+
+
+def radar_data(run: Run, i: int) -> dict:
+    """`skill_radar` arguments of checkpoint i against the base (the run's first checkpoint). With
+    fewer than three skills (no polygon) the axes are the skill/category pairs instead."""
+    a, base = run.archives[i], run.archives[0]
+    skills, cats = skills_of(a)
+    base_ok = run.ok(base, an.ANALYSIS)
+    base_skills, base_cats = skills_of(base) if base_ok else ({}, {})
+    if len(skills) < 3 <= len(cats):
+        counts = Counter(f"{s}/{c}" for s, c in zip(run.probes["probe_skill"], run.probes["probe_category"]))
+        return {"current": cats, "base": base_cats if base_ok else None, "step": a.step,
+                "base_step": base.step, "counts": dict(counts)}
+    counts = Counter(str(s) for s in run.probes["probe_skill"])
+    return {"current": skills, "base": base_skills if base_ok else None, "step": a.step,
+            "base_step": base.step, "counts": dict(counts)}
+
+
+def umap_data(run: Run, i: int, limits: dict) -> dict:
+    """`umap_scatter` arguments of checkpoint i, with the run's shared axes `limits`."""
+    a = run.archives[i]
+    coords, notes = run.layouts(a)
+    correct = a.read("extract", ["correct"])["correct"]
+    return {"step": a.step, "layouts": coords, "skills": list(run.probes["probe_skill"]), "correct": correct,
+            "limits": limits, "notes": notes}
+
+
+# ---------------------------------------------------------------- run-level figures
+
+def _series_of(run: Run, key: str) -> list:
+    return [r.get(key) for r in run.rows]
+
+
+def loss_data(run: Run) -> dict:
+    losses = {k: _series_of(run, k) for k in ("train_loss", "eval_loss") if any(r.get(k) is not None for r in run.rows)}
+    skills = list(dict.fromkeys(s for r in run.rows for s in (r.get("skill_scores") or {})))
+    skill_acc = {s: [(r.get("skill_scores") or {}).get(s) for r in run.rows] for s in skills}
+    return {"steps": run.steps, "losses": losses, "accuracy": _series_of(run, "accuracy"),
+            "skill_accuracy": skill_acc, "learning_rate": _series_of(run, "learning_rate")}
+
+
+def drift_data(run: Run) -> dict:
+    layers = list(dict.fromkeys(n for r in run.rows for n in (r.get("layer_names") or [])))
+    change = np.full((len(layers), len(run.steps)), np.nan)
+    for j, r in enumerate(run.rows):
+        for name, v in zip(r.get("layer_names") or [], r.get("layer_drifts") or []):
+            change[layers.index(name), j] = np.nan if v is None else v
+    return {"steps": run.steps, "layers": layers, "change": change}
+
+
+def calibration_data(run: Run) -> dict:
+    done = [a for a in run.archives if run.ok(a, an.ANALYSIS)]
+    if not done:
+        raise Skip("no checkpoint analysed yet")
+    a = done[-1]
+    c = a.read(an.ANALYSIS, ["calibration"])["calibration"]
+    return {"step": a.step, "bin_edges": c["bin_edges"], "bin_confidence": c["bin_confidence"],
+            "bin_accuracy": c["bin_accuracy"], "bin_count": c["bin_count"], "ece": float(c["ece"]),
+            "mce": float(c["mce"]), "brier": float(c["brier"]), "steps": run.steps, "eces": _series_of(run, "ece")}
+
+
+def board_data(run: Run) -> dict:
+    path = run.dir / an.BOARD_FILE
+    if not path.exists():
+        return {"board": {"steps": [], "examples": []}}
+    try:
+        return {"board": json.loads(path.read_text())}
+    except ValueError as exc:   # reported as this figure's failure; the other figures go on
+        raise ValueError(f"{path} is not valid JSON ({exc}); `learnviz analyze --force` rewrites it") from None
+
+
+def canonical_probe(run: Run, probe_id: str | None) -> int:
+    """The probe of the canonical-answer heatmap: `probe_id`, else the hard example with the
+    longest expected answer in tokens (the first of equals), else the longest answer overall."""
+    ids = [str(x) for x in run.probes["probe_ids"]]
+    if probe_id is not None:
+        if probe_id not in ids:
+            raise LearnvizError(f"no probe with id {probe_id!r} in the archived probe set", field="probe",
+                                hint=f"for example: {', '.join(ids[:5])}")
+        return ids.index(probe_id)
+    lengths = np.diff(run.archives[-1].read("extract", ["answer_ids"])["answer_ids"].offsets)
+    hard = [i for i, s in enumerate(run.probes["probe_skill"]) if s == HARD_EXAMPLES_SKILL]
+    pool = hard or list(range(len(ids)))
+    return max(pool, key=lambda i: (lengths[i], -i))
+
+
+def canonical_data(run: Run, probe_id: str | None) -> dict:
+    i = canonical_probe(run, probe_id)
+    rows = [a.read("extract", ["token_logprob"])["token_logprob"].row(i) for a in run.archives]
+    if len({len(r) for r in rows}) != 1:
+        raise Skip("the canonical answer's tokens differ between checkpoints (a changed tokenizer)")
+    tokens = run.archives[-1].read("extract", ["token_text"])["token_text"].row(i)
+    return {"steps": run.steps, "logprobs": np.stack(rows).astype(np.float64), "tokens": [str(t) for t in tokens],
+            "probe_id": str(run.probes["probe_ids"][i]), "prompt": str(run.probes["prompt"][i]),
+            "expected": str(run.probes["expected"][i])}
+
+
+def category_data(run: Run) -> dict:
+    path = run.dir / arc.SERIES_NAME
+    if not path.exists():
+        raise Skip("no series.h5 yet (`learnviz analyze` writes it)")
+    s = arc.Archive(path)
+    info = s.stage(an.SERIES)
+    if info is None or not info.ok:
+        raise Skip(f"the series stage failed: {info.reason}" if info is not None else "series.h5 has no series stage")
+    d = s.read(an.SERIES, ["steps", "trajectories"])
+    cm = d["trajectories"]["category_mean"]
+    return {"steps": [int(x) for x in d["steps"]], "names": [str(n) for n in cm["names"]], "values": cm["values"]}
+
+
+def errors_data(run: Run) -> dict:
+    hists = [r.get("error_positions") for r in run.rows]
+    width = max((len(h) for h in hists if h), default=0)
+    grid = np.full((len(run.steps), width), np.nan)
+    for j, h in enumerate(hists):
+        if h:
+            grid[j, : len(h)] = [np.nan if v is None else v for v in h]
+    return {"steps": run.steps, "histograms": grid}
+
+
+def entropy_data(run: Run) -> dict:
+    done = [a for a in run.archives if run.ok(a, an.ANALYSIS)]
+    if not done:
+        raise Skip("no checkpoint analysed yet")
+    means = [a.read(an.ANALYSIS, ["entropy/mean_by_position"])["entropy/mean_by_position"] for a in done]
+    counts = done[-1].read(an.ANALYSIS, ["entropy/count_by_position"])["entropy/count_by_position"]
+    width = max(len(m) for m in means)
+    grid = np.full((len(done), width), np.nan)
+    for j, m in enumerate(means):
+        grid[j, : len(m)] = m
+    return {"steps": [a.step for a in done], "means": grid, "counts": [int(c) for c in counts]}
+
+
+def geometry_data(run: Run) -> dict:
+    names = sorted({k for r in run.rows for k in (r.get("geometry") or {})}, key=lambda k: (len(k), k))
+    keys = ("drift_prev", "drift_first", "cka_prev", "cka_first")
+    layers = {f"decoder block {k}": {m: [((r.get("geometry") or {}).get(k) or {}).get(m) for r in run.rows] for m in keys}
+              for k in names}
+    return {"steps": run.steps, "layers": layers}

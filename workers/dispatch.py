@@ -1,0 +1,193 @@
+"""Who sends what, once: the Redis keys that coordinate the tasks, the scan and `learnviz submit`.
+
+The archives are the state of record; Redis only holds messages and these short-lived marks, so
+losing Redis loses no work (the next scan finds what is missing and sends it again). Keys:
+
+  learnviz:queued:<stage>:<checkpoint>  set (NX, expiring after `enqueue_ttl`) when a per-checkpoint
+                                        task is sent, deleted by that task when it ends: while it
+                                        exists the stage is queued or running and nobody sends it again
+  learnviz:queued:history               the one update_learning_history waiting in the queue (deleted
+                                        when it starts, so a change during a run queues one more)
+  learnviz:queued:visualize             the one pending draw, sent with a countdown of
+                                        `visualize_delay`: every request in that window joins it
+  learnviz:recent:scan                  a scan ran less than half an interval ago (a second beat's
+                                        scan is then skipped)
+  learnviz:lock:<name>                  redis-py locks: scan, history, visualize
+
+One Redis database per deployment: two learnviz runs that share a database share these keys and
+queues (give each its own database, redis://host:6379/1, /2, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from learnviz.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "learnviz:"
+
+# Stages a scan can find missing for one checkpoint, and the task that makes each.
+STAGE_TASKS = {"extract": "collect_embeddings", "analysis": "analyze"}
+TASK_STAGES = {task: stage for stage, task in STAGE_TASKS.items()}
+
+# Delete a key only while it still holds our value: a mark that expired and was set again by
+# another sender belongs to that sender's message.
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+def with_password(url: str, password: str | None) -> str:
+    """`url` with `password` put in when the URL carries none (redis://:PASSWORD@host:port/db)."""
+    if not password:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password or "@" in parts.netloc:
+        return url
+    netloc = f":{urllib.parse.quote(password, safe='')}@{parts.netloc}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def broker_url(settings: Settings) -> str:
+    return with_password(settings.broker_url, settings.redis_password)
+
+
+def result_url(settings: Settings) -> str:
+    return with_password(settings.result_backend or settings.broker_url, settings.redis_password)
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log line: the password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(
+        f":{parts.password}@", ":***@")))
+
+
+def checkpoint_id(checkpoint: str | os.PathLike) -> str:
+    """The one spelling of a checkpoint in messages and keys: its absolute path."""
+    return str(Path(checkpoint).resolve())
+
+
+class Dispatcher:
+    """Sends tasks by name through `app` (routing and priority come from the app's config) and keeps
+    the marks above in the broker's Redis. One per process: redis-py clients do not survive a fork."""
+
+    def __init__(self, app, settings: Settings, *, patient: bool = True):
+        self.app = app
+        self.settings = settings
+        # Patient (workers, the scan): ride out a Redis restart of a few seconds inside the task
+        # (10 tries, backoff capped at 2 s) rather than fail and lose the follow-up message.
+        # Impatient (`learnviz submit`): say at once that the broker is unreachable.
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), 10 if patient else 0)
+        self.redis = redis.Redis.from_url(broker_url(settings), socket_timeout=30, socket_connect_timeout=5,
+                                          health_check_interval=25, retry=retry)
+        self._release = self.redis.register_script(_RELEASE)
+
+    # -------------------------------------------------------------- per-checkpoint stages
+
+    @staticmethod
+    def queued_key(stage: str, checkpoint: str) -> str:
+        return f"{PREFIX}queued:{stage}:{checkpoint}"
+
+    def send_stage(self, stage: str, checkpoint: str | os.PathLike, *, force: bool = False) -> str | None:
+        """Send the task of `stage` for one checkpoint unless it is queued or running already.
+
+        Returns the new task's id, or None when it was already queued (`force` sends anyway)."""
+        if stage not in STAGE_TASKS:
+            raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGE_TASKS)}")
+        checkpoint = checkpoint_id(checkpoint)
+        key = self.queued_key(stage, checkpoint)
+        task_id = str(uuid.uuid4())
+        if force:
+            self.redis.set(key, task_id, ex=int(self.settings.enqueue_ttl))
+        elif not self.redis.set(key, task_id, nx=True, ex=int(self.settings.enqueue_ttl)):
+            return None
+        try:
+            self.app.send_task(STAGE_TASKS[stage], args=[checkpoint], task_id=task_id)
+        except BaseException:
+            self._release(keys=[key], args=[task_id])
+            raise
+        return task_id
+
+    def stage_done(self, stage: str, checkpoint: str, task_id: str) -> None:
+        """The task of `stage` ended for good (not a retry): the stage may be sent again."""
+        self._release(keys=[self.queued_key(stage, checkpoint_id(checkpoint))], args=[task_id])
+
+    def queued(self, stage: str, checkpoint: str | os.PathLike) -> str | None:
+        value = self.redis.get(self.queued_key(stage, checkpoint_id(checkpoint)))
+        return value.decode() if value is not None else None
+
+    # -------------------------------------------------------------- run-wide stages, coalesced
+
+    def request_history(self) -> str | None:
+        """Queue one update_learning_history unless one is waiting already (it will see this change)."""
+        return self._coalesced("history", "update_learning_history", ttl=self.settings.cpu_time_limit)
+
+    def request_visualizations(self) -> str | None:
+        """Draw once `visualize_delay` seconds from the first request; later requests join it."""
+        delay = self.settings.visualize_delay
+        return self._coalesced("visualize", "generate_visualizations", ttl=delay + self.settings.cpu_time_limit,
+                               countdown=delay)
+
+    def _coalesced(self, name: str, task: str, *, ttl: float, countdown: float = 0.0) -> str | None:
+        key = f"{PREFIX}queued:{name}"
+        task_id = str(uuid.uuid4())
+        if not self.redis.set(key, task_id, nx=True, ex=max(1, int(ttl))):
+            return None
+        try:
+            self.app.send_task(task, task_id=task_id, countdown=countdown or None)
+        except BaseException:
+            self._release(keys=[key], args=[task_id])
+            raise
+        return task_id
+
+    def started(self, name: str, task_id: str) -> None:
+        """A coalesced task starts: from now on a new request queues another run after this one."""
+        self._release(keys=[f"{PREFIX}queued:{name}"], args=[task_id])
+
+    # -------------------------------------------------------------- scans and locks
+
+    def claim_scan(self) -> bool:
+        """True unless a scan started less than half an interval ago (two beats scan once)."""
+        ms = max(1, int(self.settings.scan_interval * 500))
+        return bool(self.redis.set(f"{PREFIX}recent:scan", os.getpid(), nx=True, px=ms))
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[bool]:
+        """A non-blocking Redis lock that expires after `timeout` s (a killed holder cannot keep it).
+        Yields whether it was acquired."""
+        lock = self.redis.lock(f"{PREFIX}lock:{name}", timeout=max(1.0, timeout), blocking=False)
+        got = lock.acquire()
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                try:
+                    lock.release()
+                except redis.exceptions.LockError:
+                    log.warning("lock %s expired before it was released (timeout %.0fs)", name, timeout)
+                except redis.exceptions.ConnectionError as exc:
+                    log.warning("lock %s not released (Redis unreachable: %s); it expires by itself", name, exc)
+
+
+_DISPATCHERS: dict[tuple[int, int], Dispatcher] = {}
+
+
+def for_app(app) -> Dispatcher:
+    """The Dispatcher of `app` in this process."""
+    key = (os.getpid(), id(app))
+    if key not in _DISPATCHERS:
+        _DISPATCHERS[key] = Dispatcher(app, app.learnviz_settings)
+    return _DISPATCHERS[key]

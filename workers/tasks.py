@@ -1,0 +1,163 @@
+"""The tasks: thin. Each unpacks a checkpoint path, calls one learnviz stage, sends what follows,
+and returns the stage's JSON-able result (never arrays).
+
+Per checkpoint:  collect_embeddings (gpu) -> analyze (cpu) -> update_learning_history (cpu, one
+queued at a time) -> generate_visualizations (cpu, debounced: one draw `visualize_delay` seconds
+after the first request; the requests in that window join it).
+
+Faults: a broken checkpoint is recorded as failed in the archive by the stage and not retried. A
+passing fault (Redis or connection error, a busy archive lock, CUDA out of memory) is retried with
+exponential backoff and jitter, at most `task_max_retries` times; a lost worker process likewise
+(task_retry_on_worker_lost). The (checkpoint, stage) mark is cleared when the task ends for good.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import filelock
+import kombu.exceptions
+import redis.exceptions
+from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.utils.log import get_task_logger
+
+from learnviz import stages
+from learnviz.settings import Settings
+
+from . import dispatch as dsp
+from .signals import ensure_warm
+
+log = get_task_logger(__name__)
+
+
+class PassingFault(Exception):
+    """A stage failed for a reason that a later try may not meet (e.g. CUDA out of memory)."""
+
+
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+             filelock.Timeout, PassingFault)
+
+# Reasons a stage records that are worth another try, not a broken checkpoint.
+_PASSING_REASONS = ("OutOfMemoryError", "CUDA out of memory", "CUDA error: out of memory")
+
+
+class StageTask(Task):
+    """Base of the learnviz tasks: settings from the app, backoff from the settings, and the
+    (checkpoint, stage) mark released when a per-checkpoint task ends for good."""
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.learnviz_settings
+
+    @property
+    def dispatch(self) -> dsp.Dispatcher:
+        return dsp.for_app(self.app)
+
+    def backoff(self) -> float:
+        s = self.settings
+        delay = min(s.retry_backoff_max, s.retry_backoff * 2 ** self.request.retries)
+        return random.uniform(delay / 2, delay)   # jitter: retries of a burst do not arrive together
+
+    def retry_later(self, exc: BaseException):
+        log.warning("passing fault, retry %d/%d: %s: %s", self.request.retries + 1,
+                    self.settings.task_max_retries, type(exc).__name__, exc)
+        return self.retry(exc=exc, countdown=self.backoff(), max_retries=self.settings.task_max_retries)
+
+    def run_stage(self, fn):
+        ensure_warm()
+        try:
+            return fn()
+        except TRANSIENT as exc:
+            raise self.retry_later(exc) from exc
+
+    def _release(self, task_id, args) -> None:
+        stage = dsp.TASK_STAGES.get(self.name)
+        if stage is None or not args:
+            return
+        try:
+            self.dispatch.stage_done(stage, args[0], task_id)
+        except redis.exceptions.RedisError as exc:  # the mark expires by itself
+            log.warning("queued mark of %s not cleared (it expires by itself): %s", task_id, exc)
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self._release(task_id, args)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        # Killed by the hard limit or lost max_retries times: the archive has no record of it, so
+        # a scan would send it straight back. The mark stays until it expires (enqueue_ttl).
+        if not isinstance(exc, (TimeLimitExceeded, WorkerLostError)):
+            self._release(task_id, args)
+
+
+def _attempt_settings(task: StageTask) -> Settings:
+    """A retry after a passing fault re-runs the stage that the first try recorded as failed."""
+    s = task.settings
+    return dataclasses.replace(s, retry_failed=True) if task.request.retries else s
+
+
+def _passing(result: dict) -> bool:
+    return result["status"] == "failed" and any(r in result["reason"] for r in _PASSING_REASONS)
+
+
+@shared_task(bind=True, base=StageTask, name="collect_embeddings")
+def collect_embeddings(self: StageTask, checkpoint: str) -> dict:
+    """GPU: one pass of the probe set through one checkpoint -> archive [extract]."""
+    settings = _attempt_settings(self)
+    result = self.run_stage(lambda: stages.collect_embeddings(settings, checkpoint).to_dict())
+    if _passing(result):
+        raise self.retry_later(PassingFault(result["reason"]))
+    if result["status"] in ("ok", "current"):
+        self.run_stage(lambda: self.dispatch.send_stage("analysis", checkpoint))
+    return result
+
+
+@shared_task(bind=True, base=StageTask, name="analyze")
+def analyze(self: StageTask, checkpoint: str) -> dict:
+    """CPU: the per-checkpoint analyses -> archive [analysis]."""
+    settings = _attempt_settings(self)
+    result = self.run_stage(lambda: stages.analyze(settings, checkpoint).to_dict())
+    if result["status"] in ("ok", "failed"):
+        self.run_stage(self.dispatch.request_history)
+    return result
+
+
+def _exclusive(task: StageTask, name: str, fn):
+    """Run `fn` under the Redis lock `name`; while another holds it, try again later (the holder may
+    have started before the change that queued this task)."""
+    s = task.settings
+    with task.dispatch.lock(name, timeout=s.cpu_time_limit + 60) as got:
+        if got:
+            return fn()
+    wait = max(1.0, s.retry_backoff)
+    raise task.retry(countdown=wait, max_retries=int(s.cpu_time_limit / wait) + 1)
+
+
+@shared_task(bind=True, base=StageTask, name="update_learning_history")
+def update_learning_history(self: StageTask) -> dict:
+    """CPU: geometry in step order, then the series over the run -> archives [geometry], series.h5."""
+    self.run_stage(lambda: self.dispatch.started("history", self.request.id))
+    summary = self.run_stage(lambda: _exclusive(self, "history", lambda: stages.update_learning_history(self.settings)))
+    if summary["geometry"] or summary["series"]:
+        self.run_stage(self.dispatch.request_visualizations)
+    return summary
+
+
+@shared_task(bind=True, base=StageTask, name="generate_visualizations")
+def generate_visualizations(self: StageTask) -> dict:
+    """CPU: the PNGs and GIFs of the run, debounced (see workers.dispatch)."""
+    self.run_stage(lambda: self.dispatch.started("visualize", self.request.id))
+    return self.run_stage(lambda: _exclusive(self, "visualize", lambda: stages.generate_visualizations(self.settings)))
+
+
+@shared_task(bind=True, base=StageTask, name="scan_checkpoints")
+def scan_checkpoints(self: StageTask) -> dict:
+    """The beat's scan: send every stage the archives lack (beat.scan)."""
+    from beat.scan import scan
+    from .celery import scan_time_limit
+    try:
+        return scan(self.settings, self.dispatch, lock_timeout=scan_time_limit(self.settings))
+    except TRANSIENT as exc:   # the next scan comes anyway: no retry
+        log.warning("scan: %s", exc)
+        return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
