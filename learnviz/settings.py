@@ -74,6 +74,10 @@ class Settings:
     weight_vanishing: float = _f(0.1, "A layer whose weight norm shrank below this fraction of the first checkpoint's is flagged vanishing.")
     weight_dead: float = _f(1e-8, "A layer whose relative change since the previous checkpoint is below this is flagged dead (unchanged).")
 
+    # --- dashboard ---
+    dashboard_host: str = _f("127.0.0.1", "Address `learnviz serve` listens on: 127.0.0.1 is this machine only; 0.0.0.0 every interface (containers).")
+    dashboard_port: int = _f(5000, "Port of `learnviz serve` (0: any free port).")
+
     # --- pipeline ---
     worker_name: str | None = _f(None, "Name recorded in each archive stage as the worker that ran it (with the pid); default: the host name. Celery workers set it to their node name.")
     retry_failed: bool = _f(False, "Re-run stages recorded as failed even when the checkpoint did not change.")

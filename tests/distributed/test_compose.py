@@ -58,7 +58,7 @@ def test_dashboard_serves_on_all_interfaces_inside_its_container():
     if "serve" not in sub.choices:
         pytest.skip("the dashboard's `serve` command is not installed yet (its learnviz.commands entry point)")
     args = parse(command)
-    assert args.command == "serve" and args.host == "0.0.0.0"
+    assert args.command == "serve" and args.dashboard_host == "0.0.0.0"
 
 
 def test_flower_watches_the_same_broker():

@@ -1,0 +1,134 @@
+"""Per-request access to one run's archive folder, read-only (as flaskr's `get_db`).
+
+`run()` builds a `RunData` for the current request on `flask.g`; each of its properties reads the
+archive folder at most once per request and never writes to it. Nothing is kept between
+requests: every page shows the folder as it is now, so a training run's new checkpoints appear on
+the next load. Readers never lock (the writers replace files atomically), so a file that vanishes
+or changes mid-read is treated as not there yet, never as an error page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import current_app, g
+
+from learnviz import archive as arc
+from learnviz import history
+from learnviz.analyze import BOARD_FILE
+from learnviz.pipeline import StatusRow, skill_accuracy, status_rows
+from learnviz.visualize import DIR_NAME, MANIFEST_NAME
+
+ARCHIVE_KEY = "LEARNVIZ_ARCHIVE"   # the Flask config key holding the archive folder
+
+
+class RunData:
+    """One read of an archive folder: archives, status rows, merged history, board, figures."""
+
+    def __init__(self, archive_dir: str | Path):
+        self.dir = Path(archive_dir)
+        self.vis_dir = self.dir / DIR_NAME
+        self._accuracy: dict[int, tuple[float | None, dict[str, float]]] = {}
+
+    @cached_property
+    def archives(self) -> list[arc.Archive]:
+        """Every readable checkpoint archive, by step (failed extractions included)."""
+        return arc.list_archives(self.dir)
+
+    @cached_property
+    def rows(self) -> list[StatusRow]:
+        try:
+            return status_rows(self.dir)
+        except (OSError, arc.ArchiveError):
+            # an archive replaced between listing and reading: the next refresh sees it whole
+            return [StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem),
+                              {n: s.status for n, s in a.stages.items()}, "", None, {}) for a in self.archives]
+
+    @cached_property
+    def analysed(self) -> list[arc.Archive]:
+        """Archives with a successful extraction, of the newest probe set (as learnviz.analyze.series:
+        archives of different probe sets are never compared)."""
+        done = [a for a in self.archives if a.stage("extract") is not None and a.stage("extract").ok]
+        if not done:
+            return []
+        wanted = done[-1].attrs.get("probe_hash")
+        return [a for a in done if a.attrs.get("probe_hash") == wanted]
+
+    @cached_property
+    def probe_hash(self) -> str | None:
+        return self.analysed[-1].attrs.get("probe_hash") if self.analysed else None
+
+    @cached_property
+    def history(self) -> list[dict[str, Any]]:
+        """Merged history rows (one per step) of the newest probe set."""
+        return history.read(self.dir, probe_hash=self.probe_hash)
+
+    @cached_property
+    def history_by_step(self) -> dict[int, dict[str, Any]]:
+        return {row["step"]: row for row in self.history}
+
+    @cached_property
+    def board(self) -> dict[str, Any] | None:
+        """hard_example_board.json, or None when absent or unreadable."""
+        try:
+            data = json.loads((self.dir / BOARD_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def accuracy(self, a: arc.Archive) -> tuple[float | None, dict[str, float]]:
+        """Share of probes answered right, overall and per skill, of one archive (None, {} without a
+        successful extraction). Reads that archive only: a page about one checkpoint stays cheap
+        however long the run."""
+        if a.step in self._accuracy:
+            return self._accuracy[a.step]
+        result: tuple[float | None, dict[str, float]] = (None, {})
+        info = a.stage("extract")
+        if info is not None and info.ok:
+            try:
+                d = a.read("extract", ["correct", "probe_skill"])
+                if len(d["correct"]):
+                    result = (float(np.mean(d["correct"])), skill_accuracy(d["correct"], list(d["probe_skill"])))
+            except (OSError, KeyError, arc.ArchiveError):
+                pass   # replaced mid-read: shown as unknown until the next refresh
+        self._accuracy[a.step] = result
+        return result
+
+    def archive_at(self, step: int) -> arc.Archive | None:
+        """The archive of a step: the newest probe set's when there are several."""
+        found = [a for a in self.archives if a.step == step]
+        preferred = [a for a in found if a.attrs.get("probe_hash") == self.probe_hash]
+        return (preferred or found or [None])[-1]
+
+    def figure_mtime(self, name: str) -> int | None:
+        """Modification time (ns) of a figure file in visualizations/, None when absent."""
+        try:
+            return (self.vis_dir / name).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    @cached_property
+    def version(self) -> str:
+        """A cheap signature of the folder (file names, sizes and times; nothing is opened): it
+        changes when a checkpoint is archived or a stage, the history or a figure is rewritten."""
+        parts = []
+        paths = sorted(self.dir.glob("*" + arc.SUFFIX)) if self.dir.is_dir() else []
+        for path in [*paths, self.dir / history.FILE_NAME, self.dir / BOARD_FILE, self.vis_dir / MANIFEST_NAME]:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            parts.append((path.name, st.st_size, st.st_mtime_ns))
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def run() -> RunData:
+    """This request's view of the archive folder (created on first use, kept on `g`)."""
+    if "run_data" not in g:
+        g.run_data = RunData(current_app.config[ARCHIVE_KEY])
+    return g.run_data

@@ -1,0 +1,100 @@
+"""The HTML views, and the figure files they show.
+
+  /                      the run at a glance and the plan's six-panel figure grid
+  /checkpoints           one row per archived checkpoint: stages, accuracy per skill
+  /checkpoints/<step>    one checkpoint: its radar, UMAP frame, calibration, weight flags
+  /hard-examples         the hard-example board as a table, answers on hover
+  /figures/<file>        a PNG or GIF from <archive>/visualizations/, nothing else
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, abort, render_template, send_from_directory, url_for
+
+from . import serializers as ser
+from .data import run
+
+bp = Blueprint("pages", __name__)
+FIGURE_SUFFIXES = {".png", ".gif"}
+
+
+@bp.app_template_filter("pct")
+def pct(value) -> str:
+    """0.8 -> '80%'; None -> '–'."""
+    return "–" if value is None else f"{100 * float(value):.0f}%"
+
+
+@bp.app_template_filter("num")
+def num(value, digits: int = 3) -> str:
+    """A number to `digits` significant digits; None -> '–'."""
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{float(value):.{digits}g}"
+
+
+@bp.app_template_filter("fixed")
+def fixed(value, decimals: int = 3) -> str:
+    """A number with `decimals` decimals (ECE, Brier: small values stay readable); None -> '–'."""
+    return "–" if value is None else f"{float(value):.{decimals}f}"
+
+
+@bp.app_template_filter("decile")
+def decile(value) -> str:
+    """An accuracy's colour class: acc-0 (0-10%) ... acc-10 (100%); acc-none for no value."""
+    return "acc-none" if value is None else f"acc-{int(round(float(value) * 10))}"
+
+
+def figure_url(name: str, mtime_ns: int) -> str:
+    """The figure's URL; its modification time in the query, so a redrawn figure is fetched anew."""
+    return url_for("pages.figure", filename=name, v=mtime_ns)
+
+
+@bp.get("/")
+def index():
+    r = run()
+    return render_template("index.html", summary=ser.summary(r), figures=ser.figures(r, figure_url))
+
+
+@bp.get("/checkpoints")
+def checkpoints():
+    r = run()
+    rows = [ser.status_row(row) for row in r.rows]
+    skills = list(dict.fromkeys(s for row in rows for s in row["skills"]))
+    stages = list(dict.fromkeys(s for row in rows for s in row["stages"]))
+    return render_template("checkpoints.html", rows=rows, skills=skills, stages=stages)
+
+
+@bp.get("/checkpoints/<int:step>")
+def checkpoint(step: int):
+    r = run()
+    a = r.archive_at(step)
+    if a is None:
+        steps = ", ".join(str(x.step) for x in r.archives) or "none yet"
+        abort(404, description=f"No archived checkpoint at step {step} (archived steps: {steps}).")
+    return render_template("checkpoint.html", ck=ser.checkpoint(r, a, figure_url), error_types=ser.ERROR_TYPES)
+
+
+@bp.get("/hard-examples")
+def hard_examples():
+    return render_template("hard_examples.html", board=ser.hard_examples(run().board))
+
+
+@bp.get("/figures/<path:filename>")
+def figure(filename: str):
+    """Only image files directly inside <archive>/visualizations/: `send_from_directory` refuses
+    `..` and absolute paths, and a link that leads out of the folder is refused too."""
+    vis = run().vis_dir
+    if Path(filename).suffix.lower() not in FIGURE_SUFFIXES:
+        abort(404)
+    try:
+        target = (vis / filename).resolve(strict=True)
+        inside = target.parent == vis.resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        abort(404)
+    if not inside:
+        abort(404)
+    return send_from_directory(vis, filename)

@@ -1,0 +1,100 @@
+"""The JSON API under /api/: shapes, values against the archive, strict JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dashboard_run import BROKEN_STEP, N_PROBES, STEPS, XSS_PROMPT, make_app
+
+from learnviz import history
+from learnviz.pipeline import status_rows
+
+
+def get(client, url, status=200):
+    r = client.get(url)
+    assert r.status_code == status, (url, r.data[:300])
+    assert r.content_type == "application/json"
+
+    def no_nan(token):
+        raise AssertionError(f"{url}: {token} is not JSON")
+    return json.loads(r.get_data(as_text=True), parse_constant=no_nan)
+
+
+def test_status(client, archive):
+    d = get(client, "/api/status.json")
+    assert {"archive", "version", "checkpoints", "analysed", "steps", "latest", "first", "failures", "rows"} <= set(d)
+    assert d["checkpoints"] == len(STEPS) + 1 and d["analysed"] == len(STEPS)
+    assert d["steps"] == sorted([*STEPS, BROKEN_STEP])
+    assert d["latest"]["step"] == STEPS[-1] and d["first"]["step"] == STEPS[0]
+    assert d["latest"]["ece"] == pytest.approx(history.read(archive)[-1]["ece"])
+    assert d["failures"] == [{"step": BROKEN_STEP, "name": f"checkpoint-{BROKEN_STEP}", "stage": "extract",
+                              "reason": d["failures"][0]["reason"]}]
+    assert "config.json is not valid JSON" in d["failures"][0]["reason"]
+    for row, expected in zip(d["rows"], status_rows(archive)):
+        assert set(row) == {"step", "name", "stages", "reason", "failed", "accuracy", "skills"}
+        assert row["step"] == expected.step and row["stages"] == expected.stages
+        if expected.accuracy is None:
+            assert row["accuracy"] is None
+        else:
+            assert row["accuracy"] == pytest.approx(expected.accuracy)
+        assert row["failed"] == (["extract"] if row["step"] == BROKEN_STEP else [])
+
+
+def test_history_is_the_merged_rows(client, archive):
+    d = get(client, "/api/history.json")
+    assert [r["step"] for r in d["rows"]] == list(STEPS)
+    assert d["rows"] == json.loads(json.dumps(history.read(archive)))
+    assert all("accuracy" in r and "ece" in r and "skill_scores" in r for r in d["rows"])
+
+
+def test_checkpoint(client, archive):
+    step = STEPS[1]
+    d = get(client, f"/api/checkpoints/{step}.json")
+    assert d["step"] == step and d["name"] == f"checkpoint-{step}"
+    assert [s["name"] for s in d["stages"]] == ["extract", "analysis", "geometry"]
+    assert all(s["status"] == "ok" and s["worker"] for s in d["stages"])
+    assert d["previous"] == STEPS[0] and d["next"] == BROKEN_STEP
+    cal = d["analysis"]["calibration"]
+    assert cal["n_bins"] == 15 and sum(b["count"] for b in cal["bins"]) == N_PROBES
+    assert cal["ece"] == pytest.approx(history.read(archive)[1]["ece"])
+    w = d["analysis"]["weights"]
+    assert w["available"] and set(w["flags"]) == {"exploding", "vanishing", "dead"}
+    assert [layer["name"] for layer in w["layers"]] == history.read(archive)[1]["layer_names"]
+    assert d["figures"]["radar"]["exists"] and d["figures"]["radar"]["url"].startswith(f"/figures/radar_{step}.png?v=")
+    assert d["figures"]["umap"]["exists"]
+    assert set(d["geometry"]) and all("cka_prev" in m for m in d["geometry"].values())
+    assert {ex["id"] for ex in d["hard_examples"]} == {"xss_1", "double_neg_1"}
+    assert any(ex["prompt"] == XSS_PROMPT for ex in d["hard_examples"])      # raw in JSON; pages escape
+
+
+def test_failed_checkpoint(client):
+    d = get(client, f"/api/checkpoints/{BROKEN_STEP}.json")
+    assert d["stages"][0]["status"] == "failed" and "config.json" in d["stages"][0]["reason"]
+    assert d["analysis"] is None and d["accuracy"] is None
+    assert not d["figures"]["radar"]["exists"] and d["figures"]["radar"]["url"] is None
+
+
+def test_unknown_checkpoint_and_route_are_json_404s(client):
+    assert "999" in get(client, "/api/checkpoints/999.json", 404)["error"]
+    assert "error" in get(client, "/api/nothing.json", 404)
+
+
+def test_hard_examples(client, archive):
+    d = get(client, "/api/hard_examples.json")
+    board = json.loads((archive / "hard_example_board.json").read_text())
+    assert d["available"] and d["steps"] == list(STEPS) == board["steps"]
+    assert [e["id"] for e in d["examples"]] == [e["id"] for e in board["examples"]]
+    for e, b in zip(d["examples"], board["examples"]):
+        assert [c["correct"] for c in e["cells"]] == [r["correct"] for r in b["rows"]]
+        assert [c["answer"] for c in e["cells"]] == [r["answer"] for r in b["rows"]]
+        assert e["first_right"] == b["first_right"] and e["regressed"] == b["regressed"]
+
+
+def test_empty_archive_folder(tmp_path):
+    c = make_app(tmp_path).test_client()
+    d = get(c, "/api/status.json")
+    assert d["checkpoints"] == 0 and d["rows"] == [] and d["latest"] is None and d["failures"] == []
+    assert get(c, "/api/history.json")["rows"] == []
+    assert get(c, "/api/hard_examples.json")["available"] is False
+    assert get(c, "/api/version.json")["version"]
