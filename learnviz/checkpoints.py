@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 import time
@@ -237,7 +236,3 @@ def training_metrics(ck_path: Path, step: int) -> dict:
         if "epoch" in row:
             out["epoch"] = float(row["epoch"])
     return out
-
-
-def age_seconds(path: Path) -> float:
-    return time.time() - os.stat(path).st_mtime

@@ -65,20 +65,26 @@ def plan(settings: Settings, probes: ProbeSet, report: RunReport | None = None) 
             if report is not None:
                 report.incomplete.append((ck.path, ck.reason))
             continue
-        key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
-        path = archive_dir / arc.archive_name(ck.path, root)
-        needed = list(STAGES)
-        if path.exists():
-            try:
-                existing = arc.Archive(path)
-                needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
-            except arc.ArchiveError:
-                pass  # unreadable or older schema: rebuild
-        if needed:
-            jobs.append(Job(ck, path, key, needed))
+        job = job_for(ck, settings, probes, root)
+        if job.stages:
+            jobs.append(job)
         elif report is not None:
-            report.current.append(path)
+            report.current.append(job.archive_path)
     return jobs
+
+
+def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path) -> Job:
+    """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none)."""
+    key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
+    path = settings.archive_dir() / arc.archive_name(ck.path, root)
+    needed = list(STAGES)
+    if path.exists():
+        try:
+            existing = arc.Archive(path)
+            needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
+        except arc.ArchiveError:
+            pass  # unreadable or older schema: rebuild
+    return Job(ck, path, key, needed)
 
 
 def extract_inputs(s: Settings) -> str:

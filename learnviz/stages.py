@@ -18,7 +18,7 @@ from pathlib import Path
 from . import analyze as an
 from . import archive as arc
 from .checkpoints import inspect
-from .pipeline import Job, checkpoint_root, extract_inputs, load_probes, plan, run_extract
+from .pipeline import checkpoint_root, job_for, load_probes, plan, run_extract
 from .settings import Settings
 
 
@@ -36,41 +36,31 @@ class StageResult:
         return dict(self.__dict__)
 
 
-def _job(settings: Settings, checkpoint: str | Path, probes) -> Job | StageResult:
-    from .checkpoints import fingerprint
-    root = checkpoint_root(settings)
-    ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
-    if ck.state == "incomplete":
-        return StageResult("extract", str(checkpoint), ck.step, "incomplete", ck.reason)
-    key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
-    path = settings.archive_dir() / arc.archive_name(ck.path, root)
-    return Job(ck, path, key, ["extract"])
-
-
 def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None) -> StageResult:
     """The GPU stage for one checkpoint. `current` when its archive already holds this key."""
     probes = load_probes(settings)
-    job = _job(settings, checkpoint, probes)
-    if isinstance(job, StageResult):
-        return job
-    if job.archive_path.exists():
-        try:
-            if arc.Archive(job.archive_path).is_current("extract", job.key, retry_failed=settings.retry_failed):
-                return StageResult("extract", str(checkpoint), job.checkpoint.step, "current",
-                                   archive=str(job.archive_path))
-        except arc.ArchiveError:
-            pass
+    ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
+    if ck.state == "incomplete":
+        return StageResult("extract", str(checkpoint), ck.step, "incomplete", ck.reason)
+    job = job_for(ck, settings, probes, checkpoint_root(settings))
+    if not job.stages:
+        return StageResult("extract", str(checkpoint), ck.step, "current", archive=str(job.archive_path))
     ok = run_extract(job, settings, probes, loaded=loaded)
     info = arc.Archive(job.archive_path).stage("extract")
-    return StageResult("extract", str(checkpoint), job.checkpoint.step, "ok" if ok else "failed",
+    return StageResult("extract", str(checkpoint), ck.step, "ok" if ok else "failed",
                        "" if ok else (info.reason if info else ""), str(job.archive_path))
+
+
+def _checkpoint_of(a: arc.Archive) -> Path:
+    """The checkpoint folder an archive was made from, resolved (the root attribute `checkpoint`)."""
+    return Path(str(a.attrs.get("checkpoint", ""))).resolve()
 
 
 def _position(settings: Settings, checkpoint: str | Path) -> tuple[list[arc.Archive], int] | None:
     archives = an.series(settings.archive_dir())
     target = Path(checkpoint).resolve()
     for i, a in enumerate(archives):
-        if Path(str(a.attrs.get("checkpoint", ""))).resolve() == target:
+        if _checkpoint_of(a) == target:
             return archives, i
     return None
 
@@ -102,19 +92,15 @@ def pending(settings: Settings) -> list[dict]:
     """For the periodic scan: every complete checkpoint and the stages it lacks, oldest first.
     Cheap: no model is loaded and nothing heavy is imported."""
     probes = load_probes(settings)
-    out = []
-    jobs = {str(j.checkpoint.path): j for j in plan(settings, probes)}
+    jobs = plan(settings, probes)
+    out = [{"checkpoint": str(j.checkpoint.path), "step": j.checkpoint.step, "stages": ["extract", an.ANALYSIS]}
+           for j in jobs]
+    queued = {j.checkpoint.path.resolve() for j in jobs}
     archives = an.series(settings.archive_dir())
-    analysed = set()
     for i, a in enumerate(archives):
-        if a.is_current(an.ANALYSIS, an.analysis_key(archives, i, settings)):
-            analysed.add(str(Path(str(a.attrs.get("checkpoint", ""))).resolve()))
-    for path, job in jobs.items():
-        out.append({"checkpoint": path, "step": job.checkpoint.step, "stages": ["extract", an.ANALYSIS]})
-    for a in archives:
-        ck = str(Path(str(a.attrs.get("checkpoint", ""))).resolve())
-        if ck not in analysed and ck not in {str(Path(p).resolve()) for p in jobs}:
-            out.append({"checkpoint": ck, "step": a.step, "stages": [an.ANALYSIS]})
+        ck = _checkpoint_of(a)
+        if ck not in queued and not a.is_current(an.ANALYSIS, an.analysis_key(archives, i, settings)):
+            out.append({"checkpoint": str(ck), "step": a.step, "stages": [an.ANALYSIS]})
     out.sort(key=lambda d: d["step"])
     return out
 
