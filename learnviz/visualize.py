@@ -18,10 +18,11 @@ Files (the plan's, then ours):
   manifest.json                  what each file was drawn from (below)
 
 Incremental: `manifest.json` maps each file to a signature of its inputs. A per-checkpoint image's
-signature is made of the keys and finish times of the stages it reads (its own checkpoint's, and
-for a radar the base checkpoint's; for a UMAP frame also the shared axes limits), so only missing
-images and those whose stage was recomputed (a checkpoint that arrived out of order changes its
-neighbours' analysis and every later layout) are drawn. A run-level figure's signature is a hash
+signature is made of the keys and finish times of the stages it reads (its own checkpoint's; for
+a radar also the base checkpoint's and those of the earlier checkpoints it outlines; for a UMAP
+frame also the shared axes limits), so only missing images and those whose stage was recomputed
+(a checkpoint that arrived out of order changes its neighbours' analysis, the radars after it
+and every later layout) are drawn. A run-level figure's signature is a hash
 of the data it plots, which is small to load; it is redrawn when that changed. GIFs are assembled
 from the per-checkpoint PNGs only when asked (`gifs=True`) and only when a frame changed. The UMAP
 axes are sticky: kept while new frames fit inside them, widened (and every frame redrawn) when a
@@ -102,7 +103,8 @@ def digest(obj: Any) -> str:
 def _radar_inputs(run: Run, i: int) -> list:
     from .plots import skill_radar
     return [STYLE, skill_radar.VERSION, run.stamp(run.archives[i], an.ANALYSIS),
-            run.stamp(run.archives[0], an.ANALYSIS)]
+            run.stamp(run.archives[0], an.ANALYSIS),
+            [run.stamp(run.archives[j], an.ANALYSIS) for j in sources.radar_trail(run, i)]]
 
 
 def _radar_draw(run: Run, i: int, _limits: dict):

@@ -1,5 +1,8 @@
 """Skill radar: accuracy per skill of one checkpoint (a filled polygon) over the base checkpoint's
-(the run's first, a dashed outline), one axis per skill, 0 % at the centre, 100 % at the rim.
+(the run's first, a dashed outline) and, as the plan's "each checkpoint = polygon overlay", faint
+outlines of up to TRAIL earlier checkpoints (fainter = older), one axis per skill, 0 % at the
+centre, 100 % at the rim. Axis labels sit outside the rim, aligned away from it, so a long label
+never crosses the polygon.
 
 With fewer than three skills a polygon has no area, so the same numbers are drawn as paired
 horizontal bars instead.
@@ -16,10 +19,11 @@ from matplotlib.patches import Patch
 
 from .common import figure, shorten, title
 
-VERSION = 1
+VERSION = 2
 CURRENT_COLOR = "#1f77b4"
 BASE_COLOR = "#7f7f7f"
 LABEL_WIDTH = 22
+TRAIL = 6             # earlier checkpoints drawn as faint outlines, at most
 
 
 def _values(names: Sequence[str], scores: Mapping[str, float] | None) -> np.ndarray | None:
@@ -33,9 +37,13 @@ def _pct(v: float) -> str:
 
 
 def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, *, step: int,
-                base_step: int | None = None, counts: Mapping[str, int] | None = None) -> Figure:
+                base_step: int | None = None, counts: Mapping[str, int] | None = None,
+                earlier: Sequence[tuple[int, Mapping[str, float]]] = ()) -> Figure:
     """The radar of `current` (skill -> accuracy in [0, 1], in axis order) against `base` (same
     keys; None: no base polygon, e.g. the base checkpoint's analysis failed).
+
+    `earlier`: (step, scores) of checkpoints between the base and this one, oldest first; the
+    last TRAIL are drawn as faint outlines (polar radar only).
 
     `step`, `base_step`: training steps, for the title and legend. `counts`: skill -> number of
     probes, shown under each axis label. A NaN accuracy (no probes) is drawn at 0 and labelled n/a.
@@ -61,6 +69,11 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
     if ref is not None and not is_base:
         handles.append(Line2D([], [], color=BASE_COLOR, linestyle="--", linewidth=1.8,
                               label=f"step {base_step} (base: the first checkpoint)"))
+    trail = [(s, _values(names, sc)) for s, sc in list(earlier)[-TRAIL:]] if len(names) >= 3 else []
+    if trail:
+        span = f"step {trail[0][0]}" if len(trail) == 1 else f"steps {trail[0][0]}–{trail[-1][0]}"
+        handles.append(Line2D([], [], color=CURRENT_COLOR, alpha=0.45, linewidth=1.1,
+                              label=f"earlier checkpoints, {span} (fainter = older)"))
 
     if len(names) < 3:
         ax = fig.add_subplot()
@@ -80,6 +93,7 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
         return fig
 
     ax = fig.add_subplot(projection="polar")
+    fig.get_layout_engine().set(w_pad=0.15, h_pad=0.1)    # inches: the outer labels keep off the edge
     theta = np.linspace(0, 2 * np.pi, len(names), endpoint=False)
     ax.set_theta_offset(np.pi / 2)      # first skill at the top, then clockwise
     ax.set_theta_direction(-1)
@@ -89,6 +103,8 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
         v = np.nan_to_num(v, nan=0.0)
         return np.append(v, v[0])
 
+    for k, (_, v) in enumerate(trail):
+        ax.plot(closed, ring(v), "-", color=CURRENT_COLOR, linewidth=1.1, alpha=0.12 + 0.38 * (k + 1) / len(trail))
     if ref is not None and not is_base:
         ax.plot(closed, ring(ref), "--", color=BASE_COLOR, linewidth=1.8, marker="o", markersize=3)
     ax.fill(closed, ring(cur), color=CURRENT_COLOR, alpha=0.3)
@@ -96,8 +112,12 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
     ax.set_ylim(0, 1)
     ax.set_yticks([0.25, 0.5, 0.75, 1.0], ["25%", "50%", "75%", "100%"], color="#555555", fontsize=8)
     ax.set_rlabel_position(180 / len(names))   # between the first two axes, clear of the labels
-    ax.set_xticks(theta, [label(i) for i in range(len(names))], fontsize=9.5)
-    ax.tick_params(axis="x", pad=22)
+    ax.set_xticks(theta, [""] * len(names))
+    for i, t in enumerate(theta):           # clockwise from the top: x = sin t, y = cos t
+        x, y = np.sin(t), np.cos(t)
+        ax.text(t, 1.07, label(i), fontsize=9.5, clip_on=False,
+                ha="left" if x > 0.15 else "right" if x < -0.15 else "center",
+                va="bottom" if y > 0.15 else "top" if y < -0.15 else "center")
     fig.legend(handles=handles, loc="outside lower center", ncols=2,
                title="distance from the centre = probes answered right (%); one axis per skill")
     return fig

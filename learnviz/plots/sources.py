@@ -92,20 +92,31 @@ def skills_of(a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
     return an.unnamed(d["skill"]), an.unnamed(d["category"])
 
 
+def radar_trail(run: Run, i: int) -> list[int]:
+    """Indices of the earlier checkpoints checkpoint i's radar outlines: those after the base
+    with a successful analysis, the last `skill_radar.TRAIL` of them, oldest first."""
+    from .skill_radar import TRAIL
+    return [j for j in range(1, i) if run.ok(run.archives[j], an.ANALYSIS)][-TRAIL:]
+
+
 def radar_data(run: Run, i: int) -> dict:
-    """`skill_radar` arguments of checkpoint i against the base (the run's first checkpoint). With
-    fewer than three skills (no polygon) the axes are the skill/category pairs instead."""
+    """`skill_radar` arguments of checkpoint i against the base (the run's first checkpoint), with
+    its trail of earlier checkpoints. With fewer than three skills (no polygon) the axes are the
+    skill/category pairs instead."""
     a, base = run.archives[i], run.archives[0]
     skills, cats = skills_of(a)
     base_ok = run.ok(base, an.ANALYSIS)
     base_skills, base_cats = skills_of(base) if base_ok else ({}, {})
-    if len(skills) < 3 <= len(cats):
+    by_category = len(skills) < 3 <= len(cats)
+    earlier = [(run.archives[j].step, skills_of(run.archives[j])[1 if by_category else 0])
+               for j in radar_trail(run, i)]
+    if by_category:
         counts = Counter(f"{s}/{c}" for s, c in zip(run.probes["probe_skill"], run.probes["probe_category"]))
         return {"current": cats, "base": base_cats if base_ok else None, "step": a.step,
-                "base_step": base.step, "counts": dict(counts)}
+                "base_step": base.step, "counts": dict(counts), "earlier": earlier}
     counts = Counter(str(s) for s in run.probes["probe_skill"])
     return {"current": skills, "base": base_skills if base_ok else None, "step": a.step,
-            "base_step": base.step, "counts": dict(counts)}
+            "base_step": base.step, "counts": dict(counts), "earlier": earlier}
 
 
 def umap_data(run: Run, i: int, limits: dict) -> dict:

@@ -4,6 +4,7 @@ and the deterministic PNG and GIF writers."""
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -131,6 +132,31 @@ def test_skill_radar_polygons_and_labels():
     assert current.tolist() == [1.0, 0.43, 0.76, 0.0, 1.0]   # closed polygon, NaN drawn at 0
     text = texts(fig)
     assert "43% (base 0%)" in text and "n/a" in text and "100 probes" in text and "vs base (step 10)" in text
+
+
+def test_skill_radar_outlines_earlier_checkpoints_and_keeps_labels_outside():
+    names = ["syllo_easy", "syllo_medium", "syllo_hard", "edge_cases", "training_mix"]
+    earlier = [(s, dict.fromkeys(names, s / 1000)) for s in range(20, 100, 10)]     # 8 earlier checkpoints
+    fig = skill_radar.skill_radar(dict.fromkeys(names, 1.0), dict.fromkeys(names, 0.0), step=100, base_step=10,
+                                  earlier=earlier)
+    ax = fig.axes[0]
+    trail = [ln for ln in ax.lines if ln.get_alpha() is not None]
+    assert len(trail) == skill_radar.TRAIL                                  # only the last TRAIL
+    assert [ln.get_ydata()[0] for ln in trail] == [s / 1000 for s in range(40, 100, 10)]
+    assert [ln.get_alpha() for ln in trail] == sorted(ln.get_alpha() for ln in trail)   # newer = darker
+    assert "steps 40–90 (fainter = older)" in texts(fig)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    rim = ax.get_window_extent(r)
+    centre, radius = ((rim.x0 + rim.x1) / 2, (rim.y0 + rim.y1) / 2), rim.width / 2
+    labels = list(ax.texts)
+    assert len(labels) == len(names)
+    for t in labels:                     # no corner of a label lies inside the 100 % circle
+        b = t.get_window_extent(r)
+        for x, y in ((b.x0, b.y0), (b.x0, b.y1), (b.x1, b.y0), (b.x1, b.y1)):
+            assert math.hypot(x - centre[0], y - centre[1]) > radius * 0.98, t.get_text()
+        fb = fig.bbox
+        assert fb.x0 <= b.x0 and b.x1 <= fb.x1, t.get_text()               # and none leaves the figure
 
 
 def test_skill_radar_base_checkpoint_and_two_skills():
