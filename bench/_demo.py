@@ -12,25 +12,29 @@ sys.path.insert(0, str(ROOT))
 CACHE = ROOT / ".bench-cache"
 
 
-def demo_checkpoints() -> Path:
-    """The folder of the demo's checkpoints (all of them), trained if missing."""
+def demo_checkpoints(n: int | None = None) -> Path:
+    """The folder of the demo's checkpoints (all of them), trained if missing: the demo's own ten,
+    or `n` checkpoints over the same 500 steps (.bench-cache/demo-<n>)."""
     from learnviz.demo.train import DemoConfig, checkpoint_steps, train
-    cfg = DemoConfig()
-    root = CACHE / "demo"
+    cfg = DemoConfig() if n is None else DemoConfig(n_checkpoints=n)
+    root = CACHE / ("demo" if n is None or n == DemoConfig().n_checkpoints else f"demo-{n}")
     wanted = [root / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
     if not all((p / "model.safetensors").exists() for p in wanted):
-        print("training the demo model once (about a minute) ...", file=sys.stderr)
+        print(f"training the demo model once with {cfg.n_checkpoints} checkpoints (about a minute) ...",
+              file=sys.stderr, flush=True)
         shutil.rmtree(root, ignore_errors=True)
-        train(root, cfg, progress=True)
+        train(root, cfg, progress=sys.stderr.isatty())
     return root
 
 
-def extracted_archive(name: str = "archive-500", *, hard_examples: bool = False) -> tuple[Path, object]:
+def extracted_archive(name: str = "archive-500", *, hard_examples: bool = False,
+                      checkpoints: int | None = None) -> tuple[Path, object]:
     """An archive folder of the demo series holding the extract stage only (500 SYLLO probes
-    unless `hard_examples`). Returns (folder, settings)."""
+    unless `hard_examples`; the demo's ten checkpoints unless `checkpoints`). Returns (folder,
+    settings)."""
     from learnviz.pipeline import run
     from learnviz.settings import load_settings
-    ck = demo_checkpoints()
+    ck = demo_checkpoints(checkpoints)
     settings = load_settings(environ={}, overrides={
         "checkpoints": str(ck), "archive": str(CACHE / name), "settle_seconds": 0.0, "device": "cpu",
         "hard_examples": None if hard_examples else ""})

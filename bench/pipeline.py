@@ -1,7 +1,7 @@
 """The distributed pipeline: does CPU work overlap GPU work, and what does Celery cost per task?
 
 Starts its own redis-server, one gpu-queue and one cpu-queue worker (`learnviz worker`), then
-backfills N checkpoints of the demo model (trained once, cached in .bench-cache/pipeline) with one
+backfills N checkpoints of the demo model (trained once, cached in .bench-cache/demo-N) with one
 scan, and prints:
   total / sum(GPU stage)   goal <= 1.2: wall time from the scan to the last history update,
                            over the sum of the collect_embeddings task times (the gpu worker's
@@ -40,22 +40,10 @@ sys.path.insert(0, str(ROOT))
 
 from learnviz.settings import load_settings  # noqa: E402
 
-CACHE = ROOT / ".bench-cache" / "pipeline"
+sys.path.insert(0, str(ROOT / "bench"))
+from _demo import demo_checkpoints  # noqa: E402
+
 PASSWORD = "bench"
-
-
-def demo_checkpoints(n: int) -> Path:
-    """The demo model trained once with n checkpoints (about a minute on 2 cores)."""
-    from learnviz.demo.train import DemoConfig, train
-    cfg = DemoConfig(n_checkpoints=n)
-    root = CACHE / f"demo-{n}"
-    done = root / ".complete"
-    if not done.exists():
-        print(f"training the demo model once with {n} checkpoints ...", file=sys.stderr, flush=True)
-        shutil.rmtree(root, ignore_errors=True)
-        train(root, cfg, progress=False)
-        done.touch()
-    return root
 
 
 def free_port() -> int:

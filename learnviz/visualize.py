@@ -71,11 +71,12 @@ class VisReport:
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)   # file -> seconds to draw and write it
 
     def to_dict(self) -> dict:
         return {"status": self.status, "dir": self.dir, "drawn": self.drawn, "current": len(self.current),
                 "removed": self.removed, "skipped": self.skipped, "failed": self.failed,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
 def visualizations_dir(settings: Settings) -> Path:
@@ -214,6 +215,7 @@ class _Pass:
     def draw(self, name: str, sig: str, make: Callable) -> None:
         """Draw and save one figure; a failure is reported, not raised."""
         from .plots.common import save_png
+        t0 = time.perf_counter()
         try:
             save_png(make(), self.out / name)
         except (KeyboardInterrupt, SystemExit):
@@ -226,6 +228,7 @@ class _Pass:
             return
         self.files[name] = sig
         self.report.drawn.append(name)
+        self.report.timings[name] = time.perf_counter() - t0
 
 
 def _has_layout(a) -> bool:
@@ -272,6 +275,7 @@ def _per_checkpoint(p: _Pass, run: Run, manifest: dict, group: str, wanted: set[
         gif = GIF_NAMES[group]
         s = digest([VERSION, frames, [p.files[f] for f in frames]])
         if not p.fresh(gif, s):
+            t0 = time.perf_counter()
             try:
                 write_gif([p.out / f for f in frames], p.out / gif)
             except (OSError, ValueError) as exc:
@@ -279,6 +283,7 @@ def _per_checkpoint(p: _Pass, run: Run, manifest: dict, group: str, wanted: set[
                 return
             p.files[gif] = s
             p.report.drawn.append(gif)
+            p.report.timings[gif] = time.perf_counter() - t0
 
 
 def generate(settings: Settings, *, gifs: bool = False, only: Iterable[str] | None = None,

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .common import figure, heatmap, no_data, title
 
-VERSION = 1
+VERSION = 2
 
 
 def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figure:
@@ -41,8 +41,8 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
     totals = np.nansum(h, axis=1)
     right = ax.secondary_yaxis("right")
     right.set_yticks(np.arange(len(steps)), [f"{int(t)}" for t in totals], fontsize=8)
-    right.set_ylabel("wrong answers located (count)")
+    right.set_ylabel("row total: wrong answers at that checkpoint (count)")
     ax.set_xlabel("answer token position where the greedy answer first departs (0-based)")
     ax.set_ylabel("checkpoint (training step)")
-    fig.colorbar(im, ax=ax, shrink=0.9, pad=0.12).set_label("wrong answers (count)")
+    fig.colorbar(im, ax=ax, shrink=0.9, pad=0.03).set_label("wrong answers (count)")
     return fig
