@@ -16,6 +16,8 @@ import dataclasses
 import difflib
 import json
 import os
+import site
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +31,23 @@ from .errors import ConfigError
 ENV_PREFIX = "LEARNVIZ_"
 CONFIG_ENV = "LEARNVIZ_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_CONFIG_DIR = REPO_ROOT / "config"
+
+
+def shipped_config_dir() -> Path:
+    """The shipped `config/` (probe set, hard examples, default settings): beside the package in a
+    source checkout or an editable install; in a wheel install, the copy pip put under
+    `<prefix>/share/learnviz/config` (pyproject's data-files)."""
+    beside = REPO_ROOT / "config"
+    if (beside / "probes.jsonl").is_file():
+        return beside
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, site.getuserbase())):
+        installed = Path(prefix) / "share" / "learnviz" / "config"
+        if (installed / "probes.jsonl").is_file():
+            return installed
+    return beside
+
+
+SHIPPED_CONFIG_DIR = shipped_config_dir()
 
 
 def _f(default: Any, help: str) -> Any:
