@@ -9,7 +9,6 @@ from torchmetrics.functional.classification import binary_calibration_error
 
 from learnviz.analysis.calibration import bin_edges, calibration
 
-DEMO = Path("/tmp/lvdemo/archive")
 
 
 def _torchmetrics(conf, correct, n_bins, norm="l1"):
@@ -107,12 +106,10 @@ def test_bad_parameters():
         calibration(np.array([0.5]), np.array([True]), tolerance=-1)
 
 
-def test_demo_archive_confidence_becomes_informative():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_demo_archive_confidence_becomes_informative(demo):
     from learnviz.archive import list_archives
 
-    archives = list_archives(DEMO)
+    archives = list_archives(demo.archive_dir())
     first, last = (a.read("extract", ["answer_confidence", "correct"]) for a in (archives[0], archives[-1]))
     cal0 = calibration(first["answer_confidence"], first["correct"])
     cal = calibration(last["answer_confidence"], last["correct"])

@@ -7,7 +7,6 @@ import pytest
 
 from learnviz.analysis.cartography import cartography
 
-DEMO = Path("/tmp/lvdemo/archive")
 
 
 def _small():
@@ -66,12 +65,10 @@ def test_bad_input():
         cartography(lp, length, correct, confidence_threshold=1.5)
 
 
-def test_demo_archive_easy_probes_become_easy_to_learn():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_demo_archive_easy_probes_become_easy_to_learn(demo):
     from learnviz.archive import list_archives
 
-    archives = list_archives(DEMO)
+    archives = list_archives(demo.archive_dir())
     skill = archives[0].read("extract", ["probe_skill"])["probe_skill"]
     data = [a.read("extract", ["answer_logprob", "correct", "answer_ids"]) for a in archives]
     lp = np.stack([d["answer_logprob"] for d in data])

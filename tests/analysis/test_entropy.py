@@ -8,7 +8,6 @@ import pytest
 from learnviz.analysis.entropy import entropy_summary
 from learnviz.archive import Ragged
 
-DEMO = Path("/tmp/lvdemo/archive")
 
 
 def _small():
@@ -63,12 +62,10 @@ def test_bad_input():
         entropy_summary(ent, correct, cats, low=3.0, high=2.0)
 
 
-def test_demo_archive_entropy_falls_as_the_model_learns():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_demo_archive_entropy_falls_as_the_model_learns(demo):
     from learnviz.archive import list_archives
 
-    archives = list_archives(DEMO)
+    archives = list_archives(demo.archive_dir())
     skill = archives[0].read("extract", ["probe_skill"])["probe_skill"]
     out = []
     for a in (archives[0], archives[-1]):

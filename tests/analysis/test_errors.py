@@ -8,7 +8,6 @@ import pytest
 from learnviz.analysis.errors import error_position_trend, localize_errors
 from learnviz.archive import Ragged
 
-DEMO = Path("/tmp/lvdemo/archive")
 
 
 def _small():
@@ -74,12 +73,10 @@ def test_trend_single_checkpoint_and_bad_input():
         error_position_trend([], [])
 
 
-def test_demo_archive_errors_fall_and_move():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_demo_archive_errors_fall_and_move(demo):
     from learnviz.archive import list_archives
 
-    archives = list_archives(DEMO)
+    archives = list_archives(demo.archive_dir())
     keys = ["answer_ids", "token_argmax", "first_divergence", "correct"]
     results = [localize_errors(*(a.read("extract", keys)[k] for k in keys)) for a in archives]
     first, last = results[0], results[-1]

@@ -9,7 +9,6 @@ import pytest
 
 from learnviz.analysis.hard_examples import HardExampleBoard, error_type, hard_example_board
 
-DEMO = "/tmp/lvdemo/archive"
 
 
 @pytest.mark.parametrize("answer, expected, want", [
@@ -131,11 +130,9 @@ def test_bad_input():
         hard_example_board([1], ["x"], ["p"], ["Yes"], ["c"], np.array([[0.5]]), [["a"]])
 
 
-def test_demo_archive_board():
+def test_demo_archive_board(demo):
     from learnviz.archive import list_archives
-    archives = list_archives(DEMO)
-    if not archives:
-        pytest.skip("demo archive absent")
+    archives = list_archives(demo.archive_dir())
     meta = archives[0].read("extract", ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
     hard = np.flatnonzero(meta["probe_skill"] == "hard_examples")
     assert len(hard) > 0

@@ -60,12 +60,10 @@ def test_bad_input():
         skill_scores(np.ones((2, 2), bool), ["a", "b"], ["x", "y"])
 
 
-def test_demo_archive_matches_pipeline_skill_accuracy():
+def test_demo_archive_matches_pipeline_skill_accuracy(demo):
     from learnviz.archive import list_archives
     from learnviz.pipeline import skill_accuracy
-    archives = list_archives("/tmp/lvdemo/archive")
-    if not archives:
-        pytest.skip("demo archive absent")
+    archives = list_archives(demo.archive_dir())
     d = archives[-1].read("extract", ["correct", "probe_skill", "probe_category"])
     r = skill_scores(d["correct"], d["probe_skill"], d["probe_category"])
     assert r.skills == pytest.approx(skill_accuracy(d["correct"], list(d["probe_skill"])))

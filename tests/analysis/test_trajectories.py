@@ -8,7 +8,6 @@ import pytest
 from learnviz.analysis.trajectories import logprob_trajectories
 from learnviz.archive import Ragged
 
-DEMO = Path("/tmp/lvdemo/archive")
 
 # probabilities per sorted step (10, 20, 30), per probe, per answer token
 P = {10: [[0.1, 0.6], [0.7], [0.2, 0.9, 0.1]],
@@ -74,12 +73,10 @@ def test_bad_input():
         logprob_trajectories([], [], CATS)
 
 
-def test_demo_archive_tokens_get_learned():
-    if not DEMO.exists():
-        pytest.skip(f"{DEMO} not present")
+def test_demo_archive_tokens_get_learned(demo):
     from learnviz.archive import list_archives
 
-    archives = list_archives(DEMO)[::-1]                  # newest first: the function sorts
+    archives = list_archives(demo.archive_dir())[::-1]                  # newest first: the function sorts
     skill = archives[0].read("extract", ["probe_skill"])["probe_skill"]
     lps = [a.read("extract", ["token_logprob"])["token_logprob"] for a in archives]
     t = logprob_trajectories([a.step for a in archives], lps, skill)

@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 import learnviz.analysis.weight_drift as wd
 from learnviz.analysis.weight_drift import layer_of, safetensors_files, weight_drift
 
-DEMO = Path("/tmp/lvdemo/checkpoints")
 BLOCK1 = "transformer.h.1."
 
 
@@ -208,9 +207,8 @@ def test_bad_inputs(ckpts, tmp_path):
         safetensors_files(tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(not (DEMO / "checkpoint-500").is_dir(), reason="demo checkpoints absent")
-def test_demo_checkpoints_match_whole_model_formula():
-    files = [safetensors_files(DEMO / f"checkpoint-{s}") for s in (500, 418, 10)]
+def test_demo_checkpoints_match_whole_model_formula(demo):
+    files = [safetensors_files(Path(demo.checkpoints) / f"checkpoint-{s}") for s in (500, 418, 10)]
     r = weight_drift(*files)
     cur, prev, first = (load_file(f[0]) for f in files)
     for i, layer in enumerate(r.layers):
