@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from .common import figure, no_data, skill_colors, title
 
-VERSION = 1
+VERSION = 2
 
 
 def _finite(steps: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +75,6 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
         ax_lr.grid(True, alpha=0.3)
     else:
         no_data(ax_lr, "no learning rate logged")
-    ax_lr.set_ylabel("learning rate\n(per step)")
+    ax_lr.set_ylabel("learning rate\n(dimensionless)")
     ax_lr.set_xlabel("training step")
     return fig
