@@ -2,6 +2,7 @@
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,15 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second():
 def test_a_wheel_install_finds_the_shipped_config(tmp_path):
     """A non-editable install (a wheel, no source tree beside it) still finds config/: the probe
     set, the hard examples and the default settings travel as data-files under share/learnviz."""
+    source = tmp_path / "source"            # what the wheel is built from; setuptools writes build/ there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source)
+    for name in ("config", "learnviz", "workers", "beat", "dashboard"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site_dir = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],

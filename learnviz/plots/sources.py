@@ -39,6 +39,7 @@ class Run:
         self.rows = [by_step.get(s, {"step": s}) for s in self.steps]   # rows of archived steps only
         self._probes: dict | None = None
         self._layouts: dict[int, tuple[dict, dict]] = {}
+        self._skills: dict[int, tuple[dict, dict]] = {}
 
     @property
     def probes(self) -> dict:
@@ -61,6 +62,12 @@ class Run:
             return None
         return [a.step, stage, info.status, info.key.fingerprint, info.key.probe_hash, info.key.inputs,
                 str(info.attrs.get("finished", ""))]
+
+    def skills(self, a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
+        """`skills_of(a)`, read once per call of `generate` (a radar also outlines earlier ones)."""
+        if a.step not in self._skills:
+            self._skills[a.step] = skills_of(a)
+        return self._skills[a.step]
 
     def layers(self, a: arc.Archive) -> tuple[list[int], int]:
         attrs = a.stage("extract").attrs
@@ -104,11 +111,11 @@ def radar_data(run: Run, i: int) -> dict:
     its trail of earlier checkpoints. With fewer than three skills (no polygon) the axes are the
     skill/category pairs instead."""
     a, base = run.archives[i], run.archives[0]
-    skills, cats = skills_of(a)
+    skills, cats = run.skills(a)
     base_ok = run.ok(base, an.ANALYSIS)
-    base_skills, base_cats = skills_of(base) if base_ok else ({}, {})
+    base_skills, base_cats = run.skills(base) if base_ok else ({}, {})
     by_category = len(skills) < 3 <= len(cats)
-    earlier = [(run.archives[j].step, skills_of(run.archives[j])[1 if by_category else 0])
+    earlier = [(run.archives[j].step, run.skills(run.archives[j])[1 if by_category else 0])
                for j in radar_trail(run, i)]
     if by_category:
         counts = Counter(f"{s}/{c}" for s, c in zip(run.probes["probe_skill"], run.probes["probe_category"]))
