@@ -15,13 +15,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from flask import current_app, g
 
 from learnviz import archive as arc
 from learnviz import history
 from learnviz.analyze import BOARD_FILE
-from learnviz.pipeline import StatusRow, skill_accuracy, status_rows
+from learnviz.pipeline import StatusRow, archive_accuracy, status_rows
 from learnviz.visualize import DIR_NAME, MANIFEST_NAME
 
 ARCHIVE_KEY = "LEARNVIZ_ARCHIVE"   # the Flask config key holding the archive folder
@@ -33,7 +32,6 @@ class RunData:
     def __init__(self, archive_dir: str | Path):
         self.dir = Path(archive_dir)
         self.vis_dir = self.dir / DIR_NAME
-        self._accuracy: dict[int, tuple[float | None, dict[str, float]]] = {}
 
     @cached_property
     def archives(self) -> list[arc.Archive]:
@@ -83,21 +81,12 @@ class RunData:
 
     def accuracy(self, a: arc.Archive) -> tuple[float | None, dict[str, float]]:
         """Share of probes answered right, overall and per skill, of one archive (None, {} without a
-        successful extraction). Reads that archive only: a page about one checkpoint stays cheap
-        however long the run."""
-        if a.step in self._accuracy:
-            return self._accuracy[a.step]
-        result: tuple[float | None, dict[str, float]] = (None, {})
-        info = a.stage("extract")
-        if info is not None and info.ok:
-            try:
-                d = a.read("extract", ["correct", "probe_skill"])
-                if len(d["correct"]):
-                    result = (float(np.mean(d["correct"])), skill_accuracy(d["correct"], list(d["probe_skill"])))
-            except (OSError, KeyError, arc.ArchiveError):
-                pass   # replaced mid-read: shown as unknown until the next refresh
-        self._accuracy[a.step] = result
-        return result
+        successful extraction). Reads that archive only, and only once per version of its file
+        (`learnviz.pipeline.archive_accuracy`)."""
+        try:
+            return archive_accuracy(a)
+        except (OSError, KeyError, arc.ArchiveError):
+            return None, {}     # replaced mid-read: shown as unknown until the next refresh
 
     def archive_at(self, step: int) -> arc.Archive | None:
         """The archive of a step: the newest probe set's when there are several."""

@@ -26,11 +26,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import h5py
 import numpy as np
@@ -261,9 +263,23 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
                 old.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _newer_than(tmp, path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     return path
+
+
+def _newer_than(new: Path, old: Path) -> None:
+    """Give `new` a modification time after `old`'s even when both fall within one tick of the
+    file-system clock: every version of an archive then differs in `file_version` from every
+    earlier one, even where an inode number is reused."""
+    try:
+        before = os.stat(old).st_mtime_ns
+    except OSError:
+        return
+    st = os.stat(new)
+    if st.st_mtime_ns <= before:
+        os.utime(new, ns=(st.st_atime_ns, before + 1_000_000))     # 1 ms: coarser file systems too
 
 
 def _open_existing(path: Path) -> h5py.File | None:
@@ -275,19 +291,64 @@ def _open_existing(path: Path) -> h5py.File | None:
         return None  # unreadable (should not happen with atomic writes): rebuild from scratch
 
 
+# ---------------------------------------------------------------- in-process memo per file version
+
+T = TypeVar("T")
+MEMO_SIZE = 2048     # entries (an archive's header, its accuracy, ...); least recently used go first
+_memo: OrderedDict[tuple, Any] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def file_version(path: Path) -> tuple | None:
+    """What identifies one version of a file: a writer never changes an archive in place, it
+    replaces it (`os.replace` of a new file), which gives a new inode and modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _memo_get(key: tuple) -> tuple[bool, Any]:
+    with _memo_lock:
+        if key in _memo:
+            _memo.move_to_end(key)
+            return True, _memo[key]
+    return False, None
+
+
+def _memo_put(key: tuple, value: Any) -> None:
+    with _memo_lock:
+        _memo[key] = value
+        _memo.move_to_end(key)
+        while len(_memo) > MEMO_SIZE:
+            _memo.popitem(last=False)
+
+
 # ---------------------------------------------------------------- reading
 
 class Archive:
-    """Read-only view of one checkpoint's archive. Opens the file per call; never locks."""
+    """Read-only view of one checkpoint's archive. Opens the file per call; never locks.
+
+    The header (root attrs and stage infos) is read once per version of the file and kept
+    in-process (`memo`), so listing a folder of unchanged archives again (each dashboard page,
+    `learnviz status`) opens none of them. Treat `attrs`, `stages` and memoised values as read-only.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        try:
-            with self._open() as f:
-                self.attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
-                self.stages = {name: _stage_info(name, f[name]) for name in f.keys()}
-        except OSError as exc:
-            raise ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path) from None
+        self.version = file_version(self.path)
+        hit, header = _memo_get((self.version, "header")) if self.version else (False, None)
+        if hit:
+            self.attrs, self.stages = header
+        else:
+            try:
+                with self._open() as f:
+                    self.attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
+                    self.stages = {name: _stage_info(name, f[name]) for name in f.keys()}
+            except OSError as exc:
+                raise ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path) from None
+            self._keep("header", (self.attrs, self.stages))
         version = self.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ArchiveError(f"schema_version {version!r}; this learnviz reads {SCHEMA_VERSION}",
@@ -315,6 +376,21 @@ class Archive:
         if info is None or info.key != key:
             return False
         return info.ok or not retry_failed
+
+    def _keep(self, name: str, value: Any) -> None:
+        # only when the file read is still the version this view was made from (not replaced meanwhile)
+        if self.version is not None and file_version(self.path) == self.version:
+            _memo_put((self.version, name), value)
+
+    def memo(self, name: str, compute: Callable[[], T]) -> T:
+        """`compute()` (a value derived from this archive, e.g. its accuracy), computed once per
+        version of the file and kept in-process; an exception is raised, not kept."""
+        hit, value = _memo_get((self.version, name)) if self.version else (False, None)
+        if hit:
+            return value
+        value = compute()
+        self._keep(name, value)
+        return value
 
     def read(self, name: str, keys: list[str] | None = None) -> dict[str, Any]:
         """The elements of a stage group (all, or just `keys`), decoded."""

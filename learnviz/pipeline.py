@@ -240,6 +240,20 @@ class StatusRow:
     skills: dict[str, float]
 
 
+def archive_accuracy(a: arc.Archive) -> tuple[float | None, dict[str, float]]:
+    """Share of probes answered right, overall and per skill, of one archive ((None, {}) without a
+    successful extraction). Read once per version of the archive file (`Archive.memo`)."""
+    def compute() -> tuple[float | None, dict[str, float]]:
+        info = a.stage("extract")
+        if info is None or not info.ok:
+            return None, {}
+        data = a.read("extract", ["correct", "probe_skill"])
+        if not len(data["correct"]):
+            return None, {}
+        return float(np.mean(data["correct"])), skill_accuracy(data["correct"], list(data["probe_skill"]))
+    return a.memo("accuracy", compute)
+
+
 def status_rows(archive_dir: str | Path) -> list[StatusRow]:
     """One row per archived checkpoint: stage states and per-skill accuracy."""
     rows = []
@@ -247,11 +261,6 @@ def status_rows(archive_dir: str | Path) -> list[StatusRow]:
         order = {"extract": 0, "analysis": 1, "geometry": 2}
         stages = {name: a.stages[name].status for name in sorted(a.stages, key=lambda n: (order.get(n, 9), n))}
         reason = next((info.reason for info in a.stages.values() if not info.ok), "")
-        accuracy, skills = None, {}
-        info = a.stage("extract")
-        if info is not None and info.ok:
-            data = a.read("extract", ["correct", "probe_skill"])
-            accuracy = float(np.mean(data["correct"])) if len(data["correct"]) else None
-            skills = skill_accuracy(data["correct"], list(data["probe_skill"]))
+        accuracy, skills = archive_accuracy(a)
         rows.append(StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem), stages, reason, accuracy, skills))
     return rows

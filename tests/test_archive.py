@@ -127,3 +127,59 @@ def test_sigkill_mid_write_leaves_a_readable_archive(tmp_path):
     arc.write_stage(path, "analysis", key=KEY, root_attrs=ROOT, data={"a": np.ones(2)})  # lock released by the kernel
     assert set(arc.Archive(path).stages) == {"extract", "analysis"}
     assert not list(tmp_path.glob(".c.h5.*.tmp")), "the next writer removes stale temporary files"
+
+
+def test_header_and_derived_values_are_read_once_per_file_version(tmp_path, monkeypatch):
+    """Listing unchanged archives again opens none of them; a rewritten archive (a new file
+    replaced over the old) is read again, so nothing stale is ever served."""
+    from learnviz.pipeline import archive_accuracy
+    opened = []
+    real_open = arc.Archive._open
+    monkeypatch.setattr(arc.Archive, "_open", lambda self: opened.append(self.path) or real_open(self))
+    path = tmp_path / "c.h5"
+    skills = np.array(["a", "a", "b"], dtype=object)
+    arc.write_stage(path, "extract", key=KEY, root_attrs=ROOT,
+                    data={"correct": np.array([True, False, True]), "probe_skill": skills})
+    assert archive_accuracy(arc.Archive(path)) == (2 / 3, {"a": 0.5, "b": 1.0})
+    assert len(opened) == 2                                   # the header, then the accuracy
+    again = arc.Archive(path)
+    assert archive_accuracy(again) == (2 / 3, {"a": 0.5, "b": 1.0}) and len(opened) == 2
+    assert again.stage("extract").ok
+
+    arc.write_stage(path, "extract", key=KEY, root_attrs=ROOT,
+                    data={"correct": np.array([True, True, True]), "probe_skill": skills})
+    assert archive_accuracy(arc.Archive(path)) == (1.0, {"a": 1.0, "b": 1.0}) and len(opened) == 4
+
+    # a view made before the file was replaced computes from the new file but keeps nothing
+    old_view = arc.Archive(path)
+    arc.write_stage(path, "analysis", key=KEY, root_attrs=ROOT, data={"w": np.zeros(2)})
+    assert old_view.memo("probe", lambda: 1) == 1 and old_view.memo("probe", lambda: 2) == 2
+    # an exception is raised each time, never kept
+    current = arc.Archive(path)
+    with pytest.raises(KeyError):
+        current.memo("fails", lambda: {}["x"])
+    assert current.memo("fails", lambda: 3) == 3 and current.memo("fails", lambda: 4) == 3
+
+
+def test_memo_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(arc, "MEMO_SIZE", 3)
+    monkeypatch.setattr(arc, "_memo", arc.OrderedDict())
+    path = tmp_path / "c.h5"
+    arc.write_stage(path, "extract", key=KEY, root_attrs=ROOT, data={"v": np.ones(3)})
+    a = arc.Archive(path)
+    for i in range(10):
+        a.memo(f"value {i}", lambda i=i: i)
+    assert len(arc._memo) == 3 and a.memo("value 9", lambda: -1) == 9 and a.memo("value 0", lambda: -1) == -1
+
+
+def test_each_rewrite_is_a_new_file_version(tmp_path):
+    """Same size, written within one tick of the file-system clock, inode numbers reused: every
+    version still differs from every earlier one (the memo keys on it)."""
+    path = tmp_path / "c.h5"
+    seen = []
+    for i in range(6):
+        arc.write_stage(path, "extract", key=KEY, root_attrs=ROOT, data={"v": np.full(3, i)})
+        seen.append(arc.file_version(path))
+        assert arc.Archive(path).read("extract")["v"][0] == i
+    assert len(set(seen)) == len(seen)
+    assert [v[-1] for v in seen] == sorted(v[-1] for v in seen)     # modification times only grow
