@@ -42,5 +42,16 @@ def extracted_archive(name: str = "archive-500", *, hard_examples: bool = False,
     return Path(settings.archive), settings
 
 
+def complete_archive(checkpoints: int | None = None) -> tuple[Path, object]:
+    """The demo series with every stage (extract with the hard examples, analysis, geometry,
+    series), cached in .bench-cache/archive-visualize[-N]."""
+    from learnviz.analyze import run_cpu_stages
+    name = "archive-visualize" + (f"-{checkpoints}" if checkpoints else "")
+    folder, settings = extracted_archive(name, hard_examples=True, checkpoints=checkpoints)
+    report = run_cpu_stages(settings)
+    assert not report.failed, report.failed
+    return folder, settings
+
+
 def copy_settings(settings, archive: Path):
     return dataclasses.replace(settings, archive=str(archive))

@@ -29,17 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _demo import CACHE, extracted_archive  # noqa: E402
-
-
-def complete_archive(checkpoints: int | None) -> tuple[Path, object]:
-    """The demo series with every stage (extract, analysis, geometry, series), cached."""
-    from learnviz.analyze import run_cpu_stages
-    name = "archive-visualize" + (f"-{checkpoints}" if checkpoints else "")
-    folder, settings = extracted_archive(name, hard_examples=True, checkpoints=checkpoints)
-    report = run_cpu_stages(settings)
-    assert not report.failed, report.failed
-    return folder, settings
+from _demo import CACHE, complete_archive  # noqa: E402
 
 
 def timed(fn) -> tuple[float, dict]:
