@@ -63,8 +63,7 @@ def main() -> None:
         cold, warm, one = [], [], []
         load(path)
         for _ in range(args.repeat):
-            with arc._memo_lock:
-                arc._memo.clear()
+            arc.clear_memo()
             cold.append(load(path))
             warm.append(load(path))
             touch_one()

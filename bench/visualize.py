@@ -46,7 +46,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, metavar="K",
                         help="time each draw K times, interleaved, and print medians (default 3)")
     args = parser.parse_args()
-    from learnviz import archive as arc
     from learnviz.analyze import run_cpu_stages, series
     from learnviz.settings import load_settings
     from learnviz.visualize import _run_level, generate

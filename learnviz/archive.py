@@ -309,6 +309,12 @@ def file_version(path: Path) -> tuple | None:
     return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def clear_memo() -> None:
+    """Forget every kept header and derived value (benchmarks measure the uncached cost)."""
+    with _memo_lock:
+        _memo.clear()
+
+
 def _memo_get(key: tuple) -> tuple[bool, Any]:
     with _memo_lock:
         if key in _memo:

@@ -39,7 +39,6 @@ class Run:
         self.rows = [by_step.get(s, {"step": s}) for s in self.steps]   # rows of archived steps only
         self._probes: dict | None = None
         self._layouts: dict[int, tuple[dict, dict]] = {}
-        self._skills: dict[int, tuple[dict, dict]] = {}
 
     @property
     def probes(self) -> dict:
@@ -63,11 +62,10 @@ class Run:
         return [a.step, stage, info.status, info.key.fingerprint, info.key.probe_hash, info.key.inputs,
                 str(info.attrs.get("finished", ""))]
 
-    def skills(self, a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
-        """`skills_of(a)`, read once per call of `generate` (a radar also outlines earlier ones)."""
-        if a.step not in self._skills:
-            self._skills[a.step] = skills_of(a)
-        return self._skills[a.step]
+    @staticmethod
+    def skills(a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
+        """`skills_of(a)`, read once per version of the archive (a radar also outlines earlier ones)."""
+        return a.memo("skills", lambda: skills_of(a))
 
     def layers(self, a: arc.Archive) -> tuple[list[int], int]:
         attrs = a.stage("extract").attrs
@@ -118,11 +116,12 @@ def radar_data(run: Run, i: int) -> dict:
     earlier = [(run.archives[j].step, run.skills(run.archives[j])[1 if by_category else 0])
                for j in radar_trail(run, i)]
     if by_category:
+        current, base_scores = cats, base_cats
         counts = Counter(f"{s}/{c}" for s, c in zip(run.probes["probe_skill"], run.probes["probe_category"]))
-        return {"current": cats, "base": base_cats if base_ok else None, "step": a.step,
-                "base_step": base.step, "counts": dict(counts), "earlier": earlier}
-    counts = Counter(str(s) for s in run.probes["probe_skill"])
-    return {"current": skills, "base": base_skills if base_ok else None, "step": a.step,
+    else:
+        current, base_scores = skills, base_skills
+        counts = Counter(str(s) for s in run.probes["probe_skill"])
+    return {"current": current, "base": base_scores if base_ok else None, "step": a.step,
             "base_step": base.step, "counts": dict(counts), "earlier": earlier}
 
 
