@@ -12,26 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from learnviz import analyze as an
-from learnviz import archive as arc
-from learnviz import stages
+from learnviz import pipeline
+from learnviz.results import EXTRACT
 from learnviz.settings import Settings
-
-
-def history_stale(settings: Settings) -> bool:
-    """True when a checkpoint's geometry or the series is not current: update_learning_history has
-    work (its message may have been lost after the analyses that asked for it)."""
-    archives = an.series(settings.archive_dir())
-    if not archives:
-        return False
-    for a, key in zip(archives, an.geometry_keys(archives, settings)):
-        if not a.is_current(an.GEOMETRY, key):
-            return True
-    path = Path(settings.archive_dir()) / arc.SERIES_NAME
-    try:
-        return not arc.Archive(path).is_current(an.SERIES, an.series_key(archives, settings))
-    except (arc.ArchiveError, OSError):
-        return True
 
 
 def scan(settings: Settings, dispatch, *, lock_timeout: float = 300.0) -> dict:
@@ -42,17 +25,17 @@ def scan(settings: Settings, dispatch, *, lock_timeout: float = 300.0) -> dict:
     with dispatch.lock("scan", timeout=lock_timeout) as got:
         if not got:
             return {"status": "skipped", "reason": "another scan is running"}
-        if not Path(stages.checkpoint_root(settings)).is_dir():
+        if not Path(pipeline.checkpoint_root(settings)).is_dir():
             return {"status": "waiting", "reason": f"checkpoint folder {settings.checkpoints} does not exist yet"}
         sent, already = [], []
-        items = stages.pending(settings)
+        items = pipeline.pending(settings)
         for item in items:
             # A missing extraction comes first; its task sends the analysis when it is done.
-            stage = "extract" if "extract" in item["stages"] else item["stages"][0]
+            stage = EXTRACT if EXTRACT in item["stages"] else item["stages"][0]
             task_id = dispatch.send_stage(stage, item["checkpoint"])
             (sent if task_id else already).append({"checkpoint": item["checkpoint"], "step": item["step"],
                                                     "stage": stage, "task_id": task_id})
         # Coalesced: when one is queued already (or analyses are still to come) this is a no-op.
-        history = dispatch.request_history() if history_stale(settings) else None
+        history = dispatch.request_history() if pipeline.history_stale(settings) else None
     return {"status": "ok", "pending": len(items), "sent": sent, "already_queued": len(already),
             "history": history, "seconds": round(time.perf_counter() - t0, 3)}

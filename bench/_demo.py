@@ -32,20 +32,21 @@ def extracted_archive(name: str = "archive-500", *, hard_examples: bool = False,
     """An archive folder of the demo series holding the extract stage only (500 SYLLO probes
     unless `hard_examples`; the demo's ten checkpoints unless `checkpoints`). Returns (folder,
     settings)."""
-    from learnviz.pipeline import run
+    from learnviz import pipeline
+    from learnviz.results import EXTRACT
     from learnviz.settings import load_settings
     ck = demo_checkpoints(checkpoints)
     settings = load_settings(environ={}, overrides={
         "checkpoints": str(ck), "archive": str(CACHE / name), "settle_seconds": 0.0, "device": "cpu",
         "hard_examples": None if hard_examples else ""})
-    run(settings, progress=False, cpu_stages=False)
+    pipeline.update(settings, stages=(EXTRACT,), require_checkpoints=True, progress=False)
     return Path(settings.archive), settings
 
 
 def complete_archive(checkpoints: int | None = None) -> tuple[Path, object]:
     """The demo series with every stage (extract with the hard examples, analysis, geometry,
     series), cached in .bench-cache/archive-visualize[-N]."""
-    from learnviz.analyze import run_cpu_stages
+    from learnviz.pipeline import run_cpu_stages
     name = "archive-visualize" + (f"-{checkpoints}" if checkpoints else "")
     folder, settings = extracted_archive(name, hard_examples=True, checkpoints=checkpoints)
     report = run_cpu_stages(settings)

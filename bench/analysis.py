@@ -20,15 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _demo import CACHE, ROOT, copy_settings, extracted_archive  # noqa: E402
-
 import numpy as np  # noqa: E402
+from _demo import CACHE, ROOT, copy_settings, extracted_archive  # noqa: E402
 
 COLD = """
 import sys, time, dataclasses
 t0 = time.perf_counter()
 from learnviz.settings import load_settings
-from learnviz.analyze import run_cpu_stages
+from learnviz.pipeline import run_cpu_stages
 s = load_settings(environ={}, overrides={"archive": sys.argv[1], "device": "cpu", "hard_examples": ""})
 r = run_cpu_stages(s, steps={int(sys.argv[2])}, force=True)
 assert not r.failed, r.failed
@@ -40,8 +39,9 @@ def main() -> None:
     import torch
     torch.set_num_threads(2)
     from learnviz import archive as arc
-    from learnviz.analyze import run_cpu_stages, series
     from learnviz.analysis.umap_layout import disparity, layout, warm_up
+    from learnviz.pipeline import run_cpu_stages
+    from learnviz.readout import series
 
     source, settings = extracted_archive()
     work = CACHE / "analysis-work"

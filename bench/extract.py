@@ -116,7 +116,8 @@ def main() -> None:
     lm = load(ckpt, device=args.device, dtype=args.dtype)
     opts = ex.ExtractOptions(batch_size=args.batch_size)
     layers = resolve_layers(opts.layers, lm.n_layers)
-    print(f"checkpoint {ckpt} ({lm.model.config.model_type}, {sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M "
+    print(f"checkpoint {ckpt} ({lm.model.config.model_type}, "
+          f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M "
           f"params, {lm.n_layers} layers), {len(probes)} probes, device {lm.device}, dtype {lm.dtype}, "
           f"batch {args.batch_size}")
 
@@ -129,13 +130,14 @@ def main() -> None:
             times["naive"].append(timed(lambda: naive(lm, probes, layers), lm.device))
         times["bare"].append(timed(lambda: bare(lm, probes, args.batch_size), lm.device))
         holder = {}
-        times["learnviz"].append(timed(lambda: holder.setdefault("r", ex.extract(lm, probes, opts)), lm.device))
+        times["learnviz"].append(timed(lambda holder=holder: holder.setdefault("r", ex.extract(lm, probes, opts)),
+                                       lm.device))
         last = holder["r"]
     med = {k: statistics.median(v) for k, v in times.items() if v}
     n = len(probes)
     print(f"accuracy of this checkpoint: {last.correct.mean():.2f}; probes whose greedy answer needed decoding "
           f"beyond the one pass: {(last.first_divergence >= 0).sum()}")
-    print(f"learnviz stage timings (last round): " + ", ".join(f"{k} {v:.3f}s" for k, v in last.timings.items()))
+    print("learnviz stage timings (last round): " + ", ".join(f"{k} {v:.3f}s" for k, v in last.timings.items()))
     for k, v in med.items():
         print(f"  {k:<9} median {v:.3f}s over {len(times[k])} rounds  ({n / v:.0f} probes/s)  all: "
               + " ".join(f"{t:.3f}" for t in times[k]))

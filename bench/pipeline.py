@@ -124,7 +124,7 @@ def main() -> None:
         procs.env = cpu_env
         procs.start("cpu", [exe, "worker", "--queue", "cpu", "--name", "cpu@%h"])
         for name in ("gpu", "cpu"):
-            wait_for(lambda: "learnviz: process" in procs.log(name), 180, f"the {name} worker to warm up")
+            wait_for(lambda name=name: "learnviz: process" in procs.log(name), 180, f"the {name} worker to warm up")
         figures = measure(args, load_settings(config, environ={"LEARNVIZ_REDIS_PASSWORD": PASSWORD}), procs)
     finally:
         procs.stop()
@@ -139,7 +139,8 @@ def main() -> None:
 def task_seconds(log: str, task: str, until: datetime | None = None) -> list[float]:
     """Run times of a task's successes in a worker's log (those logged up to `until`, if given)."""
     out = []
-    for stamp, seconds in re.findall(rf"^\[([0-9-]+ [0-9:]+),\d+: [^]]*\] Task {task}\[[^\]]+\] succeeded in ([0-9.]+)s",
+    for stamp, seconds in re.findall(rf"^\[([0-9-]+ [0-9:]+),\d+: [^]]*\] Task {task}\[[^\]]+\] "
+                                     r"succeeded in ([0-9.]+)s",
                                      log, re.M):
         if until is None or datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S") <= until:
             out.append(float(seconds))
@@ -147,9 +148,9 @@ def task_seconds(log: str, task: str, until: datetime | None = None) -> list[flo
 
 
 def measure(args, settings, procs: Processes) -> dict:
-    from beat.scan import history_stale, scan
-    from learnviz import analyze as an
-    from learnviz import stages
+    from beat.scan import scan
+    from learnviz import pipeline
+    from learnviz import readout as an
     from workers.celery import make_app
     from workers.dispatch import PREFIX, Dispatcher
 
@@ -164,7 +165,7 @@ def measure(args, settings, procs: Processes) -> dict:
                                                    for s in (an.ANALYSIS, an.GEOMETRY)):
             return False
         # a failed geometry stays "stale" (see the report): do not wait for it forever
-        return not history_stale(settings) or any(not a.stage(an.GEOMETRY).ok for a in archives)
+        return not pipeline.history_stale(settings) or any(not a.stage(an.GEOMETRY).ok for a in archives)
 
     t0 = time.perf_counter()
     sent = scan(settings, dispatch)
@@ -181,15 +182,15 @@ def measure(args, settings, procs: Processes) -> dict:
     gpu = task_seconds(gpu_log, "collect_embeddings")
     cpu = {t: task_seconds(cpu_log, t) for t in ("analyze", "update_learning_history", "generate_visualizations")}
     failed = [a.step for a in an.series(settings.archive_dir())
-              if not all(a.stage(s).ok for s in ("extract", an.ANALYSIS, an.GEOMETRY))]
+              if not all(a.stage(s).ok for s in (an.EXTRACT, an.ANALYSIS, an.GEOMETRY))]
 
     # Overhead: the same current stage, directly and through Celery, interleaved.
     ck = str(an.series(settings.archive_dir())[-1].attrs["checkpoint"])
-    stages.analyze(settings, ck)                    # imports, caches
+    pipeline.analyze_checkpoint(settings, ck)       # imports, caches
     direct, through = [], []
     for _ in range(args.rounds):
         t = time.perf_counter()
-        assert stages.analyze(settings, ck).status == "current"
+        assert pipeline.analyze_checkpoint(settings, ck).status == "current"
         direct.append(time.perf_counter() - t)
         t = time.perf_counter()
         assert app.send_task("analyze", args=[ck]).get(timeout=60)["status"] == "current"

@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, metavar="K",
                         help="time each draw K times, interleaved, and print medians (default 3)")
     args = parser.parse_args()
-    from learnviz.analyze import run_cpu_stages, series
+    from learnviz.pipeline import run_cpu_stages
+    from learnviz.readout import series
     from learnviz.settings import load_settings
     from learnviz.visualize import _run_level, generate
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify
 
+from learnviz.common import clean_json
+
 from . import serializers as ser
 from .data import run
 from .pages import figure_url
@@ -26,7 +28,7 @@ def status():
 @bp.get("/history.json")
 def history():
     r = run()
-    return jsonify({"probe_hash": r.probe_hash, "rows": ser.clean(r.history)})
+    return jsonify({"probe_hash": r.probe_hash, "rows": clean_json(r.history)})
 
 
 @bp.get("/checkpoints/<int:step>.json")

@@ -7,14 +7,13 @@ dashboard that a few people look at; it binds 127.0.0.1 unless --host says other
 
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
 import sys
 
-from learnviz.cli import EPILOG, _paths
 from learnviz.errors import LearnvizError
-from learnviz.settings import Settings, load_settings
+from learnviz.flags import FORMATTER, add_paths, examples, settings_from
+from learnviz.settings import Settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -28,8 +27,10 @@ It listens on 127.0.0.1 (this machine only) unless --host says otherwise."""
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="the web dashboard over the archives (read-only)",
-                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _paths(p)
+                       description=DESCRIPTION, formatter_class=FORMATTER,
+                       epilog=examples("learnviz serve --checkpoints runs/gpt2-small",
+                                       "learnviz serve --archive runs/run1/learnviz-archive --host 0.0.0.0 --port 80"))
+    add_paths(p)
     p.add_argument("--host", dest="dashboard_host", metavar="ADDR",
                    help="address to listen on (default: the dashboard_host setting, 127.0.0.1: this machine "
                         "only; 0.0.0.0 for every interface, e.g. inside a container)")
@@ -39,9 +40,7 @@ def register(sub) -> None:
 
 
 def cmd_serve(args) -> int:
-    settings = load_settings(args.config, {"checkpoints": args.checkpoints, "archive": args.archive,
-                                           "dashboard_host": args.dashboard_host,
-                                           "dashboard_port": args.dashboard_port})
+    settings = settings_from(args)
     return serve(settings, host=settings.dashboard_host, port=settings.dashboard_port, quiet=args.quiet)
 
 

@@ -10,7 +10,6 @@ or changes mid-read is treated as not there yet, never as an error page.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 from flask import current_app, g
 
 from learnviz import archive as arc
-from learnviz import history
-from learnviz.analyze import BOARD_FILE
-from learnviz.pipeline import StatusRow, archive_accuracy, status_rows
+from learnviz import readout
+from learnviz.readout import BOARD_FILE, HISTORY_FILE, StatusRow
 from learnviz.visualize import DIR_NAME, MANIFEST_NAME
 
 ARCHIVE_KEY = "LEARNVIZ_ARCHIVE"   # the Flask config key holding the archive folder
@@ -41,21 +39,15 @@ class RunData:
     @cached_property
     def rows(self) -> list[StatusRow]:
         try:
-            return status_rows(self.dir)
-        except (OSError, arc.ArchiveError):
+            return readout.status_rows(self.dir, self.archives)
+        except (OSError, KeyError, arc.ArchiveError):
             # an archive replaced between listing and reading: the next refresh sees it whole
-            return [StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem),
-                              {n: s.status for n, s in a.stages.items()}, "", None, {}) for a in self.archives]
+            return [readout.status_row(a, accuracy=False) for a in self.archives]
 
     @cached_property
     def analysed(self) -> list[arc.Archive]:
-        """Archives with a successful extraction, of the newest probe set (as learnviz.analyze.series:
-        archives of different probe sets are never compared)."""
-        done = [a for a in self.archives if a.stage("extract") is not None and a.stage("extract").ok]
-        if not done:
-            return []
-        wanted = done[-1].attrs.get("probe_hash")
-        return [a for a in done if a.attrs.get("probe_hash") == wanted]
+        """Archives with a successful extraction, of the newest probe set (`readout.series_of`)."""
+        return readout.series_of(self.archives)
 
     @cached_property
     def probe_hash(self) -> str | None:
@@ -64,7 +56,7 @@ class RunData:
     @cached_property
     def history(self) -> list[dict[str, Any]]:
         """Merged history rows (one per step) of the newest probe set."""
-        return history.read(self.dir, probe_hash=self.probe_hash)
+        return readout.history_rows(self.dir, probe_hash=self.probe_hash)
 
     @cached_property
     def history_by_step(self) -> dict[int, dict[str, Any]]:
@@ -73,18 +65,14 @@ class RunData:
     @cached_property
     def board(self) -> dict[str, Any] | None:
         """hard_example_board.json, or None when absent or unreadable."""
-        try:
-            data = json.loads((self.dir / BOARD_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return readout.read_board(self.dir)
 
     def accuracy(self, a: arc.Archive) -> tuple[float | None, dict[str, float]]:
         """Share of probes answered right, overall and per skill, of one archive (None, {} without a
         successful extraction). Reads that archive only, and only once per version of its file
-        (`learnviz.pipeline.archive_accuracy`)."""
+        (`learnviz.readout.archive_accuracy`)."""
         try:
-            return archive_accuracy(a)
+            return readout.archive_accuracy(a)
         except (OSError, KeyError, arc.ArchiveError):
             return None, {}     # replaced mid-read: shown as unknown until the next refresh
 
@@ -107,7 +95,7 @@ class RunData:
         changes when a checkpoint is archived or a stage, the history or a figure is rewritten."""
         parts = []
         paths = sorted(self.dir.glob("*" + arc.SUFFIX)) if self.dir.is_dir() else []
-        for path in [*paths, self.dir / history.FILE_NAME, self.dir / BOARD_FILE, self.vis_dir / MANIFEST_NAME]:
+        for path in [*paths, self.dir / HISTORY_FILE, self.dir / BOARD_FILE, self.vis_dir / MANIFEST_NAME]:
             try:
                 st = path.stat()
             except OSError:

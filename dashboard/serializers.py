@@ -7,15 +7,15 @@ texts are returned as stored; escaping them is the templates' job (Jinja autoesc
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any, Callable
 
 import numpy as np
 
 from learnviz import archive as arc
-from learnviz.analyze import ANALYSIS, unnamed
-from learnviz.pipeline import StatusRow
+from learnviz import readout
+from learnviz.common import clean_json as clean
+from learnviz.readout import EXTRACT, StatusRow
+from learnviz.results import AnalysisResult, CalibrationBins, LayerWeights, stage_order
 
 from .data import RunData
 
@@ -55,32 +55,7 @@ ERROR_TYPES = {   # the board's error types (learnviz.analysis.hard_examples) ->
 HISTORY_FIELDS = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "mean_answer_logprob",
                   "mean_entropy", "overconfident", "uncertain", "geometry_drift", "cka_prev", "umap_trustworthiness")
 
-STAGE_ORDER = {"extract": 0, "analysis": 1, "geometry": 2}   # pipeline order, as `learnviz status`
 UrlFor = Callable[[str, int], str]   # (figure file, mtime ns) -> its URL
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe: numpy scalars and arrays to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(value, np.ndarray):
-        return clean(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
-
-
-def _json_attr(value: Any, default: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return default
-    return default if value is None else value
 
 
 # ---------------------------------------------------------------- figures
@@ -109,11 +84,7 @@ def failures(archives: list[arc.Archive]) -> list[dict[str, Any]]:
     """Every failed stage of every archive, with its reason."""
     return [{"step": a.step, "name": a.attrs.get("checkpoint_name", a.path.stem), "stage": name,
              "reason": a.stages[name].reason}
-            for a in archives for name in _ordered(a.stages) if not a.stages[name].ok]
-
-
-def _ordered(stages: dict) -> list[str]:
-    return sorted(stages, key=lambda n: (STAGE_ORDER.get(n, 9), n))
+            for a in archives for name in stage_order(a.stages) if not a.stages[name].ok]
 
 
 def summary(run: RunData) -> dict[str, Any]:
@@ -149,43 +120,40 @@ def _stage(info: arc.StageInfo) -> dict[str, Any]:
             "finished": info.attrs.get("finished", ""), "seconds": timings.get("total")}
 
 
-def calibration(cal: dict[str, Any], direction: str | None) -> dict[str, Any]:
+def calibration(cal: CalibrationBins) -> dict[str, Any]:
     """The `analysis/calibration` group: scores and the reliability bins that hold probes."""
-    edges = np.asarray(cal["bin_edges"], dtype=float)
-    bins = [{"low": edges[i], "high": edges[i + 1], "confidence": cal["bin_confidence"][i],
-             "accuracy": cal["bin_accuracy"][i], "count": int(cal["bin_count"][i])}
-            for i in range(len(edges) - 1) if int(cal["bin_count"][i]) > 0]
-    return {"ece": cal["ece"], "mce": cal["mce"], "brier": cal["brier"], "gap": cal["gap"],
-            "direction": direction, "n_bins": len(edges) - 1, "bins": bins}
+    edges = np.asarray(cal.bin_edges, dtype=float)
+    bins = [{"low": edges[i], "high": edges[i + 1], "confidence": cal.bin_confidence[i],
+             "accuracy": cal.bin_accuracy[i], "count": int(cal.bin_count[i])}
+            for i in range(len(edges) - 1) if int(cal.bin_count[i]) > 0]
+    return {"ece": cal.ece, "mce": cal.mce, "brier": cal.brier, "gap": cal.gap,
+            "direction": cal.direction, "n_bins": len(edges) - 1, "bins": bins}
 
 
-def weights(w: dict[str, Any] | None, attrs: dict[str, Any]) -> dict[str, Any]:
+def weights(w: LayerWeights | None, flags: dict[str, Any], note: str) -> dict[str, Any]:
     """The `analysis/weights` group and the flags: per layer norm and relative change."""
-    flags = _json_attr(attrs.get("weight_flags"), {})
     if w is None:
-        return {"available": False, "note": str(attrs.get("weights", "no weight analysis")), "flags": flags,
-                "layers": []}
-    layers = [{"name": str(name), "norm": w["norm"][i], "change_prev": w["change_prev"][i],
-               "change_first": w["change_first"][i], "norm_ratio_first": w["norm_ratio_first"][i],
-               "parameters": int(w["parameters"][i])} for i, name in enumerate(w["layers"])]
+        return {"available": False, "note": note or "no weight analysis", "flags": flags, "layers": []}
+    layers = [{"name": name, "norm": w.norm[i], "change_prev": w.change_prev[i],
+               "change_first": w.change_first[i], "norm_ratio_first": w.norm_ratio_first[i],
+               "parameters": int(w.parameters[i])} for i, name in enumerate(w.layers)]
     return {"available": True, "note": "", "flags": flags, "layers": layers}
 
 
 def _analysis(a: arc.Archive) -> dict[str, Any] | None:
-    info = a.stage(ANALYSIS)
-    if info is None or not info.ok:
+    if not readout.stage_ok(a, readout.ANALYSIS):
         return None
     try:
-        data = a.read(ANALYSIS)   # small: per-probe vectors at most
+        r: AnalysisResult = readout.read_analysis(a)   # small: per-probe vectors at most
     except (OSError, KeyError, arc.ArchiveError):
         return None   # replaced mid-read: shown as missing until the next refresh
-    out: dict[str, Any] = {"weights": weights(data.get("weights"), info.attrs)}
-    if "calibration" in data:
-        out["calibration"] = calibration(data["calibration"], info.attrs.get("calibration_direction"))
-    if "skills" in data:
-        out["skills"] = unnamed(data["skills"]["skill"])
-        out["categories"] = unnamed(data["skills"]["category"])
-        out["skill_delta_vs_base"] = unnamed(data["skills"]["delta_vs_base"])
+    out: dict[str, Any] = {"weights": weights(r.weights, r.weight_flags, r.weights_note)}
+    if r.calibration is not None:
+        out["calibration"] = calibration(r.calibration)
+    if r.skills is not None:
+        out["skills"] = r.skills
+        out["categories"] = r.categories
+        out["skill_delta_vs_base"] = r.delta_vs_base
     return out
 
 
@@ -214,8 +182,8 @@ def checkpoint(run: RunData, a: arc.Archive, url: UrlFor) -> dict[str, Any]:
         "model_class": a.attrs.get("model_class", ""), "probe_count": a.attrs.get("probe_count"),
         "probe_hash": a.attrs.get("probe_hash", ""), "created": a.attrs.get("created", ""),
         "updated": a.attrs.get("updated", ""),
-        "stages": [_stage(a.stages[n]) for n in _ordered(a.stages)],
-        "extracted": a.stage("extract") is not None and a.stage("extract").ok,
+        "stages": [_stage(a.stages[n]) for n in stage_order(a.stages)],
+        "extracted": readout.stage_ok(a, EXTRACT),
         "accuracy": accuracy, "skills": skills,
         "history": {k: hist[k] for k in HISTORY_FIELDS if k in hist},
         "ece": hist.get("ece"),

@@ -20,9 +20,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,39 +29,33 @@ import numpy as np
 from . import archive as arc
 from . import history
 from .checkpoints import weight_files
+from .common import short_hash, write_json_atomic
+from .readout import embeddings as read_embeddings
+from .readout import read_analysis, read_geometry, stage_ok
+from .results import (
+    ANALYSIS,
+    BOARD_FILE,
+    EXTRACT,
+    GEOMETRY,
+    SERIES,
+    AnalysisResult,
+    CalibrationBins,
+    EntropyProfile,
+    ErrorPositions,
+    GeometryResult,
+    LayerGeometry,
+    LayerWeights,
+)
 from .settings import Settings
 
-ANALYSIS, GEOMETRY, SERIES = "analysis", "geometry", "series"
-BOARD_FILE = "hard_example_board.json"
 MIN_LAYOUT_PROBES = 5   # UMAP needs a neighbourhood; smaller probe sets get drift and CKA only
 _OWN_ATTRS = {"schema_version", "fingerprint", "probe_hash", "learnviz_version", "created", "updated"}
-
-
-def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _named(d: dict[str, float]) -> dict:
-    """A str->float mapping as two arrays (names may hold '/', which HDF5 reads as a path)."""
-    return {"names": np.asarray(list(d), dtype=object), "values": np.asarray(list(d.values()), dtype=np.float64)}
-
-
-def unnamed(group: dict) -> dict[str, float]:
-    return {str(k): float(v) for k, v in zip(group["names"], group["values"])}
+_hash = short_hash
 
 
 def root_attrs_of(a: arc.Archive) -> dict:
+    """The root attributes a stage writer passes on (those `write_stage` does not set itself)."""
     return {k: v for k, v in a.attrs.items() if k not in _OWN_ATTRS}
-
-
-def series(archive_dir: str | Path, probe_hash: str | None = None) -> list[arc.Archive]:
-    """Archives whose extraction succeeded, in step order, all of one probe set (the newest one's
-    when `probe_hash` is None): archives of different probe sets are never compared."""
-    done = [a for a in arc.list_archives(archive_dir) if a.stage("extract") and a.stage("extract").ok]
-    if not done:
-        return []
-    wanted = probe_hash or done[-1].attrs.get("probe_hash")
-    return [a for a in done if a.attrs.get("probe_hash") == wanted]
 
 
 # ---------------------------------------------------------------- keys
@@ -78,7 +69,7 @@ def analysis_key(archives: list[arc.Archive], i: int, s: Settings) -> arc.StageK
 
 def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey]:
     """Chained: checkpoint i's key includes checkpoint i-1's, because its layout starts there."""
-    from .analysis import umap_layout as ul   # constants only; umap itself is imported lazily
+    from .analysis import umap_layout as ul  # constants only; umap itself is imported lazily
     keys, prev = [], ""
     for a in archives:
         inputs = _hash(GEOMETRY, archives[0].key.fingerprint, prev, s.umap_method, s.umap_neighbors,
@@ -111,65 +102,80 @@ def checkpoint_weights(a: arc.Archive) -> list[Path] | None:
 
 def run_analysis(archives: list[arc.Archive], i: int, s: Settings, key: arc.StageKey | None = None) -> dict:
     """The `analysis` stage of checkpoint i. Returns the history row it appended."""
+    t0 = time.perf_counter()
+    a = archives[i]
+    key = key or analysis_key(archives, i, s)
+    result = behaviour(archives, i, s)
+    t1 = time.perf_counter()
+    result = with_weights(result, archives, i, s)
+    t2 = time.perf_counter()
+    data, attrs = result.to_archive()
+    arc.write_stage(a.path, ANALYSIS, key=key, root_attrs=root_attrs_of(a), data=data, attrs=attrs,
+                    timings={"behaviour": t1 - t0, "weights": t2 - t1, "total": t2 - t0})
+    row = analysis_row(a.step, key.probe_hash, result)
+    history.append(a.path.parent, row)
+    return row
+
+
+def behaviour(archives: list[arc.Archive], i: int, s: Settings) -> AnalysisResult:
+    """Skills against the base (the first checkpoint), calibration, entropy and error positions of
+    checkpoint i, from its extraction."""
     from .analysis.calibration import calibration
     from .analysis.entropy import entropy_summary
     from .analysis.errors import localize_errors
     from .analysis.skills import compare_to_base, skill_scores
+
+    extracted = archives[i].read(EXTRACT, EXTRACT_KEYS)
+    skills, categories = list(extracted["probe_skill"]), list(extracted["probe_category"])
+    correct = np.asarray(extracted["correct"], dtype=bool)
+    scores = skill_scores(correct, skills, categories)
+    base_correct = archives[0].read(EXTRACT, ["correct"])["correct"] if i else correct
+    base = skill_scores(np.asarray(base_correct, dtype=bool), skills, categories)
+    confidence = np.clip(extracted["answer_confidence"].astype(np.float64), 0, 1)
+    cal = calibration(confidence, correct, n_bins=s.calibration_bins)
+    ent = entropy_summary(extracted["token_entropy"], correct, categories, low=s.entropy_low, high=s.entropy_high)
+    err = localize_errors(extracted["answer_ids"], extracted["token_argmax"], extracted["first_divergence"], correct)
+    return AnalysisResult(
+        skills=scores.skills, categories=scores.categories, delta_vs_base=compare_to_base(scores, base),
+        calibration=CalibrationBins(cal.bin_edges, cal.bin_confidence, cal.bin_accuracy, cal.bin_count, cal.ece,
+                                    cal.mce, cal.brier, cal.gap, cal.direction),
+        entropy=EntropyProfile(ent.mean_by_position, ent.count_by_position, ent.probe_mean, ent.overconfident,
+                               ent.uncertain, ent.mean_by_category),
+        errors=ErrorPositions(err.teacher_forced, err.free, err.histogram))
+
+
+def with_weights(result: AnalysisResult, archives: list[arc.Archive], i: int, s: Settings) -> AnalysisResult:
+    """`result` with checkpoint i's weight drift against the previous and the first checkpoint (or
+    a note, when its weight files are gone: the history outlives rotated checkpoints)."""
+    from dataclasses import replace
+
     from .analysis.weight_drift import weight_drift
 
-    t0 = time.perf_counter()
-    a = archives[i]
-    key = key or analysis_key(archives, i, s)
-    d = a.read("extract", EXTRACT_KEYS)
-    skills_, cats = list(d["probe_skill"]), list(d["probe_category"])
-    correct = np.asarray(d["correct"], dtype=bool)
-    sk = skill_scores(correct, skills_, cats)
-    base_d = archives[0].read("extract", ["correct"]) if i else d
-    base = skill_scores(np.asarray(base_d["correct"], dtype=bool), skills_, cats)
-    delta = compare_to_base(sk, base)
-    cal = calibration(np.clip(d["answer_confidence"].astype(np.float64), 0, 1), correct, n_bins=s.calibration_bins)
-    ent = entropy_summary(d["token_entropy"], correct, cats, low=s.entropy_low, high=s.entropy_high)
-    err = localize_errors(d["answer_ids"], d["token_argmax"], d["first_divergence"], correct)
-    t1 = time.perf_counter()
+    current = checkpoint_weights(archives[i])
+    if current is None:
+        return replace(result, weights_note="unavailable: the checkpoint's weight files are gone")
+    prev = checkpoint_weights(archives[i - 1]) if i else None
+    first = checkpoint_weights(archives[0]) if i else None
+    drift = weight_drift(current, prev, first, exploding=s.weight_exploding, vanishing=s.weight_vanishing,
+                         dead=s.weight_dead)
+    weights = LayerWeights(list(drift.layers), drift.norm, drift.change_prev, drift.change_first,
+                           drift.norm_ratio_first, np.asarray(drift.parameters, dtype=np.int64))
+    return replace(result, weights=weights, weight_flags=drift.flags)
 
-    attrs: dict = {"calibration_direction": cal.direction}
-    data: dict = {
-        "skills": {"skill": _named(sk.skills), "category": _named(sk.categories), "delta_vs_base": _named(delta)},
-        "calibration": {"bin_edges": cal.bin_edges, "bin_confidence": cal.bin_confidence,
-                        "bin_accuracy": cal.bin_accuracy, "bin_count": cal.bin_count,
-                        "ece": np.float64(cal.ece), "mce": np.float64(cal.mce), "brier": np.float64(cal.brier),
-                        "gap": np.float64(cal.gap)},
-        "entropy": {"mean_by_position": ent.mean_by_position, "count_by_position": ent.count_by_position,
-                    "probe_mean": ent.probe_mean, "overconfident": ent.overconfident, "uncertain": ent.uncertain,
-                    "by_category": _named(ent.mean_by_category)},
-        "errors": {"teacher_forced": err.teacher_forced, "free": err.free, "histogram": err.histogram},
-    }
-    row: dict = {"step": a.step, "probe_hash": key.probe_hash, "ece": cal.ece, "mce": cal.mce, "brier": cal.brier,
+
+def analysis_row(step: int, probe_hash: str, r: AnalysisResult) -> dict:
+    """The history row of one checkpoint's analysis."""
+    cal, ent = r.calibration, r.entropy
+    row: dict = {"step": step, "probe_hash": probe_hash, "ece": cal.ece, "mce": cal.mce, "brier": cal.brier,
                  "calibration_gap": cal.gap, "calibration_direction": cal.direction,
                  "mean_entropy": float(np.nanmean(ent.probe_mean)) if len(ent.probe_mean) else None,
                  "overconfident": int(ent.overconfident.sum()), "uncertain": int(ent.uncertain.sum()),
-                 "skill_delta_vs_base": delta, "error_positions": err.histogram.tolist()}
-
-    current = checkpoint_weights(a)
-    if current is None:
-        attrs["weights"] = "unavailable: the checkpoint's weight files are gone"
-    else:
-        prev = checkpoint_weights(archives[i - 1]) if i else None
-        first = checkpoint_weights(archives[0]) if i else None
-        wd = weight_drift(current, prev, first, exploding=s.weight_exploding, vanishing=s.weight_vanishing,
-                          dead=s.weight_dead)
-        data["weights"] = {"layers": np.asarray(wd.layers, dtype=object), "norm": wd.norm,
-                           "change_prev": wd.change_prev, "change_first": wd.change_first,
-                           "norm_ratio_first": wd.norm_ratio_first,
-                           "parameters": np.asarray(wd.parameters, dtype=np.int64)}
-        attrs["weight_flags"] = wd.flags
-        row.update({"layer_names": wd.layers, "layer_drifts": wd.change_prev.tolist(),
-                    "layer_drifts_first": wd.change_first.tolist(), "weight_norms": wd.norm.tolist(),
-                    "weight_flags": {k: v for k, v in wd.flags.items() if v}})
-    t2 = time.perf_counter()
-    arc.write_stage(a.path, ANALYSIS, key=key, root_attrs=root_attrs_of(a), data=data, attrs=attrs,
-                    timings={"behaviour": t1 - t0, "weights": t2 - t1, "total": t2 - t0})
-    history.append(a.path.parent, row)
+                 "skill_delta_vs_base": r.delta_vs_base, "error_positions": r.errors.histogram.tolist()}
+    if r.weights is not None:
+        w = r.weights
+        row.update({"layer_names": w.layers, "layer_drifts": w.change_prev.tolist(),
+                    "layer_drifts_first": w.change_first.tolist(), "weight_norms": w.norm.tolist(),
+                    "weight_flags": {k: v for k, v in r.weight_flags.items() if v}})
     return row
 
 
@@ -183,76 +189,77 @@ class _Geo:
     coords: dict[int, np.ndarray] = field(default_factory=dict)
 
 
-def _embeddings(a: arc.Archive) -> dict[int, np.ndarray]:
-    emb = a.read("extract", ["embeddings"])["embeddings"]
-    return {int(k.split("_")[1]): v for k, v in emb.items()}
-
-
 def _geo(a: arc.Archive, cache: dict) -> _Geo:
     from .analysis.rsa import similarity_matrix
     if a.path not in cache:
-        emb = _embeddings(a)
+        emb = read_embeddings(a)
         geo = _Geo(emb, {k: similarity_matrix(v) for k, v in emb.items()})
-        info = a.stage(GEOMETRY)
-        if info is not None and info.ok:
-            stored = a.read(GEOMETRY)
-            geo.coords = {int(k.split("_")[1]): g["coords"] for k, g in stored.items()
-                          if k.startswith("layer_") and "coords" in g}
+        if stage_ok(a, GEOMETRY):
+            stored = read_geometry(a, elements=("coords",))
+            geo.coords = {k: g.coords for k, g in stored.layers.items() if g.coords is not None}
         cache[a.path] = geo
     return cache[a.path]
 
 
 def run_geometry(archives: list[arc.Archive], i: int, s: Settings, key: arc.StageKey, cache: dict) -> dict:
     """The `geometry` stage of checkpoint i; checkpoint i-1's geometry must be current."""
-    from .analysis.cka import linear_cka
-    from .analysis.rsa import geometry_drift
-    from .analysis.umap_layout import layout
-
     t0 = time.perf_counter()
     a = archives[i]
     cache.pop(a.path, None)            # recomputing: do not start from this checkpoint's old layout
     me = _geo(a, cache)
     prev = _geo(archives[i - 1], cache) if i else None
     first = _geo(archives[0], cache) if i else None
-    data, by_layer = {}, {}
+    layers: dict[int, LayerGeometry] = {}
     umap_seconds, umap_params = 0.0, {}
-    for layer, emb in me.embeddings.items():
-        x = emb.astype(np.float32)
-        m: dict = {}
-        if prev is not None:
-            m["drift_prev"] = geometry_drift(me.similarity[layer], prev.similarity[layer]).drift
-            m["drift_first"] = geometry_drift(me.similarity[layer], first.similarity[layer]).drift
-            m["cka_prev"] = linear_cka(x, prev.embeddings[layer].astype(np.float32))
-            m["cka_first"] = linear_cka(x, first.embeddings[layer].astype(np.float32))
-        # float16: a 525x525 matrix per layer and checkpoint; cosines need no more digits
-        group = {"similarity": me.similarity[layer].astype(np.float16)}
-        if len(x) >= MIN_LAYOUT_PROBES:
-            tu = time.perf_counter()
-            lay = layout(x, prev.coords.get(layer) if prev is not None else None, method=s.umap_method,
-                         n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
-            umap_seconds += time.perf_counter() - tu
-            me.coords[layer] = lay.coords
-            umap_params = lay.params
-            m["trustworthiness"] = lay.trustworthiness
-            m["umap_disparity"] = lay.disparity
-            group["coords"] = lay.coords.astype(np.float32)
-        else:
-            umap_params = {"skipped": f"a layout needs at least {MIN_LAYOUT_PROBES} probes, got {len(x)}"}
-        by_layer[str(layer)] = m
-        data[f"layer_{layer}"] = {**group, **{k: np.float64(np.nan if v is None else v) for k, v in m.items()}}
-    last = str(max(me.embeddings))
-    row = {"step": a.step, "probe_hash": key.probe_hash, "geometry": by_layer,
-           "geometry_drift": by_layer[last].get("drift_prev"), "geometry_drift_first": by_layer[last].get("drift_first"),
-           "cka_prev": by_layer[last].get("cka_prev"), "cka_first": by_layer[last].get("cka_first"),
-           "umap_disparity": by_layer[last].get("umap_disparity"),
-           "umap_trustworthiness": by_layer[last].get("trustworthiness")}
-    arc.write_stage(a.path, GEOMETRY, key=key, root_attrs=root_attrs_of(a), data=data,
-                    attrs={"umap_method": s.umap_method, "umap_params": umap_params,
-                           "previous_step": archives[i - 1].step if i else None,
-                           "first_step": archives[0].step},
+    for layer in me.embeddings:
+        tu = time.perf_counter()
+        layers[layer], params = layer_geometry(layer, me, prev, first, s)
+        umap_seconds += time.perf_counter() - tu
+        umap_params = params or umap_params
+    result = GeometryResult(layers, s.umap_method, umap_params, archives[i - 1].step if i else None,
+                            archives[0].step)
+    data, attrs = result.to_archive()
+    arc.write_stage(a.path, GEOMETRY, key=key, root_attrs=root_attrs_of(a), data=data, attrs=attrs,
                     timings={"umap": umap_seconds, "total": time.perf_counter() - t0})
+    row = geometry_row(a.step, key.probe_hash, result)
     history.append(a.path.parent, row)
     return row
+
+
+def layer_geometry(layer: int, me: _Geo, prev: _Geo | None, first: _Geo | None, s: Settings
+                   ) -> tuple[LayerGeometry, dict]:
+    """One layer's drift (RSA), CKA against the previous and first checkpoint, and its layout
+    aligned to the previous one. Returns it and the layout's parameters."""
+    from .analysis.cka import linear_cka
+    from .analysis.rsa import geometry_drift
+    from .analysis.umap_layout import layout
+
+    x = me.embeddings[layer].astype(np.float32)         # (n_probes, hidden)
+    metrics: dict = {}
+    if prev is not None and first is not None:
+        metrics["drift_prev"] = geometry_drift(me.similarity[layer], prev.similarity[layer]).drift
+        metrics["drift_first"] = geometry_drift(me.similarity[layer], first.similarity[layer]).drift
+        metrics["cka_prev"] = linear_cka(x, prev.embeddings[layer].astype(np.float32))
+        metrics["cka_first"] = linear_cka(x, first.embeddings[layer].astype(np.float32))
+    if len(x) < MIN_LAYOUT_PROBES:
+        params = {"skipped": f"a layout needs at least {MIN_LAYOUT_PROBES} probes, got {len(x)}"}
+        return LayerGeometry(me.similarity[layer], None, metrics), params
+    lay = layout(x, prev.coords.get(layer) if prev is not None else None, method=s.umap_method,
+                 n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
+    me.coords[layer] = lay.coords
+    metrics["trustworthiness"] = lay.trustworthiness
+    metrics["umap_disparity"] = lay.disparity
+    return LayerGeometry(me.similarity[layer], lay.coords, metrics), lay.params
+
+
+def geometry_row(step: int, probe_hash: str, r: GeometryResult) -> dict:
+    """The history row of one checkpoint's geometry: every layer's metrics, the last layer's on top."""
+    by_layer = {str(k): dict(g.metrics) for k, g in r.layers.items()}
+    last = by_layer[str(max(r.layers))]
+    return {"step": step, "probe_hash": probe_hash, "geometry": by_layer,
+            "geometry_drift": last.get("drift_prev"), "geometry_drift_first": last.get("drift_first"),
+            "cka_prev": last.get("cka_prev"), "cka_first": last.get("cka_first"),
+            "umap_disparity": last.get("umap_disparity"), "umap_trustworthiness": last.get("trustworthiness")}
 
 
 # ---------------------------------------------------------------- series (the whole run)
@@ -268,9 +275,9 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | Non
     t0 = time.perf_counter()
     key = key or series_key(archives, s)
     steps = np.asarray([a.step for a in archives])
-    reads = [a.read("extract", ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
+    reads = [a.read(EXTRACT, ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
              for a in archives]
-    meta = archives[-1].read("extract", ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
+    meta = archives[-1].read(EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
     cats = list(meta["probe_category"])
     data: dict = {"steps": steps}
     if len(archives) >= 1:
@@ -294,10 +301,7 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | Non
             data[name] = {"confidence": cart.confidence, "variability": cart.variability,
                           "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
                           "first_step": np.int64(steps[start])}
-    hists = []
-    for a in archives:
-        info = a.stage(ANALYSIS)
-        hists.append(a.read(ANALYSIS, ["errors"])["errors"]["histogram"] if info is not None and info.ok else None)
+    hists = [read_analysis(a, ["errors"]).errors.histogram if stage_ok(a, ANALYSIS) else None for a in archives]
     if all(h is not None for h in hists) and hists:
         trend = error_position_trend(steps, hists)
         data["error_trend"] = {"first": trend.first, "last": trend.last, "change": trend.change,
@@ -319,7 +323,7 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | Non
                     data=data, attrs={"learned_threshold": s.learned_threshold},
                     timings={"total": time.perf_counter() - t0})
     if board_json is not None:
-        _write_json_atomic(archives[0].path.parent / BOARD_FILE, board_json)
+        write_json_atomic(archives[0].path.parent / BOARD_FILE, board_json)
     return path
 
 
@@ -333,97 +337,3 @@ def _stack_ragged(arrays: list[np.ndarray]) -> np.ndarray:
     for i, a in enumerate(arrays):
         out[i, :, : a.shape[1]] = a
     return out
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(history._clean(obj), indent=1))
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- driver
-
-@dataclass
-class CpuReport:
-    analysed: list[int] = field(default_factory=list)
-    geometry: list[int] = field(default_factory=list)
-    series: bool = False
-    failed: list[tuple[int, str, str]] = field(default_factory=list)   # (step, stage, reason)
-    seconds: float = 0.0
-
-
-def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysis: bool = True,
-                   force: bool = False, progress: bool = False) -> CpuReport:
-    """Every CPU stage that is not current, in step order.
-
-    `steps` limits the work to those checkpoints (`learnviz analyze --checkpoint`): their analysis,
-    and the geometry chain up to the last of them. `analysis=False` leaves the per-checkpoint
-    analyses out (the distributed mode runs them as tasks of their own). `force` recomputes the
-    chosen checkpoints even when current. A stage that raises is recorded as failed and the
-    others go on.
-    """
-    t0 = time.perf_counter()
-    report = CpuReport()
-    archive_dir = settings.archive_dir()
-    archives = series(archive_dir)
-    if not archives:
-        return report
-    chosen = [i for i, a in enumerate(archives) if steps is None or a.step in steps]
-    todo_a = [i for i in chosen if analysis and (force or not archives[i].is_current(
-        ANALYSIS, analysis_key(archives, i, settings)))]
-    gkeys = geometry_keys(archives, settings)
-    last_needed = max(chosen) if chosen else -1
-    todo_g = [i for i in range(last_needed + 1)
-              if (force and i in chosen) or not archives[i].is_current(GEOMETRY, gkeys[i])]
-    if todo_g:  # a recomputed layout moves every later one: follow the chain to the end
-        todo_g = list(range(todo_g[0], len(archives))) if steps is None else list(range(todo_g[0], last_needed + 1))
-    bar = _bar(len(todo_a) + len(todo_g), "analyse", progress)
-    for i in todo_a:
-        _guard(report, archives[i], ANALYSIS, lambda: run_analysis(archives, i, settings),
-               analysis_key(archives, i, settings))
-        report.analysed.append(archives[i].step)
-        bar.update(1)
-    cache: dict = {}
-    for i in todo_g:
-        ok = _guard(report, archives[i], GEOMETRY, lambda: run_geometry(archives, i, settings, gkeys[i], cache),
-                    gkeys[i])
-        report.geometry.append(archives[i].step)
-        bar.update(1)
-        if not ok:
-            break  # later layouts start from this one
-    bar.close()
-    archives = series(archive_dir)   # re-read: stage statuses changed
-    skey = series_key(archives, settings)
-    spath = archive_dir / arc.SERIES_NAME
-    current = False
-    if spath.exists() and not force:
-        try:
-            current = arc.Archive(spath).is_current(SERIES, skey) and not report.analysed
-        except arc.ArchiveError:
-            current = False
-    if not current:
-        _guard(report, archives[-1], SERIES, lambda: run_series(archives, settings, skey))
-        report.series = True
-    report.seconds = time.perf_counter() - t0
-    return report
-
-
-def _guard(report: CpuReport, a: arc.Archive, stage: str, fn, key: arc.StageKey | None = None) -> bool:
-    try:
-        fn()
-        return True
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # noqa: BLE001 - record and go on, as the GPU stage does
-        reason = f"{type(exc).__name__}: {exc}"
-        report.failed.append((a.step, stage, reason))
-        if stage != SERIES:
-            # under the stage's own key, so the failure counts as done until its inputs change
-            arc.write_stage(a.path, stage, key=key or a.key, root_attrs=root_attrs_of(a), status="failed",
-                            reason=reason)
-        return False
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from .pipeline import _bar as bar
-    return bar(total, desc, enabled and total > 1, unit="stage")

@@ -398,13 +398,23 @@ class Archive:
         self._keep(name, value)
         return value
 
-    def read(self, name: str, keys: list[str] | None = None) -> dict[str, Any]:
-        """The elements of a stage group (all, or just `keys`), decoded."""
+    def read(self, name: str, keys: list[str] | None = None, *, missing_ok: bool = False) -> dict[str, Any]:
+        """The elements of a stage group (all, or just `keys`, which may be paths such as
+        "layer_1/coords"), decoded. A missing key raises KeyError, or is left out with `missing_ok`."""
         with self._open() as f:
             if name not in f:
                 raise ArchiveError(f"has no '{name}' stage", path=self.path, field=name)
             g = f[name]
-            return {k: read_elem(g[k]) for k in (keys if keys is not None else g.keys())}
+            if keys is None:
+                return {k: read_elem(g[k]) for k in g.keys()}
+            return {k: read_elem(g[k]) for k in keys if not missing_ok or k in g}
+
+    def read_keys(self, name: str) -> list[str]:
+        """The names of a stage group's elements."""
+        with self._open() as f:
+            if name not in f:
+                raise ArchiveError(f"has no '{name}' stage", path=self.path, field=name)
+            return list(f[name].keys())
 
 
 def _stage_info(name: str, g: h5py.Group) -> StageInfo:

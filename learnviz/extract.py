@@ -225,74 +225,17 @@ def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = Non
     """
     opts = opts or ExtractOptions()
     t_start = time.perf_counter()
-    model, tok, device = lm.model, lm.tokenizer, lm.device
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     layers = resolve_layers(opts.layers, lm.n_layers)
     encoded = encode_all(lm, probes, opts.max_length)
-    n = len(encoded)
-    stop_ids = stop_token_ids(lm, opts.stop_strings).to(device)
+    stop_ids = stop_token_ids(lm, opts.stop_strings).to(lm.device)
     t_tok = time.perf_counter()
 
-    emb: dict[int, np.ndarray] = {}
-    tok_lp, tok_ent, tok_top, tok_arg = ([None] * n for _ in range(4))
-    stop_prob = np.zeros(n, dtype=np.float32)
+    found = _Collected(len(encoded))
     greedy = _Greedy(lm, encoded, stop_ids, opts)
     hooks = _PoolHooks(lm, layers)
-    t_forward = t_softmax = 0.0
     try:
         for idx in batches([len(p) + len(a) for p, a, _ in encoded], opts.batch_size):
-            t0 = time.perf_counter()
-            rows = [encoded[i][0] + encoded[i][1] for i in idx]
-            ids, mask, pos = _left_pad(rows, pad_id, device)
-            width = ids.shape[1]
-            a_len = torch.tensor([len(encoded[i][1]) for i in idx])                 # (batch,)
-            p_len = torch.tensor([len(encoded[i][0]) for i in idx])                 # (batch,)
-            col = torch.arange(width)
-            start = width - (a_len + p_len)                                           # first real token
-            hooks.mask = ((col[None, :] >= start[:, None]) & (col[None, :] < (start + p_len)[:, None])).to(device)
-            keep = int(a_len.max()) + 1
-            out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=greedy.reuse_cache,
-                        logits_to_keep=keep)
-            logits = out.logits                                                       # (batch, keep, vocab)
-            t1 = time.perf_counter()
-            t_forward += t1 - t0
-            for layer, pooled in hooks.pooled.items():
-                if layer not in emb:
-                    emb[layer] = np.zeros((n, pooled.shape[1]), dtype=np.float16)
-                emb[layer][idx] = pooled.to(torch.float16).cpu().numpy()
-
-            # Answer token j of row r is predicted at window index keep-1-A_r+j; index keep-1
-            # predicts the token after the answer (a stop, if the model has learnt to end).
-            max_a = keep - 1
-            j = torch.arange(max_a)
-            win = ((keep - 1 - a_len)[:, None] + j[None, :]).clamp(max=keep - 1)      # (batch, max_a)
-            targets = torch.zeros((len(idx), max_a), dtype=torch.long)
-            for r, i in enumerate(idx):
-                targets[r, : len(encoded[i][1])] = torch.tensor(encoded[i][1])
-            win, targets = win.to(device), targets.to(device)
-            parts: dict[str, list] = {k: [] for k in ("lp", "ent", "top", "arg", "stop", "post")}
-            for c in range(0, len(idx), opts.entropy_chunk):
-                sl = slice(c, c + opts.entropy_chunk)
-                lp = torch.log_softmax(logits[sl].float(), dim=-1)                   # (chunk, keep, vocab)
-                ent = -(lp.exp() * lp).sum(-1)                                        # (chunk, keep)
-                top, arg = lp.max(-1)                                                 # (chunk, keep)
-                rows_c = torch.arange(lp.shape[0], device=device)[:, None]
-                parts["lp"].append(lp[rows_c, win[sl], targets[sl]])                  # (chunk, max_a)
-                parts["ent"].append(ent.gather(1, win[sl]))
-                parts["top"].append(top.gather(1, win[sl]).exp())
-                parts["arg"].append(arg.gather(1, win[sl]))
-                parts["stop"].append(lp[:, -1, :].exp()[:, stop_ids].sum(-1))         # (chunk,)
-                parts["post"].append(arg[:, -1])
-            got = {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
-            for r, i in enumerate(idx):
-                a = len(encoded[i][1])
-                tok_lp[i], tok_ent[i] = got["lp"][r, :a], got["ent"][r, :a]
-                tok_top[i], tok_arg[i] = got["top"][r, :a], got["arg"][r, :a]
-                stop_prob[i] = got["stop"][r]
-            t_softmax += time.perf_counter() - t1
-            greedy.after_batch(idx, got["arg"], got["post"], mask, pos, getattr(out, "cache", None)
-                               if getattr(out, "cache", None) is not None else getattr(out, "past_key_values", None))
-            del out, logits
+            _run_batch(lm, encoded, idx, hooks, greedy, stop_ids, opts, found)
             if progress:
                 progress(len(idx))
     finally:
@@ -301,27 +244,124 @@ def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = Non
     t_greedy0 = time.perf_counter()
     answers, correct, divergence = greedy.finish(probes)
     t_end = time.perf_counter()
+    timings = {"tokenize": t_tok - t_start, "forward": found.t_forward, "softmax": found.t_softmax,
+               "greedy": t_end - t_greedy0 + greedy.seconds, "total": t_end - t_start}
+    return _result(lm, probes, encoded, layers, found, (answers, correct, divergence), timings)
 
+
+@dataclass
+class _Collected:
+    """What the batches of one extraction gather, per probe (filled in as batches come)."""
+    n: int
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)   # layer -> (n, hidden) float16
+    token_logprob: list = field(default_factory=list)                  # per probe (answer_len,)
+    token_entropy: list = field(default_factory=list)
+    token_top1: list = field(default_factory=list)
+    token_argmax: list = field(default_factory=list)
+    stop_prob: np.ndarray | None = None                                 # (n,)
+    t_forward: float = 0.0
+    t_softmax: float = 0.0
+
+    def __post_init__(self):
+        self.token_logprob, self.token_entropy, self.token_top1, self.token_argmax = ([None] * self.n
+                                                                                   for _ in range(4))
+        self.stop_prob = np.zeros(self.n, dtype=np.float32)
+
+
+def _run_batch(lm: LoadedModel, encoded: list, idx: list[int], hooks: _PoolHooks, greedy: _Greedy,
+               stop_ids: torch.Tensor, opts: ExtractOptions, found: _Collected) -> None:
+    """One forward pass over the probes `idx` (left-padded prompt + answer): pooled embeddings,
+    the answer tokens' statistics, and the hand-off of departing probes to greedy decoding."""
+    t0 = time.perf_counter()
+    device = lm.device
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    rows = [encoded[i][0] + encoded[i][1] for i in idx]
+    ids, mask, pos = _left_pad(rows, pad_id, device)
+    width = ids.shape[1]
+    a_len = torch.tensor([len(encoded[i][1]) for i in idx])                 # (batch,)
+    p_len = torch.tensor([len(encoded[i][0]) for i in idx])                 # (batch,)
+    col = torch.arange(width)
+    start = width - (a_len + p_len)                                           # first real token
+    hooks.mask = ((col[None, :] >= start[:, None]) & (col[None, :] < (start + p_len)[:, None])).to(device)
+    keep = int(a_len.max()) + 1
+    out = lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=greedy.reuse_cache,
+                   logits_to_keep=keep)
+    t1 = time.perf_counter()
+    found.t_forward += t1 - t0
+    for layer, pooled in hooks.pooled.items():
+        if layer not in found.embeddings:
+            found.embeddings[layer] = np.zeros((found.n, pooled.shape[1]), dtype=np.float16)
+        found.embeddings[layer][idx] = pooled.to(torch.float16).cpu().numpy()
+
+    targets = torch.zeros((len(idx), keep - 1), dtype=torch.long)
+    for r, i in enumerate(idx):
+        targets[r, : len(encoded[i][1])] = torch.tensor(encoded[i][1])
+    got = _answer_stats(out.logits, a_len, targets.to(device), stop_ids, opts.entropy_chunk)
+    for r, i in enumerate(idx):
+        a = len(encoded[i][1])
+        found.token_logprob[i], found.token_entropy[i] = got["lp"][r, :a], got["ent"][r, :a]
+        found.token_top1[i], found.token_argmax[i] = got["top"][r, :a], got["arg"][r, :a]
+        found.stop_prob[i] = got["stop"][r]
+    found.t_softmax += time.perf_counter() - t1
+    cache = getattr(out, "cache", None)
+    greedy.after_batch(idx, got["arg"], got["post"], mask, pos,
+                       cache if cache is not None else getattr(out, "past_key_values", None))
+    del out
+
+
+def _answer_stats(logits: torch.Tensor, a_len: torch.Tensor, targets: torch.Tensor, stop_ids: torch.Tensor,
+                  chunk: int) -> dict[str, np.ndarray]:
+    """Per answer position of each row: logprob of the expected token ("lp"), entropy ("ent"),
+    top-1 probability ("top") and token ("arg"), each (batch, max_answer); and, after the answer,
+    the probability of a stop token ("stop") and the argmax ("post"), each (batch,).
+
+    `logits` (batch, keep, vocab) are the last `keep` = max answer + 1 positions. Answer token j of
+    row r is predicted at window index keep-1-A_r+j; index keep-1 predicts the token after the
+    answer (a stop, if the model has learnt to end). The full-vocabulary softmax runs `chunk`
+    rows at a time to bound memory."""
+    keep = logits.shape[1]
+    device = logits.device
+    j = torch.arange(keep - 1)
+    win = ((keep - 1 - a_len)[:, None] + j[None, :]).clamp(max=keep - 1).to(device)   # (batch, max_a)
+    parts: dict[str, list] = {k: [] for k in ("lp", "ent", "top", "arg", "stop", "post")}
+    for c in range(0, logits.shape[0], chunk):
+        sl = slice(c, c + chunk)
+        lp = torch.log_softmax(logits[sl].float(), dim=-1)                   # (chunk, keep, vocab)
+        ent = -(lp.exp() * lp).sum(-1)                                        # (chunk, keep)
+        top, arg = lp.max(-1)                                                 # (chunk, keep)
+        rows_c = torch.arange(lp.shape[0], device=device)[:, None]
+        parts["lp"].append(lp[rows_c, win[sl], targets[sl]])                  # (chunk, max_a)
+        parts["ent"].append(ent.gather(1, win[sl]))
+        parts["top"].append(top.gather(1, win[sl]).exp())
+        parts["arg"].append(arg.gather(1, win[sl]))
+        parts["stop"].append(lp[:, -1, :].exp()[:, stop_ids].sum(-1))         # (chunk,)
+        parts["post"].append(arg[:, -1])
+    return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+
+
+def _result(lm: LoadedModel, probes: ProbeSet, encoded: list, layers: list[int], found: _Collected,
+            decoded: tuple, timings: dict[str, float]) -> ExtractResult:
+    """The per-probe rows packed as ragged arrays, with the answer-level sums and confidences."""
+    answers, correct, divergence = decoded
+    n = len(encoded)
     answer_rows = [e[1] for e in encoded]
-    vocab_text = {t: tok.decode([t]) for t in {t for row in answer_rows for t in row}}
+    vocab_text = {t: lm.tokenizer.decode([t]) for t in {t for row in answer_rows for t in row}}
     text_rows = [[vocab_text[t] for t in row] for row in answer_rows]
-    lp_r = Ragged.from_rows(tok_lp, np.float32)
-    top_r = Ragged.from_rows(tok_top, np.float32)
-    lengths = np.diff(lp_r.offsets)
-    row_of = np.repeat(np.arange(n), lengths)
+    lp_r = Ragged.from_rows(found.token_logprob, np.float32)
+    top_r = Ragged.from_rows(found.token_top1, np.float32)
+    row_of = np.repeat(np.arange(n), np.diff(lp_r.offsets))
     sums = np.bincount(row_of, weights=lp_r.values, minlength=n)
     conf = np.exp(np.bincount(row_of, weights=np.log(np.clip(top_r.values, 1e-30, None)), minlength=n))
     return ExtractResult(
-        probe_ids=[p.id for p in probes], layers=layers, embeddings=emb,
+        probe_ids=[p.id for p in probes], layers=layers, embeddings=found.embeddings,
         answer_ids=Ragged.from_rows(answer_rows, np.int32), token_text=Ragged.from_rows(text_rows, object),
-        token_logprob=lp_r, token_entropy=Ragged.from_rows(tok_ent, np.float32), token_top1_prob=top_r,
-        token_argmax=Ragged.from_rows(tok_arg, np.int32),
+        token_logprob=lp_r, token_entropy=Ragged.from_rows(found.token_entropy, np.float32), token_top1_prob=top_r,
+        token_argmax=Ragged.from_rows(found.token_argmax, np.int32),
         answer_logprob=sums.astype(np.float32), answer_confidence=conf.astype(np.float32),
-        stop_prob=stop_prob, first_divergence=divergence, greedy_answer=answers, correct=correct,
+        stop_prob=found.stop_prob, first_divergence=divergence, greedy_answer=answers, correct=correct,
         prompt_tokens=np.array([len(e[0]) for e in encoded], dtype=np.int32),
         truncated=np.array([e[2] for e in encoded], dtype=bool),
-        timings={"tokenize": t_tok - t_start, "forward": t_forward, "softmax": t_softmax,
-                 "greedy": t_end - t_greedy0 + greedy.seconds, "total": t_end - t_start},
+        timings=timings,
     )
 
 

@@ -10,12 +10,13 @@ fatal; the next append starts on a fresh line.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from .common import clean_json
 
 FILE_NAME = "learning_history.jsonl"
 
@@ -24,26 +25,13 @@ def history_path(archive_dir: str | Path) -> Path:
     return Path(archive_dir) / FILE_NAME
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and inf become null (JSON has neither), numpy scalars become Python ones."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def append(archive_dir: str | Path, row: dict[str, Any]) -> None:
     """Append one row (it must have `step`). Safe against concurrent appenders and torn lines."""
     if "step" not in row:
         raise ValueError("a history row needs a 'step'")
     path = history_path(archive_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(_clean(row), sort_keys=False, allow_nan=False)
+    line = json.dumps(clean_json(row), sort_keys=False, allow_nan=False)
     lock = path.parent / ".locks" / (FILE_NAME + ".lock")
     lock.parent.mkdir(exist_ok=True)
     with FileLock(str(lock)):

@@ -1,266 +1,305 @@
-"""The embedded pipeline: the stages, called in one process in order, no Redis.
+"""The orchestrator: the one place that decides which stages run on which checkpoints.
 
-`plan` decides what each checkpoint still needs (cheap: no torch import, no model load);
-`run_extract` is the GPU stage for one checkpoint; `run` ties them together for `learnviz run`.
-The Celery tasks in workers/ call the same stage functions one checkpoint at a time.
+`update(settings, which=..., stages=...)` brings a run up to date: extraction of the checkpoints
+that lack it (learnviz.collect), the CPU stages in step order (learnviz.analyze), then the figures
+(learnviz.visualize). `learnviz run`, `analyze`, `radar`, `embed`, `hard-examples`, `visualize`
+and `demo` all call it with their choice of checkpoints and stages.
+
+The distributed mode runs the same stages one checkpoint at a time; its Celery tasks call the
+per-stage entry points below (`collect_embeddings`, `analyze_checkpoint`,
+`update_learning_history`, `generate_visualizations`) and the beat calls `pending` and
+`history_stale`. Every entry point is idempotent: it re-reads the checkpoint and the archive, does
+nothing when the result is current, and records a failure in the archive instead of raising.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-
+from . import analyze as an
 from . import archive as arc
-from . import history
-from .checkpoints import Checkpoint, discover, fingerprint, training_metrics
+from . import collect
+from .checkpoints import inspect
+from .common import progress_bar
 from .errors import LearnvizError
-from .probes import ProbeSet, load_probe_set
+from .probes import ProbeSet
+from .readout import checkpoint_of, chosen_steps, series
+from .results import ANALYSIS, EXTRACT, GEOMETRY, SERIES
 from .settings import Settings
 
-STAGES = ("extract",)   # the GPU stage; the CPU stages (learnviz.analyze) follow it in `run`
+FIGURES = "figures"
+STAGES = (EXTRACT, ANALYSIS, GEOMETRY, SERIES, FIGURES)
+CPU_STAGES = (ANALYSIS, GEOMETRY, SERIES)
 
 
 @dataclass
-class Job:
-    """One checkpoint and the stages it still needs."""
-    checkpoint: Checkpoint
-    archive_path: Path
-    key: arc.StageKey
-    stages: list[str]
+class Figures:
+    """What `update` draws at the end (learnviz.visualize.generate's options)."""
+    only: list[str] | None = None     # figure groups (visualize.GROUPS); None: all
+    gifs: bool = False                # also the animated GIFs (made on demand)
+    force: bool = False               # redraw even when current
+    probe: str | None = None          # probe id of the canonical-answer heatmap
+    chosen_only: bool = False         # per-checkpoint images only for the chosen checkpoints
+
+
+@dataclass
+class CpuReport:
+    analysed: list[int] = field(default_factory=list)
+    geometry: list[int] = field(default_factory=list)
+    series: bool = False
+    failed: list[tuple[int, str, str]] = field(default_factory=list)   # (step, stage, reason)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.analysed or self.geometry or self.series or self.failed)
 
 
 @dataclass
 class RunReport:
-    done: list[Path] = field(default_factory=list)        # archives written with every stage ok
+    steps: list[int] = field(default_factory=list)          # the archived steps chosen
+    done: list[Path] = field(default_factory=list)          # archives whose extraction succeeded now
     failed: list[tuple[Path, str]] = field(default_factory=list)
     incomplete: list[tuple[Path, str]] = field(default_factory=list)
-    current: list[Path] = field(default_factory=list)     # already archived, nothing to do
-    cpu: object = None                                    # analyze.CpuReport of the CPU stages
-    visualizations: dict | None = None                    # visualize.generate's summary
+    current: list[Path] = field(default_factory=list)       # already archived, nothing to do
+    cpu: CpuReport | None = None                            # the CPU stages, when they ran
+    visualizations: dict | None = None                      # visualize.generate's summary, when drawn
     seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        vis_failed = bool(self.visualizations and self.visualizations.get("failed"))
+        return not self.failed and not (self.cpu is not None and self.cpu.failed) and not vis_failed
 
 
 def load_probes(settings: Settings) -> ProbeSet:
-    return load_probe_set(settings.probes_path(), settings.hard_examples_path())
+    return collect.load_probes(settings)
 
 
-def checkpoint_root(settings: Settings) -> Path:
-    if not settings.checkpoints:
-        raise LearnvizError("no checkpoint folder given", field="checkpoints",
-                            hint="pass --checkpoints DIR or set LEARNVIZ_CHECKPOINTS")
-    return Path(settings.checkpoints)
+def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = STAGES, force: bool = False,
+           figures: Figures | None = None, require_checkpoints: bool = False, progress: bool = True,
+           probes: ProbeSet | None = None) -> RunReport:
+    """Bring a run up to date for a choice of checkpoints and stages.
 
-
-def plan(settings: Settings, probes: ProbeSet, report: RunReport | None = None) -> list[Job]:
-    """Every complete or broken checkpoint with the stages its archive lacks, oldest first."""
-    root = checkpoint_root(settings)
-    archive_dir = settings.archive_dir()
-    jobs = []
-    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir]):
-        if ck.state == "incomplete":
-            if report is not None:
-                report.incomplete.append((ck.path, ck.reason))
-            continue
-        job = job_for(ck, settings, probes, root)
-        if job.stages:
-            jobs.append(job)
-        elif report is not None:
-            report.current.append(job.archive_path)
-    return jobs
-
-
-def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path) -> Job:
-    """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none)."""
-    key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
-    path = settings.archive_dir() / arc.archive_name(ck.path, root)
-    needed = list(STAGES)
-    if path.exists():
-        try:
-            existing = arc.Archive(path)
-            needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
-        except arc.ArchiveError:
-            pass  # unreadable or older schema: rebuild
-    return Job(ck, path, key, needed)
-
-
-def extract_inputs(s: Settings) -> str:
-    """The settings that change what extraction records (not device, dtype or batch size, whose
-    effect is rounding): changing one re-extracts every checkpoint."""
-    import hashlib
-    parts = [s.layers, s.max_length, s.max_new_tokens, s.stop_strings, s.answer_match]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
-    model_class = ""
-    try:
-        config = json.loads((ck.path / "config.json").read_text())
-        model_class = (config.get("architectures") or [config.get("model_type", "")])[0] or ""
-    except (OSError, ValueError):
-        pass
-    return {"step": ck.step, "checkpoint": str(ck.path.resolve()), "checkpoint_name": ck.name,
-            "model_class": model_class, "probe_count": len(probes),
-            "probe_sources": list(probes.sources)}
-
-
-def probe_table(probes: ProbeSet) -> dict:
-    """The probe set itself, stored in every archive so it reads without the config files."""
-    return {"probe_skill": np.asarray([p.skill for p in probes], dtype=object),
-            "probe_category": np.asarray([p.category for p in probes], dtype=object),
-            "prompt": np.asarray([p.prompt for p in probes], dtype=object),
-            "expected": np.asarray([p.expected for p in probes], dtype=object)}
-
-
-def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: bool = False,
-                loaded=None) -> bool:
-    """The GPU stage for one checkpoint: load, one pass over the probes, archive. True when ok.
-
-    A broken checkpoint or any error while loading or running is recorded as a failed stage
-    with its reason; the caller goes on with the next checkpoint.
+    `which`: "all", "latest" or a step number. "latest" is the newest checkpoint on disk unless an
+    archived one is newer. `stages`: any of STAGES. Extraction runs when a checkpoint folder is set
+    (`require_checkpoints`: it must be); the CPU stages run for the chosen checkpoints (and the
+    layout chain up to them); the figures are drawn with `figures` (default: Figures()).
+    `force` recomputes the chosen checkpoints' CPU stages even when current.
+    A checkpoint or stage that fails is recorded and the others go on. LearnvizError when
+    `which` names no archived checkpoint.
     """
-    from .extract import ExtractOptions, extract
-    from .model import load
-
-    ck = job.checkpoint
-    started = arc.now_iso()
     t0 = time.perf_counter()
-    attrs = root_attrs(ck, probes)
-    if ck.state == "broken":
-        arc.write_stage(job.archive_path, "extract", key=job.key, root_attrs=attrs, status="failed",
-                        reason=ck.reason, started=started)
-        return False
-    lm = None
-    try:
-        lm = loaded or load(ck.path, device=settings.device, dtype=settings.dtype,
-                            trust_remote_code=settings.trust_remote_code)
-        t_load = time.perf_counter() - t0
-        bar = _bar(len(probes), f"extract {ck.name}", progress, unit="probe")
-        try:
-            result = extract(lm, probes, ExtractOptions.from_settings(settings), progress=bar.update)
-        finally:
-            bar.close()
-        data = {**result.to_archive(), **probe_table(probes)}
-        timings = {"load": t_load, **result.timings}
-        arc.write_stage(job.archive_path, "extract", key=job.key, root_attrs=attrs, data=data,
-                        attrs={"layers": result.layers, "n_layers": lm.n_layers, "device": str(lm.device),
-                               "dtype": str(lm.dtype).replace("torch.", ""),
-                               "answer_match": settings.answer_match},
-                        timings=timings, started=started)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # noqa: BLE001 - one bad checkpoint must not stop the others
-        reason = str(exc) if isinstance(exc, LearnvizError) else f"{type(exc).__name__}: {exc}"
-        arc.write_stage(job.archive_path, "extract", key=job.key, root_attrs=attrs, status="failed",
-                        reason=reason, started=started, timings={"total": time.perf_counter() - t0})
-        return False
-    finally:
-        if lm is not None and loaded is None:
-            lm.free()
-    update_history(job, settings, probes, result)
-    return True
-
-
-def skill_accuracy(correct: np.ndarray, skills: list[str]) -> dict[str, float]:
-    """Accuracy per skill, in first-seen order of the skills."""
-    out: dict[str, list] = {}
-    for ok, skill in zip(correct, skills):
-        out.setdefault(skill, []).append(bool(ok))
-    return {k: float(np.mean(v)) for k, v in out.items()}
-
-
-def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> None:
-    """Append this checkpoint's row: training metrics from trainer_state.json and accuracy."""
-    ck = job.checkpoint
-    row = {"step": ck.step, "timestamp": arc.now_iso(), "checkpoint": ck.name,
-           "probe_hash": probes.hash, **training_metrics(ck.path, ck.step),
-           "accuracy": float(np.mean(result.correct)) if len(result.correct) else None,
-           "mean_answer_logprob": float(np.mean(result.answer_logprob)) if len(result.correct) else None,
-           "skill_scores": skill_accuracy(result.correct, [p.skill for p in probes])}
-    history.append(settings.archive_dir(), row)
-
-
-def run(settings: Settings, *, progress: bool = True, probes: ProbeSet | None = None,
-        cpu_stages: bool = True, visualize: bool = True, gifs: bool = False) -> RunReport:
-    """`learnviz run`: every stage for every complete checkpoint that lacks it: extraction, then
-    the CPU stages (analysis, geometry, series) over the whole archived series, then the figures
-    (incremental; GIFs only when `gifs`, as they are made on demand)."""
-    t0 = time.perf_counter()
-    probes = probes or load_probes(settings)
     report = RunReport()
-    jobs = plan(settings, probes, report)
-    if jobs:
-        bar = _bar(len(jobs), "checkpoints", progress and len(jobs) > 1, unit="ckpt")
-        for job in jobs:
-            ok = True
-            if "extract" in job.stages:
-                ok = run_extract(job, settings, probes, progress=progress)
-            if ok:
-                report.done.append(job.archive_path)
-            else:
-                info = arc.Archive(job.archive_path).stage("extract")
-                report.failed.append((job.checkpoint.path, info.reason if info else "unknown"))
-            bar.update(1)
-        bar.close()
-    if cpu_stages:
-        from .analyze import run_cpu_stages
-        report.cpu = run_cpu_stages(settings, progress=progress)
-        if visualize:
-            from .visualize import generate
-            report.visualizations = generate(settings, gifs=gifs)
+    chosen_steps([], which)            # a malformed choice is an error before any work
+    if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
+        _extract(settings, which, report, progress=progress, probes=probes)
+    archived = [a.step for a in series(settings.archive_dir())]
+    if which != "all" and not archived:
+        raise LearnvizError("no archived checkpoints", path=settings.archive_dir(),
+                            hint="pass --checkpoints DIR, or run `learnviz run --checkpoints DIR` first")
+    report.steps = chosen_steps(archived, which)
+    if any(s in stages for s in CPU_STAGES):
+        report.cpu = run_cpu_stages(settings, steps=None if which == "all" else set(report.steps),
+                                    analysis=ANALYSIS in stages, force=force, progress=progress)
+    if FIGURES in stages:
+        from .visualize import generate
+        f = figures or Figures()
+        report.visualizations = generate(settings, gifs=f.gifs, only=f.only, force=f.force, probe=f.probe,
+                                         steps=report.steps if f.chosen_only else None)
     report.seconds = time.perf_counter() - t0
     return report
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
+def _extract(settings: Settings, which: str, report: RunReport, *, progress: bool, probes: ProbeSet | None) -> None:
+    """The GPU stage for the chosen checkpoints that lack a current extraction."""
+    probes = probes or load_probes(settings)
+    jobs = collect.plan(settings, probes, incomplete=report.incomplete, current=report.current)
+    if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
+        newest_archived = max((a.step for a in series(settings.archive_dir())), default=-1)
+        newest = max(jobs, key=lambda j: j.checkpoint.step, default=None)
+        jobs = [newest] if newest is not None and newest.checkpoint.step >= newest_archived else []
+    elif which != "all":
+        jobs = [j for j in jobs if j.checkpoint.step == int(which)]
+    bar = progress_bar(len(jobs), "checkpoints", progress and len(jobs) > 1, unit="ckpt")
+    for job in jobs:
+        if collect.run_extract(job, settings, probes, progress=progress):
+            report.done.append(job.archive_path)
+        else:
+            info = arc.Archive(job.archive_path).stage(EXTRACT)
+            report.failed.append((job.checkpoint.path, info.reason if info else "unknown"))
+        bar.update(1)
+    bar.close()
 
-    def close(self) -> None:
-        pass
+
+# ---------------------------------------------------------------- the CPU stages
+
+def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysis: bool = True,
+                   force: bool = False, progress: bool = False) -> CpuReport:
+    """Every CPU stage that is not current, in step order.
+
+    `steps` limits the work to those checkpoints (`learnviz analyze --checkpoint`): their analysis,
+    and the geometry chain up to the last of them. `analysis=False` leaves the per-checkpoint
+    analyses out (the distributed mode runs them as tasks of their own). `force` recomputes the
+    chosen checkpoints even when current. A stage that raises is recorded as failed and the
+    others go on.
+    """
+    t0 = time.perf_counter()
+    report = CpuReport()
+    archive_dir = settings.archive_dir()
+    archives = series(archive_dir)
+    if not archives:
+        return report
+    chosen = [i for i, a in enumerate(archives) if steps is None or a.step in steps]
+    akeys = {i: an.analysis_key(archives, i, settings) for i in chosen} if analysis else {}
+    todo_a = [i for i in chosen if analysis and (force or not archives[i].is_current(ANALYSIS, akeys[i]))]
+    gkeys = an.geometry_keys(archives, settings)
+    last_needed = max(chosen) if chosen else -1
+    todo_g = [i for i in range(last_needed + 1)
+              if (force and i in chosen) or not archives[i].is_current(GEOMETRY, gkeys[i])]
+    if todo_g:  # a recomputed layout moves every later one: follow the chain to the end
+        todo_g = list(range(todo_g[0], len(archives) if steps is None else last_needed + 1))
+    bar = progress_bar(len(todo_a) + len(todo_g), "analyse", progress and len(todo_a) + len(todo_g) > 1,
+                       unit="stage")
+    for i in todo_a:
+        guarded(report, archives[i], ANALYSIS, partial(an.run_analysis, archives, i, settings, akeys[i]), akeys[i])
+        report.analysed.append(archives[i].step)
+        bar.update(1)
+    cache: dict = {}
+    for i in todo_g:
+        ok = guarded(report, archives[i], GEOMETRY, partial(an.run_geometry, archives, i, settings, gkeys[i], cache),
+                     gkeys[i])
+        report.geometry.append(archives[i].step)
+        bar.update(1)
+        if not ok:
+            break  # later layouts start from this one
+    bar.close()
+    archives = series(archive_dir)   # re-read: stage statuses changed
+    skey = an.series_key(archives, settings)
+    if force or report.analysed or not _series_current(archive_dir, skey):
+        guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey))
+        report.series = True
+    report.seconds = time.perf_counter() - t0
+    return report
 
 
-def _bar(total: int, desc: str, enabled: bool, unit: str = "it"):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)
+def _series_current(archive_dir: Path, key: arc.StageKey) -> bool:
+    path = archive_dir / arc.SERIES_NAME
+    try:
+        return path.exists() and arc.Archive(path).is_current(SERIES, key)
+    except arc.ArchiveError:
+        return False
 
+
+def guarded(report: CpuReport, a: arc.Archive, stage: str, fn: Callable[[], object],
+            key: arc.StageKey | None = None) -> bool:
+    """Run one CPU stage; on an exception record it as failed (in the report, and in the archive
+    under the stage's own key, so the failure counts as done until its inputs change)."""
+    try:
+        fn()
+        return True
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # record and go on, as the GPU stage does
+        reason = f"{type(exc).__name__}: {exc}"
+        report.failed.append((a.step, stage, reason))
+        if stage != SERIES:
+            arc.write_stage(a.path, stage, key=key or a.key, root_attrs=an.root_attrs_of(a), status="failed",
+                            reason=reason)
+        return False
+
+
+# ---------------------------------------------------------------- one stage at a time (the Celery tasks)
 
 @dataclass
-class StatusRow:
+class StageResult:
+    """What a stage did, as plain JSON-able values (a task returns this, never arrays)."""
+    stage: str
+    checkpoint: str
     step: int
-    name: str
-    stages: dict[str, str]            # stage -> ok | failed
-    reason: str                       # first failure reason, if any
-    accuracy: float | None
-    skills: dict[str, float]
+    status: str          # ok | failed | current | incomplete | skipped
+    reason: str = ""
+    archive: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
-def archive_accuracy(a: arc.Archive) -> tuple[float | None, dict[str, float]]:
-    """Share of probes answered right, overall and per skill, of one archive ((None, {}) without a
-    successful extraction). Read once per version of the archive file (`Archive.memo`)."""
-    def compute() -> tuple[float | None, dict[str, float]]:
-        info = a.stage("extract")
-        if info is None or not info.ok:
-            return None, {}
-        data = a.read("extract", ["correct", "probe_skill"])
-        if not len(data["correct"]):
-            return None, {}
-        return float(np.mean(data["correct"])), skill_accuracy(data["correct"], list(data["probe_skill"]))
-    return a.memo("accuracy", compute)
+def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None) -> StageResult:
+    """The GPU stage for one checkpoint. `current` when its archive already holds this key."""
+    probes = load_probes(settings)
+    ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
+    if ck.state == "incomplete":
+        return StageResult(EXTRACT, str(checkpoint), ck.step, "incomplete", ck.reason)
+    job = collect.job_for(ck, settings, probes, collect.checkpoint_root(settings))
+    if not job.stages:
+        return StageResult(EXTRACT, str(checkpoint), ck.step, "current", archive=str(job.archive_path))
+    ok = collect.run_extract(job, settings, probes, loaded=loaded)
+    info = arc.Archive(job.archive_path).stage(EXTRACT)
+    return StageResult(EXTRACT, str(checkpoint), ck.step, "ok" if ok else "failed",
+                       "" if ok else (info.reason if info else ""), str(job.archive_path))
 
 
-def status_rows(archive_dir: str | Path) -> list[StatusRow]:
-    """One row per archived checkpoint: stage states and per-skill accuracy."""
-    rows = []
-    for a in arc.list_archives(archive_dir):
-        order = {"extract": 0, "analysis": 1, "geometry": 2}
-        stages = {name: a.stages[name].status for name in sorted(a.stages, key=lambda n: (order.get(n, 9), n))}
-        reason = next((info.reason for info in a.stages.values() if not info.ok), "")
-        accuracy, skills = archive_accuracy(a)
-        rows.append(StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem), stages, reason, accuracy, skills))
-    return rows
+def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResult:
+    """The per-checkpoint CPU analyses. `skipped` when the checkpoint has no successful extraction."""
+    archives = series(settings.archive_dir())
+    target = Path(checkpoint).resolve()
+    i = next((i for i, a in enumerate(archives) if checkpoint_of(a) == target), None)
+    if i is None:
+        return StageResult(ANALYSIS, str(checkpoint), -1, "skipped", "no successful extraction archived yet")
+    a = archives[i]
+    key = an.analysis_key(archives, i, settings)
+    if a.is_current(ANALYSIS, key):
+        return StageResult(ANALYSIS, str(checkpoint), a.step, "current", archive=str(a.path))
+    report = CpuReport()
+    ok = guarded(report, a, ANALYSIS, lambda: an.run_analysis(archives, i, settings, key), key)
+    return StageResult(ANALYSIS, str(checkpoint), a.step, "ok" if ok else "failed",
+                       report.failed[0][2] if report.failed else "", str(a.path))
+
+
+def update_learning_history(settings: Settings) -> dict:
+    """Geometry for every checkpoint whose chain changed, then the series. JSON-able summary."""
+    report = run_cpu_stages(settings, analysis=False)   # per-checkpoint analyses are `analyze` tasks
+    return {"geometry": report.geometry, "series": report.series,
+            "failed": [list(f) for f in report.failed], "seconds": report.seconds}
+
+
+def generate_visualizations(settings: Settings) -> dict:
+    """The figures of the run (PNGs; GIFs are made on demand) from the archives: JSON-able summary."""
+    return update(settings, stages=(FIGURES,), progress=False).visualizations or {}
+
+
+def pending(settings: Settings) -> list[dict]:
+    """For the periodic scan: every complete checkpoint and the stages it lacks, oldest first.
+    Cheap: no model is loaded and nothing heavy is imported."""
+    jobs = collect.plan(settings, load_probes(settings))
+    out = [{"checkpoint": str(j.checkpoint.path), "step": j.checkpoint.step, "stages": [EXTRACT, ANALYSIS]}
+           for j in jobs]
+    queued = {j.checkpoint.path.resolve() for j in jobs}
+    archives = series(settings.archive_dir())
+    for i, a in enumerate(archives):
+        ck = checkpoint_of(a)
+        if ck not in queued and not a.is_current(ANALYSIS, an.analysis_key(archives, i, settings)):
+            out.append({"checkpoint": str(ck), "step": a.step, "stages": [ANALYSIS]})
+    out.sort(key=lambda d: d["step"])
+    return out
+
+
+def history_stale(settings: Settings) -> bool:
+    """True when a checkpoint's geometry or the series is not current: update_learning_history has
+    work (its message may have been lost after the analyses that asked for it)."""
+    archives = series(settings.archive_dir())
+    if not archives:
+        return False
+    for a, key in zip(archives, an.geometry_keys(archives, settings)):
+        if not a.is_current(GEOMETRY, key):
+            return True
+    return not _series_current(settings.archive_dir(), an.series_key(archives, settings))
+
+
+def checkpoint_root(settings: Settings) -> Path:
+    return collect.checkpoint_root(settings)

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from . import syllo
 from .errors import ProbeError
 
 REQUIRED = ("id", "prompt", "expected")
@@ -208,13 +209,11 @@ def generate_syllo_probes(per_skill: int = SYLLO_PER_SKILL, seed: int = SYLLO_SE
     Deterministic: the same seed gives the same 500 probes on every machine and Python version
     (only `random.Random` with integer seeds is used). Prompts are unique.
     """
-    from .demo import task  # the task is plain Python; no torch
-
     rng = random.Random(seed)
     out: list[Probe] = []
     seen: set[str] = set()
-    plan = [(skill, task.GENERATORS[skill]) for skill in ("syllo_easy", "syllo_medium", "syllo_hard", "edge_cases")]
-    plan.append(("training_mix", task.training_example))
+    plan = [(skill, syllo.GENERATORS[skill]) for skill in ("syllo_easy", "syllo_medium", "syllo_hard", "edge_cases")]
+    plan.append(("training_mix", syllo.training_example))
     for skill, gen in plan:
         n = 0
         while n < per_skill:

@@ -59,45 +59,69 @@ def _f(default: Any, help: str) -> Any:
 @dataclass
 class Settings:
     # --- where things are ---
-    checkpoints: str | None = _f(None, "Folder that holds the training run's checkpoints (checkpoint-N/, step_N/, ...).")
-    archive: str | None = _f(None, "Folder for the HDF5 archives and learning_history.jsonl; default: <checkpoints>/learnviz-archive.")
+    checkpoints: str | None = _f(None, "Folder that holds the training run's "
+                                       "checkpoints (checkpoint-N/, step_N/, ...).")
+    archive: str | None = _f(None, "Folder for the HDF5 archives and learning_history.jsonl; "
+                                   "default: <checkpoints>/learnviz-archive.")
     probes: str | None = _f(None, "Probe file (JSONL, JSON or YAML); default: the SYLLO probe set config/probes.jsonl.")
-    hard_examples: str | None = _f(None, "Hard-example file (YAML); default: config/hard_examples.yaml. Its examples join the probe set.")
+    hard_examples: str | None = _f(None, "Hard-example file (YAML); default: "
+                                         "config/hard_examples.yaml. Its examples join the probe set.")
 
     # --- checkpoint discovery ---
-    settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many seconds ago is still being written and is skipped for now.")
+    settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many "
+                                     "seconds ago is still being written and is skipped for now.")
 
     # --- extraction (the GPU stage) ---
-    layers: list[Union[int, str]] = _f(["mid", "last"], "Layers whose mean-pooled hidden states are kept: block indices (0-based, negative from the end) or 'mid'/'last'.")
+    layers: list[Union[int, str]] = _f(["mid", "last"], "Layers whose mean-pooled hidden states are kept: block "
+                                                        "indices (0-based, negative from the end) or 'mid'/'last'.")
     batch_size: int = _f(64, "Probes per forward pass (batches are length-sorted).")
     max_length: int = _f(512, "Longest prompt+answer in tokens; longer prompts lose tokens from the left.")
     device: str = _f("auto", "'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f("auto", "'auto' is bfloat16 on a GPU that supports it (else float16) and float32 on CPU.")
-    trust_remote_code: bool = _f(False, "Allow a checkpoint's own Python code to run when loading it. Off: only turn on for checkpoints you trust.")
-    max_new_tokens: int = _f(32, "Cap on a greedy answer's length in tokens (each answer may also run to at most twice its expected length plus 4).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto",
+        "'auto' is bfloat16 on a GPU that supports it (else float16) and float32 on CPU.",
+    )
+    trust_remote_code: bool = _f(False, "Allow a checkpoint's own Python code to run when loading "
+                                        "it. Off: only turn on for checkpoints you trust.")
+    max_new_tokens: int = _f(32, "Cap on a greedy answer's length in tokens (each answer may "
+                                 "also run to at most twice its expected length plus 4).")
     stop_strings: list[str] = _f(["\n"], "The greedy answer ends at the tokenizer's EOS or at any of these strings.")
-    answer_match: Literal["exact", "prefix"] = _f("exact", "'exact': the greedy answer must equal the expected one; 'prefix': it must start with it (case, surrounding space and a final period ignored).")
-    entropy_chunk: int = _f(8, "Rows per chunk when the full-vocabulary softmax is taken (bounds memory on large vocabularies).")
+    answer_match: Literal["exact", "prefix"] = _f("exact", "'exact': the greedy answer must equal the expected "
+                                                           "one; 'prefix': it must start with it (case, "
+                                                           "surrounding space and a final period ignored).")
+    entropy_chunk: int = _f(8, "Rows per chunk when the full-vocabulary softmax "
+                               "is taken (bounds memory on large vocabularies).")
 
     # --- analyses (the CPU stages) ---
-    calibration_bins: int = _f(15, "Equal-width confidence bins of the reliability diagram and ECE (15, as torchmetrics).")
+    calibration_bins: int = _f(15, "Equal-width confidence bins of the reliability "
+                                   "diagram and ECE (15, as torchmetrics).")
     entropy_low: float = _f(0.3, "Mean answer entropy (nats) below which a wrong answer is flagged overconfident.")
     entropy_high: float = _f(2.0, "Mean answer entropy (nats) above which an answer is flagged uncertain.")
-    learned_threshold: float = _f(0.5, "A token counts as learned from the checkpoint where its probability stays above this.")
-    umap_method: Literal["procrustes", "independent"] = _f("procrustes", "'procrustes': each layout starts from the previous one and is aligned to it, so frames compare; 'independent': a fresh UMAP per checkpoint.")
+    learned_threshold: float = _f(0.5, "A token counts as learned from the checkpoint "
+                                       "where its probability stays above this.")
+    umap_method: Literal["procrustes", "independent"] = _f(
+        "procrustes",
+        "'procrustes': each layout starts from the previous one and is aligned "
+        "to it, so frames compare; 'independent': a fresh UMAP per checkpoint.",
+    )
     umap_neighbors: int = _f(15, "UMAP n_neighbors (also the neighbourhood of the trustworthiness score).")
     umap_min_dist: float = _f(0.1, "UMAP min_dist.")
     umap_seed: int = _f(0, "Seed of the UMAP layouts.")
-    weight_exploding: float = _f(10.0, "A layer whose weight norm grew more than this factor since the first checkpoint is flagged exploding.")
-    weight_vanishing: float = _f(0.1, "A layer whose weight norm shrank below this fraction of the first checkpoint's is flagged vanishing.")
-    weight_dead: float = _f(1e-8, "A layer whose relative change since the previous checkpoint is below this is flagged dead (unchanged).")
+    weight_exploding: float = _f(10.0, "A layer whose weight norm grew more than this factor "
+                                       "since the first checkpoint is flagged exploding.")
+    weight_vanishing: float = _f(0.1, "A layer whose weight norm shrank below this fraction "
+                                      "of the first checkpoint's is flagged vanishing.")
+    weight_dead: float = _f(1e-8, "A layer whose relative change since the previous "
+                                  "checkpoint is below this is flagged dead (unchanged).")
 
     # --- dashboard ---
-    dashboard_host: str = _f("127.0.0.1", "Address `learnviz serve` listens on: 127.0.0.1 is this machine only; 0.0.0.0 every interface (containers).")
+    dashboard_host: str = _f("127.0.0.1", "Address `learnviz serve` listens on: 127.0.0.1 is this "
+                                          "machine only; 0.0.0.0 every interface (containers).")
     dashboard_port: int = _f(5000, "Port of `learnviz serve` (0: any free port).")
 
     # --- pipeline ---
-    worker_name: str | None = _f(None, "Name recorded in each archive stage as the worker that ran it (with the pid); default: the host name. Celery workers set it to their node name.")
+    worker_name: str | None = _f(None, "Name recorded in each archive stage as the worker that ran it (with the "
+                                       "pid); default: the host name. Celery workers set it to their node name.")
     retry_failed: bool = _f(False, "Re-run stages recorded as failed even when the checkpoint did not change.")
 
     # --- demo ---
@@ -108,22 +132,39 @@ class Settings:
 
     # --- distributed ---
     # Read only by the Celery adapters (workers/, beat/, `learnviz worker|beat|submit`); the core ignores them.
-    broker_url: str = _f("redis://localhost:6379/0", "Redis URL of the Celery broker, redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS). Every worker, the beat and `learnviz submit` use the same one.")
-    result_backend: str | None = _f(None, "Redis URL where task results are kept for a day (Flower, debugging); default: the broker URL.")
-    redis_password: str | None = _f(None, "Password put into the broker and result backend URLs that carry none, so it stays out of URLs and process lists: set LEARNVIZ_REDIS_PASSWORD.")
-    queue_gpu: str = _f("gpu", "Queue of the GPU stage (collect_embeddings); `learnviz worker --queue gpu` consumes it.")
-    queue_cpu: str = _f("cpu", "Queue of the CPU stages (analyze, update_learning_history, generate_visualizations) and of the periodic scan.")
-    gpu_soft_time_limit: float = _f(1800.0, "Seconds after which an extraction is interrupted and recorded as failed in the archive (Celery soft time limit).")
-    gpu_time_limit: float = _f(2100.0, "Seconds after which the process running an extraction is killed (hard limit, above the soft one); the Redis visibility timeout is set above the longest hard limit.")
-    cpu_soft_time_limit: float = _f(3600.0, "Soft time limit of a CPU task (an analysis, a history update over the run, the visualizations).")
+    broker_url: str = _f("redis://localhost:6379/0", "Redis URL of the Celery broker, "
+                                                     "redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS). Every "
+                                                     "worker, the beat and `learnviz submit` use the same one.")
+    result_backend: str | None = _f(None, "Redis URL where task results are kept for a day "
+                                          "(Flower, debugging); default: the broker URL.")
+    redis_password: str | None = _f(None, "Password put into the broker and result backend URLs that carry none, "
+                                          "so it stays out of URLs and process lists: set LEARNVIZ_REDIS_PASSWORD.")
+    queue_gpu: str = _f("gpu", "Queue of the GPU stage (collect_embeddings); "
+                               "`learnviz worker --queue gpu` consumes it.")
+    queue_cpu: str = _f("cpu", "Queue of the CPU stages (analyze, update_learning_history, "
+                               "generate_visualizations) and of the periodic scan.")
+    gpu_soft_time_limit: float = _f(1800.0, "Seconds after which an extraction is interrupted and "
+                                            "recorded as failed in the archive (Celery soft time limit).")
+    gpu_time_limit: float = _f(2100.0, "Seconds after which the process running an extraction "
+                                       "is killed (hard limit, above the soft one); the Redis "
+                                       "visibility timeout is set above the longest hard limit.")
+    cpu_soft_time_limit: float = _f(3600.0, "Soft time limit of a CPU task (an analysis, a "
+                                            "history update over the run, the visualizations).")
     cpu_time_limit: float = _f(3900.0, "Hard time limit of a CPU task (above the soft one).")
-    task_max_retries: int = _f(5, "Retries of a task hit by a passing fault (broker or connection error, CUDA out of memory, a lost worker process); a broken checkpoint is recorded as failed and never retried.")
-    retry_backoff: float = _f(10.0, "Seconds before the first retry; each further retry waits about twice as long (with jitter), up to retry_backoff_max.")
+    task_max_retries: int = _f(5, "Retries of a task hit by a passing fault (broker or "
+                                  "connection error, CUDA out of memory, a lost worker process); "
+                                  "a broken checkpoint is recorded as failed and never retried.")
+    retry_backoff: float = _f(10.0, "Seconds before the first retry; each further retry waits "
+                                    "about twice as long (with jitter), up to retry_backoff_max.")
     retry_backoff_max: float = _f(600.0, "Longest wait between two retries, in seconds.")
-    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`): every complete checkpoint whose archive lacks a stage is enqueued.")
-    visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history changed, so that a burst of checkpoints draws once.")
-    enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never reports back (its message was lost); after that a scan enqueues it again.")
-    cpu_concurrency: int | None = _f(None, "Processes of `learnviz worker --queue cpu` (default: the number of CPU cores). The GPU worker always runs one.")
+    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`): "
+                                    "every complete checkpoint whose archive lacks a stage is enqueued.")
+    visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history "
+                                      "changed, so that a burst of checkpoints draws once.")
+    enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never "
+                                     "reports back (its message was lost); after that a scan enqueues it again.")
+    cpu_concurrency: int | None = _f(None, "Processes of `learnviz worker --queue cpu` (default: the "
+                                           "number of CPU cores). The GPU worker always runs one.")
 
     # ------------------------------------------------------------------
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False,

@@ -33,21 +33,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 from filelock import FileLock
 
-from . import analyze as an
 from . import archive as arc
+from .common import write_atomic
 from .errors import LearnvizError
 from .plots import sources
 from .plots.sources import Run, Skip
+from .results import ANALYSIS, EXTRACT, GEOMETRY
 from .settings import Settings
 
 DIR_NAME = "visualizations"
@@ -103,9 +104,9 @@ def digest(obj: Any) -> str:
 
 def _radar_inputs(run: Run, i: int) -> list:
     from .plots import skill_radar
-    return [STYLE, skill_radar.VERSION, run.stamp(run.archives[i], an.ANALYSIS),
-            run.stamp(run.archives[0], an.ANALYSIS),
-            [run.stamp(run.archives[j], an.ANALYSIS) for j in sources.radar_trail(run, i)]]
+    return [STYLE, skill_radar.VERSION, run.stamp(run.archives[i], ANALYSIS),
+            run.stamp(run.archives[0], ANALYSIS),
+            [run.stamp(run.archives[j], ANALYSIS) for j in sources.radar_trail(run, i)]]
 
 
 def _radar_draw(run: Run, i: int, _limits: dict):
@@ -116,7 +117,7 @@ def _radar_draw(run: Run, i: int, _limits: dict):
 def _umap_inputs(run: Run, i: int, limits: dict) -> list:
     from .plots import umap_scatter
     a = run.archives[i]
-    return [STYLE, umap_scatter.VERSION, run.stamp(a, an.GEOMETRY), run.stamp(a, "extract"), limits]
+    return [STYLE, umap_scatter.VERSION, run.stamp(a, GEOMETRY), run.stamp(a, EXTRACT), limits]
 
 
 def _umap_draw(run: Run, i: int, limits: dict):
@@ -128,7 +129,7 @@ def _umap_limits(run: Run, stored: dict, todo: list[int], force: bool) -> dict[s
     """The shared axes box per layer panel: the stored one while every frame to draw fits in it,
     else one box over every archived frame."""
     from .plots.umap_scatter import contains, fixed_limits
-    drawable = [i for i, a in enumerate(run.archives) if run.ok(a, an.GEOMETRY)]
+    drawable = [i for i, a in enumerate(run.archives) if run.ok(a, GEOMETRY)]
     fits = bool(stored) and not force
     for i in todo if fits else []:
         coords, _ = run.layouts(run.archives[i])
@@ -151,8 +152,16 @@ def _umap_limits(run: Run, stored: dict, todo: list[int], force: bool) -> dict[s
 
 def _run_level(probe_id: str | None) -> list[tuple[str, str, Callable, Callable, int]]:
     """(group, file, data loader, figure function, its module's VERSION) per run-level figure."""
-    from .plots import (calibration, entropy_positions, error_positions, geometry, hard_board, layer_drift,
-                        logprob_heatmap, loss_curve)
+    from .plots import (
+        calibration,
+        entropy_positions,
+        error_positions,
+        geometry,
+        hard_board,
+        layer_drift,
+        logprob_heatmap,
+        loss_curve,
+    )
     return [
         ("loss", "loss_curve.png", sources.loss_data, loss_curve.loss_curve, loss_curve.VERSION),
         ("drift", "layer_drift_heatmap.png", sources.drift_data, layer_drift.layer_drift_heatmap, layer_drift.VERSION),
@@ -191,9 +200,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
             return          # nothing drawn: a re-run writes nothing
     except OSError:
         pass
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 @dataclass
@@ -223,7 +230,7 @@ class _Pass:
         except Skip as exc:
             self.report.skipped[name] = str(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - one figure must not stop the others
+        except Exception as exc:  # one figure must not stop the others
             self.report.failed[name] = f"{type(exc).__name__}: {exc}"
             return
         self.files[name] = sig
@@ -233,12 +240,12 @@ class _Pass:
 
 def _has_layout(a) -> bool:
     """False when the geometry stage stored no layout (too few probes for UMAP)."""
-    return "skipped" not in str(a.stage(an.GEOMETRY).attrs.get("umap_params", ""))
+    return "skipped" not in str(a.stage(GEOMETRY).attrs.get("umap_params", ""))
 
 
 def _per_checkpoint(p: _Pass, run: Run, manifest: dict, group: str, wanted: set[int] | None, gifs: bool) -> None:
     """One group of per-checkpoint images (radar or umap), its `latest` copy and, if asked, its GIF."""
-    stage = an.ANALYSIS if group == "radar" else an.GEOMETRY
+    stage = ANALYSIS if group == "radar" else GEOMETRY
     idx = [i for i, a in enumerate(run.archives) if run.ok(a, stage) and (group != "umap" or _has_layout(a))]
     if not idx:
         p.report.skipped[group] = (f"no checkpoint has a successful {stage} stage yet" if group != "umap" else
@@ -260,7 +267,7 @@ def _per_checkpoint(p: _Pass, run: Run, manifest: dict, group: str, wanted: set[
         make = _radar_draw
     for i in idx:
         if not p.fresh(name_of[i], sig[i]) and (wanted is None or run.archives[i].step in wanted or widened):
-            p.draw(name_of[i], sig[i], lambda: make(run, i, limits))
+            p.draw(name_of[i], sig[i], partial(make, run, i, limits))
     frames = [name_of[i] for i in idx if name_of[i] in p.files and (p.out / name_of[i]).exists()]
     if not frames:
         return
@@ -331,13 +338,13 @@ def generate(settings: Settings, *, gifs: bool = False, only: Iterable[str] | No
                 continue
             except LearnvizError:
                 raise                       # the user's to fix (an unknown --probe id)
-            except Exception as exc:  # noqa: BLE001 - one figure must not stop the others
+            except Exception as exc:  # one figure must not stop the others
                 p.produced.add(name)
                 report.failed[name] = f"reading its data: {type(exc).__name__}: {exc}"
                 continue
             sig = digest([STYLE, name, version, data])
             if not p.fresh(name, sig):
-                p.draw(name, sig, lambda: figure_fn(**data))
+                p.draw(name, sig, partial(figure_fn, **data))
         if steps is None:
             # a full pass knows every file that should exist; a pass over some groups knows the
             # per-checkpoint images of those groups (images of checkpoints no longer archived)

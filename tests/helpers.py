@@ -41,3 +41,12 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """(size, mtime_ns) of every file under a folder: equal snapshots mean nothing was written."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def learnviz_run(settings, *, cpu_stages: bool = True, **kw):
+    """What `learnviz run` does: `pipeline.update` over every checkpoint (a checkpoint folder is
+    required); `cpu_stages=False` stops after the extractions."""
+    from learnviz import pipeline
+    from learnviz.results import EXTRACT
+    stages = pipeline.STAGES if cpu_stages else (EXTRACT,)
+    return pipeline.update(settings, require_checkpoints=True, stages=stages, **kw)

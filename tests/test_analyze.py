@@ -5,11 +5,12 @@ import subprocess
 import sys
 
 import numpy as np
+from helpers import learnviz_run as run
 from helpers import make_checkpoint, snapshot
 
-from learnviz import analyze, history
 from learnviz import archive as arc
-from learnviz.pipeline import run
+from learnviz import history, pipeline
+from learnviz.results import BOARD_FILE
 
 CLI = [sys.executable, "-m", "learnviz.cli"]
 
@@ -33,14 +34,14 @@ def test_demo_run_fills_every_analysis(demo):
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["ece"] <= 1 and "syllo_easy" in r["skill_scores"]
     for r in rows[1:]:
         assert np.isfinite(r["geometry_drift"]) and 0 <= r["cka_prev"] <= 1.0001 and len(r["layer_drifts"]) >= 6
-    board = json.loads((root / analyze.BOARD_FILE).read_text())
+    board = json.loads((root / BOARD_FILE).read_text())
     assert any(e["first_right"] not in (None, archives[0].step) for e in board["examples"])
     s = arc.Archive(root / arc.SERIES_NAME)
     assert s.stage("series").ok and set(s.read("series")) >= {"trajectories", "cartography", "hard_examples"}
 
 
 def _tiny_series(root, tokenizer, steps):
-    for i, step in enumerate(steps):
+    for step in steps:
         make_checkpoint(root / f"checkpoint-{step}", tokenizer, step=step, seed=step)
 
 
@@ -79,7 +80,8 @@ def test_analyze_cli_choices_and_errors(settings):
     assert out.returncode == 2 and "step '25'" in out.stderr and "10, 20, 30" in out.stderr
     out = subprocess.run(CLI + ["-q", "analyze"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and all(a.stage("analysis").ok for a in arc.list_archives(settings.archive_dir()))
-    out = subprocess.run(CLI + ["-q", "analyze", "--checkpoint", "latest", "--force"], capture_output=True, text=True, env=env)
+    out = subprocess.run(CLI + ["-q", "analyze", "--checkpoint", "latest", "--force"], capture_output=True, text=True,
+                         env=env)
     assert out.returncode == 0 and "analysis: 1 checkpoints" in out.stdout
 
 
@@ -87,7 +89,7 @@ def test_weights_gone_still_analyses_behaviour(settings):
     import shutil
     run(settings, progress=False, cpu_stages=False)
     shutil.rmtree(f"{settings.checkpoints}/checkpoint-20")
-    report = analyze.run_cpu_stages(settings)
+    report = pipeline.run_cpu_stages(settings)
     assert not report.failed
     a = {x.step: x for x in arc.list_archives(settings.archive_dir())}[20]
     assert a.stage("analysis").ok and "unavailable" in a.stage("analysis").attrs["weights"]

@@ -3,7 +3,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import numpy as np
@@ -132,7 +131,7 @@ def test_sigkill_mid_write_leaves_a_readable_archive(tmp_path):
 def test_header_and_derived_values_are_read_once_per_file_version(tmp_path, monkeypatch):
     """Listing unchanged archives again opens none of them; a rewritten archive (a new file
     replaced over the old) is read again, so nothing stale is ever served."""
-    from learnviz.pipeline import archive_accuracy
+    from learnviz.readout import archive_accuracy
     opened = []
     real_open = arc.Archive._open
     monkeypatch.setattr(arc.Archive, "_open", lambda self: opened.append(self.path) or real_open(self))

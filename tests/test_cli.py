@@ -1,15 +1,44 @@
+import shlex
 import subprocess
 import sys
 
 import pytest
 
+from learnviz.cli import build_parser
+
 CLI = [sys.executable, "-m", "learnviz.cli"]
 
 
-@pytest.mark.parametrize("command", ["demo", "run", "status", "probes", "config"])
+COMMANDS = ["demo", "run", "analyze", "status", "probes", "config", "radar", "embed", "hard-examples", "visualize",
+            "serve", "worker", "beat", "submit"]
+
+
+def _subparser(parser, command):
+    return next(a for a in parser._actions if a.dest == "command").choices[command]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_explains_itself(command):
+    """Each command says what it does, explains every flag, and shows examples that parse."""
+    parser = build_parser()
+    sub = _subparser(parser, command)
+    assert len(sub.description or "") > 80, "a description of what the command does"
+    text = sub.format_help()
+    for action in sub._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 10, f"{command} {action.option_strings} has no help"
+        assert all(o in text for o in action.option_strings)
+    assert "Examples:" in text, f"`learnviz {command} --help` shows no example"
+    examples = [line.strip() for line in text.split("Examples:", 1)[1].splitlines()
+                if line.strip().startswith("learnviz ")]
+    assert examples, text
+    for line in examples:
+        argv = shlex.split(line)[1:]
+        args = parser.parse_args(argv)          # an example that no longer parses fails here
+        assert args.command == command, line
     out = subprocess.run(CLI + [command, "--help"], capture_output=True, text=True, check=True).stdout
-    assert "usage: learnviz" in out and len(out) > 300
+    assert out.startswith(f"usage: learnviz {command}") and "Examples:" in out
 
 
 def test_malformed_probe_file_error_names_file_line_field(tmp_path, ckpt_root):
@@ -25,7 +54,8 @@ def test_malformed_probe_file_error_names_file_line_field(tmp_path, ckpt_root):
 
 def test_user_probe_file_runs(tmp_path, ckpt_root):
     mine = tmp_path / "mine.yaml"
-    mine.write_text("- {id: q1, prompt: 'All cats are dogs. What follows about cats and dogs?', expected: 'All cats are dogs.'}\n")
+    mine.write_text("- {id: q1, prompt: 'All cats are dogs. What follows about cats and dogs?', "
+                    "expected: 'All cats are dogs.'}\n")
     out = subprocess.run(CLI + ["-q", "run", "--checkpoints", str(ckpt_root), "--probes", str(mine),
                                 "--hard-examples", "", "--settle-seconds", "0"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

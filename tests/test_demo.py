@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from learnviz.checkpoints import discover
-from learnviz.pipeline import status_rows
+from learnviz.readout import status_rows
 
 
 def test_checkpoints_in_trainer_layout(demo):
@@ -17,7 +17,8 @@ def test_checkpoints_in_trainer_layout(demo):
         assert {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.json"} <= names
         state = json.loads((c.path / "trainer_state.json").read_text())
         assert state["global_step"] == c.step
-        assert any("loss" in row for row in state["log_history"]) and any("eval_loss" in row for row in state["log_history"])
+        assert (any("loss" in row for row in state["log_history"])
+                and any("eval_loss" in row for row in state["log_history"]))
     assert not [p for p in Path(demo.checkpoints).iterdir() if p.name.startswith(".tmp")]
 
 

@@ -47,7 +47,8 @@ def test_token_logprobs_equal_an_independent_forward(lm, probes):
 def test_pooled_embedding_does_not_depend_on_batch_mates(lm, probes):
     short = min(probes, key=lambda p: len(p.prompt))
     longer = sorted(probes, key=lambda p: -len(p.prompt))[:7]
-    batched = ex.extract(lm, ProbeSet(tuple(longer) + (short,)), ex.ExtractOptions(batch_size=8, layers=[0, "mid", "last"]))
+    batched = ex.extract(lm, ProbeSet(tuple(longer) + (short,)),
+                         ex.ExtractOptions(batch_size=8, layers=[0, "mid", "last"]))
     alone = ex.extract(lm, ProbeSet((short,)), ex.ExtractOptions(batch_size=8, layers=[0, "mid", "last"]))
     assert batched.layers == alone.layers == [0, 1]   # 2 blocks: mid == last == 1
     for layer in batched.layers:  # stored as float16: equal up to float16 rounding

@@ -60,14 +60,16 @@ def test_a_wheel_install_finds_the_shipped_config(tmp_path):
                     "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site_dir = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    site_dir = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
+                                    "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                    check=True, capture_output=True, text=True).stdout.strip())
     # the dependencies come from this environment's site-packages (a plain path entry: its .pth
     # files, among them the editable install's mapping to this checkout, are not read)
     deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "h5py").is_dir())
     (site_dir / "deps.pth").write_text(f"{deps}\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                    "--no-deps", *map(str, wheels.glob("learnviz-*.whl"))], check=True, capture_output=True, timeout=300)
+                    "--no-deps", *map(str, wheels.glob("learnviz-*.whl"))],
+                   check=True, capture_output=True, timeout=300)
     run = lambda *a: subprocess.run([str(venv / "bin" / "learnviz"), *a], capture_output=True, text=True,  # noqa: E731
                                     cwd=tmp_path, timeout=120)
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import learnviz.settings as s; print(s.__file__); "

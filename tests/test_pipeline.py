@@ -9,12 +9,13 @@ import textwrap
 import time
 
 import numpy as np
+from helpers import learnviz_run as run
 from helpers import make_checkpoint, snapshot
 
 from learnviz import archive as arc
 from learnviz import history
 from learnviz.extract import ExtractResult
-from learnviz.pipeline import run, status_rows
+from learnviz.readout import status_rows
 
 CLI = [sys.executable, "-m", "learnviz.cli"]
 
@@ -112,7 +113,7 @@ KILL_DURING_RUN = textwrap.dedent("""
             print("writing", flush=True)
             time.sleep(120)
     arc.write_elem = slow
-    pipeline.run(load_settings(), progress=False)
+    pipeline.update(load_settings(), require_checkpoints=True, progress=False)
 """)
 
 

@@ -2,11 +2,10 @@ import json
 
 import pytest
 
-from learnviz.demo.task import solve
 from learnviz.errors import ProbeError
-from learnviz.probes import (HARD_EXAMPLES_SKILL, ProbeSet, generate_syllo_probes, load_probe_set,
-                             read_probe_file)
+from learnviz.probes import HARD_EXAMPLES_SKILL, ProbeSet, generate_syllo_probes, load_probe_set, read_probe_file
 from learnviz.settings import SHIPPED_CONFIG_DIR
+from learnviz.syllo import solve
 
 SKILLS = ["syllo_easy", "syllo_medium", "syllo_hard", "edge_cases", "training_mix"]
 
@@ -101,7 +100,8 @@ def test_malformed_jsonl_names_file_line_and_field(tmp_path):
 
 def test_malformed_yaml_names_line_and_field(tmp_path):
     path = tmp_path / "hard.yaml"
-    path.write_text("examples:\n  - id: a\n    prompt: p\n    expected: x\n  - id: b\n    prompt: [1, 2]\n    expected: y\n")
+    path.write_text("examples:\n  - id: a\n    prompt: p\n    expected: x\n"
+                    "  - id: b\n    prompt: [1, 2]\n    expected: y\n")
     msg = _error(path)
     assert str(path) in msg and "line 5" in msg and "'prompt'" in msg
 

@@ -76,6 +76,7 @@ def test_shipped_yaml_lists_every_default():
 
 
 def test_archive_dir_default_and_error():
-    assert load_settings(overrides={"checkpoints": "/x/run"}, environ={}).archive_dir() == Path("/x/run/learnviz-archive")
+    assert (load_settings(overrides={"checkpoints": "/x/run"}, environ={}).archive_dir()
+            == Path("/x/run/learnviz-archive"))
     with pytest.raises(ConfigError, match="archive"):
         load_settings(environ={}).archive_dir()

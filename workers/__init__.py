@@ -2,7 +2,7 @@
 
   celery.py    the app, its whole configuration built from learnviz's settings; routing by name
   tasks.py     collect_embeddings (gpu), analyze, update_learning_history, generate_visualizations,
-               scan_checkpoints (cpu): unpack a path, call learnviz.stages, send what follows
+               scan_checkpoints (cpu): unpack a path, call learnviz.pipeline, send what follows
   dispatch.py  the Redis marks that send each stage once, coalesce the history update and
                debounce the figures
   signals.py   worker name in the archives, heavy imports once per process

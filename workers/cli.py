@@ -13,8 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from learnviz.cli import EPILOG, _extract_flags, _paths
 from learnviz.errors import LearnvizError
+from learnviz.flags import EPILOG, FORMATTER, add_extract_flags, add_paths, examples, settings_from
+from learnviz.results import ANALYSIS, EXTRACT
 
 ENV_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
              "settle_seconds", "retry_failed", "trust_remote_code", "broker_url", "cpu_concurrency")
@@ -32,7 +33,7 @@ def _broker(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = FORMATTER
 
     p = sub.add_parser("worker", help="run a Celery worker for the gpu or the cpu queue",
                        description="Run a Celery worker (`celery -A workers worker`). `--queue gpu` extracts "
@@ -40,7 +41,9 @@ def register(sub) -> None:
                                    "CUDA initialised only in that process. `--queue cpu` runs the analyses, the "
                                    "history update, the visualizations and the beat's scans, one process per core "
                                    "unless --concurrency says otherwise; each process warms UMAP up once.",
-                       epilog=DISTRIBUTED_EPILOG, formatter_class=fmt)
+                       epilog=examples("learnviz worker --queue gpu --checkpoints /data/runs/gpt2 --broker redis://gpu-box:6379/0",
+                                       "learnviz worker --queue cpu --concurrency 4 --checkpoints /data/runs/gpt2",
+                                       epilog=DISTRIBUTED_EPILOG), formatter_class=fmt)
     p.add_argument("--queue", choices=["gpu", "cpu"], required=True,
                    help="which queue to consume (named by the settings queue_gpu / queue_cpu)")
     p.add_argument("--concurrency", dest="cpu_concurrency", type=int, metavar="N",
@@ -48,9 +51,9 @@ def register(sub) -> None:
     p.add_argument("--name", metavar="NAME", help="node name, recorded in the archives (default: QUEUE@HOSTNAME)")
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
-    _paths(p)
+    add_paths(p)
     _broker(p)
-    _extract_flags(p)
+    add_extract_flags(p)
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("beat", help="scan for new checkpoints every scan_interval seconds",
@@ -58,10 +61,11 @@ def register(sub) -> None:
                                    "(setting, default 30) it sends one scan, which a cpu worker runs: every "
                                    "complete checkpoint under --checkpoints whose archive lacks a stage is "
                                    "enqueued once. Run one; a second one is harmless (its scans are skipped).",
-                       epilog=DISTRIBUTED_EPILOG, formatter_class=fmt)
+                       epilog=examples("learnviz beat --checkpoints /data/runs/gpt2 --broker redis://gpu-box:6379/0",
+                                       epilog=DISTRIBUTED_EPILOG), formatter_class=fmt)
     p.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
-    _paths(p)
+    add_paths(p)
     _broker(p)
     p.set_defaults(handler=cmd_beat)
 
@@ -70,22 +74,19 @@ def register(sub) -> None:
                                    "history update and the visualizations follow), or only its analysis with "
                                    "--stage analysis. Nothing is sent while the same checkpoint and stage is "
                                    "queued or running, unless --force. Stages that are current do nothing.",
-                       epilog=DISTRIBUTED_EPILOG, formatter_class=fmt)
+                       epilog=examples("learnviz submit /data/runs/gpt2/checkpoint-2000 --checkpoints /data/runs/gpt2",
+                                       "learnviz submit /data/runs/gpt2/checkpoint-2000 --stage analysis --force",
+                                       epilog=DISTRIBUTED_EPILOG), formatter_class=fmt)
     p.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR",
                    help="the checkpoint folder, at the path the workers see it")
-    p.add_argument("--stage", choices=["extract", "analysis"], default="extract", help="what to send (default: extract)")
+    p.add_argument("--stage", choices=[EXTRACT, ANALYSIS], default=EXTRACT,
+                   help="what to send (default: extract)")
     p.add_argument("--force", action="store_true", help="send even if it is queued or running already")
-    _paths(p)
+    add_paths(p)
     _broker(p)
     p.set_defaults(handler=cmd_submit)
 
 
-def _settings(args):
-    """Settings as `learnviz run` builds them, plus --broker and --concurrency."""
-    from learnviz.cli import SETTING_FLAGS
-    from learnviz.settings import load_settings
-    keys = (*SETTING_FLAGS, "broker_url", "cpu_concurrency")
-    return load_settings(args.config, {k: getattr(args, k) for k in keys if hasattr(args, k)})
 
 
 def _env_value(value) -> str:
@@ -112,7 +113,8 @@ def worker_argv(args, settings) -> list[str]:
         concurrency = 1
     else:
         concurrency = settings.cpu_concurrency or os.cpu_count() or 1
-    return [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", args.name or f"{args.queue}@%h",
+    return [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue,
+            "-n", args.name or f"{args.queue}@%h",
             "--pool", "prefork", "--concurrency", str(concurrency), "--loglevel", args.loglevel,
             "--without-mingle"]   # workers share nothing but queues: no second of start-up asking neighbours
 
@@ -128,14 +130,14 @@ def _exec(argv: list[str], env: dict[str, str]) -> int:
 
 
 def cmd_worker(args) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     from .celery import celery_config
     celery_config(settings)            # bad settings fail here, with the field named, not in Celery
     return _exec(worker_argv(args, settings), celery_env(args, settings))
 
 
 def cmd_beat(args) -> int:
-    settings = _settings(args)
+    settings = settings_from(args)
     from .celery import celery_config
     celery_config(settings)
     settings.archive_dir()             # the scan needs to know where the archives are
@@ -148,7 +150,7 @@ def cmd_submit(args) -> int:
     from .celery import make_app
     from .dispatch import Dispatcher, broker_url, checkpoint_id, redact
 
-    settings = _settings(args)
+    settings = settings_from(args)
     path = Path(args.checkpoint_dir)
     if not path.is_dir():
         raise LearnvizError("not a folder", path=path, hint="give the checkpoint folder (checkpoint-N/)")

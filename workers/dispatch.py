@@ -32,6 +32,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from learnviz.results import ANALYSIS, EXTRACT
 from learnviz.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 PREFIX = "learnviz:"
 
 # Stages a scan can find missing for one checkpoint, and the task that makes each.
-STAGE_TASKS = {"extract": "collect_embeddings", "analysis": "analyze"}
+STAGE_TASKS = {EXTRACT: "collect_embeddings", ANALYSIS: "analyze"}
 TASK_STAGES = {task: stage for stage, task in STAGE_TASKS.items()}
 
 # Delete a key only while it still holds our value: a mark that expired and was set again by

@@ -25,6 +25,7 @@ _WARM = {"pid": None}
 
 def _settings():
     from celery import current_app
+
     from learnviz.settings import load_settings
     return getattr(current_app, "learnviz_settings", None) or load_settings()
 
@@ -67,6 +68,7 @@ def ensure_warm() -> None:
         if s.queue_gpu in queues:
             import torch  # noqa: F401  (no CUDA call here: the first extraction initialises it)
             import transformers  # noqa: F401
+
             import learnviz.extract  # noqa: F401
             import learnviz.model  # noqa: F401
             done.append("torch")

@@ -23,7 +23,8 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.log import get_task_logger
 
-from learnviz import stages
+from learnviz import pipeline
+from learnviz.results import ANALYSIS
 from learnviz.settings import Settings
 
 from . import dispatch as dsp
@@ -105,11 +106,11 @@ def _passing(result: dict) -> bool:
 def collect_embeddings(self: StageTask, checkpoint: str) -> dict:
     """GPU: one pass of the probe set through one checkpoint -> archive [extract]."""
     settings = _attempt_settings(self)
-    result = self.run_stage(lambda: stages.collect_embeddings(settings, checkpoint).to_dict())
+    result = self.run_stage(lambda: pipeline.collect_embeddings(settings, checkpoint).to_dict())
     if _passing(result):
         raise self.retry_later(PassingFault(result["reason"]))
     if result["status"] in ("ok", "current"):
-        self.run_stage(lambda: self.dispatch.send_stage("analysis", checkpoint))
+        self.run_stage(lambda: self.dispatch.send_stage(ANALYSIS, checkpoint))
     return result
 
 
@@ -117,7 +118,7 @@ def collect_embeddings(self: StageTask, checkpoint: str) -> dict:
 def analyze(self: StageTask, checkpoint: str) -> dict:
     """CPU: the per-checkpoint analyses -> archive [analysis]."""
     settings = _attempt_settings(self)
-    result = self.run_stage(lambda: stages.analyze(settings, checkpoint).to_dict())
+    result = self.run_stage(lambda: pipeline.analyze_checkpoint(settings, checkpoint).to_dict())
     if result["status"] in ("ok", "failed"):
         self.run_stage(self.dispatch.request_history)
     return result
@@ -138,7 +139,8 @@ def _exclusive(task: StageTask, name: str, fn):
 def update_learning_history(self: StageTask) -> dict:
     """CPU: geometry in step order, then the series over the run -> archives [geometry], series.h5."""
     self.run_stage(lambda: self.dispatch.started("history", self.request.id))
-    summary = self.run_stage(lambda: _exclusive(self, "history", lambda: stages.update_learning_history(self.settings)))
+    summary = self.run_stage(lambda: _exclusive(self, "history",
+                                                lambda: pipeline.update_learning_history(self.settings)))
     if summary["geometry"] or summary["series"]:
         self.run_stage(self.dispatch.request_visualizations)
     return summary
@@ -148,13 +150,15 @@ def update_learning_history(self: StageTask) -> dict:
 def generate_visualizations(self: StageTask) -> dict:
     """CPU: the PNGs and GIFs of the run, debounced (see workers.dispatch)."""
     self.run_stage(lambda: self.dispatch.started("visualize", self.request.id))
-    return self.run_stage(lambda: _exclusive(self, "visualize", lambda: stages.generate_visualizations(self.settings)))
+    return self.run_stage(lambda: _exclusive(self, "visualize",
+                                             lambda: pipeline.generate_visualizations(self.settings)))
 
 
 @shared_task(bind=True, base=StageTask, name="scan_checkpoints")
 def scan_checkpoints(self: StageTask) -> dict:
     """The beat's scan: send every stage the archives lack (beat.scan)."""
     from beat.scan import scan
+
     from .celery import scan_time_limit
     try:
         return scan(self.settings, self.dispatch, lock_timeout=scan_time_limit(self.settings))

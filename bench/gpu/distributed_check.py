@@ -1,6 +1,13 @@
 """Device check of the GPU worker (prefork, concurrency 1): CUDA only in the child, never in the
 parent; extractions on the GPU; SIGKILL of the child mid-extraction -> the task runs again."""
-import json, os, signal, socket, subprocess, sys, tempfile, time
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path.cwd()
@@ -57,9 +64,11 @@ redis = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--
                          stderr=subprocess.STDOUT)
 t0 = time.time()
 from helpers import make_checkpoint, tiny_tokenizer  # noqa: E402
+
 tok = tiny_tokenizer()
 run = tmp / "run"
-cks = [make_checkpoint(run / f"checkpoint-{s}", tok, step=s, seed=i, n_embd=256) for i, s in enumerate((10, 20, 30, 40))]
+cks = [make_checkpoint(run / f"checkpoint-{s}", tok, step=s, seed=i, n_embd=256)
+       for i, s in enumerate((10, 20, 30, 40))]
 res["make_checkpoints_s"] = time.time() - t0
 cfg = tmp / "learnviz.yaml"
 cfg.write_text(json.dumps({"checkpoints": str(run), "archive": str(tmp / "archive"), "settle_seconds": 0.0,
@@ -74,10 +83,10 @@ try:
     wait(lambda: "learnviz: process" in log.read_text(), 180, "worker ready")
     res["worker_ready_s"] = time.time() - t0
     res["parent_before"] = maps(w.pid)
+    from learnviz.archive import Archive
     from learnviz.settings import load_settings
     from workers.celery import make_app
     from workers.dispatch import Dispatcher
-    from learnviz.archive import Archive
     s = load_settings(cfg, environ={"LEARNVIZ_REDIS_PASSWORD": PW})
     d = Dispatcher(make_app(s), s)
     t1 = time.time()
@@ -96,14 +105,15 @@ try:
     (child,) = kids(w.pid)
     res["parent_after"] = maps(w.pid)
     res["child_after"] = maps(child)
-    res["nvidia_smi_apps"] = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader"],
+    res["nvidia_smi_apps"] = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
+                                             "--format=csv,noheader"],
                                             capture_output=True, text=True).stdout if DEVICE != "cpu" else ""
     res["parent_pid"], res["child_pid"] = w.pid, child
     res["stages"] = []
     for c in cks:
         st = Archive(tmp / "archive" / f"{c.name}.h5").stage("extract")
-        res["stages"].append({k: st.attrs.get(k) for k in ("device", "dtype", "worker")} | {"status": st.status, "reason": st.reason,
-                             "timings": st.attrs.get("timings")})
+        res["stages"].append({k: st.attrs.get(k) for k in ("device", "dtype", "worker")}
+                             | {"status": st.status, "reason": st.reason, "timings": st.attrs.get("timings")})
     # SIGKILL of the child during a GPU extraction
     big = make_checkpoint(run / "checkpoint-50", tok, step=50, seed=3, n_embd=256)
     key = Dispatcher.queued_key("extract", str(big.resolve()))

@@ -177,7 +177,8 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
     if ok.size == 0:
         ok = ok.reshape(k, m)
     if ok.shape != (k, m):
-        raise ValueError(f"hard_example_board: correct has shape {ok.shape}, expected (checkpoints, examples) = {(k, m)}")
+        raise ValueError(f"hard_example_board: correct has shape {ok.shape}, "
+                         f"expected (checkpoints, examples) = {(k, m)}")
     if ok.dtype != bool:
         if ok.dtype.kind not in "iu" or not np.isin(ok, (0, 1)).all():
             raise ValueError("hard_example_board: correct must hold booleans")

@@ -6,7 +6,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from .. import pipeline
+from .. import pipeline, readout
 from ..plugins import serve_hook
 from ..settings import Settings
 from .train import DemoConfig, checkpoint_steps, train
@@ -22,8 +22,6 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
 
     Returns the settings the pipeline ran with (checkpoints and archive inside the demo folder).
     """
-    from ..cli import format_status
-
     ckdir, archive = demo_paths(settings)
     cfg = DemoConfig(steps=settings.demo_steps, n_checkpoints=settings.demo_checkpoints, seed=settings.demo_seed)
     wanted = [ckdir / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
@@ -35,11 +33,11 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
         print(f"using the demo checkpoints in {ckdir} (--retrain to train again)")
     # The demo wrote every checkpoint itself (atomically), so there is nothing to wait for.
     run_settings = dataclasses.replace(settings, checkpoints=str(ckdir), archive=str(archive), settle_seconds=0.0)
-    report = pipeline.run(run_settings, progress=progress, gifs=True)
+    report = pipeline.update(run_settings, figures=pipeline.Figures(gifs=True), progress=progress)
     print(f"archived {len(report.done)} checkpoints ({len(report.current)} already current) in {report.seconds:.1f}s")
     vis = report.visualizations or {}
     print(f"figures: {vis.get('dir', '')} ({len(vis.get('drawn', []))} drawn, {vis.get('current', 0)} current)")
-    print(format_status(pipeline.status_rows(archive)))
+    print(readout.format_status(readout.status_rows(archive)))
     if serve:
         _serve(run_settings)
     return run_settings

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from .. import syllo
 from ..model import encode_probes
-from . import task
 
 EOS = "<|endoftext|>"
 
@@ -58,7 +58,7 @@ def build_tokenizer(seed: int, vocab_size: int = 512, corpus_size: int = 20000):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    stream = task.training_stream(seed + 1)
+    stream = syllo.training_stream(seed + 1)
     corpus = []
     for _ in range(corpus_size):
         ex = next(stream)
@@ -125,9 +125,9 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
 
-    stream = task.training_stream(cfg.seed)
+    stream = syllo.training_stream(cfg.seed)
     eval_rng = random.Random(cfg.seed + 7)
-    eval_batch = _batch([task.training_example(eval_rng) for _ in range(256)], tokenizer, eos_id)
+    eval_batch = _batch([syllo.training_example(eval_rng) for _ in range(256)], tokenizer, eos_id)
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
     log_history: list[dict] = []
     written: list[Path] = []

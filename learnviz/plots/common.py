@@ -9,8 +9,8 @@ without any timestamp (matplotlib writes none to PNGs).
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +19,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+
+from ..common import write_atomic
 
 DPI = 100
 # Annotate heatmap cells with their value only while the numbers stay legible.
@@ -47,17 +49,11 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     One Agg draw (which runs the constrained layout once) and Pillow's encoder, with no text
     chunks: `Figure.savefig` would draw twice (a dry run for the layout, then the real one)."""
     from PIL import Image
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.canvas.draw()
     rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]    # (height, width, 3) uint8; figures are opaque
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    return write_atomic(path, buf.getvalue())
 
 
 def shorten(text: str, width: int = 40) -> str:

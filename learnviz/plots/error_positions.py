@@ -22,7 +22,8 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
     ValueError on a shape mismatch or negative counts."""
     h = np.asarray(histograms, dtype=np.float64)
     if h.ndim != 2 or h.shape[0] != len(steps):
-        raise ValueError(f"histograms has shape {h.shape}, expected (checkpoints, positions) with {len(steps)} checkpoints")
+        raise ValueError(f"histograms has shape {h.shape}, "
+                         f"expected (checkpoints, positions) with {len(steps)} checkpoints")
     if (h[np.isfinite(h)] < 0).any():
         raise ValueError("histograms hold negative counts")
     width = h.shape[1]

@@ -31,7 +31,7 @@ def geometry_figure(steps: Sequence[int], layers: Mapping[str, Mapping[str, Sequ
     panels = ((ax_d, "drift", "RSA drift = 1 − Spearman ρ\n(0 = same geometry, 1 = unrelated)"),
               (ax_c, "cka", "linear CKA\n(1 = same representation)"))
     any_data = False
-    for i, (label, m) in enumerate(layers.items()):
+    for i, (_label, m) in enumerate(layers.items()):
         color = f"C{i % 10}"
         for ax, kind, _ in panels:
             for ref, ls in (("prev", "-"), ("first", "--")):
@@ -40,7 +40,7 @@ def geometry_figure(steps: Sequence[int], layers: Mapping[str, Mapping[str, Sequ
                 if ok.any():
                     ax.plot(s[ok], v[ok], ls, color=color, marker="o" if ref == "prev" else None, markersize=4)
                     any_data = True
-    for ax, kind, ylabel in panels:
+    for ax, _kind, ylabel in panels:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_d.set_ylim(bottom=0)
@@ -52,7 +52,8 @@ def geometry_figure(steps: Sequence[int], layers: Mapping[str, Mapping[str, Sequ
         no_data(ax_d, "no geometry yet (it needs two checkpoints)")
         return fig
     handles = [Line2D([], [], color=f"C{i % 10}", linewidth=2.5, label=str(label)) for i, label in enumerate(layers)]
-    handles += [Line2D([], [], color="#333333", linestyle="-", marker="o", markersize=4, label="vs the previous checkpoint"),
+    handles += [Line2D([], [], color="#333333", linestyle="-", marker="o", markersize=4,
+                       label="vs the previous checkpoint"),
                 Line2D([], [], color="#333333", linestyle="--", label="vs the first checkpoint")]
     fig.legend(handles=handles, loc="outside right center", title="layer · compared with")
     return fig

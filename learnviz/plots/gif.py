@@ -9,11 +9,13 @@ figures animated here name their step in the title, so every checkpoint keeps it
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Sequence
 
 from PIL import Image
+
+from ..common import write_atomic
 
 VERSION = 1
 
@@ -35,11 +37,7 @@ def write_gif(frames: Sequence[str | Path], out: str | Path, *, frame_ms: int = 
             rgb = rgb.resize(size, Image.Resampling.LANCZOS)
         images.append(rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
     durations = [frame_ms] * (len(images) - 1) + [last_ms]
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations,
-                       loop=0, optimize=False, disposal=1)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=durations,
+                   loop=0, optimize=False, disposal=1)
+    return write_atomic(out, buf.getvalue())

@@ -22,19 +22,22 @@ def layer_drift_heatmap(steps: Sequence[int], layers: Sequence[str], change: np.
     ValueError on a shape mismatch."""
     change = np.asarray(change, dtype=np.float64)
     if change.shape != (len(layers), len(steps)):
-        raise ValueError(f"change has shape {change.shape}, expected (layers, checkpoints) = {(len(layers), len(steps))}")
+        raise ValueError(f"change has shape {change.shape}, "
+                         f"expected (layers, checkpoints) = {(len(layers), len(steps))}")
     fig = figure(max(7.5, 2.5 + 0.62 * len(steps)), max(3.8, 1.9 + 0.42 * len(layers)))
     title(fig, "Weight drift by layer between consecutive checkpoints")
     ax = fig.add_subplot()
     pos = change[np.isfinite(change) & (change > 0)]
     if not len(layers) or not len(pos):
-        no_data(ax, "no weight drift recorded (the checkpoints' weight files were not available, or one checkpoint only)")
+        no_data(ax, "no weight drift recorded "
+                    "(the checkpoints' weight files were not available, or one checkpoint only)")
         ax.set_xlabel("checkpoint (training step)")
         ax.set_ylabel("layer")
         return fig
     lo, hi = float(pos.min()), float(pos.max())
     norm = LogNorm(lo, hi) if hi > lo * 1.5 else Normalize(0, hi)
-    shown = np.where(change > 0, change, np.where(np.isfinite(change), lo, np.nan)) if isinstance(norm, LogNorm) else change
+    shown = (np.where(change > 0, change, np.where(np.isfinite(change), lo, np.nan)) if isinstance(norm, LogNorm)
+             else change)
     im = heatmap(ax, shown, row_labels=list(layers), col_labels=[str(s) for s in steps], cmap="magma_r",
                  norm=norm, fmt="{:.3f}", nan_text="–")
     ax.set_xlabel("checkpoint (training step); first column: no previous checkpoint")

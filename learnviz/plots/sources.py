@@ -10,17 +10,16 @@ small elements of every archive, series.h5 or hard_example_board.json (`*_data`)
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .. import analyze as an
 from .. import archive as arc
-from .. import history
+from .. import readout as ro
 from ..errors import LearnvizError
 from ..probes import HARD_EXAMPLES_SKILL
+from ..results import ANALYSIS, EXTRACT, SERIES
 
 
 class Skip(Exception):
@@ -32,10 +31,10 @@ class Run:
 
     def __init__(self, archive_dir: Path):
         self.dir = archive_dir
-        self.archives = an.series(archive_dir)
+        self.archives = ro.series(archive_dir)
         self.steps = [a.step for a in self.archives]
         probe_hash = self.archives[-1].attrs.get("probe_hash") if self.archives else None
-        by_step = {r["step"]: r for r in history.read(archive_dir, probe_hash)}
+        by_step = {r["step"]: r for r in ro.history_rows(archive_dir, probe_hash)}
         self.rows = [by_step.get(s, {"step": s}) for s in self.steps]   # rows of archived steps only
         self._probes: dict | None = None
         self._layouts: dict[int, tuple[dict, dict]] = {}
@@ -45,13 +44,10 @@ class Run:
         """The probe table of the newest archive: ids, skills, categories, prompts, expected answers."""
         if self._probes is None:
             self._probes = self.archives[-1].read(
-                "extract", ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
+                EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
         return self._probes
 
-    @staticmethod
-    def ok(a: arc.Archive, stage: str) -> bool:
-        info = a.stage(stage)
-        return info is not None and info.ok
+    ok = staticmethod(ro.stage_ok)
 
     @staticmethod
     def stamp(a: arc.Archive | None, stage: str) -> list | None:
@@ -67,24 +63,19 @@ class Run:
         """`skills_of(a)`, read once per version of the archive (a radar also outlines earlier ones)."""
         return a.memo("skills", lambda: skills_of(a))
 
-    def layers(self, a: arc.Archive) -> tuple[list[int], int]:
-        attrs = a.stage("extract").attrs
-        layers = attrs.get("layers", "[]")
-        layers = json.loads(layers) if isinstance(layers, str) else list(layers)
-        return [int(k) for k in layers], int(attrs.get("n_layers", 0) or 0)
+    layers = staticmethod(ro.extract_layers)
 
     def layouts(self, a: arc.Archive) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """(panel title -> (n, 2) UMAP coords, panel title -> quality note) of one checkpoint."""
         if a.step not in self._layouts:
             layers, n_layers = self.layers(a)
-            keys = [f"layer_{k}/{x}" for k in layers for x in ("coords", "trustworthiness")]
-            d = a.read(an.GEOMETRY, keys)
+            geo = ro.read_geometry(a, layers, elements=("coords", "trustworthiness"))
             coords, notes = {}, {}
             for k in layers:
                 name = f"decoder block {k}" + (f" (0-based, of {n_layers})" if n_layers else "")
-                coords[name] = d[f"layer_{k}/coords"]
-                t = float(d[f"layer_{k}/trustworthiness"])
-                notes[name] = f"trustworthiness {t:.3f} (1 = 2-D neighbours were neighbours)" if np.isfinite(t) else ""
+                coords[name] = geo.layers[k].coords
+                t = geo.layers[k].metrics.get("trustworthiness")
+                notes[name] = f"trustworthiness {t:.3f} (1 = 2-D neighbours were neighbours)" if t is not None else ""
             self._layouts[a.step] = (coords, notes)
         return self._layouts[a.step]
 
@@ -93,15 +84,15 @@ class Run:
 
 def skills_of(a: arc.Archive) -> tuple[dict[str, float], dict[str, float]]:
     """(skill -> accuracy, "skill/category" -> accuracy) from a checkpoint's analysis."""
-    d = a.read(an.ANALYSIS, ["skills"])["skills"]
-    return an.unnamed(d["skill"]), an.unnamed(d["category"])
+    r = ro.read_analysis(a, ["skills"])
+    return r.skills, r.categories
 
 
 def radar_trail(run: Run, i: int) -> list[int]:
     """Indices of the earlier checkpoints checkpoint i's radar outlines: those after the base
     with a successful analysis, the last `skill_radar.TRAIL` of them, oldest first."""
     from .skill_radar import TRAIL
-    return [j for j in range(1, i) if run.ok(run.archives[j], an.ANALYSIS)][-TRAIL:]
+    return [j for j in range(1, i) if run.ok(run.archives[j], ANALYSIS)][-TRAIL:]
 
 
 def radar_data(run: Run, i: int) -> dict:
@@ -110,7 +101,7 @@ def radar_data(run: Run, i: int) -> dict:
     skill/category pairs instead."""
     a, base = run.archives[i], run.archives[0]
     skills, cats = run.skills(a)
-    base_ok = run.ok(base, an.ANALYSIS)
+    base_ok = run.ok(base, ANALYSIS)
     base_skills, base_cats = run.skills(base) if base_ok else ({}, {})
     by_category = len(skills) < 3 <= len(cats)
     earlier = [(run.archives[j].step, run.skills(run.archives[j])[1 if by_category else 0])
@@ -129,7 +120,7 @@ def umap_data(run: Run, i: int, limits: dict) -> dict:
     """`umap_scatter` arguments of checkpoint i, with the run's shared axes `limits`."""
     a = run.archives[i]
     coords, notes = run.layouts(a)
-    correct = a.read("extract", ["correct"])["correct"]
+    correct = a.read(EXTRACT, ["correct"])["correct"]
     return {"step": a.step, "layouts": coords, "skills": list(run.probes["probe_skill"]), "correct": correct,
             "limits": limits, "notes": notes}
 
@@ -158,24 +149,19 @@ def drift_data(run: Run) -> dict:
 
 
 def calibration_data(run: Run) -> dict:
-    done = [a for a in run.archives if run.ok(a, an.ANALYSIS)]
+    done = [a for a in run.archives if run.ok(a, ANALYSIS)]
     if not done:
         raise Skip("no checkpoint analysed yet")
     a = done[-1]
-    c = a.read(an.ANALYSIS, ["calibration"])["calibration"]
-    return {"step": a.step, "bin_edges": c["bin_edges"], "bin_confidence": c["bin_confidence"],
-            "bin_accuracy": c["bin_accuracy"], "bin_count": c["bin_count"], "ece": float(c["ece"]),
-            "mce": float(c["mce"]), "brier": float(c["brier"]), "steps": run.steps, "eces": _series_of(run, "ece")}
+    c = ro.read_analysis(a, ["calibration"]).calibration
+    return {"step": a.step, "bin_edges": c.bin_edges, "bin_confidence": c.bin_confidence,
+            "bin_accuracy": c.bin_accuracy, "bin_count": c.bin_count, "ece": c.ece,
+            "mce": c.mce, "brier": c.brier, "steps": run.steps, "eces": _series_of(run, "ece")}
 
 
 def board_data(run: Run) -> dict:
-    path = run.dir / an.BOARD_FILE
-    if not path.exists():
-        return {"board": {"steps": [], "examples": []}}
-    try:
-        return {"board": json.loads(path.read_text())}
-    except ValueError as exc:   # reported as this figure's failure; the other figures go on
-        raise ValueError(f"{path} is not valid JSON ({exc}); `learnviz analyze --force` rewrites it") from None
+    board = ro.read_board(run.dir, strict=True)    # a bad file fails this figure; the others go on
+    return {"board": board if board is not None else {"steps": [], "examples": []}}
 
 
 def canonical_probe(run: Run, probe_id: str | None) -> int:
@@ -187,7 +173,7 @@ def canonical_probe(run: Run, probe_id: str | None) -> int:
             raise LearnvizError(f"no probe with id {probe_id!r} in the archived probe set", field="probe",
                                 hint=f"for example: {', '.join(ids[:5])}")
         return ids.index(probe_id)
-    lengths = np.diff(run.archives[-1].read("extract", ["answer_ids"])["answer_ids"].offsets)
+    lengths = np.diff(run.archives[-1].read(EXTRACT, ["answer_ids"])["answer_ids"].offsets)
     hard = [i for i, s in enumerate(run.probes["probe_skill"]) if s == HARD_EXAMPLES_SKILL]
     pool = hard or list(range(len(ids)))
     return max(pool, key=lambda i: (lengths[i], -i))
@@ -195,24 +181,23 @@ def canonical_probe(run: Run, probe_id: str | None) -> int:
 
 def canonical_data(run: Run, probe_id: str | None) -> dict:
     i = canonical_probe(run, probe_id)
-    rows = [a.read("extract", ["token_logprob"])["token_logprob"].row(i) for a in run.archives]
+    rows = [a.read(EXTRACT, ["token_logprob"])["token_logprob"].row(i) for a in run.archives]
     if len({len(r) for r in rows}) != 1:
         raise Skip("the canonical answer's tokens differ between checkpoints (a changed tokenizer)")
-    tokens = run.archives[-1].read("extract", ["token_text"])["token_text"].row(i)
+    tokens = run.archives[-1].read(EXTRACT, ["token_text"])["token_text"].row(i)
     return {"steps": run.steps, "logprobs": np.stack(rows).astype(np.float64), "tokens": [str(t) for t in tokens],
             "probe_id": str(run.probes["probe_ids"][i]), "prompt": str(run.probes["prompt"][i]),
             "expected": str(run.probes["expected"][i])}
 
 
 def category_data(run: Run) -> dict:
-    path = run.dir / arc.SERIES_NAME
-    if not path.exists():
+    s = ro.open_series_archive(run.dir)
+    if s is None:
         raise Skip("no series.h5 yet (`learnviz analyze` writes it)")
-    s = arc.Archive(path)
-    info = s.stage(an.SERIES)
+    info = s.stage(SERIES)
     if info is None or not info.ok:
         raise Skip(f"the series stage failed: {info.reason}" if info is not None else "series.h5 has no series stage")
-    d = s.read(an.SERIES, ["steps", "trajectories"])
+    d = s.read(SERIES, ["steps", "trajectories"])
     cm = d["trajectories"]["category_mean"]
     return {"steps": [int(x) for x in d["steps"]], "names": [str(n) for n in cm["names"]], "values": cm["values"]}
 
@@ -228,11 +213,12 @@ def errors_data(run: Run) -> dict:
 
 
 def entropy_data(run: Run) -> dict:
-    done = [a for a in run.archives if run.ok(a, an.ANALYSIS)]
+    done = [a for a in run.archives if run.ok(a, ANALYSIS)]
     if not done:
         raise Skip("no checkpoint analysed yet")
-    means = [a.read(an.ANALYSIS, ["entropy/mean_by_position"])["entropy/mean_by_position"] for a in done]
-    counts = done[-1].read(an.ANALYSIS, ["entropy/count_by_position"])["entropy/count_by_position"]
+    profiles = [ro.read_analysis(a, ["entropy"]).entropy for a in done]
+    means = [p.mean_by_position for p in profiles]
+    counts = profiles[-1].count_by_position
     width = max(len(m) for m in means)
     grid = np.full((len(done), width), np.nan)
     for j, m in enumerate(means):
@@ -243,6 +229,7 @@ def entropy_data(run: Run) -> dict:
 def geometry_data(run: Run) -> dict:
     names = sorted({k for r in run.rows for k in (r.get("geometry") or {})}, key=lambda k: (len(k), k))
     keys = ("drift_prev", "drift_first", "cka_prev", "cka_first")
-    layers = {f"decoder block {k}": {m: [((r.get("geometry") or {}).get(k) or {}).get(m) for r in run.rows] for m in keys}
+    layers = {f"decoder block {k}": {m: [((r.get("geometry") or {}).get(k) or {}).get(m) for r in run.rows]
+                                     for m in keys}
               for k in names}
     return {"steps": run.steps, "layers": layers}

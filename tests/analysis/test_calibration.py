@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torchmetrics.functional.classification import binary_calibration_error
 
 from learnviz.analysis.calibration import bin_edges, calibration
-
 
 
 def _torchmetrics(conf, correct, n_bins, norm="l1"):

@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from learnviz.analysis.cartography import cartography
-
 
 
 def _small():

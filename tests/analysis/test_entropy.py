@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from learnviz.analysis.entropy import entropy_summary
 from learnviz.archive import Ragged
-
 
 
 def _small():

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from learnviz.analysis.errors import error_position_trend, localize_errors
 from learnviz.archive import Ragged
-
 
 
 def _small():

@@ -10,7 +10,6 @@ import pytest
 from learnviz.analysis.hard_examples import HardExampleBoard, error_type, hard_example_board
 
 
-
 @pytest.mark.parametrize("answer, expected, want", [
     # right: case, surrounding whitespace and a final period do not count
     ("No owls are fish.", "No owls are fish.", None),

@@ -62,7 +62,7 @@ def test_bad_input():
 
 def test_demo_archive_matches_pipeline_skill_accuracy(demo):
     from learnviz.archive import list_archives
-    from learnviz.pipeline import skill_accuracy
+    from learnviz.readout import skill_accuracy
     archives = list_archives(demo.archive_dir())
     d = archives[-1].read("extract", ["correct", "probe_skill", "probe_category"])
     r = skill_scores(d["correct"], d["probe_skill"], d["probe_category"])

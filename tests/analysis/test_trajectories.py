@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from learnviz.analysis.trajectories import logprob_trajectories
 from learnviz.archive import Ragged
-
 
 # probabilities per sorted step (10, 20, 30), per probe, per answer token
 P = {10: [[0.1, 0.6], [0.7], [0.2, 0.9, 0.1]],

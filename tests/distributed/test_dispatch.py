@@ -158,6 +158,7 @@ def test_locks_and_the_recent_scan_mark_keep_scans_apart(dispatch, settings):
 
 def test_scan_sends_every_pending_checkpoint_once(dispatch, settings, tokenizer, redis_server):
     from helpers import make_checkpoint
+
     from beat.scan import scan
     for i, step in enumerate((10, 20)):
         make_checkpoint(Path(settings.checkpoints) / f"checkpoint-{step}", tokenizer, step=step, seed=i)
@@ -197,11 +198,12 @@ def test_every_command_explains_itself(command):
 def test_worker_flags_reach_celery_as_environment(settings_path, tmp_path):
     from learnviz.cli import build_parser
     from learnviz.errors import LearnvizError
-    from workers.cli import _settings, celery_env, worker_argv
+    from learnviz.flags import settings_from
+    from workers.cli import celery_env, worker_argv
     args = build_parser().parse_args(["--config", str(settings_path), "worker", "--queue", "cpu",
                                       "--archive", str(tmp_path / "a"), "--broker", "redis://h:1/2",
                                       "--layers", "0,last", "--concurrency", "3"])
-    s = _settings(args)
+    s = settings_from(args)
     env = celery_env(args, s)
     assert env["LEARNVIZ_ARCHIVE"] == str(tmp_path / "a") and env["LEARNVIZ_BROKER_URL"] == "redis://h:1/2"
     assert env["LEARNVIZ_CONFIG"] == str(settings_path)

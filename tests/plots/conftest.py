@@ -18,7 +18,7 @@ from safetensors.numpy import save_file
 from learnviz import archive as arc
 from learnviz import history
 from learnviz.analysis import umap_layout
-from learnviz.analyze import run_cpu_stages
+from learnviz.pipeline import run_cpu_stages
 from learnviz.settings import load_settings
 
 STEPS = (10, 20, 40, 80)
@@ -73,7 +73,8 @@ def write_checkpoint(root: Path, archive_dir: Path, step: int) -> None:
     first_wrong = [int(np.argmin(learned[off[i]:off[i + 1]])) if not learned[off[i]:off[i + 1]].all() else -1
                    for i in range(N)]
     correct = np.asarray([f == -1 for f in first_wrong])
-    expected = [f"All cats are pets{i}." if s != "hard_examples" else f"Nothing follows {i}." for i, s in enumerate(SKILLS)]
+    expected = [f"All cats are pets{i}." if s != "hard_examples" else f"Nothing follows {i}."
+                for i, s in enumerate(SKILLS)]
     greedy = [e if ok else "Some cats are dogs." for e, ok in zip(expected, correct)]
     emb_rng = np.random.default_rng(100 + step)
     centres = {s: np.eye(8)[k] * 4 for k, s in enumerate(dict.fromkeys(SKILLS))}
@@ -84,7 +85,8 @@ def write_checkpoint(root: Path, archive_dir: Path, step: int) -> None:
                                  for i, s in enumerate(SKILLS)], dtype=object),
         "probe_skill": np.asarray(SKILLS, dtype=object), "probe_category": np.asarray(CATEGORIES, dtype=object),
         "prompt": np.asarray([f"All cats are animals. Some animals are pets. What follows about cats and pets {i}? "
-                              "A long prompt that would overflow any label if it were not shortened." for i in range(N)],
+                              "A long prompt that would overflow any label if it were not shortened."
+                              for i in range(N)],
                              dtype=object),
         "expected": np.asarray(expected, dtype=object),
         "embeddings": embeddings, "answer_ids": answer_ids,

@@ -10,8 +10,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from learnviz.plots import (calibration, common, entropy_positions, error_positions, geometry, gif, hard_board,
-                            layer_drift, logprob_heatmap, loss_curve, skill_radar, umap_scatter)
+from learnviz.plots import (
+    calibration,
+    common,
+    entropy_positions,
+    error_positions,
+    geometry,
+    gif,
+    hard_board,
+    layer_drift,
+    logprob_heatmap,
+    loss_curve,
+    skill_radar,
+    umap_scatter,
+)
 
 
 def pixels(fig) -> np.ndarray:
@@ -209,7 +221,8 @@ def test_layer_drift_heatmap_cells_and_first_column():
 
 def test_calibration_figure_bins_and_ece_series():
     edges = np.linspace(0, 1, 5)
-    fig = calibration.calibration_figure(40, edges, np.array([np.nan, 0.4, 0.6, 0.9]), np.array([np.nan, 0.5, 0.3, 0.95]),
+    fig = calibration.calibration_figure(40, edges, np.array([np.nan, 0.4, 0.6, 0.9]),
+                                         np.array([np.nan, 0.5, 0.3, 0.95]),
                                          np.array([0, 3, 5, 20]), 0.081, STEPS, [0.2, None, 0.081], mce=0.3, brier=0.1)
     check_labelled(fig, legend=True)
     assert "ECE 0.081" in texts(fig) and "step 40" in fig._suptitle.get_text()

@@ -88,7 +88,7 @@ def test_umap_frames_share_fixed_axes(drawn):
     limits = manifest(settings)["umap_limits"]
     run = sources.Run(Path(settings.archive))
     assert set(limits) == set(run.layouts(run.archives[0])[0])      # one box per layer panel
-    for i, a in enumerate(run.archives):
+    for i, _a in enumerate(run.archives):
         data = sources.umap_data(run, i, limits)
         for name, xy in data["layouts"].items():
             x0, x1, y0, y1 = limits[name]

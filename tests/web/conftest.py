@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from dashboard_run import build, free_port, learnviz_command, make_app
 
 

@@ -3,7 +3,7 @@
 Three random-init tiny GPT-2 checkpoints (steps 10, 20, 30) and a broken one (step 25, a
 config.json that is not JSON, so its extraction is recorded as failed with a reason); six probes
 in three skills and two hard examples, one of which carries HTML in its prompt and expected answer
-(escaping). `learnviz.pipeline.run` archives them, runs the CPU stages (UMAP included: >= 5
+(escaping). `learnviz.pipeline.update` archives them, runs the CPU stages (UMAP included: >= 5
 probes) and draws every figure, GIFs included: about 30 s, most of it UMAP's first compilation.
 """
 
@@ -58,7 +58,7 @@ def build(root: Path) -> Path:
     settings = load_settings(overrides={
         "checkpoints": str(root / "run"), "archive": str(root / "archive"), "probes": str(root / "probes.jsonl"),
         "hard_examples": str(root / "hard.yaml"), "settle_seconds": 0.0, "device": "cpu"}, environ={})
-    report = pipeline.run(settings, progress=False, gifs=True)
+    report = pipeline.update(settings, progress=False, figures=pipeline.Figures(gifs=True))
     assert len(report.done) == len(STEPS) and len(report.failed) == 1, report
     assert not report.visualizations["failed"], report.visualizations
     return root / "archive"

@@ -8,7 +8,7 @@ import pytest
 from dashboard_run import BROKEN_STEP, N_PROBES, STEPS, XSS_PROMPT, make_app
 
 from learnviz import history
-from learnviz.pipeline import status_rows
+from learnviz.readout import status_rows
 
 
 def get(client, url, status=200):

@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from dashboard.serializers import MAIN
 from learnviz import history
-from learnviz.pipeline import status_rows
+from learnviz.readout import status_rows
 
 PAGES = ["/", "/checkpoints", *(f"/checkpoints/{s}" for s in (*STEPS, BROKEN_STEP)), "/hard-examples"]
 

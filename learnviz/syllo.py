@@ -1,4 +1,4 @@
-"""SYLLO: a synthetic syllogism task with graded difficulty.
+"""SYLLO: a synthetic syllogism task with graded difficulty (the default probe set and the demo's training data).
 
 Every example is a few premises about plural nouns and the question "What follows about A and Z?";
 the answer is the conclusion whose subject is A and predicate Z ("All cats are fish."), or

@@ -1,0 +1,169 @@
+"""The GPU stage, `extract`: one pass of the probe set through one checkpoint, into its archive.
+
+`plan` decides what each checkpoint still needs (cheap: no torch import, no model load);
+`run_extract` loads one checkpoint, runs the probes through it and writes the `extract` group and
+its history row. The orchestrator (learnviz.pipeline) calls these; so does nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import archive as arc
+from . import history
+from .checkpoints import Checkpoint, discover, fingerprint, training_metrics
+from .common import progress_bar, short_hash
+from .errors import LearnvizError
+from .probes import ProbeSet, load_probe_set
+from .readout import skill_accuracy
+from .results import EXTRACT
+from .settings import Settings
+
+STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow it
+
+
+@dataclass
+class Job:
+    """One checkpoint and the stages it still needs."""
+    checkpoint: Checkpoint
+    archive_path: Path
+    key: arc.StageKey
+    stages: list[str]
+
+
+def load_probes(settings: Settings) -> ProbeSet:
+    return load_probe_set(settings.probes_path(), settings.hard_examples_path())
+
+
+def checkpoint_root(settings: Settings) -> Path:
+    if not settings.checkpoints:
+        raise LearnvizError("no checkpoint folder given", field="checkpoints",
+                            hint="pass --checkpoints DIR or set LEARNVIZ_CHECKPOINTS")
+    return Path(settings.checkpoints)
+
+
+def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None,
+         current: list | None = None) -> list[Job]:
+    """Every complete or broken checkpoint with the stages its archive lacks, oldest first. The
+    incomplete checkpoints (path, reason) and the archives that are current go to the lists given."""
+    root = checkpoint_root(settings)
+    archive_dir = settings.archive_dir()
+    jobs = []
+    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir]):
+        if ck.state == "incomplete":
+            if incomplete is not None:
+                incomplete.append((ck.path, ck.reason))
+            continue
+        job = job_for(ck, settings, probes, root)
+        if job.stages:
+            jobs.append(job)
+        elif current is not None:
+            current.append(job.archive_path)
+    return jobs
+
+
+def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path) -> Job:
+    """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none)."""
+    key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
+    path = settings.archive_dir() / arc.archive_name(ck.path, root)
+    needed = list(STAGES)
+    if path.exists():
+        try:
+            existing = arc.Archive(path)
+            needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
+        except arc.ArchiveError:
+            pass  # unreadable or older schema: rebuild
+    return Job(ck, path, key, needed)
+
+
+def extract_inputs(s: Settings) -> str:
+    """The settings that change what extraction records (not device, dtype or batch size, whose
+    effect is rounding): changing one re-extracts every checkpoint."""
+    return short_hash(s.layers, s.max_length, s.max_new_tokens, s.stop_strings, s.answer_match)
+
+
+def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
+    model_class = ""
+    try:
+        config = json.loads((ck.path / "config.json").read_text())
+        model_class = (config.get("architectures") or [config.get("model_type", "")])[0] or ""
+    except (OSError, ValueError):
+        pass
+    return {"step": ck.step, "checkpoint": str(ck.path.resolve()), "checkpoint_name": ck.name,
+            "model_class": model_class, "probe_count": len(probes),
+            "probe_sources": list(probes.sources)}
+
+
+def probe_table(probes: ProbeSet) -> dict:
+    """The probe set itself, stored in every archive so it reads without the config files."""
+    return {"probe_skill": np.asarray([p.skill for p in probes], dtype=object),
+            "probe_category": np.asarray([p.category for p in probes], dtype=object),
+            "prompt": np.asarray([p.prompt for p in probes], dtype=object),
+            "expected": np.asarray([p.expected for p in probes], dtype=object)}
+
+
+def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: bool = False,
+                loaded=None) -> bool:
+    """The GPU stage for one checkpoint: load, one pass over the probes, archive. True when ok.
+
+    A broken checkpoint or any error while loading or running is recorded as a failed stage
+    with its reason; the caller goes on with the next checkpoint.
+    """
+    from .extract import ExtractOptions, extract
+    from .model import load
+
+    ck = job.checkpoint
+    started = arc.now_iso()
+    t0 = time.perf_counter()
+    attrs = root_attrs(ck, probes)
+    if ck.state == "broken":
+        arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, status="failed",
+                        reason=ck.reason, started=started)
+        return False
+    lm = None
+    try:
+        lm = loaded or load(ck.path, device=settings.device, dtype=settings.dtype,
+                            trust_remote_code=settings.trust_remote_code)
+        t_load = time.perf_counter() - t0
+        bar = progress_bar(len(probes), f"extract {ck.name}", progress, unit="probe")
+        try:
+            result = extract(lm, probes, ExtractOptions.from_settings(settings), progress=bar.update)
+        finally:
+            bar.close()
+        data = {**result.to_archive(), **probe_table(probes)}
+        timings = {"load": t_load, **result.timings}
+        arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, data=data,
+                        attrs={"layers": result.layers, "n_layers": lm.n_layers, "device": str(lm.device),
+                               "dtype": str(lm.dtype).replace("torch.", ""),
+                               "answer_match": settings.answer_match},
+                        timings=timings, started=started)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # one bad checkpoint must not stop the others
+        reason = str(exc) if isinstance(exc, LearnvizError) else f"{type(exc).__name__}: {exc}"
+        arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, status="failed",
+                        reason=reason, started=started, timings={"total": time.perf_counter() - t0})
+        return False
+    finally:
+        if lm is not None and loaded is None:
+            lm.free()
+    update_history(job, settings, probes, result)
+    return True
+
+
+def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> None:
+    """Append this checkpoint's row: training metrics from trainer_state.json and accuracy."""
+    ck = job.checkpoint
+    row = {"step": ck.step, "timestamp": arc.now_iso(), "checkpoint": ck.name,
+           "probe_hash": probes.hash, **training_metrics(ck.path, ck.step),
+           "accuracy": float(np.mean(result.correct)) if len(result.correct) else None,
+           "mean_answer_logprob": float(np.mean(result.answer_logprob)) if len(result.correct) else None,
+           "skill_scores": skill_accuracy(result.correct, [p.skill for p in probes])}
+    history.append(settings.archive_dir(), row)
+
+

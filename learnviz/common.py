@@ -1,0 +1,80 @@
+"""Small helpers every layer shares: JSON cleaning, atomic file writes, short hashes, progress bars.
+
+Kept free of learnviz imports so that any module may use them without making a cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def clean_json(value: Any) -> Any:
+    """JSON-safe: numpy scalars and arrays become Python values, NaN and inf become None (JSON has
+    neither), tuples become lists, dict keys become strings."""
+    if isinstance(value, np.ndarray):
+        return clean_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def tmp_path(path: Path) -> Path:
+    """The temporary sibling a writer of `path` fills before `os.replace` (same folder, so the
+    replace is atomic; hidden, and named by the writer's pid so two writers never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) -> Path:
+    """Write a whole file so that a reader sees the old content or the new, never a mix: into a
+    temporary file in the same folder, then `os.replace`. `fsync` also survives a power cut."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
+    return write_atomic(path, json.dumps(clean_json(obj), indent=indent, allow_nan=False))
+
+
+def short_hash(*parts: Any) -> str:
+    """16 hex digits of sha256 over the JSON of `parts` (keys sorted; non-JSON values as str)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, enabled: bool, unit: str = "it"):
+    """A tqdm bar (stderr, removed when done), or a no-op with the same two methods."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)

@@ -1,0 +1,232 @@
+"""The read side: everything a reader needs from an archive folder, in one place.
+
+`learnviz status`, the figures (learnviz/plots/sources.py), the dashboard and the workers read
+through this module; none of them imports an orchestrator (pipeline, analyze, collect). It never
+writes, never locks and never loads a model.
+
+  series(dir)            archives with a successful extraction, in step order, of one probe set
+  status_rows(dir)       one StatusRow per archived checkpoint; format_status(rows) for a terminal
+  archive_accuracy(a)    overall and per-skill accuracy of one archive (memoised per file version)
+  read_analysis(a)       the typed `analysis` group (results.AnalysisResult)
+  read_geometry(a)       the typed `geometry` group (results.GeometryResult)
+  read_board(dir)        hard_example_board.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import archive as arc
+from . import history
+from .archive import SERIES_NAME, Archive, ArchiveError
+from .errors import LearnvizError
+from .results import (
+    ANALYSIS,
+    BOARD_FILE,
+    CHECKPOINT_STAGES,
+    EXTRACT,
+    GEOMETRY,
+    SERIES,
+    AnalysisResult,
+    GeometryResult,
+    stage_order,
+)
+
+__all__ = ["ANALYSIS", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
+           "HISTORY_FILE", "StatusRow", "archive_accuracy", "checkpoint_of", "chosen_steps", "extracted",
+           "format_status", "history_rows", "read_analysis", "read_board", "read_geometry", "series", "series_of",
+           "skill_accuracy", "stage_ok", "status_rows"]
+
+HISTORY_FILE = history.FILE_NAME
+
+
+def history_rows(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
+    """learning_history.jsonl merged to one row per step (of one probe set, when given)."""
+    return history.read(archive_dir, probe_hash=probe_hash)
+
+
+def stage_ok(a: Archive, stage: str) -> bool:
+    info = a.stage(stage)
+    return info is not None and info.ok
+
+
+def extracted(a: Archive) -> bool:
+    return stage_ok(a, EXTRACT)
+
+
+def series_of(archives: list[Archive], probe_hash: str | None = None) -> list[Archive]:
+    """Of `archives` (in step order), those whose extraction succeeded, all of one probe set: the
+    newest one's when `probe_hash` is None. Archives of different probe sets are never compared."""
+    done = [a for a in archives if extracted(a)]
+    if not done:
+        return []
+    wanted = probe_hash or done[-1].attrs.get("probe_hash")
+    return [a for a in done if a.attrs.get("probe_hash") == wanted]
+
+
+def series(archive_dir: str | Path, probe_hash: str | None = None) -> list[Archive]:
+    """The archived series of a folder (see `series_of`)."""
+    return series_of(arc.list_archives(archive_dir), probe_hash)
+
+
+def checkpoint_of(a: Archive) -> Path:
+    """The checkpoint folder an archive was made from, resolved (the root attribute `checkpoint`)."""
+    return Path(str(a.attrs.get("checkpoint", ""))).resolve()
+
+
+def chosen_steps(archived: list[int], which: str) -> list[int]:
+    """`--checkpoint latest|STEP|all` against the archived steps (ascending)."""
+    if which not in ("latest", "all") and not str(which).isdigit():
+        raise LearnvizError(f"--checkpoint must be latest, all or a step number, got {which!r}", field="--checkpoint")
+    if not archived or which == "all":
+        return list(archived)
+    if which == "latest":
+        return [archived[-1]]
+    if int(which) in archived:
+        return [int(which)]
+    raise LearnvizError(f"no archived checkpoint at step {which!r}", field="--checkpoint",
+                        hint=f"archived steps: {', '.join(map(str, archived))}")
+
+
+# ---------------------------------------------------------------- accuracy and status
+
+def skill_accuracy(correct: np.ndarray, skills: list[str]) -> dict[str, float]:
+    """Accuracy per skill, in first-seen order of the skills."""
+    out: dict[str, list] = {}
+    for ok, skill in zip(correct, skills):
+        out.setdefault(skill, []).append(bool(ok))
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def archive_accuracy(a: Archive) -> tuple[float | None, dict[str, float]]:
+    """Share of probes answered right, overall and per skill, of one archive ((None, {}) without a
+    successful extraction). Read once per version of the archive file (`Archive.memo`)."""
+    def compute() -> tuple[float | None, dict[str, float]]:
+        if not extracted(a):
+            return None, {}
+        data = a.read(EXTRACT, ["correct", "probe_skill"])
+        if not len(data["correct"]):
+            return None, {}
+        return float(np.mean(data["correct"])), skill_accuracy(data["correct"], list(data["probe_skill"]))
+    return a.memo("accuracy", compute)
+
+
+@dataclass
+class StatusRow:
+    step: int
+    name: str
+    stages: dict[str, str]            # stage -> ok | failed, in pipeline order
+    reason: str                       # first failure reason, if any
+    accuracy: float | None
+    skills: dict[str, float]
+
+
+def status_row(a: Archive, *, accuracy: bool = True) -> StatusRow:
+    stages = {name: a.stages[name].status for name in stage_order(a.stages)}
+    reason = next((info.reason for info in a.stages.values() if not info.ok), "")
+    acc, skills = archive_accuracy(a) if accuracy else (None, {})
+    return StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem), stages, reason, acc, skills)
+
+
+def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None) -> list[StatusRow]:
+    """One row per archived checkpoint: stage states and per-skill accuracy (`archives`: the
+    folder's listing when the caller has it already)."""
+    return [status_row(a) for a in (arc.list_archives(archive_dir) if archives is None else archives)]
+
+
+def format_status(rows: list[StatusRow]) -> str:
+    """The `learnviz status` table: one line per checkpoint, then each failure with its reason."""
+    skills = list(dict.fromkeys(s for r in rows for s in r.skills))
+    head = ["step", "checkpoint", "stages", "acc"] + skills
+    table = []
+    for r in rows:
+        stages = " ".join(f"{k}:{v}" for k, v in r.stages.items())
+        cells = [str(r.step), r.name, stages, "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
+        cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
+        table.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in table]
+    for r in rows:
+        if r.reason:
+            lines.append(f"step {r.step} ({r.name}) failed: {r.reason}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- stage results
+
+def read_analysis(a: Archive, parts: list[str] | None = None) -> AnalysisResult:
+    """The `analysis` group of `a` (every section, or just `parts` of AnalysisResult.SECTIONS).
+    Raises ArchiveError when the archive has no such group."""
+    info = a.stage(ANALYSIS)
+    if info is None:
+        raise ArchiveError(f"has no '{ANALYSIS}' stage", path=a.path, field=ANALYSIS)
+    keys = None if parts is None else [p for p in parts if p != "weights" or "weights" not in info.attrs]
+    return AnalysisResult.from_archive(a.read(ANALYSIS, keys), info.attrs)
+
+
+def read_geometry(a: Archive, layers: list[int] | None = None, elements: tuple[str, ...] | None = None
+                  ) -> GeometryResult:
+    """The `geometry` group of `a`: every layer, or `layers`; every element, or `elements` of each
+    (e.g. ("coords", "trustworthiness"): the similarity matrices are the large part)."""
+    info = a.stage(GEOMETRY)
+    if info is None:
+        raise ArchiveError(f"has no '{GEOMETRY}' stage", path=a.path, field=GEOMETRY)
+    if layers is None and elements is None:
+        return GeometryResult.from_archive(a.read(GEOMETRY), info.attrs)
+    if layers is None:
+        layers = [int(k.split("_", 1)[1]) for k in a.read_keys(GEOMETRY) if k.startswith("layer_")]
+    keys = [f"layer_{k}" if elements is None else f"layer_{k}/{x}" for k in layers for x in (elements or ("",))]
+    flat = a.read(GEOMETRY, keys, missing_ok=True)
+    data: dict[str, Any] = {}
+    for k in layers:
+        if elements is None:
+            data[f"layer_{k}"] = flat[f"layer_{k}"]
+        else:
+            data[f"layer_{k}"] = {x: flat[f"layer_{k}/{x}"] for x in elements if f"layer_{k}/{x}" in flat}
+    return GeometryResult.from_archive(data, info.attrs)
+
+
+def embeddings(a: Archive) -> dict[int, np.ndarray]:
+    """Pooled embeddings per layer, (n_probes, hidden) float16, of a successful extraction."""
+    emb = a.read(EXTRACT, ["embeddings"])["embeddings"]
+    return {int(k.split("_", 1)[1]): v for k, v in emb.items()}
+
+
+def extract_layers(a: Archive) -> tuple[list[int], int]:
+    """(the pooled layers, the model's number of layers) from the extract stage's attributes."""
+    attrs = a.stage(EXTRACT).attrs
+    layers = attrs.get("layers", "[]")
+    layers = json.loads(layers) if isinstance(layers, str) else list(layers)
+    return [int(k) for k in layers], int(attrs.get("n_layers", 0) or 0)
+
+
+def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, Any] | None:
+    """hard_example_board.json, or None when absent. Unreadable: None, or with `strict` a
+    LearnvizError naming the file."""
+    path = Path(archive_dir) / BOARD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise LearnvizError(f"is not valid JSON ({exc})", path=path,
+                                hint="`learnviz analyze --force` rewrites it") from None
+        return None
+    if not isinstance(data, dict):
+        if strict:
+            raise LearnvizError("is not a JSON object", path=path, hint="`learnviz analyze --force` rewrites it")
+        return None
+    return data
+
+
+def open_series_archive(archive_dir: str | Path) -> Archive | None:
+    """series.h5 of the folder, None when absent."""
+    path = Path(archive_dir) / SERIES_NAME
+    return Archive(path) if path.exists() else None
