@@ -14,11 +14,15 @@ nothing when the result is current, and records a failure in the archive instead
 
 from __future__ import annotations
 
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+from filelock import FileLock, Timeout
 
 from . import analyze as an
 from . import archive as arc
@@ -34,6 +38,7 @@ from .settings import Settings
 FIGURES = "figures"
 STAGES = (EXTRACT, ANALYSIS, GEOMETRY, SERIES, FIGURES)
 CPU_STAGES = (ANALYSIS, GEOMETRY, SERIES)
+RUN_LOCK = "run.lock"
 
 
 @dataclass
@@ -83,6 +88,48 @@ def load_probes(settings: Settings) -> ProbeSet:
 def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = STAGES, force: bool = False,
            figures: Figures | None = None, require_checkpoints: bool = False, progress: bool = True,
            probes: ProbeSet | None = None) -> RunReport:
+    """Bring a run up to date (see `_update`), holding the run's lock: a second `learnviz run` (or
+    analyze, radar, ...) on the same archive folder waits for the first, then finds its work done,
+    instead of doing every stage twice."""
+    chosen_steps([], which)            # a malformed choice is an error before any work
+    if require_checkpoints:
+        collect.checkpoint_root(settings)
+    with run_lock(settings.archive_dir()):
+        return _update(settings, which=which, stages=stages, force=force, figures=figures,
+                       require_checkpoints=require_checkpoints, progress=progress, probes=probes)
+
+
+@contextmanager
+def run_lock(archive_dir: Path, *, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """The lock of one archive folder's writers (a lock file under <archive>/.locks/). Another
+    holder makes this wait, after saying who holds it (`on_wait`, default: a line on stderr)."""
+    lock_dir = Path(archive_dir) / arc.LOCK_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock, holder = FileLock(str(lock_dir / RUN_LOCK)), lock_dir / (RUN_LOCK + ".holder")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = holder.read_text(encoding="utf-8").strip()
+        except OSError:
+            who = "another process"
+        (on_wait or _say)(f"learnviz: waiting for {who} to finish updating {archive_dir}")
+        lock.acquire()
+    try:
+        holder.write_text(f"{arc.worker_id()} (since {arc.now_iso()})", encoding="utf-8")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = STAGES, force: bool = False,
+            figures: Figures | None = None, require_checkpoints: bool = False, progress: bool = True,
+            probes: ProbeSet | None = None) -> RunReport:
     """Bring a run up to date for a choice of checkpoints and stages.
 
     `which`: "all", "latest" or a step number. "latest" is the newest checkpoint on disk unless an
@@ -95,7 +142,6 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
     """
     t0 = time.perf_counter()
     report = RunReport()
-    chosen_steps([], which)            # a malformed choice is an error before any work
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
         _extract(settings, which, report, progress=progress, probes=probes)
     archived = [a.step for a in series(settings.archive_dir())]

@@ -160,7 +160,10 @@ def calibration_data(run: Run) -> dict:
 
 
 def board_data(run: Run) -> dict:
-    board = ro.read_board(run.dir, strict=True)    # a bad file fails this figure; the others go on
+    try:
+        board = ro.read_board(run.dir, strict=True)
+    except LearnvizError as exc:     # a bad file fails this figure (ValueError); the others go on
+        raise ValueError(str(exc)) from None
     return {"board": board if board is not None else {"steps": [], "examples": []}}
 
 
