@@ -7,13 +7,14 @@ dashboard that a few people look at; it binds 127.0.0.1 unless --host says other
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import sys
 
 from learnviz.errors import LearnvizError
-from learnviz.flags import FORMATTER, add_paths, examples, settings_from
-from learnviz.settings import Settings
+from learnviz.flags import FORMATTER, SETTING_FLAGS, add_paths, examples
+from learnviz.settings import Settings, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -22,7 +23,11 @@ Serve the dashboard of a run's archive folder: the run at a glance (checkpoints,
 accuracy, ECE, failed stages with their reasons) over the figures of <archive>/visualizations/,
 a status table, the hard-example board, a page per checkpoint, and a JSON API under /api/.
 It only reads the archive folder, and the page reloads itself when a checkpoint is archived.
-It listens on 127.0.0.1 (this machine only) unless --host says otherwise."""
+It listens on 127.0.0.1 (this machine only) unless --host says otherwise, and answers only
+to localhost, 127.0.0.1, ::1 and the address it listens on (listening on 0.0.0.0 or ::, also to
+any IP address and this machine's host name): a request for another host name gets 400, so that
+no web page can read it by pointing a name of its own at this machine (DNS rebinding). Allow
+more names with --allow-host NAME or the dashboard_allowed_hosts setting."""
 
 
 def register(sub) -> None:
@@ -36,11 +41,20 @@ def register(sub) -> None:
                         "only; 0.0.0.0 for every interface, e.g. inside a container)")
     p.add_argument("--port", dest="dashboard_port", type=int, metavar="N",
                    help="port (default: the dashboard_port setting, 5000; 0: any free port)")
+    p.add_argument("--allow-host", dest="dashboard_allowed_hosts", action="append", metavar="NAME",
+                   help="also answer to requests for this host name, e.g. the name of a proxy in front "
+                        "(repeatable; replaces the dashboard_allowed_hosts setting; '*': any name)")
     p.set_defaults(handler=cmd_serve)
 
 
+def serve_settings(args) -> Settings:
+    """learnviz.flags.settings_from, with --allow-host too (until SETTING_FLAGS lists it)."""
+    overrides = {k: getattr(args, k) for k in (*SETTING_FLAGS, "dashboard_allowed_hosts") if hasattr(args, k)}
+    return load_settings(getattr(args, "config", None), overrides)
+
+
 def cmd_serve(args) -> int:
-    settings = settings_from(args)
+    settings = serve_settings(args)
     return serve(settings, host=settings.dashboard_host, port=settings.dashboard_port, quiet=args.quiet)
 
 
@@ -71,7 +85,7 @@ def make_dashboard_server(settings: Settings, *, host: str = DEFAULT_HOST, port:
 
     from . import create_app
 
-    app = create_app(settings)
+    app = create_app(dataclasses.replace(settings, dashboard_host=host))   # the Host check knows the address
     if port is None:
         try:
             sock = _listen(host, DEFAULT_PORT)
@@ -85,6 +99,15 @@ def make_dashboard_server(settings: Settings, *, host: str = DEFAULT_HOST, port:
         sock.close()   # the server holds its own duplicate of the descriptor
 
 
+def hosts_text(config) -> str:
+    """The Host names an app answers to, in words."""
+    from . import ADDRESSES_KEY, HOSTS_KEY
+    names = config[HOSTS_KEY]
+    if "*" in names:
+        return "every host name"
+    return ", ".join(names) + (" and every IP address" if config[ADDRESSES_KEY] else "")
+
+
 def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int | None = None, quiet: bool = False) -> int:
     """Serve the dashboard until Ctrl-C (then return 0). The demo's `learnviz.serve` hook."""
     server = make_dashboard_server(settings, host=host, port=port)
@@ -96,6 +119,8 @@ def serve(settings: Settings, *, host: str = DEFAULT_HOST, port: int | None = No
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"  listening on {host}: anyone who can reach this machine can read the archive; "
               "put a proxy with authentication in front before you publish it", file=sys.stderr, flush=True)
+        print(f"  it answers to {hosts_text(server.app.config)}; other host names get 400 "
+              "(--allow-host NAME)", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

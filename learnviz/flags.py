@@ -26,7 +26,7 @@ def examples(*lines: str, epilog: str = EPILOG) -> str:
 SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
                  "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
                  "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency", "dashboard_host",
-                 "dashboard_port")
+                 "dashboard_port", "dashboard_allowed_hosts")
 
 
 def add_paths(p: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:

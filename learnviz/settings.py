@@ -118,6 +118,12 @@ class Settings:
     dashboard_host: str = _f("127.0.0.1", "Address `learnviz serve` listens on: 127.0.0.1 is this "
                                           "machine only; 0.0.0.0 every interface (containers).")
     dashboard_port: int = _f(5000, "Port of `learnviz serve` (0: any free port).")
+    dashboard_allowed_hosts: list[str] = _f([], "Host names the dashboard answers to besides localhost, "
+                                                "127.0.0.1, ::1 and the address it listens on; a request "
+                                                "for any other name gets 400 (a guard against DNS "
+                                                "rebinding). Listening on 0.0.0.0 or ::, it also answers "
+                                                "to every IP address and this machine's host name. '*': "
+                                                "any name. `learnviz serve --allow-host NAME`.")
 
     # --- pipeline ---
     worker_name: str | None = _f(None, "Name recorded in each archive stage as the worker that ran it (with the "

@@ -1,8 +1,10 @@
 """`learnviz worker`, `learnviz beat`, `learnviz submit`: the distributed mode's commands.
 
-`worker` and `beat` are thin wrappers: they check the settings, pass the flags on as LEARNVIZ_*
-variables and replace themselves with `python -m celery -A workers ...`, so signals (Ctrl-C,
-docker stop) reach Celery directly. Registered through the `learnviz.commands` entry point.
+`worker` and `beat` are thin wrappers: they check the settings, connect to the broker once (a
+wrong password, host or port is a one-line error and exit status 2, not a Celery that retries for
+ever), pass the flags on as LEARNVIZ_* variables and replace themselves with
+`python -m celery -A workers ...`, so signals (Ctrl-C, docker stop) reach Celery directly.
+Registered through the `learnviz.commands` entry point.
 """
 
 from __future__ import annotations
@@ -123,6 +125,41 @@ def beat_argv(args) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers", "beat", "--loglevel", args.loglevel]
 
 
+_SOURCES = {"command line": "--broker", "environment": "LEARNVIZ_BROKER_URL"}
+_FIXES = {
+    "auth": "give the right password in LEARNVIZ_REDIS_PASSWORD or in the URL of --broker / LEARNVIZ_BROKER_URL",
+    "refused": "is Redis running there? start it, or point --broker / LEARNVIZ_BROKER_URL at the right host:port",
+    "unknown-host": "check the host name in --broker / LEARNVIZ_BROKER_URL",
+    "timeout": "is the host up and the port open to this machine? check --broker / LEARNVIZ_BROKER_URL",
+}
+
+
+def broker_error(settings, problem, *, field: str = "broker_url") -> LearnvizError:
+    """The one-line error of a broker that cannot be used: the URL (password redacted), what went
+    wrong, where the URL came from and what to do."""
+    source = settings.sources.get(field)
+    hint = _FIXES.get(problem.kind, "check --broker / LEARNVIZ_BROKER_URL and LEARNVIZ_REDIS_PASSWORD")
+    if field == "broker_url":
+        source = _SOURCES.get(source, source)
+    else:                              # a result backend of its own: no flag, its own variable
+        hint = hint.replace("--broker / LEARNVIZ_BROKER_URL", "LEARNVIZ_RESULT_BACKEND")
+        source = "LEARNVIZ_RESULT_BACKEND" if source == "environment" else source
+    return LearnvizError(problem.message, field=field, hint=f"{hint}; the URL came from {source or 'the default'}")
+
+
+def check_broker(settings) -> None:
+    """Connect to the broker (and a result backend of its own) once, before Celery starts: a wrong
+    password, an unknown host or a Redis that is not running is a LearnvizError (exit status 2)."""
+    from .dispatch import broker_problem, broker_url, result_url
+    checks = [("broker_url", broker_url(settings))]
+    if result_url(settings) != checks[0][1]:
+        checks.append(("result_backend", result_url(settings)))
+    for field, url in checks:
+        problem = broker_problem(url, role="broker" if field == "broker_url" else "result backend")
+        if problem is not None:
+            raise broker_error(settings, problem, field=field)
+
+
 def _exec(argv: list[str], env: dict[str, str]) -> int:
     print("learnviz: exec " + " ".join(argv[1:]), file=sys.stderr, flush=True)
     os.execvpe(argv[0], argv, env)
@@ -133,7 +170,9 @@ def cmd_worker(args) -> int:
     settings = settings_from(args)
     from .celery import celery_config
     celery_config(settings)            # bad settings fail here, with the field named, not in Celery
-    return _exec(worker_argv(args, settings), celery_env(args, settings))
+    argv = worker_argv(args, settings)
+    check_broker(settings)             # and a broker it cannot use, before Celery retries it for ever
+    return _exec(argv, celery_env(args, settings))
 
 
 def cmd_beat(args) -> int:
@@ -141,6 +180,7 @@ def cmd_beat(args) -> int:
     from .celery import celery_config
     celery_config(settings)
     settings.archive_dir()             # the scan needs to know where the archives are
+    check_broker(settings)
     return _exec(beat_argv(args), celery_env(args, settings))
 
 
@@ -148,7 +188,7 @@ def cmd_submit(args) -> int:
     import redis.exceptions
 
     from .celery import make_app
-    from .dispatch import Dispatcher, broker_url, checkpoint_id, redact
+    from .dispatch import Dispatcher, broker_url, checkpoint_id, describe_broker_error
 
     settings = settings_from(args)
     path = Path(args.checkpoint_dir)
@@ -159,8 +199,7 @@ def cmd_submit(args) -> int:
         task_id = dispatch.send_stage(args.stage, path, force=args.force)
         existing = None if task_id else dispatch.queued(args.stage, path)
     except (redis.exceptions.RedisError, OSError) as exc:
-        raise LearnvizError(f"cannot reach the broker: {exc}", field="broker_url",
-                            hint=f"is Redis running at {redact(broker_url(settings))}? pass --broker URL") from None
+        raise broker_error(settings, describe_broker_error(exc, broker_url(settings))) from None
     if task_id:
         print(f"sent {args.stage} of {checkpoint_id(path)}: task {task_id}")
     else:

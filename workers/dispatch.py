@@ -21,15 +21,17 @@ queues (give each its own database, redis://host:6379/1, /2, ...).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import socket
 import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from learnviz.results import ANALYSIS, EXTRACT
@@ -74,6 +76,85 @@ def redact(url: str) -> str:
         return url
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(
         f":{parts.password}@", ":***@")))
+
+
+BROKER_CHECK_TIMEOUT = 5.0   # seconds to connect, and then to answer, in `broker_problem`
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerProblem:
+    """Why a Redis URL cannot be used, in words fit for a log line (the password never in them).
+
+    kind: "auth" (password refused or missing), "refused" (nothing listens), "unknown-host",
+    "timeout", or "other" (not Redis, a bad URL, a database out of range, TLS, ...)."""
+    kind: str
+    message: str
+
+
+def _where(parts: urllib.parse.SplitResult) -> str:
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_broker_error(exc: BaseException, url: str, *, timeout: float = BROKER_CHECK_TIMEOUT,
+                          role: str = "broker") -> BrokerProblem:
+    """What an exception met while talking to the Redis at `url` (the `role`: broker or result
+    backend) means, for someone who must fix it."""
+    parts = urllib.parse.urlsplit(url)
+    shown, where = redact(url), _where(parts)
+    chain, cause = [], exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+
+    def caused_by(*types) -> bool:
+        return any(isinstance(c, types) for c in chain)
+
+    detail = str(exc)
+    for secret in {parts.password, urllib.parse.unquote(parts.password or "")} - {None, ""}:
+        detail = detail.replace(secret, "***")
+    if isinstance(exc, redis.exceptions.AuthenticationError) or detail.startswith(("NOAUTH", "WRONGPASS")):
+        if parts.password is None:
+            return BrokerProblem("auth", f"the {role} {shown} asks for a password and none was given (NOAUTH)")
+        what = "wrong user name or password" if parts.username else "wrong password"
+        return BrokerProblem("auth", f"the {role} {shown} refused the password: {what} (AUTH failed)")
+    if caused_by(ConnectionRefusedError):
+        return BrokerProblem("refused", f"cannot reach the {role} {shown}: nothing listens at {where} "
+                                        "(connection refused)")
+    if caused_by(socket.gaierror):
+        return BrokerProblem("unknown-host", f"cannot reach the {role} {shown}: unknown host "
+                                             f"{parts.hostname or 'localhost'!r} (the name does not resolve)")
+    if caused_by(redis.exceptions.TimeoutError, socket.timeout):
+        return BrokerProblem("timeout", f"cannot reach the {role} {shown}: no answer from {where} "
+                                        f"within {timeout:g} s")
+    if isinstance(exc, redis.exceptions.InvalidResponse):
+        return BrokerProblem("other", f"cannot use the {role} {shown}: what answers at {where} is not Redis "
+                                      f"({detail})")
+    if isinstance(exc, (ValueError, TypeError)):
+        return BrokerProblem("other", f"cannot use the {role} {shown}: not a Redis URL redis-py can use ({detail})")
+    return BrokerProblem("other", f"cannot use the {role} {shown}: {detail}")
+
+
+def broker_problem(url: str, *, timeout: float = BROKER_CHECK_TIMEOUT, role: str = "broker") -> BrokerProblem | None:
+    """Connect to the Redis at `url` once (no retries, `timeout` s) and PING it: None when it answers
+    to these credentials (or is loading its data, which Celery waits for), else what went wrong."""
+    client = None
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                      retry=Retry(NoBackoff(), 0))
+        client.ping()
+    except redis.exceptions.BusyLoadingError:
+        return None
+    except (redis.exceptions.RedisError, OSError, ValueError, TypeError) as exc:
+        return describe_broker_error(exc, url, timeout=timeout, role=role)
+    finally:
+        if client is not None:
+            client.close()
+    return None
 
 
 def checkpoint_id(checkpoint: str | os.PathLike) -> str:
