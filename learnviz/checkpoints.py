@@ -8,12 +8,17 @@ with a config.json and weights. Its step comes from the name, else from trainer_
               picked up by a later scan
   broken      settled but unreadable (a truncated or corrupt safetensors file, a bad config.json):
               recorded as failed with the reason, so the others go on
+
+Nothing here trusts a file's own claims about its size: a safetensors header length is checked
+against the file before anything is read or allocated, and `fingerprint` never raises (a broken
+checkpoint still needs a key, so that its failure is recorded once and retried when it changes).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 import time
@@ -29,6 +34,10 @@ WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 SAMPLE_BLOCKS = 16       # data blocks hashed into the fingerprint per weight file
 SAMPLE_BLOCK_SIZE = 4096
+MAX_HEADER_BYTES = 100_000_000   # the safetensors format's own limit on a header
+# The files a tokenizer loads from (AutoTokenizer); any of them changing changes the token ids.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt")
 
 
 @dataclass
@@ -124,8 +133,8 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
     if not settled:
         return _mark(ck, "incomplete", f"files changed {now - newest:.1f}s ago (settle time {settle_seconds}s)")
     try:
-        json.loads((path / "config.json").read_text())
-    except ValueError as exc:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
         return _mark(ck, "broken", f"config.json is not valid JSON: {exc}")
     for w in weights:
         problem = safetensors_problem(w)
@@ -147,29 +156,43 @@ def weight_files(path: Path) -> list[Path] | None:
     index = path / "model.safetensors.index.json"
     if index.exists():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError):
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            return [path / s for s in shards]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return [index]  # unreadable index: safetensors_problem reports it
-        return [path / s for s in shards]
     return None
 
 
 def read_safetensors_header(path: Path) -> tuple[dict, int]:
     """(header dict, header length). Raises ValueError when the header cannot be read."""
     with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise ValueError("shorter than the 8-byte header length")
-        (n,) = struct.unpack("<Q", raw)
-        if n > 100_000_000:
-            raise ValueError(f"header length {n} is implausible")
+        n = _header_length(fh)
         blob = fh.read(n)
-        if len(blob) < n:
-            raise ValueError("ends inside its header")
     try:
-        return json.loads(blob), n
-    except ValueError as exc:
+        header = json.loads(blob)
+    except ValueError as exc:   # UnicodeDecodeError included
         raise ValueError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"header is a JSON {type(header).__name__}, not an object")
+    return header, n
+
+
+def _header_length(fh) -> int:
+    """The header length of a safetensors file open at its start, checked against the file's size.
+
+    A crashed save or an overwritten file can hold any 8 bytes there: reading as many bytes as
+    they say would allocate gigabytes (MemoryError) instead of reporting the file. ValueError.
+    """
+    size = os.fstat(fh.fileno()).st_size
+    raw = fh.read(8)
+    if len(raw) < 8:
+        raise ValueError(f"the file has {size} bytes, fewer than the 8-byte header length (a crashed save?)")
+    (n,) = struct.unpack("<Q", raw)
+    if n > MAX_HEADER_BYTES:
+        raise ValueError(f"header length {n} is implausible (the file's first 8 bytes are not a length)")
+    if 8 + n > size:
+        raise ValueError(f"header length {n} runs past the end of the file ({size} bytes)")
+    return n
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -196,23 +219,64 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 def fingerprint(ck: Checkpoint) -> str:
-    """A hash of config.json and each weight file's size, header and 16 sampled data blocks.
+    """A hash of config.json, the tokenizer files, and each weight file's size, header and 16
+    sampled data blocks.
 
     Headers alone would not change when training rewrites the same shapes with new values; the
-    sampled blocks do, at the cost of 64 KiB read per file rather than the whole file.
+    sampled blocks do, at the cost of 64 KiB read per file rather than the whole file. The
+    tokenizer files are part of it so that a checkpoint whose tokenizer was missing (or changed)
+    is extracted again once it is back. Never raises: a file that cannot be parsed is hashed by
+    what can be read of it, so a broken checkpoint gets a key like any other.
     """
     h = hashlib.sha256()
-    h.update((ck.path / "config.json").read_bytes())
+    h.update(_read_or_mark(ck.path / "config.json"))
     for w in ck.weight_files:
+        _hash_weight_file(h, w)
+    h.update(tokenizer_hash(ck.path).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_or_mark(f: Path) -> bytes:
+    try:
+        return f.read_bytes()
+    except OSError as exc:
+        return f"unreadable {f.name}: {type(exc).__name__}".encode()
+
+
+def _hash_weight_file(h, w: Path) -> None:
+    """Size, header and sampled data blocks of one weight file into `h`. Without a valid header
+    (corrupt, truncated, or a shard index that is no index) the blocks are sampled over the whole
+    file: the first one holds its first bytes."""
+    try:
         size = w.stat().st_size
-        h.update(f"{w.name}:{size}".encode())
+    except OSError as exc:
+        h.update(f"{w.name}:unreadable {type(exc).__name__}".encode())
+        return
+    h.update(f"{w.name}:{size}".encode())
+    try:
         with open(w, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            h.update(fh.read(n))
-            data_start, data_len = 8 + n, size - 8 - n
+            try:
+                data_start = 8 + _header_length(fh)
+            except ValueError:
+                data_start = 0
+            fh.seek(0)
+            h.update(fh.read(data_start))   # length and header: at most the file, checked above
+            data_len = size - data_start
             for i in range(SAMPLE_BLOCKS):
                 fh.seek(data_start + (data_len * i) // SAMPLE_BLOCKS)
                 h.update(fh.read(SAMPLE_BLOCK_SIZE))
+    except OSError as exc:
+        h.update(f"unreadable {type(exc).__name__}".encode())
+
+
+def tokenizer_hash(path: Path) -> str:
+    """A hash of a checkpoint's tokenizer files (TOKENIZER_FILES, those present): equal hashes
+    tokenize alike, and the hash changes when a file appears, disappears or changes."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = path / name
+        if f.is_file():
+            h.update(name.encode() + b"\0" + _read_or_mark(f))
     return h.hexdigest()[:16]
 
 

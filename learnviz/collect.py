@@ -48,9 +48,12 @@ def checkpoint_root(settings: Settings) -> Path:
 
 
 def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None,
-         current: list | None = None) -> list[Job]:
+         current: list | None = None, refused: list | None = None, damaged: list | None = None) -> list[Job]:
     """Every complete or broken checkpoint with the stages its archive lacks, oldest first. The
-    incomplete checkpoints (path, reason) and the archives that are current go to the lists given."""
+    incomplete checkpoints (path, reason) and the archives that are current go to the lists given;
+    so do the checkpoints whose archive another learnviz wrote, which are never overwritten
+    (`refused`: (checkpoint, reason)), and the damaged archives that must be moved aside before
+    their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed)."""
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     jobs = []
@@ -59,7 +62,12 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
             if incomplete is not None:
                 incomplete.append((ck.path, ck.reason))
             continue
-        job = job_for(ck, settings, probes, root)
+        try:
+            job = job_for(ck, settings, probes, root, damaged=damaged)
+        except arc.ForeignArchiveError as exc:   # one such archive must not stop the others
+            if refused is not None:
+                refused.append((ck, str(exc)))
+            continue
         if job.stages:
             jobs.append(job)
         elif current is not None:
@@ -67,8 +75,14 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     return jobs
 
 
-def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path) -> Job:
-    """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none)."""
+def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
+            damaged: list | None = None) -> Job:
+    """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none).
+
+    An archive this learnviz cannot read is never overwritten: one of another schema_version or an
+    unknown encoding raises archive.ForeignArchiveError (it may hold all there is of that
+    checkpoint); a damaged one needs every stage and goes to `damaged` as (path, reason), for the
+    caller to move it aside (`archive.set_aside`) and say so before rebuilding it."""
     key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
     path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
@@ -76,8 +90,11 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path) ->
         try:
             existing = arc.Archive(path)
             needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
-        except arc.ArchiveError:
-            pass  # unreadable or older schema: rebuild
+        except arc.ForeignArchiveError:
+            raise
+        except arc.ArchiveError as exc:
+            if damaged is not None and path.exists():
+                damaged.append((path, str(exc)))
     return Job(ck, path, key, needed)
 
 
@@ -137,11 +154,13 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
             bar.close()
         data = {**result.to_archive(), **probe_table(probes)}
         timings = {"load": t_load, **result.timings}
+        # probes that failed alone (an answer longer than the model's context) are named in the
+        # reason of a stage that is still ok: the other probes' results are archived
         arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, data=data,
                         attrs={"layers": result.layers, "n_layers": lm.n_layers, "device": str(lm.device),
                                "dtype": str(lm.dtype).replace("torch.", ""),
                                "answer_match": settings.answer_match},
-                        timings=timings, started=started)
+                        reason=result.reason, timings=timings, started=started)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # one bad checkpoint must not stop the others

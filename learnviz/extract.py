@@ -16,6 +16,13 @@ only for the last max(answer)+1 positions (`logits_to_keep`), the full-vocabular
 taken a few rows at a time. The greedy answer costs no extra forward when the model reproduces
 the expected answer (greedy decoding then IS the teacher-forced argmax path); only probes that
 depart from it are continued greedily from the first departing token, batched, with a KV cache.
+
+Length: prompt + answer take at most `max_length` tokens and, past it, at most the model's
+positions less one (the greedy answer's first token after the answer). A longer prompt loses
+tokens on the left (`truncated`), and a greedy answer ends at the model's last position. A probe
+whose answer alone does not fit the model is recorded as failed (`failed`, its id and why in
+`failures`): its row holds the answer tokens that fit, after one prompt token, and no greedy
+answer; the other probes are recorded as usual.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ class ExtractResult:
     prompt_tokens: np.ndarray             # (n,) int32 prompt length in tokens (after truncation)
     truncated: np.ndarray                 # (n,) bool prompt lost tokens on the left
     timings: dict[str, float] = field(default_factory=dict)
+    # (n,) bool: the answer alone does not fit the model, so the row holds only the answer tokens
+    # that fit and no greedy answer (never correct). None when read from an archive older than it.
+    failed: np.ndarray | None = None
+    # probe id -> why it failed; archived as the stage's `reason`, not read back by from_archive
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """The failed probes and why, for the stage's `reason` ("" when none failed)."""
+        return "; ".join(f"probe {pid!r}: {why}" for pid, why in self.failures.items())
 
     @property
     def token_is_argmax(self) -> Ragged:
@@ -87,6 +104,8 @@ class ExtractResult:
             "greedy_answer": np.asarray(self.greedy_answer, dtype=object), "correct": self.correct,
             "prompt_tokens": self.prompt_tokens, "truncated": self.truncated,
         }
+        if self.failed is not None:
+            data["failed"] = self.failed
         return data
 
     @classmethod
@@ -102,7 +121,7 @@ class ExtractResult:
             stop_prob=data["stop_prob"], first_divergence=data["first_divergence"],
             greedy_answer=list(data["greedy_answer"]), correct=data["correct"],
             prompt_tokens=data["prompt_tokens"], truncated=data["truncated"],
-            timings=attrs.get("timings", {}))
+            timings=attrs.get("timings", {}), failed=data.get("failed"))
 
 
 def normalize_answer(text: str) -> str:
@@ -190,24 +209,60 @@ def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
     return ids.to(device), mask.to(device), pos.to(device)
 
 
-def encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int):
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a probe set against one model: `rows` (prompt ids, answer ids, truncated) per
+    probe, and `failed`, probe index -> why its answer does not fit the model."""
+    rows: list[tuple[list[int], list[int], bool]]
+    failed: dict[int, str]
+
+
+def encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int) -> list[tuple[list[int], list[int], bool]]:
     """Token ids for every probe: (prompt ids, answer ids, truncated) with prompts cut on the left."""
+    return encode_fitted(lm, probes, max_length).rows
+
+
+def encode_fitted(lm: LoadedModel, probes: ProbeSet, max_length: int) -> Encoded:
+    """`encode_all` with the probes whose answer does not fit the model (see `fit`)."""
+    positions = lm.max_positions
     if lm.tokenizer_key:
-        return _cached(("encode", lm.tokenizer_key, probes.hash, max_length),
-                       lambda: _encode_all(lm, probes, max_length))
-    return _encode_all(lm, probes, max_length)
+        return _cached(("encode", lm.tokenizer_key, probes.hash, max_length, positions),
+                       lambda: _encode_all(lm, probes, max_length, positions))
+    return _encode_all(lm, probes, max_length, positions)
 
 
-def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int):
-    out = []
+def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int, positions: int | None) -> Encoded:
+    rows, failed = [], {}
     pairs = encode_probes(lm.tokenizer, [p.prompt for p in probes], [p.expected for p in probes])
-    for prompt_ids, answer_ids in pairs:
-        truncated = False
-        room = max_length - len(answer_ids)
-        if len(prompt_ids) > room:
-            prompt_ids, truncated = prompt_ids[-max(1, room):], True
-        out.append((prompt_ids, answer_ids, truncated))
-    return out
+    for i, (prompt_ids, answer_ids) in enumerate(pairs):
+        row, why = fit(prompt_ids, answer_ids, max_length, positions)
+        rows.append(row)
+        if why:
+            failed[i] = why
+    return Encoded(rows, failed)
+
+
+def fit(prompt_ids: list[int], answer_ids: list[int], max_length: int,
+        positions: int | None) -> tuple[tuple[list[int], list[int], bool], str]:
+    """((prompt ids, answer ids, truncated), why it failed or "") of one probe.
+
+    `max_length` bounds prompt + answer softly: a prompt keeps at least one token (the first
+    answer token is predicted from it). The model's `positions` bound them hard, less one: when
+    the model repeats the answer and does not stop, greedy decoding feeds one token after it.
+    When not even one prompt token fits, the probe fails: it keeps one prompt token and the
+    answer tokens that fit, and is not decoded.
+    """
+    a = len(answer_ids)
+    room = max(1, max_length - a)
+    if positions is not None:
+        room = min(room, positions - a - 1)
+    if room >= 1:
+        if len(prompt_ids) <= room:
+            return (prompt_ids, answer_ids, False), ""
+        return (prompt_ids[-room:], answer_ids, True), ""
+    why = (f"its answer is {a} tokens and needs {a + 2} positions (one prompt token before it, one greedy "
+           f"token after it); the model has {positions}")
+    return (prompt_ids[-1:], answer_ids[: max(1, positions - 1)], len(prompt_ids) > 1), why
 
 
 def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -226,12 +281,13 @@ def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = Non
     opts = opts or ExtractOptions()
     t_start = time.perf_counter()
     layers = resolve_layers(opts.layers, lm.n_layers)
-    encoded = encode_all(lm, probes, opts.max_length)
+    fitted = encode_fitted(lm, probes, opts.max_length)
+    encoded = fitted.rows
     stop_ids = stop_token_ids(lm, opts.stop_strings).to(lm.device)
     t_tok = time.perf_counter()
 
     found = _Collected(len(encoded))
-    greedy = _Greedy(lm, encoded, stop_ids, opts)
+    greedy = _Greedy(lm, encoded, stop_ids, opts, frozenset(fitted.failed))
     hooks = _PoolHooks(lm, layers)
     try:
         for idx in batches([len(p) + len(a) for p, a, _ in encoded], opts.batch_size):
@@ -246,7 +302,7 @@ def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = Non
     t_end = time.perf_counter()
     timings = {"tokenize": t_tok - t_start, "forward": found.t_forward, "softmax": found.t_softmax,
                "greedy": t_end - t_greedy0 + greedy.seconds, "total": t_end - t_start}
-    return _result(lm, probes, encoded, layers, found, (answers, correct, divergence), timings)
+    return _result(lm, probes, fitted, layers, found, (answers, correct, divergence), timings)
 
 
 @dataclass
@@ -339,11 +395,15 @@ def _answer_stats(logits: torch.Tensor, a_len: torch.Tensor, targets: torch.Tens
     return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
 
 
-def _result(lm: LoadedModel, probes: ProbeSet, encoded: list, layers: list[int], found: _Collected,
+def _result(lm: LoadedModel, probes: ProbeSet, fitted: Encoded, layers: list[int], found: _Collected,
             decoded: tuple, timings: dict[str, float]) -> ExtractResult:
     """The per-probe rows packed as ragged arrays, with the answer-level sums and confidences."""
     answers, correct, divergence = decoded
+    encoded = fitted.rows
     n = len(encoded)
+    failed = np.zeros(n, dtype=bool)
+    failed[list(fitted.failed)] = True
+    correct = correct & ~failed     # an answer that was never decoded is not right
     answer_rows = [e[1] for e in encoded]
     vocab_text = {t: lm.tokenizer.decode([t]) for t in {t for row in answer_rows for t in row}}
     text_rows = [[vocab_text[t] for t in row] for row in answer_rows]
@@ -361,7 +421,8 @@ def _result(lm: LoadedModel, probes: ProbeSet, encoded: list, layers: list[int],
         stop_prob=found.stop_prob, first_divergence=divergence, greedy_answer=answers, correct=correct,
         prompt_tokens=np.array([len(e[0]) for e in encoded], dtype=np.int32),
         truncated=np.array([e[2] for e in encoded], dtype=bool),
-        timings=timings,
+        timings=timings, failed=failed,
+        failures={probes.probes[i].id: why for i, why in sorted(fitted.failed.items())},
     )
 
 
@@ -403,8 +464,11 @@ class _Greedy:
 
     MAX_CACHE_BYTES = 1 << 30  # pending caches kept before decoding them (bounds GPU memory)
 
-    def __init__(self, lm: LoadedModel, encoded, stop_ids: torch.Tensor, opts: ExtractOptions):
+    def __init__(self, lm: LoadedModel, encoded, stop_ids: torch.Tensor, opts: ExtractOptions,
+                 failed: frozenset[int] = frozenset()):
         self.lm, self.encoded, self.opts = lm, encoded, opts
+        self.failed = failed   # probes whose answer does not fit the model: no room to decode
+        self.positions = lm.max_positions
         self.stop_ids = stop_ids
         self.stop_set = set(stop_ids.tolist())
         n = len(encoded)
@@ -426,6 +490,9 @@ class _Greedy:
         for r, i in enumerate(idx):
             p_ids, a_ids, _ = self.encoded[i]
             a = len(a_ids)
+            if i in self.failed:
+                self.answers[i], self.divergence[i] = [], 0
+                continue
             mism = np.nonzero(argmax[r, :a] != np.asarray(a_ids))[0]
             if len(mism):
                 d = int(mism[0])
@@ -440,7 +507,7 @@ class _Greedy:
             if so_far[-1] in self.stop_set:
                 self.answers[i] = so_far[:-1]
                 continue
-            row = _Row(i, so_far, answer_budget(a, self.opts.max_new_tokens), len(p_ids) + d)
+            row = _Row(i, so_far, self.budget(len(p_ids), a), len(p_ids) + d)
             starts.append((r, row, d))
         if starts and kv_layers is not None:
             sel = torch.tensor([r for r, _, _ in starts], device=mask.device)
@@ -459,6 +526,14 @@ class _Greedy:
         if self.pending_bytes > self.MAX_CACHE_BYTES:
             self._flush()
         self.seconds += time.perf_counter() - t0
+
+    def budget(self, prompt_tokens: int, answer_tokens: int) -> int:
+        """`answer_budget`, ending at the model's last position: the k-th answer token is fed at
+        position prompt + k - 1, so an answer of n tokens feeds positions up to prompt + n - 2."""
+        budget = answer_budget(answer_tokens, self.opts.max_new_tokens)
+        if self.positions is not None:
+            budget = min(budget, self.positions - prompt_tokens + 1)
+        return budget
 
     def finish(self, probes):
         self._flush()
@@ -535,6 +610,10 @@ class _Greedy:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             pos = pos + 1
+            if self.positions is not None:
+                # rows that are done are fed on with the others (their tokens are dropped): keep
+                # them inside the model's positions; the rows still decoding stay there by budget
+                pos = pos.clamp(max=self.positions - 1)
             cache = getattr(out, "cache", None)
             cache = cache if cache is not None else out.past_key_values
             out = self.lm.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,

@@ -8,7 +8,6 @@ trainer uses it too, so training and probing tokenize alike.
 from __future__ import annotations
 
 import gc
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from .checkpoints import TOKENIZER_FILES, tokenizer_hash  # noqa: E402
 from .errors import CheckpointError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -52,6 +52,11 @@ class LoadedModel:
     def n_layers(self) -> int:
         return len(self.layers)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The most tokens the model takes in one sequence (see `max_positions`)."""
+        return max_positions(self.model.config)
+
     def free(self) -> None:
         """Drop the weights; on a GPU, give the memory back so the next model fits."""
         self.model = None  # type: ignore[assignment]
@@ -64,7 +69,7 @@ class LoadedModel:
 def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
          trust_remote_code: bool = False) -> LoadedModel:
     """Load model and tokenizer from a checkpoint folder (safetensors, local files only)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -72,12 +77,7 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     path = Path(path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True,
-                                                  trust_remote_code=trust_remote_code)
-    except Exception as exc:  # transformers raises many kinds here
-        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=path,
-                              hint="a checkpoint needs its tokenizer files (tokenizer.json or vocab files)") from exc
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dt, local_files_only=True, use_safetensors=True,
@@ -90,19 +90,52 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(path))
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "vocab.json", "merges.txt", "tokenizer.model", "vocab.txt")
+_TOKENIZER_HINT = "copy the tokenizer files the run was trained with into the checkpoint folder"
+_SAMPLE_TEXT = "All cats are dogs."
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
+    """The checkpoint's tokenizer, or CheckpointError naming the folder and the files looked for.
+
+    Without its files AutoTokenizer does not fail: it builds the model type's tokenizer with an
+    empty vocabulary, which turns every text into no tokens and fails much later, far from the
+    cause ("cannot reshape tensor of 0 elements"). So both are checked here, before the model loads.
+    """
+    from transformers import AutoTokenizer
+
+    looked_for = f"looked for {', '.join(TOKENIZER_FILES)}"
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(f"the tokenizer files are missing ({looked_for})", path=path, field="tokenizer",
+                              hint=_TOKENIZER_HINT)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many kinds here
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=path, field="tokenizer",
+                              hint=_TOKENIZER_HINT) from exc
+    if not tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]:
+        present = [name for name in TOKENIZER_FILES if (path / name).is_file()]
+        raise CheckpointError(f"the tokenizer has no vocabulary: it turns {_SAMPLE_TEXT!r} into no tokens. Its "
+                              f"vocabulary files are missing ({looked_for}; found only {', '.join(present)})",
+                              path=path, field="tokenizer", hint=_TOKENIZER_HINT)
+    return tokenizer
 
 
 def tokenizer_key(path: Path) -> str:
     """A hash of a checkpoint's tokenizer files. Checkpoints of one run share it, so probes are
     tokenized once per worker rather than once per checkpoint."""
-    h = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        f = path / name
-        if f.is_file():
-            h.update(name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
+    return tokenizer_hash(path)
+
+
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "n_ctx")
+
+
+def max_positions(config) -> int | None:
+    """The most tokens a model takes in one sequence: the smallest of its config's position fields,
+    None when it has none. A longer input indexes past the position embeddings ("index out of
+    range in self") instead of being refused."""
+    values = [getattr(config, name, None) for name in POSITION_FIELDS]
+    values = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
+    return min(values) if values else None
 
 
 def find_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -116,7 +116,7 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
     path = Path(path)
     if not path.is_file():
         raise ProbeError("probe file not found", path=path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     suffix = path.suffix.lower()
     probes: list[Probe] = []
     if suffix == ".jsonl":
@@ -160,6 +160,23 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
                              field="id", line=None)
         seen[p.id] = i
     return probes
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; ProbeError naming the line and byte offset of the first byte that is not."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProbeError(f"cannot be read: {exc.strerror or exc}", path=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        hint = "save it as UTF-8"
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            hint += "; it starts with a UTF-16 byte-order mark"
+        raise ProbeError(f"not UTF-8: byte 0x{data[exc.start]:02x} at byte offset {exc.start} is not valid "
+                         f"UTF-8 ({exc.reason})", path=path, line=line, hint=hint) from None
 
 
 def _yaml_entry_lines(text: str) -> list[int]:

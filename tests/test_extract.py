@@ -156,3 +156,16 @@ def test_long_prompts_are_cut_on_the_left(lm):
     long = Probe("long", "All cats are dogs. " * 200 + "What follows about cats and dogs?", "All cats are dogs.")
     r = ex.extract(lm, ProbeSet((long,)), ex.ExtractOptions(max_length=100))
     assert r.truncated[0] and r.prompt_tokens[0] + len(r.answer_ids.row(0)) == 100
+
+
+def test_fit_cuts_the_prompt_to_max_length_softly_and_to_the_model_hard():
+    prompt, answer = list(range(100, 110)), [1, 2, 3, 4, 5]
+    assert ex.fit(prompt, answer, 8, None) == ((prompt[-3:], answer, True), "")        # max_length: 3 + 5
+    assert ex.fit(prompt, answer, 4, None) == ((prompt[-1:], answer, True), "")        # one prompt token stays
+    assert ex.fit(prompt, answer, 512, 12) == ((prompt[-6:], answer, True), "")        # 6 + 5 + one greedy token
+    assert ex.fit(prompt, answer, 512, 16) == ((prompt, answer, False), "")
+    (kept, why) = ex.fit(prompt, answer, 512, 6)                                        # 1 + 5 + 1 > 6
+    assert kept == (prompt[-1:], answer, True)
+    assert why == "its answer is 5 tokens and needs 7 positions (one prompt token before it, one greedy token " \
+                  "after it); the model has 6"
+    assert ex.fit(prompt, answer, 512, 5)[0] == (prompt[-1:], answer[:4], True)        # the answer tokens that fit

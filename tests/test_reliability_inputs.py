@@ -1,0 +1,349 @@
+"""Bad inputs are recorded against the file that is bad, and nothing else stops, hides or changes:
+a corrupt safetensors header, a probe longer than the model's context, a checkpoint without its
+tokenizer files, a probe file that is not UTF-8. Real tiny checkpoints, real corruptions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import struct
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+from helpers import learnviz_run as run
+from helpers import make_checkpoint, snapshot
+
+from learnviz import archive as arc
+from learnviz import extract as ex
+from learnviz.checkpoints import TOKENIZER_FILES, fingerprint, inspect
+from learnviz.errors import CheckpointError, ProbeError
+from learnviz.extract import ExtractResult
+from learnviz.model import encode_probe, load
+from learnviz.probes import Probe, ProbeSet, read_probe_file, write_jsonl
+
+GARBAGE = b"not a length, just text"      # what a stray write leaves over the header length
+
+
+def _probes() -> list[Probe]:
+    return [Probe(f"p{i}", f"All cats are dogs. All dogs are fish {i}. What follows?", "All cats are fish.")
+            for i in range(5)]
+
+
+def _settings(settings, tmp_path, probes: list[Probe], **changes):
+    """The `settings` fixture's run with a probe file of our own and no hard examples."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "probes.jsonl"
+    write_jsonl(probes, path)
+    return dataclasses.replace(settings, probes=str(path), hard_examples="", **changes)
+
+
+def _stage(settings, ck_name: str) -> arc.StageInfo:
+    return arc.Archive(settings.archive_dir() / f"{ck_name}.h5").stage("extract")
+
+
+# ---------------------------------------------------------------- 1. a corrupt safetensors header
+
+def _overwrite(path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+def test_a_garbage_header_length_is_broken_and_fingerprinted_without_allocating(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    w = ck / "model.safetensors"
+    good = fingerprint(inspect(ck, settle_seconds=0))
+    original = w.read_bytes()[:8]
+    _overwrite(w, 0, GARBAGE[:8])
+    (n,) = struct.unpack("<Q", GARBAGE[:8])
+    c = inspect(ck, settle_seconds=0)
+    assert c.state == "broken"
+    assert c.reason == (f"model.safetensors: unreadable safetensors header: header length {n} is implausible "
+                        "(the file's first 8 bytes are not a length)")
+    tracemalloc.start()
+    try:
+        fp = fingerprint(c)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20                      # a few sampled blocks, never the length the file claims
+    assert fp == fingerprint(inspect(ck, settle_seconds=0)) != good   # a key of its own, stable
+    _overwrite(w, 0, original)
+    assert fingerprint(inspect(ck, settle_seconds=0)) == good        # repaired: the old key again
+
+
+def test_a_header_length_past_the_end_of_the_file_is_never_read(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    w = ck / "model.safetensors"
+    size = w.stat().st_size
+    _overwrite(w, 0, struct.pack("<Q", 50_000_000))          # plausible, but longer than the file
+    c = inspect(ck, settle_seconds=0)
+    assert c.state == "broken"
+    assert c.reason == (f"model.safetensors: unreadable safetensors header: header length 50000000 runs past "
+                        f"the end of the file ({size} bytes)")
+    tracemalloc.start()
+    try:
+        fingerprint(c)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("size", [0, 4])
+def test_a_weight_file_cut_inside_its_length_field_is_broken(tmp_path, tokenizer, size):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    with open(ck / "model.safetensors", "r+b") as fh:
+        fh.truncate(size)
+    c = inspect(ck, settle_seconds=0)
+    assert c.state == "broken"
+    assert c.reason == (f"model.safetensors: unreadable safetensors header: the file has {size} bytes, fewer than "
+                        "the 8-byte header length (a crashed save?)")
+    assert len(fingerprint(c)) == 16
+
+
+def test_a_garbage_shard_index_is_broken_and_fingerprinted(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    (ck / "model.safetensors").unlink()
+    (ck / "model.safetensors.index.json").write_bytes(b'{"weight_map": ["a list"]}')
+    c = inspect(ck, settle_seconds=0)
+    assert c.state == "broken" and c.reason == "model.safetensors.index.json cannot be read as a shard index"
+    assert len(fingerprint(c)) == 16
+
+
+def test_a_run_with_a_corrupt_header_archives_the_good_checkpoints(settings, tmp_path):
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    w = root / "checkpoint-20" / "model.safetensors"
+    original = w.read_bytes()[:8]
+    _overwrite(w, 0, GARBAGE[:8])
+    (n,) = struct.unpack("<Q", GARBAGE[:8])
+    report = run(settings, cpu_stages=False, progress=False)
+
+    assert [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-30.h5"]
+    reason = (f"model.safetensors: unreadable safetensors header: header length {n} is implausible "
+              "(the file's first 8 bytes are not a length)")
+    assert report.failed == [(root / "checkpoint-20", reason)]
+    assert _stage(settings, "checkpoint-10").ok and _stage(settings, "checkpoint-30").ok
+    bad = _stage(settings, "checkpoint-20")
+    assert bad.status == "failed" and bad.reason == reason
+
+    before = snapshot(settings.archive_dir())
+    again = run(settings, cpu_stages=False, progress=False)           # the failure is recorded: a no-op
+    assert not again.done and not again.failed and snapshot(settings.archive_dir()) == before
+
+    _overwrite(w, 0, original)                                          # repaired: its new key retries it
+    fixed = run(settings, cpu_stages=False, progress=False)
+    assert [p.name for p in fixed.done] == ["checkpoint-20.h5"] and not fixed.failed
+    assert _stage(settings, "checkpoint-20").ok
+
+
+# ---------------------------------------------------------------- 5. a probe longer than the model's context
+
+def _long_probe(expected: str = "All cats are fish.") -> Probe:
+    prompt = ("All cats are dogs. " * 1100)[:20_000] + "What follows?"
+    return Probe("too_long", prompt, expected)
+
+
+ROW_FIELDS = ("token_logprob", "token_entropy", "token_top1_prob", "token_argmax", "answer_ids")
+PROBE_FIELDS = ("answer_logprob", "answer_confidence", "stop_prob", "first_divergence", "correct",
+                "prompt_tokens", "truncated")
+
+
+def _assert_same_probes(with_long: ExtractResult, at: list[int], alone: ExtractResult) -> None:
+    """The probes at `at` of one result equal the probes of another (batch mates change float rounding only)."""
+    for i, j in enumerate(at):
+        for name in ROW_FIELDS:
+            assert np.allclose(getattr(with_long, name).row(j), getattr(alone, name).row(i), atol=1e-5), name
+        for name in PROBE_FIELDS:
+            assert np.allclose(getattr(with_long, name)[j], getattr(alone, name)[i], atol=1e-5), name
+        assert with_long.greedy_answer[j] == alone.greedy_answer[i]
+        for layer in alone.layers:
+            assert np.allclose(with_long.embeddings[layer][j].astype(np.float32),
+                               alone.embeddings[layer][i].astype(np.float32), rtol=1e-3, atol=1e-4)
+
+
+def test_a_prompt_longer_than_the_model_is_cut_to_its_positions(ckpt_root, monkeypatch):
+    lm = load(ckpt_root / "checkpoint-10", device="cpu", dtype="float32")
+    assert lm.max_positions == 128 < 512                      # make_checkpoint's GPT-2: n_positions=128
+    others, long = _probes(), _long_probe()
+    opts = ex.ExtractOptions(max_length=512, batch_size=4)
+    r = ex.extract(lm, ProbeSet(tuple(others[:2]) + (long,) + tuple(others[2:])), opts)
+    alone = ex.extract(lm, ProbeSet(tuple(others)), opts)
+
+    prompt, answer = encode_probe(lm.tokenizer, long.prompt, long.expected)
+    assert r.truncated.tolist() == [False, False, True, False, False, False]
+    kept = 128 - len(answer) - 1                    # one position left for a greedy token after the answer
+    assert r.prompt_tokens[2] == kept
+    assert r.answer_ids.row(2).tolist() == answer                      # the answer is kept whole
+    assert r.failed is not None and not r.failed.any() and r.reason == ""
+    assert np.isfinite(r.answer_logprob).all()
+    _assert_same_probes(r, [0, 1, 3, 4, 5], alone)
+
+    # against Hugging Face on the kept prompt: teacher-forced logprobs, and greedy decoding that
+    # ends at the model's last position (its budget capped so that no token is fed past 127)
+    ids = torch.tensor([prompt[-kept:] + answer])
+    with torch.inference_mode():
+        lp = lm.model(ids).logits[0].float().log_softmax(-1)[kept - 1: kept + len(answer) - 1]
+    assert np.allclose(r.token_logprob.row(2), lp.gather(1, torch.tensor(answer)[:, None])[:, 0].numpy(), atol=1e-4)
+    budget = min(ex.answer_budget(len(answer), opts.max_new_tokens), 128 - kept + 1)
+    with torch.inference_mode():
+        out = lm.model.generate(torch.tensor([prompt[-kept:]]), attention_mask=torch.ones(1, kept, dtype=torch.long),
+                                max_new_tokens=budget, do_sample=False, pad_token_id=lm.tokenizer.eos_token_id,
+                                eos_token_id=lm.tokenizer.eos_token_id)
+    text = lm.tokenizer.decode(out[0, kept:], skip_special_tokens=True)
+    assert r.greedy_answer[2] == ex._cut_at_stop(text, opts.stop_strings).strip()
+
+    plain = ex._Greedy.__init__          # the prefix-recomputation path ends there too
+
+    def no_reuse(self, *a, **k):
+        plain(self, *a, **k)
+        self.reuse_cache = False
+    monkeypatch.setattr(ex._Greedy, "__init__", no_reuse)
+    assert ex.extract(lm, ProbeSet((long,) + tuple(others)), opts).greedy_answer == [r.greedy_answer[2]] + [
+        r.greedy_answer[i] for i in (0, 1, 3, 4, 5)]
+
+
+def test_an_answer_longer_than_the_model_fails_that_probe_alone(ckpt_root):
+    lm = load(ckpt_root / "checkpoint-10", device="cpu", dtype="float32")
+    others = _probes()
+    long = Probe("answer_too_long", "What follows?", " ".join(["All cats are fish."] * 60))
+    _, answer = encode_probe(lm.tokenizer, long.prompt, long.expected)
+    assert len(answer) > 128
+    opts = ex.ExtractOptions(max_length=512, batch_size=4)
+    r = ex.extract(lm, ProbeSet((long,) + tuple(others)), opts)
+    alone = ex.extract(lm, ProbeSet(tuple(others)), opts)
+
+    assert r.failed.tolist() == [True] + [False] * 5
+    assert r.failures == {"answer_too_long": f"its answer is {len(answer)} tokens and needs {len(answer) + 2} "
+                                             "positions (one prompt token before it, one greedy token after it); "
+                                             "the model has 128"}
+    assert r.reason.startswith("probe 'answer_too_long': its answer is")
+    assert not r.correct[0] and r.greedy_answer[0] == "" and r.first_divergence[0] == 0
+    assert r.answer_ids.row(0).tolist() == answer[:127] and r.prompt_tokens[0] == 1
+    assert np.isfinite(r.answer_logprob).all() and np.isfinite(r.token_entropy.values).all()
+    _assert_same_probes(r, [1, 2, 3, 4, 5], alone)
+
+
+def test_a_run_with_an_over_long_probe_archives_every_probe(settings, tmp_path):
+    others = _probes()
+    plain = _settings(settings, tmp_path / "plain", others, archive=str(tmp_path / "plain-archive"))
+    probes = others[:3] + [_long_probe()] + others[3:]
+    with_long = _settings(settings, tmp_path / "long", probes, max_length=512)
+    assert run(with_long, cpu_stages=False, progress=False).failed == []
+    run(plain, cpu_stages=False, progress=False)
+    for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
+        info = _stage(with_long, name)
+        assert info.ok and info.reason == ""
+        got = ExtractResult.from_archive(arc.Archive(with_long.archive_dir() / f"{name}.h5").read("extract"), {})
+        base = ExtractResult.from_archive(arc.Archive(plain.archive_dir() / f"{name}.h5").read("extract"), {})
+        assert got.probe_ids == [p.id for p in probes]
+        assert got.truncated.tolist() == [False, False, False, True, False, False]
+        _assert_same_probes(got, [0, 1, 2, 4, 5], base)
+
+
+def test_a_run_with_an_over_long_answer_names_the_probe(settings, tmp_path):
+    long = Probe("answer_too_long", "What follows?", " ".join(["All cats are fish."] * 60))
+    s = _settings(settings, tmp_path, _probes() + [long])
+    report = run(s, cpu_stages=False, progress=False)
+    assert len(report.done) == 3 and report.failed == []
+    info = _stage(s, "checkpoint-10")
+    assert info.ok and info.reason.startswith("probe 'answer_too_long': its answer is ")
+    got = arc.Archive(s.archive_dir() / "checkpoint-10.h5").read("extract", ["failed", "correct", "probe_ids"])
+    assert got["failed"].tolist() == [False] * 5 + [True] and not got["correct"][-1]
+
+
+# ---------------------------------------------------------------- 6. a checkpoint without its tokenizer files
+
+def test_a_checkpoint_without_tokenizer_files_fails_early_and_is_retried_when_they_return(settings, tmp_path):
+    settings = _settings(settings, tmp_path, _probes())
+    ck = tmp_path / "run" / "checkpoint-20"
+    saved = tmp_path / "saved-tokenizer"
+    saved.mkdir()
+    present = [name for name in TOKENIZER_FILES if (ck / name).is_file()]
+    assert present
+    for name in present:
+        shutil.move(ck / name, saved / name)
+
+    report = run(settings, cpu_stages=False, progress=False)
+    assert [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-30.h5"]
+    reason = (f"{ck} field 'tokenizer': the tokenizer files are missing (looked for {', '.join(TOKENIZER_FILES)}) "
+              "(copy the tokenizer files the run was trained with into the checkpoint folder)")
+    assert report.failed == [(ck, reason)]
+    assert _stage(settings, "checkpoint-20").reason == reason
+
+    before = snapshot(settings.archive_dir())
+    again = run(settings, cpu_stages=False, progress=False)
+    assert not again.done and not again.failed and snapshot(settings.archive_dir()) == before
+
+    for name in present:
+        shutil.move(saved / name, ck / name)
+    fixed = run(settings, cpu_stages=False, progress=False)
+    assert [p.name for p in fixed.done] == ["checkpoint-20.h5"] and not fixed.failed
+    assert _stage(settings, "checkpoint-20").ok
+    after = snapshot(settings.archive_dir())
+    for name in ("checkpoint-10.h5", "checkpoint-30.h5"):           # the others were left alone
+        assert after[name] == before[name]
+    assert not run(settings, cpu_stages=False, progress=False).done   # and now it is current
+
+
+def test_a_tokenizer_without_its_vocabulary_names_the_files(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    (ck / "tokenizer.json").unlink()
+    (ck / "tokenizer_config.json").unlink()
+    # special tokens alone: AutoTokenizer builds GPT-2's tokenizer with an empty vocabulary
+    (ck / "special_tokens_map.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+    with pytest.raises(CheckpointError) as info:
+        load(ck, device="cpu", dtype="float32")
+    message = str(info.value)
+    assert message.startswith(f"{ck} field 'tokenizer': the tokenizer has no vocabulary")
+    assert f"looked for {', '.join(TOKENIZER_FILES)}; found only special_tokens_map.json" in message
+
+
+def test_the_key_of_a_complete_checkpoint_follows_its_tokenizer_and_nothing_else(tmp_path, tokenizer):
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    key = fingerprint(inspect(ck, settle_seconds=0))
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 1}))   # not an input of extraction
+    assert fingerprint(inspect(ck, settle_seconds=0)) == key
+    config = ck / "tokenizer_config.json"
+    text = config.read_text()
+    config.write_text(text.replace("{", '{"model_max_length": 64, ', 1))
+    assert fingerprint(inspect(ck, settle_seconds=0)) != key
+    config.write_text(text)
+    assert fingerprint(inspect(ck, settle_seconds=0)) == key
+
+
+# ---------------------------------------------------------------- 8a. a probe file that is not UTF-8
+
+def test_a_utf16_probe_file_is_a_clean_probe_error(tmp_path):
+    path = tmp_path / "probes.jsonl"
+    path.write_bytes('{"id": "a", "prompt": "p", "expected": "e"}\n'.encode("utf-16"))   # starts b"\xff\xfe"
+    with pytest.raises(ProbeError) as info:
+        read_probe_file(path)
+    assert info.value.path == str(path) and info.value.line == 1
+    assert str(info.value) == (f"{path} line 1: not UTF-8: byte 0xff at byte offset 0 is not valid UTF-8 "
+                               "(invalid start byte) (save it as UTF-8; it starts with a UTF-16 byte-order mark)")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".yaml", ".json"])
+def test_a_latin1_probe_file_names_the_line_and_byte(tmp_path, suffix):
+    probes = [{"id": "a", "prompt": "p", "expected": "e"}, {"id": "b", "prompt": "Caf\u00e9?", "expected": "e"}]
+    if suffix == ".jsonl":
+        text = "\n".join(json.dumps(p, ensure_ascii=False) for p in probes) + "\n"
+    elif suffix == ".json":
+        text = "[\n" + ",\n".join(json.dumps(p, ensure_ascii=False) for p in probes) + "\n]\n"
+    else:
+        text = "".join(f"- id: {p['id']}\n  prompt: {p['prompt']}\n  expected: {p['expected']}\n" for p in probes)
+    data = text.encode("latin-1")
+    offset = data.index(b"\xe9")
+    path = tmp_path / f"probes{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(ProbeError) as info:
+        read_probe_file(path)
+    line = data[:offset].count(b"\n") + 1
+    assert line == (2 if suffix == ".jsonl" else 3 if suffix == ".json" else 5)
+    assert info.value.line == line and info.value.path == str(path)
+    assert f"byte 0xe9 at byte offset {offset} is not valid UTF-8" in str(info.value)
