@@ -4,7 +4,9 @@
 archive folder at most once per request and never writes to it. Nothing is kept between
 requests: every page shows the folder as it is now, so a training run's new checkpoints appear on
 the next load. Readers never lock (the writers replace files atomically), so a file that vanishes
-or changes mid-read is treated as not there yet, never as an error page.
+or changes mid-read is treated as not there yet, never as an error page. A file that cannot be
+read at all (a damaged archive, one of another schema, a board that is not JSON) is shown as
+unreadable with its reason, never left out: `unreadable`, `board_problem`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flask import current_app, g
 
 from learnviz import archive as arc
 from learnviz import readout
+from learnviz.errors import LearnvizError
 from learnviz.readout import BOARD_FILE, HISTORY_FILE, StatusRow
 from learnviz.visualize import DIR_NAME, MANIFEST_NAME
 
@@ -32,17 +35,32 @@ class RunData:
         self.vis_dir = self.dir / DIR_NAME
 
     @cached_property
+    def listing(self) -> arc.Listing:
+        return readout.scan_archives(self.dir)
+
+    @cached_property
     def archives(self) -> list[arc.Archive]:
         """Every readable checkpoint archive, by step (failed extractions included)."""
-        return arc.list_archives(self.dir)
+        return self.listing.archives
+
+    @cached_property
+    def unreadable(self) -> list[arc.Unreadable]:
+        """Every archive file that cannot be read, with its reason, by step."""
+        return self.listing.unreadable
+
+    @cached_property
+    def steps(self) -> list[int]:
+        """The steps of every archive file, readable or not (those whose step is known), ascending."""
+        return sorted([a.step for a in self.archives] + [u.step for u in self.unreadable if u.step is not None])
 
     @cached_property
     def rows(self) -> list[StatusRow]:
+        """One status row per archive file, the unreadable ones included (readout.status_rows)."""
         try:
-            return readout.status_rows(self.dir, self.archives)
+            return readout.status_rows(self.dir, self.archives, self.unreadable)
         except (OSError, KeyError, arc.ArchiveError):
             # an archive replaced between listing and reading: the next refresh sees it whole
-            return [readout.status_row(a, accuracy=False) for a in self.archives]
+            return readout.status_rows(self.dir, self.archives, self.unreadable, accuracy=False)
 
     @cached_property
     def analysed(self) -> list[arc.Archive]:
@@ -63,9 +81,21 @@ class RunData:
         return {row["step"]: row for row in self.history}
 
     @cached_property
+    def _board(self) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            return readout.read_board(self.dir, strict=True), None
+        except LearnvizError as exc:
+            return None, str(exc)
+
+    @property
     def board(self) -> dict[str, Any] | None:
-        """hard_example_board.json, or None when absent or unreadable."""
-        return readout.read_board(self.dir)
+        """hard_example_board.json, or None when absent or unreadable (`board_problem` says which)."""
+        return self._board[0]
+
+    @property
+    def board_problem(self) -> str | None:
+        """Why hard_example_board.json cannot be read (naming it), None when it is absent or fine."""
+        return self._board[1]
 
     def accuracy(self, a: arc.Archive) -> tuple[float | None, dict[str, float]]:
         """Share of probes answered right, overall and per skill, of one archive (None, {} without a
@@ -81,6 +111,10 @@ class RunData:
         found = [a for a in self.archives if a.step == step]
         preferred = [a for a in found if a.attrs.get("probe_hash") == self.probe_hash]
         return (preferred or found or [None])[-1]
+
+    def unreadable_at(self, step: int) -> list[arc.Unreadable]:
+        """The archive files of a step that cannot be read."""
+        return [u for u in self.unreadable if u.step == step]
 
     def figure_mtime(self, name: str) -> int | None:
         """Modification time (ns) of a figure file in visualizations/, None when absent."""

@@ -1,8 +1,9 @@
 """The HTML views, and the figure files they show.
 
   /                      the run at a glance and the plan's six-panel figure grid
-  /checkpoints           one row per archived checkpoint: stages, accuracy per skill
-  /checkpoints/<step>    one checkpoint: its radar, UMAP frame, calibration, weight flags
+  /checkpoints           one row per archive file: stages, accuracy per skill; unreadable ones with why
+  /checkpoints/<step>    one checkpoint: its radar, UMAP frame, calibration, weight flags (or why its
+                         archive cannot be read)
   /hard-examples         the hard-example board as a table, answers on hover
   /figures/<file>        a PNG or GIF from <archive>/visualizations/, nothing else
 """
@@ -72,15 +73,22 @@ def checkpoints():
 def checkpoint(step: int):
     r = run()
     a = r.archive_at(step)
-    if a is None:
-        steps = ", ".join(str(x.step) for x in r.archives) or "none yet"
+    bad = r.unreadable_at(step)
+    if a is not None:
+        ck = ser.checkpoint(r, a, figure_url)
+    elif bad:
+        ck, bad = ser.unreadable_checkpoint(r, bad[-1]), bad[:-1]
+    else:
+        steps = ", ".join(map(str, r.steps)) or "none yet"
         abort(404, description=f"No archived checkpoint at step {step} (archived steps: {steps}).")
-    return render_template("checkpoint.html", ck=ser.checkpoint(r, a, figure_url), error_types=ser.ERROR_TYPES)
+    also = [{"file": u.path.name, "reason": u.reason} for u in bad]   # other files of this step that cannot be read
+    return render_template("checkpoint.html", ck=ck, also_unreadable=also, error_types=ser.ERROR_TYPES)
 
 
 @bp.get("/hard-examples")
 def hard_examples():
-    return render_template("hard_examples.html", board=ser.hard_examples(run().board))
+    r = run()
+    return render_template("hard_examples.html", board=ser.hard_examples(r.board, r.board_problem))
 
 
 @bp.get("/figures/<path:filename>")

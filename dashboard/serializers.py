@@ -14,7 +14,7 @@ import numpy as np
 from learnviz import archive as arc
 from learnviz import readout
 from learnviz.common import clean_json as clean
-from learnviz.readout import EXTRACT, StatusRow
+from learnviz.readout import ARCHIVE, BOARD_FILE, EXTRACT, UNREADABLE, StatusRow
 from learnviz.results import AnalysisResult, CalibrationBins, LayerWeights, stage_order
 
 from .data import RunData
@@ -80,11 +80,22 @@ def status_row(row: StatusRow) -> dict[str, Any]:
                   "accuracy": row.accuracy, "skills": dict(row.skills)})
 
 
-def failures(archives: list[arc.Archive]) -> list[dict[str, Any]]:
-    """Every failed stage of every archive, with its reason."""
-    return [{"step": a.step, "name": a.attrs.get("checkpoint_name", a.path.stem), "stage": name,
-             "reason": a.stages[name].reason}
-            for a in archives for name in stage_order(a.stages) if not a.stages[name].ok]
+BOARD = "board"    # the `stage` of a failure entry for an unreadable hard_example_board.json
+
+
+def failures(archives: list[arc.Archive], unreadable: list[arc.Unreadable] = (),
+             board_problem: str | None = None) -> list[dict[str, Any]]:
+    """Every failed stage of every archive, with its reason; then every file that cannot be read
+    (an archive: stage "archive"; the board: stage "board"), with `unreadable` and its `file`."""
+    out = [{"step": a.step, "name": a.attrs.get("checkpoint_name", a.path.stem), "stage": name,
+            "reason": a.stages[name].reason}
+           for a in archives for name in stage_order(a.stages) if not a.stages[name].ok]
+    out += [{"step": u.step, "name": u.name, "stage": ARCHIVE, "reason": u.reason, "unreadable": True,
+             "file": u.path.name} for u in unreadable]
+    if board_problem:
+        out.append({"step": None, "name": BOARD_FILE, "stage": BOARD, "reason": board_problem, "unreadable": True,
+                    "file": BOARD_FILE})
+    return out
 
 
 def summary(run: RunData) -> dict[str, Any]:
@@ -100,14 +111,16 @@ def summary(run: RunData) -> dict[str, Any]:
                   "train_loss": hist.get("train_loss"), "eval_loss": hist.get("eval_loss"),
                   "weight_flags": hist.get("weight_flags") or {}}
         first = {"step": a0.step, "accuracy": run.accuracy(a0)[0]}
-    return clean({"archive": str(run.dir), "version": run.version, "checkpoints": len(run.archives),
+    return clean({"archive": str(run.dir), "version": run.version,
+                  "checkpoints": len(run.archives) + len(run.unreadable),
                   "analysed": len(run.analysed), "probe_hash": run.probe_hash,
-                  "steps": [a.step for a in run.archives], "latest": latest, "first": first,
-                  "failures": failures(run.archives)})
+                  "steps": run.steps, "latest": latest, "first": first,
+                  "failures": failures(run.archives, run.unreadable, run.board_problem)})
 
 
 def status(run: RunData) -> dict[str, Any]:
-    """/api/status.json: the summary and one row per archived checkpoint."""
+    """/api/status.json: the summary and one row per archive file (unreadable ones: stages
+    {"archive": "unreadable"} and the reason)."""
     return {**summary(run), "rows": [status_row(r) for r in run.rows]}
 
 
@@ -169,10 +182,16 @@ def hard_examples_at(board: dict[str, Any] | None, step: int) -> list[dict[str, 
     return out
 
 
+def _neighbours(run: RunData, step: int) -> tuple[int | None, int | None]:
+    """The archived steps (readable or not) before and after `step`."""
+    steps = sorted(set(run.steps))
+    i = steps.index(step)
+    return (steps[i - 1] if i > 0 else None), (steps[i + 1] if i + 1 < len(steps) else None)
+
+
 def checkpoint(run: RunData, a: arc.Archive, url: UrlFor) -> dict[str, Any]:
     """/api/checkpoints/<step>.json: everything the archive and the history know of one step."""
-    steps = [x.step for x in run.archives]
-    i = steps.index(a.step)
+    previous, following = _neighbours(run, a.step)
     accuracy, skills = run.accuracy(a)
     hist = run.history_by_step.get(a.step, {})
     analysis = _analysis(a)
@@ -194,19 +213,36 @@ def checkpoint(run: RunData, a: arc.Archive, url: UrlFor) -> dict[str, Any]:
                                     "Accuracy per skill over the base checkpoint (dashed).", url),
                     "umap": figure(run, f"umap_{a.step}.png", f"UMAP at step {a.step}",
                                    "The probes' layout per layer, coloured by skill; hollow = wrong.", url)},
-        "previous": steps[i - 1] if i > 0 else None,
-        "next": steps[i + 1] if i + 1 < len(steps) else None,
+        "previous": previous,
+        "next": following,
     }
     return clean(out)
 
 
+def unreadable_checkpoint(run: RunData, u: arc.Unreadable) -> dict[str, Any]:
+    """/api/checkpoints/<step>.json of a step whose archive cannot be read: the keys of
+    `checkpoint`, empty, with `unreadable` and the reason (naming the file) in `reason` and as
+    the one stage, "archive"."""
+    previous, following = (None, None) if u.step is None else _neighbours(run, u.step)
+    return clean({
+        "step": u.step, "name": u.name, "checkpoint": "", "archive": u.path.name, "model_class": "",
+        "probe_count": None, "probe_hash": "", "created": "", "updated": "",
+        "stages": [{"name": ARCHIVE, "status": UNREADABLE, "reason": u.reason, "worker": "", "started": "",
+                    "finished": "", "seconds": None}],
+        "extracted": False, "accuracy": None, "skills": {}, "history": {}, "ece": None, "analysis": None,
+        "geometry": {}, "hard_examples": [], "figures": {}, "previous": previous, "next": following,
+        "unreadable": True, "reason": u.reason, "field": u.field, "foreign": u.foreign})
+
+
 # ---------------------------------------------------------------- the hard-example board
 
-def hard_examples(board: dict[str, Any] | None) -> dict[str, Any]:
-    """/api/hard_examples.json: examples x checkpoints from hard_example_board.json."""
+def hard_examples(board: dict[str, Any] | None, problem: str | None = None) -> dict[str, Any]:
+    """/api/hard_examples.json: examples x checkpoints from hard_example_board.json. Without a
+    board, `available` is false; when the file is there but cannot be read, `error` says why."""
     if board is None:
-        return {"available": False, "steps": [], "examples": [], "error_type_counts": [], "method": "",
-                "error_types": ERROR_TYPES}
+        out = {"available": False, "steps": [], "examples": [], "error_type_counts": [], "method": "",
+               "error_types": ERROR_TYPES}
+        return {**out, "error": problem} if problem else out
     steps = [int(s) for s in board.get("steps", [])]
     examples = []
     for ex in board.get("examples", []):

@@ -19,12 +19,20 @@ the same folder (old groups copied, the new stage group written), flushed, fsync
 next writer removes; readers never lock and see the old file or the new one, never a mix.
 Idempotence: a stage is current when its group's (fingerprint, probe_hash, schema_version)
 equal the checkpoint's; a changed fingerprint (new weights) drops every stale group.
+
+A file this learnviz cannot read is never overwritten: one of another schema or with an unknown
+encoding (ForeignArchiveError) is left as it is; a damaged one is moved aside to `<name>.corrupt`
+before its checkpoint is archived again. `scan_archives` lists both kinds (`Unreadable`) with
+their reason, so that readers show them instead of leaving them out.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
+import re
 import socket
 import threading
 from collections import OrderedDict
@@ -38,8 +46,8 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
-from . import __version__
 from .errors import LearnvizError
+from .version import __version__
 
 SCHEMA_VERSION = 1
 SUFFIX = ".h5"
@@ -50,7 +58,24 @@ _STR = h5py.string_dtype("utf-8")
 
 
 class ArchiveError(LearnvizError):
-    """An archive cannot be read (unknown schema or encoding, or a damaged file)."""
+    """An archive cannot be read (unknown schema or encoding, or a damaged file). `step`: the
+    archive's step when its header said it, else None."""
+
+    def __init__(self, message: str, *, step: int | None = None, **where: Any):
+        super().__init__(message, **where)
+        self.step = step
+
+
+class ForeignArchiveError(ArchiveError):
+    """Not written by this learnviz: another schema_version (or none), or a stage group or element
+    of an unknown encoding. This learnviz neither reads it nor overwrites it, nor moves it: its data
+    may be all there is of that checkpoint."""
+
+
+FOREIGN_HINT = "written by a newer learnviz? upgrade learnviz, or move it away to rebuild"
+DAMAGED_HINT = "`learnviz run` moves it aside to <name>.corrupt and rebuilds it while its checkpoint exists"
+CORRUPT_SUFFIX = ".corrupt"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -222,6 +247,10 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
 
     Groups of other stages are kept when they belong to the same checkpoint fingerprint and
     probe set; they are dropped when the weights (fingerprint) or probe set changed.
+
+    An existing file this learnviz cannot read is never overwritten: one of another schema or
+    encoding raises ForeignArchiveError and stays as it is; a damaged one (not HDF5, a bad root
+    attribute) is first moved aside to `<name>.corrupt` (`set_aside`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +258,7 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)  # left by a killed writer; we hold the lock, so none is live
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        old = _open_existing(path)
+        old = _open_existing(path)     # ForeignArchiveError: the file is left as it is
         try:
             with h5py.File(tmp, "w", locking=False, libver="latest") as f:
                 created = now_iso()
@@ -282,13 +311,129 @@ def _newer_than(new: Path, old: Path) -> None:
         os.utime(new, ns=(st.st_atime_ns, before + 1_000_000))     # 1 ms: coarser file systems too
 
 
-def _open_existing(path: Path) -> h5py.File | None:
-    if not path.exists():
-        return None
+def _open_checked(path: Path) -> h5py.File | None:
+    """An archive opened for a writer, every stage and element checked: None when there is none.
+    ForeignArchiveError for another schema or an unknown encoding anywhere in it (a writer would
+    drop what it cannot read); ArchiveError when it is damaged."""
     try:
-        return h5py.File(path, "r", locking=False)
-    except OSError:
-        return None  # unreadable (should not happen with atomic writes): rebuild from scratch
+        f = h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if not path.exists():
+            return None
+        raise ArchiveError(f"cannot be read as HDF5: {exc}", path=path, hint=DAMAGED_HINT) from None
+    try:
+        _check_header(path, _root_attrs(f), f)
+        for name in f.keys():
+            _check_elements(path, f[name])
+        return f
+    except ArchiveError:
+        f.close()
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:
+        f.close()
+        raise ArchiveError(f"cannot be read: {type(exc).__name__}: {exc}", path=path, hint=DAMAGED_HINT) from None
+    except BaseException:
+        f.close()
+        raise
+
+
+def _open_existing(path: Path) -> h5py.File | None:
+    """The current version of an archive, for a writer holding its lock; None when there is none
+    or when a damaged one was just moved aside. ForeignArchiveError passes through."""
+    try:
+        return _open_checked(path)
+    except ForeignArchiveError:
+        raise
+    except ArchiveError as exc:
+        _move_aside(path, str(exc))
+        return None
+
+
+def set_aside(path: str | Path) -> Path | None:
+    """Move a damaged archive aside (to `<name>.corrupt`, or `<name>.corrupt.N` when that is
+    taken) so that its checkpoint can be archived again without losing the file. Returns where
+    it went; None when the file is absent or readable. ForeignArchiveError for one of another
+    schema or encoding: learnviz never moves nor rebuilds those."""
+    path = Path(path)
+    with locked(path):
+        try:
+            old = _open_checked(path)
+        except ForeignArchiveError:
+            raise
+        except ArchiveError as exc:
+            return _move_aside(path, str(exc), say=False)    # the caller says so, in its report
+        if old is not None:
+            old.close()
+        return None
+
+
+def _move_aside(path: Path, reason: str, *, say: bool = True) -> Path:
+    target = path.with_name(path.name + CORRUPT_SUFFIX)
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}{CORRUPT_SUFFIX}.{n}")
+        n += 1
+    os.replace(path, target)
+    _fsync_dir(path.parent)
+    if say:
+        log.warning("%s moved aside to %s: %s", path, target.name, reason)
+    return target
+
+
+# ---------------------------------------------------------------- what this learnviz can read
+
+ELEMENT_TYPES = ("array", "string-array", "ragged-array", "dict")
+
+
+def _root_attrs(f: h5py.File) -> dict[str, Any]:
+    return {k: _from_attr(v) for k, v in f.attrs.items()}
+
+
+def _group_attrs(obj: h5py.Group | h5py.Dataset) -> dict[str, Any]:
+    return {k: _from_attr(v) for k, v in obj.attrs.items()}
+
+
+def _check_header(path: Path, attrs: dict[str, Any], groups: Any) -> None:
+    """Raise ForeignArchiveError for another schema_version or a stage group of an unknown encoding,
+    ArchiveError for a damaged root attribute (`step` that is no integer). `groups`: each root
+    group's attributes by name (or the open file)."""
+    step = attrs.get("step")
+    known_step = step if isinstance(step, int) and not isinstance(step, bool) else None
+    version = attrs.get("schema_version")
+    if version is None:
+        raise ForeignArchiveError("has no root attribute schema_version: not a learnviz archive", path=path,
+                                  field="schema_version", hint="move it out of the archive folder", step=known_step)
+    if version != SCHEMA_VERSION:
+        raise ForeignArchiveError(f"schema_version {version!r}; this learnviz reads {SCHEMA_VERSION}", path=path,
+                                  field="schema_version", hint=FOREIGN_HINT, step=known_step)
+    for name in groups.keys():
+        a = groups[name] if isinstance(groups, dict) else _group_attrs(groups[name])
+        enc, ver = a.get("encoding-type"), a.get("encoding-version")
+        if enc != "stage" or ver != STAGE_VERSION:
+            raise ForeignArchiveError(f"group '{name}' has encoding-type {enc!r} version {ver!r}; this learnviz "
+                                      f"reads 'stage' version {STAGE_VERSION!r}", path=path, field=name,
+                                      hint=FOREIGN_HINT, step=known_step)
+    if "step" in attrs and known_step is None:
+        raise ArchiveError(f"root attribute step is {step!r}, not an integer", path=path, field="step",
+                           hint=DAMAGED_HINT)
+
+
+def _check_elements(path: Path, obj: h5py.Group | h5py.Dataset) -> None:
+    """Raise ForeignArchiveError when an element under a stage group (a writer's check: readers
+    meet unknown elements when they read them, in `read_elem`) has an encoding this learnviz lacks."""
+    items = obj.values() if obj.attrs.get("encoding-type") == "stage" else [obj]
+    for el in items:
+        a = _group_attrs(el)
+        enc, ver = a.get("encoding-type"), a.get("encoding-version")
+        if enc not in ELEMENT_TYPES or ver != ELEMENT_VERSION:
+            raise ForeignArchiveError(f"element has encoding-type {enc!r} version {ver!r}; this learnviz reads "
+                                      f"{', '.join(ELEMENT_TYPES)} version {ELEMENT_VERSION!r}", path=path,
+                                      field=el.name, hint=FOREIGN_HINT)
+        if enc == "ragged-array":
+            _check_elements(path, el["values"])
+        elif enc == "dict":
+            for child in el.values():
+                _check_elements(path, child)
 
 
 # ---------------------------------------------------------------- in-process memo per file version
@@ -345,21 +490,32 @@ class Archive:
         self.path = Path(path)
         self.version = file_version(self.path)
         hit, header = _memo_get((self.version, "header")) if self.version else (False, None)
+        if hit and isinstance(header, ArchiveError):
+            raise copy.copy(header)      # a copy: raising the kept one would grow its traceback
         if hit:
             self.attrs, self.stages = header
+            return
+        try:
+            with self._open() as f:
+                attrs = _root_attrs(f)
+                groups = {name: _group_attrs(f[name]) for name in f.keys()}
+        except OSError as exc:
+            error = ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path, hint=DAMAGED_HINT)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            error = ArchiveError(f"cannot be read: {type(exc).__name__}: {exc}", path=self.path, hint=DAMAGED_HINT)
         else:
             try:
-                with self._open() as f:
-                    self.attrs = {k: _from_attr(v) for k, v in f.attrs.items()}
-                    self.stages = {name: _stage_info(name, f[name]) for name in f.keys()}
-            except OSError as exc:
-                raise ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path) from None
-            self._keep("header", (self.attrs, self.stages))
-        version = self.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ArchiveError(f"schema_version {version!r}; this learnviz reads {SCHEMA_VERSION}",
-                               path=self.path, field="schema_version",
-                               hint="upgrade learnviz, or re-run `learnviz run` to rebuild it")
+                _check_header(self.path, attrs, groups)
+                error = None
+            except ArchiveError as exc:
+                error = exc.with_traceback(None)
+        if error is not None:
+            if self.path.exists():
+                self._keep("header", error)   # an unreadable version stays unreadable: open it once
+            raise copy.copy(error)
+        self.attrs = attrs
+        self.stages = {name: _stage_info(name, a) for name, a in groups.items()}
+        self._keep("header", (self.attrs, self.stages))
 
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", locking=False)
@@ -417,8 +573,8 @@ class Archive:
             return list(f[name].keys())
 
 
-def _stage_info(name: str, g: h5py.Group) -> StageInfo:
-    a = {k: _from_attr(v) for k, v in g.attrs.items()}
+def _stage_info(name: str, group_attrs: dict[str, Any]) -> StageInfo:
+    a = dict(group_attrs)
     key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0),
                    a.pop("inputs", ""))
     try:
@@ -431,18 +587,67 @@ def _stage_info(name: str, g: h5py.Group) -> StageInfo:
 SERIES_NAME = "series" + SUFFIX  # the run-level archive (results across all checkpoints)
 
 
-def list_archives(archive_dir: str | Path) -> list[Archive]:
-    """Every readable checkpoint archive in the folder, sorted by step. Unreadable ones are skipped."""
+@dataclass(frozen=True)
+class Unreadable:
+    """An archive file that cannot be read. Listed with its reason instead of left out: a reader
+    shows it as failed, and a writer never overwrites it (see `write_stage`)."""
+    path: Path
+    step: int | None      # from its header when that says it, else from the file name; None: unknown
+    reason: str           # names the file, and the field when one is at fault
+    field: str | None = None
+    foreign: bool = False  # another schema_version or an unknown encoding: never moved aside nor rebuilt
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+@dataclass
+class Listing:
+    """An archive folder's checkpoint archives: the readable ones and the unreadable ones, by step."""
+    archives: list[Archive]
+    unreadable: list[Unreadable]
+
+
+# The step in a checkpoint folder's name (learnviz.checkpoints.STEP_PATTERNS), as the archive's
+# file name keeps it: `runs/a/checkpoint-5` is archived as `a__checkpoint-5.h5`.
+_NAME_STEP = re.compile(r"^(?:checkpoint-|step[_-]|global_step)(\d+)$")
+
+
+def step_from_file_name(path: Path) -> int | None:
+    """The step an archive's file name says (its checkpoint folder's name), None when it says none."""
+    m = _NAME_STEP.match(path.stem.rsplit("__", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+def _unreadable(path: Path, error: ArchiveError) -> Unreadable:
+    step = error.step if error.step is not None else step_from_file_name(path)
+    return Unreadable(path, step, str(error), error.field, isinstance(error, ForeignArchiveError))
+
+
+def scan_archives(archive_dir: str | Path) -> Listing:
+    """Every checkpoint archive in the folder: the readable ones sorted by step, and the unreadable
+    ones with their reason (sorted by step, unknown steps last). A file that vanishes while it is
+    listed (moved aside by a writer) is left out."""
     archive_dir = Path(archive_dir)
     if not archive_dir.is_dir():
-        return []
-    out = []
+        return Listing([], [])
+    out, bad = [], []
     for p in archive_dir.glob("*" + SUFFIX):
         if p.name == SERIES_NAME:
             continue
         try:
             out.append(Archive(p))
-        except ArchiveError:
-            continue
+        except ArchiveError as exc:
+            if p.exists():
+                bad.append(_unreadable(p, exc))
     out.sort(key=lambda a: (a.step, a.path.name))
-    return out
+    bad.sort(key=lambda u: (u.step is None, u.step or 0, u.path.name))
+    return Listing(out, bad)
+
+
+def list_archives(archive_dir: str | Path) -> list[Archive]:
+    """Every readable checkpoint archive in the folder, sorted by step. A reader that shows a run
+    (status, the dashboard) or compares neighbours takes `scan_archives`, which also reports the
+    unreadable ones."""
+    return scan_archives(archive_dir).archives

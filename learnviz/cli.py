@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, pipeline, readout
+from . import pipeline, readout
 from .errors import LearnvizError
 from .flags import EPILOG, FORMATTER, add_checkpoint_choice, add_extract_flags, add_paths, examples, settings_from
+from .version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_commands(sub)
     _info_commands(sub)
     _figure_commands(sub)
+    _export_commands(sub)
 
     from .plugins import register_commands
     register_commands(sub)   # the adapters' commands (serve, worker, beat, submit), when installed
@@ -165,6 +167,32 @@ def _figure_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="draw every figure again, even when current")
 
 
+def _export_commands(sub) -> None:
+    """export: the archives in other tools' formats (learnviz/export.py, docs/api.md)."""
+    p = sub.add_parser("export", help="write the archives as TensorBoard projector, npz, Parquet or CSV files",
+                       description="Write a run's archives in other tools' formats (reads the archives only; never "
+                                   "loads a model). tensorboard: TensorBoard's embedding projector, one embedding "
+                                   "per checkpoint of one layer, with probe id, skill, category, correct and prompt "
+                                   "as metadata (then `tensorboard --logdir OUT`). npz: embeddings/probe_set.json, "
+                                   "embeddings/checkpoint_<step>.npz (every pooled layer, with the probe ids) and "
+                                   "embeddings/umap_coords.json. parquet, csv: history, checkpoints and probes (one "
+                                   "row per checkpoint and probe) tables. docs/api.md describes each file.",
+                       epilog=examples("learnviz export tensorboard --checkpoints runs/gpt2-small --out tb --layer 11",
+                                       "learnviz export npz --archive runs/gpt2-small/learnviz-archive --out export",
+                                       "learnviz export parquet --archive runs/run1/learnviz-archive --out tables",
+                                       "learnviz export csv --checkpoints runs/gpt2-small --out tables "
+                                       "--checkpoint latest"),
+                       formatter_class=FORMATTER)
+    p.add_argument("format", choices=["tensorboard", "npz", "parquet", "csv"], help="the output format")
+    add_paths(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into (created; files of the same "
+                                                               "names are replaced)")
+    p.add_argument("--layer", type=int, metavar="L",
+                   help="pooled layer (decoder block, 0-based; negative counts from the end) to export "
+                        "(default: tensorboard the last pooled layer, npz every pooled layer)")
+    add_checkpoint_choice(p, "all", "all")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -202,12 +230,19 @@ def cmd_analyze(args) -> int:
 def cmd_status(args) -> int:
     settings = settings_from(args)
     rows = readout.status_rows(settings.archive_dir())
+    try:
+        readout.read_board(settings.archive_dir(), strict=True)
+        board_problem = None
+    except LearnvizError as exc:
+        board_problem = f"unreadable: {exc}"
     if args.json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
     elif not rows:
         print(f"no archives in {settings.archive_dir()}")
     else:
         print(readout.format_status(rows))
+    if board_problem:   # on stderr with --json, which prints the rows alone
+        print(board_problem, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -292,26 +327,51 @@ def cmd_visualize(args) -> int:
                     lambda steps: [])
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    settings = settings_from(args)
+    written = export(settings.archive_dir(), args.format, args.out, layer=args.layer, which=args.checkpoint)
+    print(f"wrote {len(written)} files ({args.format}) to {args.out}")
+    for path in written[-5:]:
+        print(f"  {path}")
+    return 0
+
+
 # ---------------------------------------------------------------- printing
 
 def print_cpu_report(report) -> None:
+    series = "updated" if report.series else "waiting" if report.series_waiting else "current"
     print(f"analysis: {len(report.analysed)} checkpoints, geometry: {len(report.geometry)}, "
-          f"series: {'updated' if report.series else 'current'} in {report.seconds:.1f}s")
+          f"series: {series} in {report.seconds:.1f}s")
     for step, stage, reason in report.failed:
         print(f"  failed: step {step} {stage}: {reason}")
+    for u in report.unreadable:
+        print(f"  unreadable: {'' if u.step is None else f'step {u.step} '}{u.reason}")
+    held = [f"{stage} of step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"
+            for stage, steps in report.waiting.items()] + (["the series"] if report.series_waiting else [])
+    if held:
+        print(f"  waiting: {'; '.join(held)}: {pipeline.Holdback(report.unreadable).why()}")
 
 
 def print_report(report, settings) -> None:
     print(f"archive: {settings.archive_dir()}")
+    if report.found == 0:
+        print(f"no checkpoints found in {report.checkpoint_root}: learnviz looks for {pipeline.CHECKPOINT_NAMES}")
+    in_all = f", {report.failed_total} failed in all (see `learnviz status`)" if report.failed_total else ""
     print(f"{len(report.done)} archived, {len(report.current)} already current, "
-          f"{len(report.failed)} failed, {len(report.incomplete)} incomplete (skipped for now) "
+          f"{len(report.failed)} failed now{in_all}, {len(report.incomplete)} incomplete (skipped for now) "
           f"in {report.seconds:.1f}s")
+    for path, moved, reason in report.set_aside:
+        print(f"  moved aside: {path} was unreadable, now {moved.name}, and archived again: {reason}")
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}")
     for path, reason in report.incomplete:
         print(f"  incomplete: {path}: {reason}")
     if report.cpu is not None and report.cpu.changed:
         print_cpu_report(report.cpu)
+    elif report.unreadable:   # the CPU stages did not run: the unreadable archives still stand
+        for u in report.unreadable:
+            print(f"  unreadable: {'' if u.step is None else f'step {u.step} '}{u.reason}")
     vis = report.visualizations
     if vis is not None and (vis.get("drawn") or vis.get("failed")):
         print_vis_report(vis)
@@ -328,7 +388,7 @@ def print_vis_report(result: dict) -> None:
 
 COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config,
             "demo": cmd_demo, "radar": cmd_radar, "embed": cmd_embed, "hard-examples": cmd_hard_examples,
-            "visualize": cmd_visualize}
+            "visualize": cmd_visualize, "export": cmd_export}
 
 
 if __name__ == "__main__":

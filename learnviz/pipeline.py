@@ -31,7 +31,7 @@ from .checkpoints import inspect
 from .common import progress_bar
 from .errors import LearnvizError
 from .probes import ProbeSet
-from .readout import checkpoint_of, chosen_steps, series
+from .readout import checkpoint_of, chosen_steps, series, series_of
 from .results import ANALYSIS, EXTRACT, GEOMETRY, SERIES
 from .settings import Settings
 
@@ -58,10 +58,13 @@ class CpuReport:
     series: bool = False
     failed: list[tuple[int, str, str]] = field(default_factory=list)   # (step, stage, reason)
     seconds: float = 0.0
+    unreadable: list[arc.Unreadable] = field(default_factory=list)      # the folder's unreadable archives
+    waiting: dict[str, list[int]] = field(default_factory=dict)         # stage -> steps held back by them
+    series_waiting: bool = False                                        # the series, held back by them
 
     @property
     def changed(self) -> bool:
-        return bool(self.analysed or self.geometry or self.series or self.failed)
+        return bool(self.analysed or self.geometry or self.series or self.failed or self.unreadable)
 
 
 @dataclass
@@ -74,11 +77,19 @@ class RunReport:
     cpu: CpuReport | None = None                            # the CPU stages, when they ran
     visualizations: dict | None = None                      # visualize.generate's summary, when drawn
     seconds: float = 0.0
+    checkpoint_root: Path | None = None                     # where extraction looked, when it ran
+    found: int | None = None                                # checkpoints found there (any state), when it ran
+    set_aside: list[tuple[Path, Path, str]] = field(default_factory=list)   # (damaged archive, moved to, why)
+    unreadable: list[arc.Unreadable] = field(default_factory=list)          # in the folder after this run
+    failed_total: int = 0       # archives in the folder with a failed stage or unreadable, after this run
 
     @property
     def ok(self) -> bool:
+        """Nothing failed in this run, and no archive of the folder is unreadable (an unreadable one
+        holds back the CPU stages of every later checkpoint)."""
         vis_failed = bool(self.visualizations and self.visualizations.get("failed"))
-        return not self.failed and not (self.cpu is not None and self.cpu.failed) and not vis_failed
+        return (not self.failed and not (self.cpu is not None and self.cpu.failed) and not vis_failed
+                and not self.unreadable)
 
 
 def load_probes(settings: Settings) -> ProbeSet:
@@ -91,9 +102,12 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
     """Bring a run up to date (see `_update`), holding the run's lock: a second `learnviz run` (or
     analyze, radar, ...) on the same archive folder waits for the first, then finds its work done,
     instead of doing every stage twice."""
-    chosen_steps([], which)            # a malformed choice is an error before any work
-    if require_checkpoints:
-        collect.checkpoint_root(settings)
+    # Bad input is an error before anything is written (the lock makes the archive folder,
+    # whose default place is inside the checkpoint folder).
+    chosen_steps([], which)
+    if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
+        require_checkpoint_folder(settings)
+        probes = probes or load_probes(settings)
     with run_lock(settings.archive_dir()):
         return _update(settings, which=which, stages=stages, force=force, figures=figures,
                        require_checkpoints=require_checkpoints, progress=progress, probes=probes)
@@ -157,26 +171,62 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
         f = figures or Figures()
         report.visualizations = generate(settings, gifs=f.gifs, only=f.only, force=f.force, probe=f.probe,
                                          steps=report.steps if f.chosen_only else None)
+    # what stands in the folder now, earlier runs' failures included: a summary that counted only
+    # this run's would say "0 failed" over a run with failed checkpoints
+    listing = arc.scan_archives(settings.archive_dir())
+    report.unreadable = listing.unreadable
+    report.failed_total = len(listing.unreadable) + sum(
+        1 for a in listing.archives if any(not info.ok for info in a.stages.values()))
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _extract(settings: Settings, which: str, report: RunReport, *, progress: bool, probes: ProbeSet | None) -> None:
-    """The GPU stage for the chosen checkpoints that lack a current extraction."""
+    """The GPU stage for the chosen checkpoints that lack a current extraction.
+
+    A checkpoint whose archive another learnviz wrote (another schema_version or an unknown
+    encoding) is recorded as failed with the archive's reason and its file is left as it is. A
+    damaged archive is moved aside to `<name>.corrupt` first (`report.set_aside`), then rebuilt.
+    """
     probes = probes or load_probes(settings)
-    jobs = collect.plan(settings, probes, incomplete=report.incomplete, current=report.current)
+    refused: list[tuple] = []
+    damaged: list[tuple[Path, str]] = []
+    report.checkpoint_root = collect.checkpoint_root(settings)
+    jobs = collect.plan(settings, probes, incomplete=report.incomplete, current=report.current,
+                        refused=refused, damaged=damaged)
+    report.found = len(jobs) + len(report.current) + len(report.incomplete) + len(refused)
     if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
         newest_archived = max((a.step for a in series(settings.archive_dir())), default=-1)
-        newest = max(jobs, key=lambda j: j.checkpoint.step, default=None)
-        jobs = [newest] if newest is not None and newest.checkpoint.step >= newest_archived else []
+        newest = max([j.checkpoint.step for j in jobs] + [ck.step for ck, _ in refused], default=-1)
+        if newest < newest_archived:
+            newest = None
+        jobs = [j for j in jobs if j.checkpoint.step == newest][:1]
+        refused = [(ck, why) for ck, why in refused if ck.step == newest][:1] if not jobs else []
     elif which != "all":
         jobs = [j for j in jobs if j.checkpoint.step == int(which)]
+        refused = [(ck, why) for ck, why in refused if ck.step == int(which)]
+    for ck, why in refused:
+        report.failed.append((ck.path, why))
+    damaged_now = dict(damaged)
     bar = progress_bar(len(jobs), "checkpoints", progress and len(jobs) > 1, unit="ckpt")
     for job in jobs:
-        if collect.run_extract(job, settings, probes, progress=progress):
+        try:
+            if job.archive_path in damaged_now:
+                moved = arc.set_aside(job.archive_path)
+                if moved is not None:
+                    report.set_aside.append((job.archive_path, moved, damaged_now[job.archive_path]))
+            ok = collect.run_extract(job, settings, probes, progress=progress)
+        except arc.ArchiveError as exc:   # turned foreign or unreadable since the plan: left as it is
+            report.failed.append((job.checkpoint.path, str(exc)))
+            bar.update(1)
+            continue
+        if ok:
             report.done.append(job.archive_path)
         else:
-            info = arc.Archive(job.archive_path).stage(EXTRACT)
+            try:
+                info = arc.Archive(job.archive_path).stage(EXTRACT)
+            except arc.ArchiveError:
+                info = None
             report.failed.append((job.checkpoint.path, info.reason if info else "unknown"))
         bar.update(1)
     bar.close()
@@ -192,13 +242,18 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
     and the geometry chain up to the last of them. `analysis=False` leaves the per-checkpoint
     analyses out (the distributed mode runs them as tasks of their own). `force` recomputes the
     chosen checkpoints even when current. A stage that raises is recorded as failed and the
-    others go on.
+    others go on. While an archive of the folder is unreadable, the stages it would change wait
+    (`Holdback`; `report.waiting`), `force` or not.
     """
     t0 = time.perf_counter()
     report = CpuReport()
     archive_dir = settings.archive_dir()
-    archives = series(archive_dir)
+    listing = arc.scan_archives(archive_dir)
+    hold = Holdback(listing.unreadable)
+    report.unreadable = listing.unreadable
+    archives = series_of(listing.archives)
     if not archives:
+        report.seconds = time.perf_counter() - t0
         return report
     chosen = [i for i, a in enumerate(archives) if steps is None or a.step in steps]
     akeys = {i: an.analysis_key(archives, i, settings) for i in chosen} if analysis else {}
@@ -209,6 +264,11 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
               if (force and i in chosen) or not archives[i].is_current(GEOMETRY, gkeys[i])]
     if todo_g:  # a recomputed layout moves every later one: follow the chain to the end
         todo_g = list(range(todo_g[0], len(archives) if steps is None else last_needed + 1))
+    for stage, todo in ((ANALYSIS, todo_a), (GEOMETRY, todo_g)):
+        held = [archives[i].step for i in todo if hold.waits(archives[i].step)]
+        if held:   # in step order, so the held ones end the list (and the layout chain)
+            report.waiting[stage] = held
+            del todo[len(todo) - len(held):]
     bar = progress_bar(len(todo_a) + len(todo_g), "analyse", progress and len(todo_a) + len(todo_g) > 1,
                        unit="stage")
     for i in todo_a:
@@ -227,10 +287,41 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
     archives = series(archive_dir)   # re-read: stage statuses changed
     skey = an.series_key(archives, settings)
     if force or report.analysed or not _series_current(archive_dir, skey):
-        guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey))
-        report.series = True
+        if hold.unreadable:    # it covers every checkpoint: it would be rebuilt without one
+            report.series_waiting = True
+        else:
+            guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey))
+            report.series = True
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@dataclass
+class Holdback:
+    """The rule for unreadable archives (docs/archive.md, "Unreadable archives").
+
+    While an archive of the folder cannot be read, the CPU stages of every checkpoint after it (of
+    every checkpoint, when its step is unknown) and the series wait: computing them now would
+    compare a checkpoint with another previous checkpoint than the run's, and rebuild the series
+    without one of its checkpoints, and say nothing of it. Their stored results stay as they are.
+    Checkpoints before it go on. `learnviz run` rebuilds a damaged archive whose checkpoint folder
+    still exists before the CPU stages run, which ends the wait; otherwise the file is to be
+    restored, or moved out of the folder to go on without that checkpoint.
+    """
+    unreadable: list[arc.Unreadable]
+
+    def waits(self, step: int) -> bool:
+        if not self.unreadable:
+            return False
+        known = [u.step for u in self.unreadable if u.step is not None]
+        return len(known) < len(self.unreadable) or step > min(known)
+
+    def why(self) -> str:
+        files = ", ".join(u.path.name + ("" if u.step is None else f" (step {u.step})") for u in self.unreadable)
+        return (f"held back while {files} cannot be read, so that no checkpoint is compared with another "
+                f"previous checkpoint than the run's (`learnviz run` rebuilds a damaged archive while its "
+                f"checkpoint folder exists; else restore the file, or move it out of the archive folder to go "
+                f"on without that checkpoint)")
 
 
 def _series_current(archive_dir: Path, key: arc.StageKey) -> bool:
@@ -254,8 +345,11 @@ def guarded(report: CpuReport, a: arc.Archive, stage: str, fn: Callable[[], obje
         reason = f"{type(exc).__name__}: {exc}"
         report.failed.append((a.step, stage, reason))
         if stage != SERIES:
-            arc.write_stage(a.path, stage, key=key or a.key, root_attrs=an.root_attrs_of(a), status="failed",
-                            reason=reason)
+            try:
+                arc.write_stage(a.path, stage, key=key or a.key, root_attrs=an.root_attrs_of(a), status="failed",
+                                reason=reason)
+            except arc.ForeignArchiveError:
+                pass   # another learnviz's archive is never written over; the report holds the failure
         return False
 
 
@@ -276,23 +370,38 @@ class StageResult:
 
 
 def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None) -> StageResult:
-    """The GPU stage for one checkpoint. `current` when its archive already holds this key."""
+    """The GPU stage for one checkpoint. `current` when its archive already holds this key;
+    `failed`, the file untouched, when another learnviz wrote it. A damaged archive is moved aside
+    to `<name>.corrupt` and rebuilt (the reason of an `ok` result says so)."""
     probes = load_probes(settings)
     ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
     if ck.state == "incomplete":
         return StageResult(EXTRACT, str(checkpoint), ck.step, "incomplete", ck.reason)
-    job = collect.job_for(ck, settings, probes, collect.checkpoint_root(settings))
+    damaged: list[tuple[Path, str]] = []
+    try:
+        job = collect.job_for(ck, settings, probes, collect.checkpoint_root(settings), damaged=damaged)
+    except arc.ForeignArchiveError as exc:
+        return StageResult(EXTRACT, str(checkpoint), ck.step, "failed", str(exc))
     if not job.stages:
         return StageResult(EXTRACT, str(checkpoint), ck.step, "current", archive=str(job.archive_path))
-    ok = collect.run_extract(job, settings, probes, loaded=loaded)
-    info = arc.Archive(job.archive_path).stage(EXTRACT)
+    note = ""
+    try:
+        moved = arc.set_aside(job.archive_path) if damaged else None
+        if moved is not None:
+            note = f"{job.archive_path.name} moved aside to {moved.name} and rebuilt: {damaged[0][1]}"
+        ok = collect.run_extract(job, settings, probes, loaded=loaded)
+        info = arc.Archive(job.archive_path).stage(EXTRACT)
+    except arc.ArchiveError as exc:   # turned foreign or unreadable meanwhile: left as it is
+        return StageResult(EXTRACT, str(checkpoint), ck.step, "failed", str(exc), str(job.archive_path))
     return StageResult(EXTRACT, str(checkpoint), ck.step, "ok" if ok else "failed",
-                       "" if ok else (info.reason if info else ""), str(job.archive_path))
+                       note if ok else (info.reason if info else ""), str(job.archive_path))
 
 
 def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResult:
-    """The per-checkpoint CPU analyses. `skipped` when the checkpoint has no successful extraction."""
-    archives = series(settings.archive_dir())
+    """The per-checkpoint CPU analyses. `skipped` when the checkpoint has no successful extraction,
+    or while an earlier archive cannot be read (`Holdback`)."""
+    listing = arc.scan_archives(settings.archive_dir())
+    archives = series_of(listing.archives)
     target = Path(checkpoint).resolve()
     i = next((i for i, a in enumerate(archives) if checkpoint_of(a) == target), None)
     if i is None:
@@ -301,6 +410,9 @@ def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResul
     key = an.analysis_key(archives, i, settings)
     if a.is_current(ANALYSIS, key):
         return StageResult(ANALYSIS, str(checkpoint), a.step, "current", archive=str(a.path))
+    hold = Holdback(listing.unreadable)
+    if hold.waits(a.step):
+        return StageResult(ANALYSIS, str(checkpoint), a.step, "skipped", hold.why(), str(a.path))
     report = CpuReport()
     ok = guarded(report, a, ANALYSIS, lambda: an.run_analysis(archives, i, settings, key), key)
     return StageResult(ANALYSIS, str(checkpoint), a.step, "ok" if ok else "failed",
@@ -311,7 +423,9 @@ def update_learning_history(settings: Settings) -> dict:
     """Geometry for every checkpoint whose chain changed, then the series. JSON-able summary."""
     report = run_cpu_stages(settings, analysis=False)   # per-checkpoint analyses are `analyze` tasks
     return {"geometry": report.geometry, "series": report.series,
-            "failed": [list(f) for f in report.failed], "seconds": report.seconds}
+            "failed": [list(f) for f in report.failed], "seconds": report.seconds,
+            "unreadable": [u.reason for u in report.unreadable],
+            "waiting": {**report.waiting, **({SERIES: []} if report.series_waiting else {})}}
 
 
 def generate_visualizations(settings: Settings) -> dict:
@@ -326,9 +440,12 @@ def pending(settings: Settings) -> list[dict]:
     out = [{"checkpoint": str(j.checkpoint.path), "step": j.checkpoint.step, "stages": [EXTRACT, ANALYSIS]}
            for j in jobs]
     queued = {j.checkpoint.path.resolve() for j in jobs}
-    archives = series(settings.archive_dir())
+    listing = arc.scan_archives(settings.archive_dir())
+    archives, hold = series_of(listing.archives), Holdback(listing.unreadable)
     for i, a in enumerate(archives):
         ck = checkpoint_of(a)
+        if hold.waits(a.step):
+            continue   # it would be analysed against another previous checkpoint than the run's
         if ck not in queued and not a.is_current(ANALYSIS, an.analysis_key(archives, i, settings)):
             out.append({"checkpoint": str(ck), "step": a.step, "stages": [ANALYSIS]})
     out.sort(key=lambda d: d["step"])
@@ -337,15 +454,35 @@ def pending(settings: Settings) -> list[dict]:
 
 def history_stale(settings: Settings) -> bool:
     """True when a checkpoint's geometry or the series is not current: update_learning_history has
-    work (its message may have been lost after the analyses that asked for it)."""
-    archives = series(settings.archive_dir())
+    work (its message may have been lost after the analyses that asked for it). What waits for an
+    unreadable archive (`Holdback`) is not work."""
+    listing = arc.scan_archives(settings.archive_dir())
+    archives, hold = series_of(listing.archives), Holdback(listing.unreadable)
     if not archives:
         return False
     for a, key in zip(archives, an.geometry_keys(archives, settings)):
-        if not a.is_current(GEOMETRY, key):
+        if not hold.waits(a.step) and not a.is_current(GEOMETRY, key):
             return True
-    return not _series_current(settings.archive_dir(), an.series_key(archives, settings))
+    return not hold.unreadable and not _series_current(settings.archive_dir(), an.series_key(archives, settings))
 
 
 def checkpoint_root(settings: Settings) -> Path:
     return collect.checkpoint_root(settings)
+
+
+# What `discover` recognises as a checkpoint (learnviz.checkpoints), for the messages that say
+# where learnviz looked and found nothing.
+CHECKPOINT_NAMES = ("checkpoint-N, step_N, step-N or global_stepN folders, or any folder with a config.json and "
+                    "weights (model.safetensors), in the folder itself or one level down (runs/NAME/checkpoint-N)")
+
+
+def require_checkpoint_folder(settings: Settings) -> Path:
+    """The checkpoint folder, which must exist: LearnvizError naming it otherwise. Checked before
+    anything is written there (the default archive folder lies inside it), so that a mistyped path
+    is an error, not an empty run."""
+    root = collect.checkpoint_root(settings)
+    if not root.is_dir():
+        raise LearnvizError("checkpoint folder not found" if not root.exists() else "is not a folder",
+                            path=root, field="checkpoints",
+                            hint=f"pass the folder that holds the training run's {CHECKPOINT_NAMES}")
+    return root

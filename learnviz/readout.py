@@ -5,7 +5,8 @@ through this module; none of them imports an orchestrator (pipeline, analyze, co
 writes, never locks and never loads a model.
 
   series(dir)            archives with a successful extraction, in step order, of one probe set
-  status_rows(dir)       one StatusRow per archived checkpoint; format_status(rows) for a terminal
+  scan_archives(dir)     the readable archives and the unreadable ones (archive.Unreadable), with why
+  status_rows(dir)       one StatusRow per archive file, unreadable ones included; format_status(rows)
   archive_accuracy(a)    overall and per-skill accuracy of one archive (memoised per file version)
   read_analysis(a)       the typed `analysis` group (results.AnalysisResult)
   read_geometry(a)       the typed `geometry` group (results.GeometryResult)
@@ -23,7 +24,7 @@ import numpy as np
 
 from . import archive as arc
 from . import history
-from .archive import SERIES_NAME, Archive, ArchiveError
+from .archive import SERIES_NAME, Archive, ArchiveError, Listing, Unreadable, scan_archives
 from .errors import LearnvizError
 from .results import (
     ANALYSIS,
@@ -37,12 +38,16 @@ from .results import (
     stage_order,
 )
 
-__all__ = ["ANALYSIS", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
-           "HISTORY_FILE", "StatusRow", "archive_accuracy", "checkpoint_of", "chosen_steps", "extracted",
-           "format_status", "history_rows", "read_analysis", "read_board", "read_geometry", "series", "series_of",
-           "skill_accuracy", "stage_ok", "status_rows"]
+__all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
+           "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
+           "chosen_steps", "extracted", "format_status", "history_rows", "read_analysis", "read_board",
+           "read_geometry", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok", "status_rows",
+           "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
+# An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
+ARCHIVE = "archive"
+UNREADABLE = "unreadable"
 
 
 def history_rows(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
@@ -118,12 +123,17 @@ def archive_accuracy(a: Archive) -> tuple[float | None, dict[str, float]]:
 
 @dataclass
 class StatusRow:
-    step: int
+    step: int | None                  # None: an unreadable archive whose file name gives no step
     name: str
-    stages: dict[str, str]            # stage -> ok | failed, in pipeline order
+    stages: dict[str, str]            # stage -> ok | failed, in pipeline order; {"archive": "unreadable"}
     reason: str                       # first failure reason, if any
     accuracy: float | None
     skills: dict[str, float]
+
+    @property
+    def unreadable(self) -> bool:
+        """The archive file itself cannot be read (the reason says why); its stages are unknown."""
+        return self.stages.get(ARCHIVE) == UNREADABLE
 
 
 def status_row(a: Archive, *, accuracy: bool = True) -> StatusRow:
@@ -133,10 +143,21 @@ def status_row(a: Archive, *, accuracy: bool = True) -> StatusRow:
     return StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem), stages, reason, acc, skills)
 
 
-def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None) -> list[StatusRow]:
-    """One row per archived checkpoint: stage states and per-skill accuracy (`archives`: the
-    folder's listing when the caller has it already)."""
-    return [status_row(a) for a in (arc.list_archives(archive_dir) if archives is None else archives)]
+def unreadable_row(u: Unreadable) -> StatusRow:
+    """The status row of an archive file that cannot be read: failed, with the reason."""
+    return StatusRow(u.step, u.name, {ARCHIVE: UNREADABLE}, u.reason, None, {})
+
+
+def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
+                unreadable: list[Unreadable] | None = None, *, accuracy: bool = True) -> list[StatusRow]:
+    """One row per archive file, in step order: stage states and per-skill accuracy, or for an
+    unreadable file why it cannot be read (`archives`, `unreadable`: the folder's listing when the
+    caller has it already; `accuracy=False` reads no archive beyond its header)."""
+    if archives is None:
+        listing = scan_archives(archive_dir)
+        archives, unreadable = listing.archives, listing.unreadable
+    rows = [status_row(a, accuracy=accuracy) for a in archives] + [unreadable_row(u) for u in unreadable or []]
+    return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
 
 
 def format_status(rows: list[StatusRow]) -> str:
@@ -146,7 +167,8 @@ def format_status(rows: list[StatusRow]) -> str:
     table = []
     for r in rows:
         stages = " ".join(f"{k}:{v}" for k, v in r.stages.items())
-        cells = [str(r.step), r.name, stages, "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
+        cells = ["?" if r.step is None else str(r.step), r.name, stages,
+                 "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
         cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
         table.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
@@ -154,7 +176,8 @@ def format_status(rows: list[StatusRow]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in table]
     for r in rows:
         if r.reason:
-            lines.append(f"step {r.step} ({r.name}) failed: {r.reason}")
+            where = f"{r.name}" if r.step is None else f"step {r.step} ({r.name})"
+            lines.append(f"{where} {'unreadable' if r.unreadable else 'failed'}: {r.reason}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,157 @@
+"""The dashboard over an archive folder with bad files in it: each is shown as unreadable with a
+reason naming it, on the pages and in the JSON API, and no page fails or leaves it out.
+
+The run is the no-model series of tests/plots/conftest.py (steps 10, 20, 40, 80: real archives
+written through the archive API, real CPU stages), built once per module and copied per test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import h5py
+import pytest
+from dashboard_run import make_app
+from helpers import snapshot
+from markupsafe import escape
+from plots.conftest import make_series
+
+STEPS = (10, 20, 40, 80)
+
+
+@pytest.fixture(scope="module")
+def built_series(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("faults")
+    make_series(folder)
+    return folder / "archive"
+
+
+@pytest.fixture
+def archive(built_series, tmp_path) -> Path:
+    shutil.copytree(built_series, tmp_path / "archive", ignore=shutil.ignore_patterns(".locks"))
+    return tmp_path / "archive"
+
+
+def client_of(archive: Path):
+    return make_app(archive).test_client()
+
+
+def page(client, url: str) -> str:
+    r = client.get(url)
+    assert r.status_code == 200, (url, r.status_code, r.data[:300])
+    return r.get_data(as_text=True)
+
+
+def every_url(steps) -> list[str]:
+    return ["/", "/checkpoints", *(f"/checkpoints/{s}" for s in steps), "/hard-examples", "/api/status.json",
+            "/api/history.json", *(f"/api/checkpoints/{s}.json" for s in steps), "/api/hard_examples.json",
+            "/api/version.json"]
+
+
+def truncate_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def test_truncated_archive_is_a_failure_with_its_reason_everywhere(archive):
+    path = archive / "checkpoint-20.h5"
+    truncate_half(path)
+    c = client_of(archive)
+    d = c.get("/api/status.json").get_json()
+    assert d["checkpoints"] == 4 and d["analysed"] == 3 and d["steps"] == list(STEPS)
+    [f] = d["failures"]
+    assert f["reason"].startswith(f"{path}: cannot be read as HDF5")
+    assert f == {"step": 20, "name": "checkpoint-20", "stage": "archive", "reason": f["reason"], "unreadable": True,
+                 "file": "checkpoint-20.h5"}
+    rows = {r["step"]: r for r in d["rows"]}
+    assert sorted(rows) == list(STEPS)
+    assert rows[20] == {"step": 20, "name": "checkpoint-20", "stages": {"archive": "unreadable"},
+                        "reason": f["reason"], "failed": ["archive"], "accuracy": None, "skills": {}}
+
+    html = page(c, "/checkpoints/20")
+    assert "No archived checkpoint" not in html
+    assert "This checkpoint's archive cannot be read" in html and str(escape(f["reason"])) in html
+    assert 'class="stage failed">unreadable<' in html and "checkpoint-20.h5.corrupt" in html
+    assert 'href="/checkpoints/10"' in html and 'href="/checkpoints/40"' in html        # its neighbours
+    j = c.get("/api/checkpoints/20.json").get_json()
+    assert (j["unreadable"], j["archive"], j["extracted"]) == (True, "checkpoint-20.h5", False)
+    assert j["reason"] == f["reason"]
+    assert j["stages"][0]["status"] == "unreadable" and (j["previous"], j["next"]) == (10, 40)
+    assert c.get("/api/checkpoints/40.json").get_json()["previous"] == 20
+
+    rows_html = re.findall(r"<tr.*?</tr>", page(c, "/checkpoints").split("<tbody>")[1], re.S)
+    assert len(rows_html) == 4
+    assert 'class="row-failed"' in rows_html[1] and ">unreadable<" in rows_html[1]
+    assert str(escape(f["reason"])) in rows_html[1]
+    overview = page(c, "/")
+    assert 'href="/checkpoints/20"' in overview and "<code>checkpoint-20.h5</code>" in overview
+    assert "1 unreadable file" in overview and str(escape(f["reason"])) in overview
+
+
+def test_non_integer_step_breaks_no_page(archive):
+    path = archive / "checkpoint-40.h5"
+    with h5py.File(path, "a") as f:
+        f.attrs["step"] = "abc"
+    c = client_of(archive)
+    for url in every_url(STEPS):
+        assert c.get(url).status_code == 200, url
+    [f] = c.get("/api/status.json").get_json()["failures"]
+    assert f["step"] == 40
+    assert f["reason"].startswith(f"{path} field 'step': root attribute step is 'abc', not an integer")
+    assert str(escape(f["reason"])) in page(c, "/checkpoints/40") and str(escape(f["reason"])) in page(c, "/")
+
+
+def test_archive_of_another_schema_is_shown_and_not_offered_for_rebuilding(archive):
+    path = archive / "checkpoint-80.h5"
+    with h5py.File(path, "a") as f:
+        f.attrs["schema_version"] = 2
+    c = client_of(archive)
+    [f] = c.get("/api/status.json").get_json()["failures"]
+    assert (f["step"], f["file"]) == (80, "checkpoint-80.h5")
+    assert f["reason"] == (f"{path} field 'schema_version': schema_version 2; this learnviz reads 1 "
+                           "(written by a newer learnviz? upgrade learnviz, or move it away to rebuild)")
+    html = page(c, "/checkpoints/80")
+    assert "does not overwrite it" in html and ".corrupt" not in html
+    assert c.get("/api/checkpoints/80.json").get_json()["foreign"] is True
+    assert c.get("/api/status.json").get_json()["latest"]["step"] == 40       # the newest readable one
+
+
+def test_corrupt_board_is_unreadable_not_missing(archive):
+    board = archive / "hard_example_board.json"
+    board.write_text('{"steps": [10, 20,')
+    c = client_of(archive)
+    html = page(c, "/hard-examples")
+    assert "No hard-example board yet" not in html
+    assert "The hard-example board cannot be read" in html and f"{board}: is not valid JSON" in html
+    d = c.get("/api/hard_examples.json").get_json()
+    assert d["available"] is False and d["error"].startswith(f"{board}: is not valid JSON")
+    [f] = c.get("/api/status.json").get_json()["failures"]
+    assert f == {"step": None, "name": "hard_example_board.json", "stage": "board", "reason": d["error"],
+                 "unreadable": True, "file": "hard_example_board.json"}
+    assert 'href="/hard-examples"' in page(c, "/") and "<code>hard_example_board.json</code>" in page(c, "/")
+    for url in every_url(STEPS):
+        assert c.get(url).status_code == 200, url
+
+    board.unlink()                                  # absent is still "not yet", with no error
+    c = client_of(archive)
+    assert "No hard-example board yet" in page(c, "/hard-examples")
+    assert "error" not in c.get("/api/hard_examples.json").get_json()
+    assert c.get("/api/status.json").get_json()["failures"] == []
+
+
+def test_unreadable_archive_without_a_step_in_its_name_and_nothing_written(archive):
+    (archive / "my-model.h5").write_bytes(b"not hdf5 at all")
+    truncate_half(archive / "checkpoint-10.h5")
+    before = snapshot(archive)
+    c = client_of(archive)
+    for url in every_url(STEPS):
+        assert c.get(url).status_code == 200, url
+    d = c.get("/api/status.json").get_json()
+    assert [(f["step"], f["file"]) for f in d["failures"]] == [(10, "checkpoint-10.h5"), (None, "my-model.h5")]
+    assert [r["step"] for r in d["rows"]] == [*STEPS, None] and d["checkpoints"] == 5
+    rows_html = page(c, "/checkpoints")
+    assert '<td class="num">?</td>' in rows_html and "<code>my-model</code>" in rows_html
+    assert f"{archive / 'my-model.h5'}: cannot be read as HDF5" in rows_html
+    assert snapshot(archive) == before              # the dashboard only reads
