@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("learnviz", "workers", "beat", "dashboard")
 ORCHESTRATORS = {"learnviz.pipeline", "learnviz.analyze", "learnviz.collect"}
 # The read side: none of these may reach an orchestrator, directly or through another module.
-READERS = ("learnviz.readout", "learnviz.results", "learnviz.visualize", "learnviz.plots", "dashboard")
+READERS = ("learnviz.readout", "learnviz.results", "learnviz.visualize", "learnviz.plots", "dashboard",
+           "learnviz.notebook", "learnviz.export")
 
 
 def modules() -> dict[str, Path]:

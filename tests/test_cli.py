@@ -10,7 +10,7 @@ CLI = [sys.executable, "-m", "learnviz.cli"]
 
 
 COMMANDS = ["demo", "run", "analyze", "status", "probes", "config", "radar", "embed", "hard-examples", "visualize",
-            "serve", "worker", "beat", "submit"]
+            "export", "serve", "worker", "beat", "submit"]
 
 
 def _subparser(parser, command):
