@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from . import pipeline, readout
@@ -31,27 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     _export_commands(sub)
 
     from .plugins import register_commands
-    register_commands(sub)   # the adapters' commands (serve, worker, beat, submit), when installed
+    register_commands(sub)   # demo, and the adapters' commands (serve, worker, beat, submit), when installed
     return parser
 
 
 def _pipeline_commands(sub) -> None:
-    """demo, run, analyze: the commands that write archives."""
-    p = sub.add_parser("demo", help="train a tiny model, archive its checkpoints, show the results",
-                       description="Train a tiny GPT-2-style model on the SYLLO syllogism task (about a minute on "
-                                   "2 CPU cores), write its checkpoints in the Hugging Face Trainer layout, run the "
-                                   "whole pipeline over them and show the results. No Redis, no GPU, no downloads.",
-                       epilog=examples("learnviz demo",
-                                       "learnviz demo --out /tmp/lv-demo --no-serve"),
-                       formatter_class=FORMATTER)
-    p.add_argument("--out", dest="demo_out", metavar="DIR", help="output folder (default: ./learnviz-demo)")
-    p.add_argument("--steps", dest="demo_steps", type=int, metavar="N", help="training steps (default: 500)")
-    p.add_argument("--checkpoints-count", dest="demo_checkpoints", type=int, metavar="N",
-                   help="checkpoints to write (default: 10)")
-    p.add_argument("--seed", dest="demo_seed", type=int, help="seed (default: 0)")
-    p.add_argument("--retrain", action="store_true", help="train again even if the checkpoints exist")
-    p.add_argument("--no-serve", action="store_true", help="stop after the archives instead of serving the dashboard")
-
+    """run, analyze: the commands that write archives (`demo` comes from learnviz/demo/cli.py)."""
     p = sub.add_parser("run", help="archive every complete checkpoint that is not archived yet (no Redis)",
                        description="The embedded pipeline: find complete checkpoints under --checkpoints, run the "
                                    "probe set through each that lacks a current archive, write "
@@ -275,15 +259,6 @@ def cmd_config(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from .demo.run import run_demo
-    settings = settings_from(args)
-    t0 = time.time()
-    run_demo(settings, retrain=args.retrain, serve=not args.no_serve, progress=not args.quiet)
-    print(f"demo finished in {time.time() - t0:.0f}s")
-    return 0
-
-
 def _figures(args, which: str | None, figures: pipeline.Figures, show) -> int:
     """Bring `which` up to date (all stages; None: draw only), draw `figures`, print the summary
     and the paths of the files `show(steps)` names that exist."""
@@ -387,7 +362,7 @@ def print_vis_report(result: dict) -> None:
 
 
 COMMANDS = {"analyze": cmd_analyze, "run": cmd_run, "status": cmd_status, "probes": cmd_probes, "config": cmd_config,
-            "demo": cmd_demo, "radar": cmd_radar, "embed": cmd_embed, "hard-examples": cmd_hard_examples,
+            "radar": cmd_radar, "embed": cmd_embed, "hard-examples": cmd_hard_examples,
             "visualize": cmd_visualize, "export": cmd_export}
 
 
