@@ -1,7 +1,8 @@
 """Layout stability: learnviz's UMAP methods on a real checkpoint series.
 
-For one layer of every checkpoint of an archive series (default: the demo series in
-/tmp/lvdemo/archive, layer 3, 10 checkpoints x 525 probes) prints, per method:
+For one layer of every checkpoint of an archive series (default: the demo series of
+bench/_demo.py, trained and extracted once into .bench-cache/, layer 3, 10 checkpoints x 500
+probes) prints, per method:
   disparity   mean scipy.spatial.procrustes disparity between consecutive frames (0 = same
               picture up to rotation/reflection/scale/shift)
   ratio       disparity(method) / disparity(independent)   goal <= 1/3 for learnviz's default
@@ -10,9 +11,12 @@ For one layer of every checkpoint of an archive series (default: the demo series
 Methods: independent (a fresh UMAP per checkpoint, the baseline), procrustes (learnviz's
 default: a gentle refinement from the previous frame, then orthogonal Procrustes),
 procrustes-umap-defaults (the same chain with umap's own 500 epochs from learning rate 1.0,
-to show what the refinement settings buy), aligned (umap.AlignedUMAP over the series).
+to show what the refinement settings buy), procrustes-umap-sgd (the chain as learnviz ran it
+before its refinement moved to numpy: umap's own kNN and numba SGD, the same settings),
+aligned (umap.AlignedUMAP over the series).
 
     python bench/umap_methods.py                          # demo series, layer 3, seed 0
+    python bench/umap_methods.py --seeds 0 1 2 --no-aligned  # what docs/performance.md quotes
     python bench/umap_methods.py --layer 2 --seeds 0 1 2  # more layers / seeds
     python bench/umap_methods.py --archive DIR --no-aligned
 """
@@ -20,6 +24,7 @@ to show what the refinement settings buy), aligned (umap.AlignedUMAP over the se
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,6 +63,25 @@ def chain(embs, seed: int, method: str, **kw) -> tuple[list, float]:
     return frames, (time.perf_counter() - t0) / len(embs)
 
 
+def umap_sgd_chain(embs, seed: int) -> tuple[list, float]:
+    """The procrustes chain with umap doing everything (its kNN, graph and numba SGD), as
+    learnviz refined before analysis/umap_sgd.py; the same epochs, learning rate and alignment."""
+    frames, prev = [], None
+    t0 = time.perf_counter()
+    for e in embs:
+        x = ul._check_emb(e)
+        k = ul._neighbors(15, len(x))
+        start = prev if prev is not None else ul._fit(x, k, 0.1, seed, ul.DEFAULT_METRIC, "spectral")
+        refined = ul._fit(x, k, 0.1, seed, ul.DEFAULT_METRIC, ul._scaled_init(start), n_epochs=ul.REFINE_EPOCHS,
+                          learning_rate=ul.REFINE_LEARNING_RATE)
+        coords = ul.align_to(refined, start)
+        frames.append(ul.Layout(coords.astype(np.float32), "procrustes", {},
+                                ul._trust(x, coords, min(k, math.ceil(len(x) / 2) - 1), ul.DEFAULT_METRIC),
+                                None if prev is None else ul.disparity(prev, coords)))
+        prev = frames[-1].coords
+    return frames, (time.perf_counter() - t0) / len(embs)
+
+
 def aligned(embs, seed: int) -> tuple[list, float]:
     t0 = time.perf_counter()
     frames = ul.aligned_series(embs, seed=seed)
@@ -66,11 +90,15 @@ def aligned(embs, seed: int) -> tuple[list, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--archive", default="/tmp/lvdemo/archive")
+    ap.add_argument("--archive", default=None, help="an archive folder (default: the demo series, bench/_demo.py)")
     ap.add_argument("--layer", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--no-aligned", action="store_true", help="skip AlignedUMAP (slowest: it refits the series)")
     args = ap.parse_args()
+    if args.archive is None:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from _demo import extracted_archive
+        args.archive = str(extracted_archive()[0])
 
     steps, embs = load_series(args.archive, args.layer)
     print(f"series: {args.archive}, layer {args.layer}, steps {steps}, {embs[0].shape[0]} probes x {embs[0].shape[1]}")
@@ -80,6 +108,7 @@ def main() -> None:
         "procrustes": lambda s: chain(embs, s, "procrustes"),
         "procrustes-umap-defaults": lambda s: chain(embs, s, "procrustes", refine_epochs=None,
                                                     refine_learning_rate=1.0),
+        "procrustes-umap-sgd": lambda s: umap_sgd_chain(embs, s),
     }
     if not args.no_aligned:
         t0 = time.perf_counter()

@@ -73,7 +73,8 @@ def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey
     keys, prev = [], ""
     for a in archives:
         inputs = _hash(GEOMETRY, archives[0].key.fingerprint, prev, s.umap_method, s.umap_neighbors,
-                       s.umap_min_dist, s.umap_seed, ul.REFINE_EPOCHS, ul.REFINE_LEARNING_RATE, ul.DEFAULT_METRIC)
+                       s.umap_min_dist, s.umap_seed, ul.REFINE_EPOCHS, ul.REFINE_LEARNING_RATE, ul.DEFAULT_METRIC,
+                       ul.REFINE_OPTIMIZER)
         key = a.key.with_inputs(inputs)
         keys.append(key)
         prev = _hash(key)

@@ -56,7 +56,10 @@ def _warm_child(**_):
 
 def ensure_warm() -> None:
     """Import (and for UMAP, compile) what this worker's queues need, once per process. Called when
-    a prefork child starts and, for the solo and thread pools, before the first task."""
+    a prefork child starts and, for the solo and thread pools, before the first task. UMAP's
+    kernels come from numba's on-disk cache after the first process on the machine
+    (learnviz/analysis/numba_cache.py), and a layout refined from the previous checkpoint's
+    needs neither umap nor numba: the warm-up serves first frames and method "independent"."""
     if _WARM["pid"] == os.getpid():
         return
     _WARM["pid"] = os.getpid()

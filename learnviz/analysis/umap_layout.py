@@ -11,6 +11,9 @@ checkpoint's coordinates of the same layer):
                 its own spectral/PCA inits), then mapped onto the previous frame by orthogonal
                 Procrustes (rotation or reflection + uniform scale + translation), so the axes
                 and the scale stay put. The first frame is a cold UMAP refined once the same way.
+                The refinement runs in numpy (analysis/knn.py: exact kNN and UMAP's fuzzy graph;
+                analysis/umap_sgd.py: UMAP's optimiser, one vectorised step per epoch), so a
+                frame that has a previous one neither imports umap nor compiles anything.
   "independent" a fresh UMAP per checkpoint, same seed (the baseline).
   "aligned"     umap.AlignedUMAP over the whole series at once (`aligned_series`): the
                 smoothest, but about 5x the time per frame, and it refits every frame when a
@@ -19,14 +22,19 @@ checkpoint's coordinates of the same layer):
 
 Quality numbers on every frame: `trustworthiness` (sklearn.manifold.trustworthiness, the same
 n_neighbors and metric as the UMAP: 1 = the 2-D neighbours were neighbours in the embedding
-space) and `disparity` to the previous frame (scipy.spatial.procrustes: the residual sum of
-squares after the best similarity transform of both standardised layouts, in [0, 1]; 0 = the
-same picture up to rotation/reflection/scale/shift; it ignores the alignment, so it measures
-how much the layout itself moved). See bench/umap_methods.py for the numbers behind the default.
+space; computed by knn.trustworthiness from the kNN's distance matrix, the same number) and
+`disparity` to the previous frame (scipy.spatial.procrustes: the residual sum of squares after
+the best similarity transform of both standardised layouts, in [0, 1]; 0 = the same picture up
+to rotation/reflection/scale/shift; it ignores the alignment, so it measures how much the layout
+itself moved). See bench/umap_methods.py for the numbers behind the default.
 
-Cost: umap is imported lazily (seconds) and numba compiles its kernels on the first fit of a
-process (~10 s); `warm_up()` pays both once so that later fits compile nothing (500 probes,
-one core: ~0.6 s for a cold fit, ~0.35 s for a refinement).
+Cost (docs/performance.md): a frame refined from a previous one is numpy and scipy only, a few
+tenths of a second for 500 probes, the same in a fresh process as in a warm one. umap serves a
+first frame (the cold spectral fit), "independent" and "aligned", and metrics other than cosine
+and euclidean or more than 4096 probes (there umap does everything, as before). It is imported
+lazily (seconds); numba compiles its kernels on a process's first fit (~10 s) unless its on-disk
+cache holds them (analysis/numba_cache.py: once per machine); `warm_up()` pays both up front.
+The cold fits hand umap the exact kNN (precomputed_knn): umap neither builds nor compiles one.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ import numpy as np
 from scipy.linalg import orthogonal_procrustes
 from scipy.spatial import procrustes as _scipy_procrustes
 
+from . import knn as _knn
+from . import umap_sgd
+
 METHODS = ("procrustes", "independent", "aligned")
 DEFAULT_METRIC = "cosine"
 INIT_SCALE = 10.0        # umap's own inits are scaled to a largest |coordinate| of 10
@@ -48,9 +59,13 @@ MIN_POINTS = 5
 # so a frame moves where the neighbourhoods changed and stays put elsewhere. Chosen on the demo
 # series (bench/umap_methods.py): disparity to the previous frame ~0.2x the independent
 # baseline's, trustworthiness equal to it (0.981 vs 0.982); umap's own 500 epochs from 1.0 only
-# reach ~0.6x.
+# reached ~0.6x (umap's SGD; the numpy optimiser: ~0.3x, docs/performance.md).
 REFINE_EPOCHS = 200
 REFINE_LEARNING_RATE = 0.05
+# How a refinement is computed: part of the geometry stage key (learnviz/analyze.py), so that
+# archives laid out by another implementation are redone. "numpy-1": exact kNN, UMAP's graph
+# and optimiser in numpy (umap's numba SGD before; its layouts differ for the same seed).
+REFINE_OPTIMIZER = "numpy-1"
 
 _warm: set[str] = set()    # metrics whose kernels this process has compiled
 
@@ -61,10 +76,11 @@ class Layout:
 
     method: "procrustes" | "independent" | "aligned".
     params: what produced it: n_neighbors (requested), n_neighbors_used, min_dist, seed,
-            metric, init ("spectral", "spectral+refine", "previous+refine"), refine_epochs and
-            refine_learning_rate (procrustes), alignment_* (aligned), trust_n_neighbors,
-            umap_version.
-    trustworthiness: in [0, 1] (sklearn, k = params["trust_n_neighbors"]).
+            metric, init ("spectral", "spectral+refine", "previous+refine"), refine_epochs,
+            refine_learning_rate and refine_optimizer (procrustes: REFINE_OPTIMIZER, or "umap"
+            where umap refines), knn ("exact": numpy's, or "umap"; not for aligned),
+            alignment_* (aligned), trust_n_neighbors, umap_version.
+    trustworthiness: in [0, 1] (as sklearn's, k = params["trust_n_neighbors"]).
     disparity: scipy.spatial.procrustes disparity to the previous frame, in [0, 1];
             None for a first frame; NaN when either frame has all points at one place.
     """
@@ -76,12 +92,13 @@ class Layout:
 
 
 def warm_up(metric: str = DEFAULT_METRIC) -> float:
-    """Import umap and compile its numba kernels once per process; returns the seconds spent.
+    """Import umap and compile (or load from numba's on-disk cache) its kernels once per
+    process; returns the seconds spent.
 
     Fits two tiny sets along every path `layout` takes with this metric (spectral init on a
     connected neighbour graph and on one in more than 4 pieces, which umap lays out through
-    centroid distances, then an init from coordinates), so later fits of any size compile
-    nothing. A second call in the same process returns about 0.
+    centroid distances, then a refinement from coordinates, which is numpy), so later fits of
+    any size compile nothing. A second call in the same process returns about 0.
     """
     t0 = time.perf_counter()
     if metric in _warm:
@@ -138,20 +155,32 @@ def layout(emb: np.ndarray, previous: np.ndarray | None = None, *, method: str =
             raise ValueError("previous coordinates contain NaN or inf")
     k = _neighbors(n_neighbors, n)
     params = _params(n_neighbors, k, min_dist, seed, metric, n)
+    # numpy's exact kNN (and from it the graph, the refinement and the trustworthiness) where
+    # it is cheap and the metric is one it knows; otherwise umap does everything, as before.
+    dist = _knn.pairwise_distances(x, metric) if _numpy_path(metric, n) else None
+    nn = _knn.nearest(dist, k) if dist is not None else None
     if method == "independent":
-        coords = _fit(x, k, min_dist, seed, metric, "spectral")
+        coords = _fit(x, k, min_dist, seed, metric, "spectral", knn=nn)
         params.update(init="spectral")
     else:
         start = prev
         if start is None or _spread(start - start.mean(0)) == 0:
-            start = _fit(x, k, min_dist, seed, metric, "spectral")
-        refined = _fit(x, k, min_dist, seed, metric, _scaled_init(start),
-                       n_epochs=refine_epochs, learning_rate=refine_learning_rate)
+            start = _fit(x, k, min_dist, seed, metric, "spectral", knn=nn)
+        if nn is not None:
+            refined = umap_sgd.optimize(_knn.fuzzy_graph(*nn, metric), _scaled_init(start),
+                                        n_epochs=refine_epochs or _default_epochs(n),
+                                        learning_rate=refine_learning_rate, min_dist=min_dist, seed=seed)
+        else:
+            refined = _fit(x, k, min_dist, seed, metric, _scaled_init(start),
+                           n_epochs=refine_epochs, learning_rate=refine_learning_rate)
         coords = align_to(refined, start)
         params.update(init="spectral+refine" if start is not prev else "previous+refine",
-                      refine_epochs=refine_epochs, refine_learning_rate=float(refine_learning_rate))
-    return Layout(coords=coords.astype(np.float32), method=method, params=params,
-                  trustworthiness=_trust(x, coords, params["trust_n_neighbors"], metric),
+                      refine_epochs=refine_epochs, refine_learning_rate=float(refine_learning_rate),
+                      refine_optimizer=REFINE_OPTIMIZER if nn is not None else "umap")
+    params.update(knn="exact" if nn is not None else "umap")
+    tk = params["trust_n_neighbors"]
+    trust = _knn.trustworthiness(dist, coords, tk) if dist is not None else _trust(x, coords, tk, metric)
+    return Layout(coords=coords.astype(np.float32), method=method, params=params, trustworthiness=trust,
                   disparity=None if prev is None else disparity(prev, coords))
 
 
@@ -179,7 +208,7 @@ def aligned_series(embs: list, *, n_neighbors: int = 15, min_dist: float = 0.1, 
     if len(xs) == 1:
         frames = [_fit(xs[0], k, min_dist, seed, metric, "spectral")]
     else:
-        import umap
+        umap = _umap()
         mapper = umap.AlignedUMAP(n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed,
                                   alignment_regularisation=alignment_regularisation,
                                   alignment_window_size=alignment_window_size)
@@ -248,20 +277,49 @@ def _scaled_init(prev: np.ndarray) -> np.ndarray:
 
 
 def _params(n_neighbors, k, min_dist, seed, metric, n) -> dict:
-    import umap
     return {"n_neighbors": int(n_neighbors), "n_neighbors_used": k, "min_dist": float(min_dist),
             "seed": int(seed), "metric": metric,
             # sklearn needs k < n / 2
             "trust_n_neighbors": min(k, math.ceil(n / 2) - 1),
-            "umap_version": getattr(umap, "__version__", "unknown")}
+            "umap_version": _umap_version()}
 
 
-def _fit(x, k, min_dist, seed, metric, init, *, n_epochs=None, learning_rate=1.0) -> np.ndarray:
-    import umap
+def _umap_version() -> str:
+    """umap's version without importing it (seconds: numba compiles some of it on import)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("umap-learn")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _numpy_path(metric: str, n: int) -> bool:
+    return metric in _knn.METRICS and n <= _knn.EXACT_MAX_POINTS
+
+
+def _default_epochs(n: int) -> int:
+    return umap_sgd.DEFAULT_EPOCHS if n <= 10_000 else 200      # umap's n_epochs=None
+
+
+def _fit(x, k, min_dist, seed, metric, init, *, n_epochs=None, learning_rate=1.0, knn=None) -> np.ndarray:
+    """umap.UMAP(...).fit_transform(x); `knn` = (indices, distances) of the k nearest, itself
+    included, hands umap the neighbours (precomputed_knn) so that it neither computes nor
+    compiles its own."""
+    umap = _umap()
+    pre = (None, None, None) if knn is None else (np.array(knn[0][:, :k]), np.array(knn[1][:, :k], np.float32))
     mapper = umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, metric=metric, random_state=seed,
-                       init=init, n_epochs=n_epochs, learning_rate=learning_rate)
+                       init=init, n_epochs=n_epochs, learning_rate=learning_rate, precomputed_knn=pre)
     with _quiet():
         return np.asarray(mapper.fit_transform(x), dtype=np.float64)
+
+
+def _umap():
+    """umap, with the kernels learnviz's fits compile cached on disk (analysis/numba_cache.py):
+    compiled once per machine, not once per process."""
+    from . import numba_cache
+    numba_cache.cache_kernels()
+    import umap
+    return umap
 
 
 def _trust(x, coords, k: int, metric: str) -> float:
@@ -275,4 +333,5 @@ class _quiet(warnings.catch_warnings):
     def __enter__(self):
         super().__enter__()
         warnings.filterwarnings("ignore", message=r"n_jobs value .* overridden")
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")    # no search index: no transform
         return self

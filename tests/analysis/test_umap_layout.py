@@ -1,11 +1,17 @@
-"""Stable UMAP layouts: shapes, stability on identical input, determinism, quality, no recompiling.
+"""Stable UMAP layouts: shapes, stability on identical input, determinism, quality, no recompiling,
+alignment over a drifting series, and refinements that need neither umap nor numba.
 
-umap costs seconds to import and ~10 s of numba compilation per process: one module-scoped
-warm-up pays it, and the few fits below (200 points, well under a second each) share it."""
+umap costs seconds to import and ~10 s of numba compilation per process (less with numba's
+on-disk cache): one module-scoped warm-up pays it, and the few fits below (200 points, well
+under a second each) share it."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +20,9 @@ from scipy.stats import ortho_group
 from sklearn.datasets import make_blobs
 
 from learnviz.analysis import umap_layout as ul
+from learnviz.archive import StageKey
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,12 @@ def test_first_frame_shape_params_and_quality(first, blobs):
     assert (p["n_neighbors"], p["min_dist"], p["seed"], p["metric"]) == (15, 0.1, 0, "cosine")
     assert p["init"] == "spectral+refine"
     assert p["refine_epochs"] == ul.REFINE_EPOCHS and p["trust_n_neighbors"] == 15
+    assert (p["refine_optimizer"], p["knn"]) == (ul.REFINE_OPTIMIZER, "exact")
     assert first.trustworthiness > 0.8
+    # sklearn's number, up to float32 rounding (a rank or two)
+    from sklearn.manifold import trustworthiness
+    assert first.trustworthiness == pytest.approx(
+        trustworthiness(x.astype(np.float32), first.coords, n_neighbors=15, metric="cosine"), abs=1e-4)
     # Well-separated clusters stay separated: every point's nearest 2-D neighbour is in its cluster.
     d = np.linalg.norm(first.coords[:, None] - first.coords[None], axis=-1)
     np.fill_diagonal(d, np.inf)
@@ -107,3 +121,75 @@ def test_bad_input_raises_without_fitting():
     with pytest.raises(ValueError, match="same probes"):
         ul.aligned_series([x, x[:10]])
     assert ul.aligned_series([]) == []
+
+
+def _drifting_series(n_frames: int = 6):
+    """200 points in 5 clusters whose embedding drifts a little every frame, as a layer does
+    between checkpoints."""
+    x, _ = make_blobs(n_samples=200, n_features=16, centers=5, cluster_std=1.5, random_state=1)
+    rng = np.random.default_rng(3)
+    frames = [x]
+    for _ in range(n_frames - 1):
+        frames.append(frames[-1] + 0.3 * rng.normal(size=x.shape))
+    return [f.astype(np.float32) for f in frames]
+
+
+def test_layouts_stay_aligned_over_a_drifting_series(warm):
+    """Consecutive frames of the chain move far less than fresh fits do, at the same quality."""
+    series = _drifting_series()
+    chains = {}
+    for method in ("procrustes", "independent"):
+        prev, frames = None, []
+        for x in series:
+            frames.append(ul.layout(x, prev, method=method))
+            prev = frames[-1].coords
+        chains[method] = frames
+    d = {m: np.mean([f.disparity for f in frames[1:]]) for m, frames in chains.items()}
+    assert d["procrustes"] < 0.33 * d["independent"], d
+    t = {m: np.mean([f.trustworthiness for f in frames]) for m, frames in chains.items()}
+    assert t["procrustes"] > t["independent"] - 0.01, t
+    assert all(f.params["init"] == "previous+refine" for f in chains["procrustes"][1:])
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+def test_other_metrics_still_go_through_umap(warm, blobs):
+    x = blobs[0][:60].astype(np.float32)
+    lay = ul.layout(x, None, metric="manhattan", n_neighbors=10)       # no numpy distance for it
+    assert (lay.params["knn"], lay.params["refine_optimizer"]) == ("umap", "umap")
+    assert lay.coords.shape == (60, 2) and 0.5 < lay.trustworthiness <= 1.0
+
+
+def test_the_refine_optimizer_is_part_of_the_geometry_key(monkeypatch):
+    from learnviz.analyze import geometry_keys
+    archives = [SimpleNamespace(key=StageKey(f"fp{i}", "probes")) for i in range(3)]
+    s = SimpleNamespace(umap_method="procrustes", umap_neighbors=15, umap_min_dist=0.1, umap_seed=0)
+    before = geometry_keys(archives, s)
+    monkeypatch.setattr(ul, "REFINE_OPTIMIZER", "something-else")
+    after = geometry_keys(archives, s)
+    assert all(a.inputs != b.inputs for a, b in zip(before, after))
+
+
+REFINE_ONLY = """
+import json, sys
+import numpy as np
+from learnviz.analysis import umap_layout as ul
+rng = np.random.default_rng(0)
+x = rng.normal(size=(80, 12)).astype(np.float32)
+prev = rng.normal(size=(80, 2))
+a, b = ul.layout(x, prev), ul.layout(x, prev)
+print(json.dumps({"modules": sorted(m for m in ("umap", "numba", "pynndescent", "sklearn") if m in sys.modules),
+                  "params": a.params, "same": bool(np.array_equal(a.coords, b.coords)),
+                  "disparity": a.disparity, "trust": a.trustworthiness}))
+"""
+
+
+@pytest.mark.slow
+def test_a_refinement_needs_neither_umap_nor_numba():
+    """A checkpoint with a previous layout, in a fresh process (a cron job's `learnviz run`):
+    nothing imports umap, numba or sklearn, so nothing is compiled."""
+    out = subprocess.run([sys.executable, "-c", REFINE_ONLY], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["modules"] == []
+    assert r["params"]["init"] == "previous+refine" and r["params"]["refine_optimizer"] == ul.REFINE_OPTIMIZER
+    assert r["same"] and 0 <= r["disparity"] <= 1 and 0 < r["trust"] <= 1
