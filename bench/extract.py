@@ -8,9 +8,16 @@ interleaved round by round (these machines are noisy; medians over rounds):
                      `model(input_ids, attention_mask, position_ids)` and nothing else
 learnviz does strictly more than both (greedy answers, entropy, confidence, stop probability).
 
+With --peer (needs `pip install lm-eval`, a bench-only dependency), the peer harness instead:
+lm-eval-harness's `HFLM.loglikelihood` on the same (prompt, " " + answer) pairs and the same
+loaded model, batch size and threads, interleaved round by round with learnviz's extraction. It
+prints both medians, `learnviz / lm-eval = R` (goal <= 1.0) and the largest difference between
+the two answer loglikelihoods (goal <= 1e-4).
+
     python bench/extract.py                       # the demo model (trained once, cached in .bench-cache/)
     python bench/extract.py --checkpoint DIR      # any checkpoint
     python bench/extract.py --model gpt2-small --device cuda --dtype bfloat16   # GPT-2-small from a config
+    python bench/extract.py --peer                # against lm-eval-harness on the demo's last checkpoint
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from learnviz import extract as ex  # noqa: E402
@@ -87,6 +95,60 @@ def bare(lm, probes: ProbeSet, batch_size: int) -> None:
         lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
 
 
+def peer_requests(probes: ProbeSet) -> list:
+    """lm-eval Instances of the (prompt, continuation) pairs learnviz scores: the continuation is
+    the expected answer as it follows the prompt (learnviz.model.answer_text)."""
+    from lm_eval.api.instance import Instance
+
+    from learnviz.model import answer_text
+    return [Instance(request_type="loglikelihood", doc={}, arguments=(p.prompt, answer_text(p.prompt, p.expected)),
+                     idx=i) for i, p in enumerate(probes)]
+
+
+def peer_model(lm, batch_size: int):
+    """lm-eval's HFLM over the model learnviz loaded (the same weights, dtype and device)."""
+    import logging
+
+    from lm_eval.models.huggingface import HFLM
+    logging.getLogger("lm-eval").setLevel(logging.ERROR)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device))
+
+
+def run_peer(lm, probes: ProbeSet, opts, rounds: int) -> None:
+    """learnviz's extraction against lm-eval's loglikelihood, interleaved (see the docstring)."""
+    try:
+        hf = peer_model(lm, opts.batch_size)
+    except ImportError:
+        sys.exit("--peer needs lm-eval-harness: pip install lm-eval")
+    reqs = peer_requests(probes)
+
+    def score() -> list[float]:
+        return [r[0] for r in hf.loglikelihood(reqs, disable_tqdm=True)]
+
+    times: dict[str, list[float]] = {"learnviz": [], "lm-eval": []}
+    timed(lambda: ex.extract(lm, probes, opts), lm.device)           # warm-ups
+    timed(score, lm.device)
+    ours = theirs = None
+    for r in range(rounds):
+        order = [("learnviz", lambda: ex.extract(lm, probes, opts)), ("lm-eval", score)]
+        for name, fn in (order if r % 2 == 0 else order[::-1]):
+            holder = {}
+            times[name].append(timed(lambda fn=fn, holder=holder: holder.setdefault("r", fn()), lm.device))
+            if name == "learnviz":
+                ours = holder["r"]
+            else:
+                theirs = holder["r"]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    diff = np.abs(ours.answer_logprob.astype(np.float64) - np.asarray(theirs, dtype=np.float64))
+    print("learnviz stage timings (last round): " + ", ".join(f"{k} {v:.3f}s" for k, v in ours.timings.items()))
+    for k, v in med.items():
+        print(f"  {k:<9} median {v:.3f}s over {rounds} rounds  ({len(probes) / v:.0f} probes/s)  all: "
+              + " ".join(f"{t:.3f}" for t in times[k]))
+    print(f"largest |answer loglikelihood difference| = {diff.max():.2e}   (goal <= 1e-4; mean {diff.mean():.1e})")
+    print(f"learnviz / lm-eval = {med['learnviz'] / med['lm-eval']:.2f}   (goal <= 1.0)")
+
+
 def timed(fn, device) -> float:
     sync(device)
     t0 = time.perf_counter()
@@ -106,6 +168,8 @@ def main() -> None:
     ap.add_argument("--naive-rounds", type=int, default=2, help="the naive loop is slow: fewer rounds")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--peer", action="store_true",
+                    help="time lm-eval-harness's loglikelihood on the same pairs instead (pip install lm-eval)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -120,6 +184,9 @@ def main() -> None:
           f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M "
           f"params, {lm.n_layers} layers), {len(probes)} probes, device {lm.device}, dtype {lm.dtype}, "
           f"batch {args.batch_size}")
+    if args.peer:
+        run_peer(lm, probes, opts, args.rounds)
+        return
 
     times: dict[str, list[float]] = {"naive": [], "learnviz": [], "bare": []}
     last = None
