@@ -8,6 +8,8 @@ with a config.json and weights. Its step comes from the name, else from trainer_
               picked up by a later scan
   broken      settled but unreadable (a truncated or corrupt safetensors file, a bad config.json):
               recorded as failed with the reason, so the others go on
+  gone        deleted while it was looked at (a Trainer's `save_total_limit` rotation): neither
+              archived nor failed
 
 Nothing here trusts a file's own claims about its size: a safetensors header length is checked
 against the file before anything is read or allocated, and `fingerprint` never raises (a broken
@@ -44,7 +46,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 class Checkpoint:
     path: Path
     step: int
-    state: str = "complete"          # complete | incomplete | broken
+    state: str = "complete"          # complete | incomplete | broken | gone
     reason: str = ""                 # why incomplete or broken
     weight_files: list[Path] = field(default_factory=list)
 
@@ -78,9 +80,47 @@ def _looks_like_checkpoint(path: Path) -> bool:
     return (path / "config.json").exists() or step_from_name(path.name) is not None
 
 
+def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]:
+    """The sub-folders of `folder` that are not in-flight writes ('.' or 'tmp' names) nor excluded,
+    sorted; a folder that vanishes while it is listed has none."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [c for c in children
+            if c.is_dir() and not c.name.startswith((".", "tmp")) and c.resolve() not in excluded]
+
+
+@dataclass
+class Run:
+    """One training run: a folder that holds checkpoints directly. `name` is "" for a root that is
+    itself the run (its archives go straight into the archive folder), else the folder's name (its
+    archives go into `<archive>/<name>/`)."""
+    name: str
+    path: Path
+
+
+def find_runs(root: str | Path, *, exclude: list[Path] | None = None) -> list[Run]:
+    """The runs under `root`: the root itself when it holds a checkpoint directly (or is one), and
+    each sub-folder that holds checkpoints directly (root/<run>/checkpoint-N). Runs are never merged:
+    each gets its own archive folder, history and series. A root with no checkpoint yet (a training
+    that has not saved) is one run, the root itself. Sorted by name, the root first."""
+    root = Path(root)
+    excluded = {p.resolve() for p in (exclude or [])}
+    runs = []
+    children = _visible_dirs(root, excluded)
+    if (root / "config.json").exists() or any(_looks_like_checkpoint(c) for c in children):
+        runs.append(Run("", root))
+    for child in children:
+        if not _looks_like_checkpoint(child) and any(_looks_like_checkpoint(g) for g in _visible_dirs(child)):
+            runs.append(Run(child.name, child))
+    return runs or [Run("", root)]
+
+
 def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Path] | None = None,
-             now: float | None = None) -> list[Checkpoint]:
-    """Every checkpoint under `root` (searched two levels deep), sorted by step.
+             now: float | None = None, nested: bool = True) -> list[Checkpoint]:
+    """Every checkpoint under `root` (searched two levels deep; `nested=False`: one level, the
+    checkpoints of one run), sorted by step.
 
     Folders whose name starts with '.' or 'tmp' are in-flight writes (the HF Trainer and the demo
     write into a temporary folder, then rename) and are ignored.
@@ -92,16 +132,16 @@ def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Pa
     excluded = {p.resolve() for p in (exclude or [])}
     found: list[Checkpoint] = []
     candidates = [root] if (root / "config.json").exists() else []
-    for child in sorted(root.iterdir()):
-        if not child.is_dir() or child.name.startswith((".", "tmp")) or child.resolve() in excluded:
-            continue
+    for child in _visible_dirs(root, excluded):
         if _looks_like_checkpoint(child):
             candidates.append(child)
-        else:  # one level down: runs/<name>/checkpoint-N
-            candidates.extend(g for g in sorted(child.iterdir())
-                              if g.is_dir() and not g.name.startswith((".", "tmp")) and _looks_like_checkpoint(g))
+        elif nested:  # one level down: runs/<name>/checkpoint-N
+            candidates.extend(g for g in _visible_dirs(child) if _looks_like_checkpoint(g))
     for path in candidates:
-        found.append(inspect(path, settle_seconds=settle_seconds, now=now))
+        ck = inspect(path, settle_seconds=settle_seconds, now=now)
+        if ck.state == "gone":
+            continue   # deleted while it was looked at (a Trainer's save_total_limit rotation)
+        found.append(ck)
     found.sort(key=lambda c: (c.step, str(c.path)))
     return found
 
@@ -115,7 +155,18 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
     if step is None and state and isinstance(state.get("global_step"), int):
         step = state["global_step"]
     ck = Checkpoint(path=path, step=step if step is not None else -1)
+    try:
+        return _classify(ck, settle_seconds, now)
+    except FileNotFoundError:   # deleted while it was looked at
+        if path.exists():
+            raise
+        return _mark(ck, "gone", "the checkpoint folder was deleted (rotated away by save_total_limit?)")
 
+
+def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
+    path = ck.path
+    if not path.is_dir():
+        raise FileNotFoundError(path)
     if not (path / "config.json").exists():
         return _mark(ck, "incomplete", "config.json is missing")
     weights = weight_files(path)

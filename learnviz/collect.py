@@ -27,6 +27,11 @@ from .settings import Settings
 STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow it
 
 
+class CheckpointGone(LearnvizError):
+    """The checkpoint folder was deleted while it was processed (a Trainer's `save_total_limit`
+    rotation): nothing is recorded for it, neither an archive nor a failure."""
+
+
 @dataclass
 class Job:
     """One checkpoint and the stages it still needs."""
@@ -57,7 +62,7 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     jobs = []
-    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir]):
+    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir], nested=False):
         if ck.state == "incomplete":
             if incomplete is not None:
                 incomplete.append((ck.path, ck.reason))
@@ -129,7 +134,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     """The GPU stage for one checkpoint: load, one pass over the probes, archive. True when ok.
 
     A broken checkpoint or any error while loading or running is recorded as a failed stage
-    with its reason; the caller goes on with the next checkpoint.
+    with its reason; the caller goes on with the next checkpoint. A checkpoint deleted meanwhile
+    raises CheckpointGone and leaves no trace.
     """
     from .extract import ExtractOptions, extract
     from .model import load
@@ -164,6 +170,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # one bad checkpoint must not stop the others
+        if not ck.path.exists():
+            raise CheckpointGone("deleted while it was processed; nothing recorded", path=ck.path) from exc
         reason = str(exc) if isinstance(exc, LearnvizError) else f"{type(exc).__name__}: {exc}"
         arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, status="failed",
                         reason=reason, started=started, timings={"total": time.perf_counter() - t0})

@@ -11,6 +11,7 @@ writes, never locks and never loads a model.
   read_analysis(a)       the typed `analysis` group (results.AnalysisResult)
   read_geometry(a)       the typed `geometry` group (results.GeometryResult)
   read_board(dir)        hard_example_board.json
+  run_archives(dir)      the runs of an archive folder: (name, folder) each (several runs under one root)
 """
 
 from __future__ import annotations
@@ -41,13 +42,31 @@ from .results import (
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
            "chosen_steps", "extracted", "format_status", "history_rows", "read_analysis", "read_board",
-           "read_geometry", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok", "status_rows",
-           "unreadable_row"]
+           "read_geometry", "run_archives", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok",
+           "status_rows", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
 ARCHIVE = "archive"
 UNREADABLE = "unreadable"
+
+
+def holds_run(folder: Path) -> bool:
+    """True when `folder` is one run's archive folder: it holds archives or a learning history."""
+    return folder.is_dir() and (any(folder.glob("*" + arc.SUFFIX)) or (folder / HISTORY_FILE).exists())
+
+
+def run_archives(archive_dir: str | Path) -> list[tuple[str, Path]]:
+    """The runs of an archive folder as (name, folder): the folder itself ("") when it holds a run's
+    archives, and each sub-folder that does (`<archive>/<run name>/`, written when several runs lie
+    under one checkpoint root). A folder with none of them is one (empty) run, itself. Every
+    command that takes --archive accepts either kind of folder."""
+    archive_dir = Path(archive_dir)
+    out = [("", archive_dir)] if holds_run(archive_dir) else []
+    if archive_dir.is_dir():
+        out += [(sub.name, sub) for sub in sorted(archive_dir.iterdir())
+                if not sub.name.startswith(".") and holds_run(sub)]
+    return out or [("", archive_dir)]
 
 
 def history_rows(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
