@@ -269,13 +269,35 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def fingerprint(ck: Checkpoint) -> str:
+def has_tokenizer(folder: Path) -> bool:
+    """True when `folder` holds any of the tokenizer's files (TOKENIZER_FILES)."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def tokenizer_dir(ck_path: str | Path, tokenizer: str | Path | None = None) -> Path | None:
+    """Where a checkpoint's tokenizer is read from: the checkpoint folder when it holds the
+    tokenizer's files (the Trainer saves them only when it was given a tokenizer), else the folder
+    named by --tokenizer / the `tokenizer` setting (returned even without files, so that the error
+    names it), else the run folder, else the run folder's parent. None when there is none."""
+    ck_path = Path(ck_path)
+    if has_tokenizer(ck_path):
+        return ck_path
+    if tokenizer:
+        return Path(tokenizer)
+    for folder in (ck_path.parent, ck_path.parent.parent):
+        if has_tokenizer(folder):
+            return folder
+    return None
+
+
+def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None) -> str:
     """A hash of config.json, the tokenizer files, and each weight file's size, header and 16
     sampled data blocks.
 
     Headers alone would not change when training rewrites the same shapes with new values; the
     sampled blocks do, at the cost of 64 KiB read per file rather than the whole file. The
-    tokenizer files are part of it so that a checkpoint whose tokenizer was missing (or changed)
+    tokenizer files (the checkpoint's own, else those `tokenizer_dir` finds with `tokenizer`, the
+    --tokenizer folder) are part of it so that a checkpoint whose tokenizer was missing (or changed)
     is extracted again once it is back. Never raises: a file that cannot be parsed is hashed by
     what can be read of it, so a broken checkpoint gets a key like any other.
     """
@@ -283,7 +305,7 @@ def fingerprint(ck: Checkpoint) -> str:
     h.update(_read_or_mark(ck.path / "config.json"))
     for w in ck.weight_files:
         _hash_weight_file(h, w)
-    h.update(tokenizer_hash(ck.path).encode())
+    h.update(tokenizer_hash(tokenizer_dir(ck.path, tokenizer) or ck.path).encode())
     return h.hexdigest()[:16]
 
 

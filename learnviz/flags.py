@@ -23,8 +23,8 @@ def examples(*lines: str, epilog: str = EPILOG) -> str:
     return "Examples:\n" + "".join(f"  {line}\n" for line in lines) + "\n" + epilog
 
 # Every flag whose dest is a setting: `settings_from` passes these on when a command has them.
-SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
-                 "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
+SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "tokenizer", "device", "dtype", "batch_size",
+                 "layers", "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
                  "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency", "dashboard_host",
                  "dashboard_port", "dashboard_allowed_hosts")
 
@@ -46,6 +46,9 @@ def add_extract_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", metavar="FILE", help="probe file, JSONL/JSON/YAML (default: the SYLLO probe set)")
     p.add_argument("--hard-examples", metavar="FILE",
                    help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="tokenizer folder for checkpoints saved without one "
+                        "(default: the run folder's or its parent's)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bf16 on GPU, fp32 on CPU")

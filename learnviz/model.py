@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from .checkpoints import TOKENIZER_FILES, tokenizer_hash  # noqa: E402
+from .checkpoints import TOKENIZER_FILES, tokenizer_dir, tokenizer_hash  # noqa: E402
 from .errors import CheckpointError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,8 +67,10 @@ class LoadedModel:
 
 
 def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
-         trust_remote_code: bool = False) -> LoadedModel:
-    """Load model and tokenizer from a checkpoint folder (safetensors, local files only)."""
+         trust_remote_code: bool = False, tokenizer: str | Path | None = None) -> LoadedModel:
+    """Load model and tokenizer from a checkpoint folder (safetensors, local files only). The
+    tokenizer is the checkpoint's own, else the folder `tokenizer` (--tokenizer), else the run
+    folder's or its parent's (checkpoints.tokenizer_dir)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -77,7 +79,8 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     path = Path(path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    tok_dir = tokenizer_dir(path, tokenizer)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dt, local_files_only=True, use_safetensors=True,
@@ -87,15 +90,19 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(path))
+    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
 
 
-_TOKENIZER_HINT = "copy the tokenizer files the run was trained with into the checkpoint folder"
+_TOKENIZER_HINT = ("pass --tokenizer DIR (or set `tokenizer`) naming the folder of the tokenizer the run was "
+                   "trained with, or copy its files into the checkpoint folder, the run folder or its parent")
 _SAMPLE_TEXT = "All cats are dogs."
 
 
-def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
-    """The checkpoint's tokenizer, or CheckpointError naming the folder and the files looked for.
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False, source: Path | None = None,
+                   named: str | Path | None = None):
+    """The checkpoint's tokenizer, read from `source` (default: the checkpoint folder `path`), or
+    CheckpointError naming the folder, the files looked for and the --tokenizer flag. `named`: the
+    folder --tokenizer gave, if any (an error then names that folder and the flag).
 
     Without its files AutoTokenizer does not fail: it builds the model type's tokenizer with an
     empty vocabulary, which turns every text into no tokens and fails much later, far from the
@@ -104,19 +111,23 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     looked_for = f"looked for {', '.join(TOKENIZER_FILES)}"
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise CheckpointError(f"the tokenizer files are missing ({looked_for})", path=path, field="tokenizer",
+    source = Path(source) if source is not None else path
+    field = "--tokenizer" if named else "tokenizer"
+    if not any((source / name).is_file() for name in TOKENIZER_FILES):
+        where = ("in the --tokenizer folder" if named else
+                 "in the checkpoint folder, the run folder or its parent, and no --tokenizer DIR was given")
+        raise CheckpointError(f"the tokenizer files are missing {where} ({looked_for})", path=source, field=field,
                               hint=_TOKENIZER_HINT)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
-        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=path, field="tokenizer",
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=source, field=field,
                               hint=_TOKENIZER_HINT) from exc
     if not tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]:
-        present = [name for name in TOKENIZER_FILES if (path / name).is_file()]
+        present = [name for name in TOKENIZER_FILES if (source / name).is_file()]
         raise CheckpointError(f"the tokenizer has no vocabulary: it turns {_SAMPLE_TEXT!r} into no tokens. Its "
                               f"vocabulary files are missing ({looked_for}; found only {', '.join(present)})",
-                              path=path, field="tokenizer", hint=_TOKENIZER_HINT)
+                              path=source, field=field, hint=_TOKENIZER_HINT)
     return tokenizer
 
 

@@ -66,6 +66,9 @@ class Settings:
     probes: str | None = _f(None, "Probe file (JSONL, JSON or YAML); default: the SYLLO probe set config/probes.jsonl.")
     hard_examples: str | None = _f(None, "Hard-example file (YAML); default: "
                                          "config/hard_examples.yaml. Its examples join the probe set.")
+    tokenizer: str | None = _f(None, "Folder with the tokenizer files, for checkpoints saved without them (the "
+                                     "Trainer saves them only when given a tokenizer); default: the run "
+                                     "folder's or its parent's. A checkpoint's own files come first.")
 
     # --- checkpoint discovery ---
     settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many "
