@@ -4,6 +4,7 @@ A checkpoint is a folder named `checkpoint-N`, `step_N`, `step-N` or `global_ste
 with a config.json and weights. Its step comes from the name, else from trainer_state.json's
 `global_step`. Its state is one of:
   complete    every file is there, settled, and each safetensors file is as long as its header says
+              (or each pytorch_model.bin is a whole torch zip file)
   incomplete  files missing or still changing (younger than `settle_seconds`): skipped for now,
               picked up by a later scan
   broken      settled but unreadable (a truncated or corrupt safetensors file, a bad config.json):
@@ -33,7 +34,7 @@ STEP_PATTERNS = (
     re.compile(r"^global_step(\d+)$"),
 )
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")   # read with torch.load(weights_only=True)
 SAMPLE_BLOCKS = 16       # data blocks hashed into the fingerprint per weight file
 SAMPLE_BLOCK_SIZE = 4096
 MAX_HEADER_BYTES = 100_000_000   # the safetensors format's own limit on a header
@@ -49,10 +50,18 @@ class Checkpoint:
     state: str = "complete"          # complete | incomplete | broken | gone
     reason: str = ""                 # why incomplete or broken
     weight_files: list[Path] = field(default_factory=list)
+    # where the files are read from when not at `path`: a kept copy (hard links) of a checkpoint
+    # that the Trainer may rotate away before it is archived (learnviz.integrations.hf)
+    source: Path | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def files(self) -> Path:
+        """The folder its files are read from: `source`, else `path`."""
+        return self.source or self.path
 
     @property
     def complete(self) -> bool:
@@ -171,9 +180,7 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
         return _mark(ck, "incomplete", "config.json is missing")
     weights = weight_files(path)
     if weights is None:
-        if any((path / n).exists() for n in PICKLE_WEIGHTS):
-            return _mark(ck, "broken", "only pickle weights (pytorch_model.bin); learnviz loads safetensors only",)
-        return _mark(ck, "incomplete", "model.safetensors is missing")
+        return _mark(ck, "incomplete", "model.safetensors (or pytorch_model.bin) is missing")
     missing = [w.name for w in weights if not w.exists()]
     if missing:
         return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
@@ -188,7 +195,7 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
         return _mark(ck, "broken", f"config.json is not valid JSON: {exc}")
     for w in weights:
-        problem = safetensors_problem(w)
+        problem = torch_file_problem(w) if w.name.endswith(".bin") else safetensors_problem(w)
         if problem:
             return _mark(ck, "broken", problem)
     if ck.step < 0:
@@ -202,15 +209,38 @@ def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:
 
 
 def weight_files(path: Path) -> list[Path] | None:
-    if (path / "model.safetensors").exists():
-        return [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            return [path / s for s in shards]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return [index]  # unreadable index: safetensors_problem reports it
+    """The weight files of a checkpoint folder: safetensors when there are any, else torch's
+    pytorch_model.bin (loaded with torch.load(weights_only=True) only); None when neither."""
+    for single, index_name in zip(WEIGHT_NAMES[::2] + PICKLE_WEIGHTS[::2], WEIGHT_NAMES[1::2] + PICKLE_WEIGHTS[1::2]):
+        if (path / single).exists():
+            return [path / single]
+        index = path / index_name
+        if index.exists():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+                return [path / s for s in shards]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return [index]  # unreadable index: safetensors_problem reports it
+    return None
+
+
+def is_pickle_weights(path: Path) -> bool:
+    """True when the checkpoint's weights are torch files (pytorch_model.bin), not safetensors."""
+    files = weight_files(path) or []
+    return bool(files) and all(f.name.endswith(".bin") for f in files)
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why a pytorch_model.bin cannot be loaded with torch.load(weights_only=True), or None. Reads
+    the zip directory only: the legacy (pre-zip) pickle format and truncated files are refused."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not any(n.endswith("data.pkl") for n in z.namelist()):
+                return f"{path.name} is a zip file but not a torch save (no data.pkl)"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return (f"{path.name} is not a torch zip file ({exc}): truncated, or torch's legacy pickle format, which "
+                f"learnviz does not load (it loads torch files with torch.load(weights_only=True) only)")
     return None
 
 
@@ -302,11 +332,17 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None) -> str:
     what can be read of it, so a broken checkpoint gets a key like any other.
     """
     h = hashlib.sha256()
-    h.update(_read_or_mark(ck.path / "config.json"))
+    h.update(_read_or_mark(ck.files / "config.json"))
     for w in ck.weight_files:
         _hash_weight_file(h, w)
-    h.update(tokenizer_hash(tokenizer_dir(ck.path, tokenizer) or ck.path).encode())
+    h.update(tokenizer_hash(checkpoint_tokenizer(ck, tokenizer) or ck.files).encode())
     return h.hexdigest()[:16]
+
+
+def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None) -> Path | None:
+    """`tokenizer_dir` of a checkpoint whose files may be read from a kept copy (`ck.source`):
+    the copy's own tokenizer files, else the folders around the checkpoint's own path."""
+    return ck.files if has_tokenizer(ck.files) else tokenizer_dir(ck.path, tokenizer)
 
 
 def _read_or_mark(f: Path) -> bytes:

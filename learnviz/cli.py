@@ -43,10 +43,16 @@ def _pipeline_commands(sub) -> None:
                                    "changed weights are recomputed; a broken checkpoint is recorded as failed and "
                                    "the others go on.",
                        epilog=examples("learnviz run --checkpoints runs/gpt2-small",
-                                       "learnviz run --checkpoints runs/gpt2-small --device cuda --layers 0,mid,last"),
+                                       "learnviz run --checkpoints runs/gpt2-small --device cuda --layers 0,mid,last",
+                                       "learnviz run --checkpoints runs/gpt2-small --tokenizer runs/tokenizer --watch "
+                                       "--interval 30"),
                        formatter_class=FORMATTER)
     add_paths(p)
     add_extract_flags(p)
+    p.add_argument("--watch", action="store_true",
+                   help="keep going: archive each checkpoint once it has settled and redraw, until Ctrl-C or SIGTERM")
+    p.add_argument("--interval", type=float, metavar="S", dest="scan_interval",
+                   help="with --watch: seconds between two scans (default: the scan_interval setting, 30)")
 
     p = sub.add_parser("analyze", help="run the CPU analyses over archived checkpoints",
                        description="The CPU stages over the archive: skills, calibration (reliability bins, ECE, "
@@ -198,9 +204,44 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     settings = settings_from(args)
+    if args.watch:
+        return watch(settings, args)
     report = pipeline.update(settings, require_checkpoints=True, progress=not args.quiet)
     print_report(report, settings)
     return 0 if report.ok else 1
+
+
+def watch(settings, args) -> int:
+    """`learnviz run --watch`: pipeline.watch until Ctrl-C or SIGTERM (both end it the same way: no
+    partial archive is left), printing each pass that changed something."""
+    import signal
+    import threading
+
+    stopped = threading.Event()
+
+    def on_signal(signum, frame):
+        # set first: an interrupt raised where Python ignores exceptions (a finalizer) still ends
+        # the loop after the pass at hand
+        stopped.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"watching {settings.checkpoints} every {settings.scan_interval:g}s (archive: {settings.archive_dir()}); "
+          f"Ctrl-C stops", flush=True)
+
+    def on_report(report) -> None:
+        if report.done or report.failed or report.gone or report.set_aside or (report.cpu and report.cpu.changed):
+            print_report(report, settings)
+            sys.stdout.flush()
+
+    try:
+        pipeline.watch(settings, interval=settings.scan_interval, stop=stopped.wait, on_report=on_report,
+                       progress=not args.quiet)
+    except KeyboardInterrupt:
+        pass
+    print("learnviz: stopped watching; every archive written is whole", flush=True)
+    return 0
 
 
 def cmd_analyze(args) -> int:

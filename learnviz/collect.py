@@ -16,7 +16,7 @@ import numpy as np
 
 from . import archive as arc
 from . import history
-from .checkpoints import Checkpoint, discover, fingerprint, training_metrics
+from .checkpoints import Checkpoint, checkpoint_tokenizer, discover, fingerprint, training_metrics
 from .common import progress_bar, short_hash
 from .errors import LearnvizError
 from .probes import ProbeSet, load_probe_set
@@ -112,7 +112,7 @@ def extract_inputs(s: Settings) -> str:
 def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
     model_class = ""
     try:
-        config = json.loads((ck.path / "config.json").read_text())
+        config = json.loads((ck.files / "config.json").read_text())
         model_class = (config.get("architectures") or [config.get("model_type", "")])[0] or ""
     except (OSError, ValueError):
         pass
@@ -150,8 +150,9 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
         return False
     lm = None
     try:
-        lm = loaded or load(ck.path, device=settings.device, dtype=settings.dtype,
-                            trust_remote_code=settings.trust_remote_code, tokenizer=settings.tokenizer)
+        lm = loaded or load(ck.files, device=settings.device, dtype=settings.dtype,
+                            trust_remote_code=settings.trust_remote_code,
+                            tokenizer=checkpoint_tokenizer(ck, settings.tokenizer) or settings.tokenizer)
         t_load = time.perf_counter() - t0
         bar = progress_bar(len(probes), f"extract {ck.name}", progress, unit="probe")
         try:
@@ -170,7 +171,7 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # one bad checkpoint must not stop the others
-        if not ck.path.exists():
+        if not ck.files.exists():
             raise CheckpointGone("deleted while it was processed; nothing recorded", path=ck.path) from exc
         reason = str(exc) if isinstance(exc, LearnvizError) else f"{type(exc).__name__}: {exc}"
         arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, status="failed",
@@ -187,7 +188,7 @@ def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> No
     """Append this checkpoint's row: training metrics from trainer_state.json and accuracy."""
     ck = job.checkpoint
     row = {"step": ck.step, "timestamp": arc.now_iso(), "checkpoint": ck.name,
-           "probe_hash": probes.hash, **training_metrics(ck.path, ck.step),
+           "probe_hash": probes.hash, **training_metrics(ck.files, ck.step),
            "accuracy": float(np.mean(result.correct)) if len(result.correct) else None,
            "mean_answer_logprob": float(np.mean(result.answer_logprob)) if len(result.correct) else None,
            "skill_scores": skill_accuracy(result.correct, [p.skill for p in probes])}

@@ -25,7 +25,7 @@ def examples(*lines: str, epilog: str = EPILOG) -> str:
 # Every flag whose dest is a setting: `settings_from` passes these on when a command has them.
 SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "tokenizer", "device", "dtype", "batch_size",
                  "layers", "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
-                 "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency", "dashboard_host",
+                 "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency", "scan_interval", "dashboard_host",
                  "dashboard_port", "dashboard_allowed_hosts")
 
 

@@ -1,8 +1,9 @@
 """Loading a checkpoint's model and tokenizer, and turning a probe into token ids.
 
-Models load from safetensors only, offline, with `trust_remote_code` off unless the settings turn
-it on. `encode_probe` is the one place that decides how prompt and answer become ids: the demo
-trainer uses it too, so training and probing tokenize alike.
+Models load from safetensors, or from pytorch_model.bin with torch.load(weights_only=True) only,
+offline, with `trust_remote_code` off unless the settings turn it on. `encode_probe` is the one
+place that decides how prompt and answer become ids: the demo trainer uses it too, so training and
+probing tokenize alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from .checkpoints import TOKENIZER_FILES, tokenizer_dir, tokenizer_hash  # noqa: E402
+from .checkpoints import TOKENIZER_FILES, is_pickle_weights, tokenizer_dir, tokenizer_hash  # noqa: E402
 from .errors import CheckpointError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -81,9 +82,12 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     dt = resolve_dtype(dtype, dev)
     tok_dir = tokenizer_dir(path, tokenizer)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
+    pickle = is_pickle_weights(path)
+    if pickle:
+        require_safe_torch_load(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dt, local_files_only=True, use_safetensors=True,
+            path, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
             trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise CheckpointError(f"model cannot be loaded: {exc}", path=path) from exc
@@ -91,6 +95,21 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
+
+
+SAFE_TORCH = (2, 6)   # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)
+
+
+def require_safe_torch_load(path: Path) -> None:
+    """CheckpointError unless this torch loads pytorch_model.bin safely: with weights_only=True,
+    which unpickles tensors and plain containers only, never arbitrary objects (code)."""
+    import inspect as _inspect
+    version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2] if x.isdigit())
+    if "weights_only" not in _inspect.signature(torch.load).parameters or version < SAFE_TORCH:
+        raise CheckpointError(f"pytorch_model.bin needs torch.load(weights_only=True), safe from torch "
+                              f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}; this torch is {torch.__version__}", path=path,
+                              field="pytorch_model.bin",
+                              hint="upgrade torch, or save the checkpoint with safe_serialization=True (safetensors)")
 
 
 _TOKENIZER_HINT = ("pass --tokenizer DIR (or set `tokenizer`) naming the folder of the tokenizer the run was "

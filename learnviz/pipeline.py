@@ -181,6 +181,28 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
     return reports[0] if len(every) == 1 else RunReport.of_runs(reports)
 
 
+def watch(settings: Settings, *, interval: float, stop: Callable[[float], bool],
+          on_report: Callable[[RunReport], None] | None = None, figures: Figures | None = None,
+          progress: bool = False) -> int:
+    """`learnviz run --watch`: `update` every checkpoint of every run (all stages, the figures
+    redrawn where their inputs changed), again and again, until `stop(seconds)` (which waits up to
+    `seconds` between two passes) says so. No Redis: it is the embedded pipeline in a loop. A
+    checkpoint shows up once it has settled; one deleted while it is processed is `gone`, not
+    failed; the archives of deleted checkpoints stay in the series. Interrupted (KeyboardInterrupt,
+    which the CLI also makes of SIGTERM), it leaves no partial archive: every archive write is a
+    temporary file put in place at once, and removed when interrupted. Returns the passes made."""
+    require_checkpoint_folder(settings)
+    probes = load_probes(settings)
+    passes = 0
+    while True:
+        report = update(settings, require_checkpoints=True, figures=figures, progress=progress, probes=probes)
+        passes += 1
+        if on_report is not None:
+            on_report(report)
+        if stop(interval):
+            return passes
+
+
 @contextmanager
 def run_lock(archive_dir: Path, *, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """The lock of one archive folder's writers (a lock file under <archive>/.locks/). Another
@@ -441,13 +463,21 @@ class StageResult:
         return dict(self.__dict__)
 
 
-def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None) -> StageResult:
+def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None,
+                       source: str | Path | None = None) -> StageResult:
     """The GPU stage for one checkpoint. `current` when its archive already holds this key;
     `failed`, the file untouched, when another learnviz wrote it. A damaged archive is moved aside
-    to `<name>.corrupt` and rebuilt (the reason of an `ok` result says so)."""
+    to `<name>.corrupt` and rebuilt (the reason of an `ok` result says so). `source`: a whole copy
+    of the checkpoint's files to read instead (one the caller vouches for, so no settle wait), the
+    archive being that of `checkpoint` all the same (learnviz.integrations.hf keeps such a copy of
+    each checkpoint the Trainer saves, since its rotation may delete it before it is archived)."""
     settings = run_of_checkpoint(settings, checkpoint)
     probes = load_probes(settings)
-    ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
+    if source is not None:
+        ck = inspect(source, settle_seconds=0)
+        ck.path, ck.source = Path(checkpoint), Path(source)
+    else:
+        ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
     if ck.state in ("incomplete", "gone"):
         return StageResult(EXTRACT, str(checkpoint), ck.step, ck.state, ck.reason)
     damaged: list[tuple[Path, str]] = []
@@ -470,6 +500,18 @@ def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=Non
         return StageResult(EXTRACT, str(checkpoint), ck.step, "failed", str(exc), str(job.archive_path))
     return StageResult(EXTRACT, str(checkpoint), ck.step, "ok" if ok else "failed",
                        note if ok else (info.reason if info else ""), str(job.archive_path))
+
+
+def archive_checkpoint(settings: Settings, checkpoint: str | Path, *, source: str | Path | None = None,
+                       figures: Figures | None = None) -> tuple[StageResult, RunReport]:
+    """One new checkpoint through every stage, holding its run's lock: its extraction (from `source`,
+    see `collect_embeddings`), then the CPU stages and the figures of its run. What the embedded
+    process of learnviz.integrations.hf does with each checkpoint the Trainer saves."""
+    settings = run_of_checkpoint(settings, checkpoint)
+    with run_lock(settings.archive_dir()):
+        result = collect_embeddings(settings, checkpoint, source=source)
+        report = _update(settings, stages=CPU_STAGES + (FIGURES,), figures=figures, progress=False)
+    return result, report
 
 
 def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResult:

@@ -166,8 +166,9 @@ class Settings:
     retry_backoff: float = _f(10.0, "Seconds before the first retry; each further retry waits "
                                     "about twice as long (with jitter), up to retry_backoff_max.")
     retry_backoff_max: float = _f(600.0, "Longest wait between two retries, in seconds.")
-    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`): "
-                                    "every complete checkpoint whose archive lacks a stage is enqueued.")
+    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`, "
+                                    "`learnviz run --watch --interval S`): every complete checkpoint whose "
+                                    "archive lacks a stage is enqueued (or, with --watch, archived).")
     visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history "
                                       "changed, so that a burst of checkpoints draws once.")
     enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never "
