@@ -85,8 +85,30 @@ def read_trainer_state(path: Path) -> dict | None:
         return None
 
 
+ADAPTER_CONFIG = "adapter_config.json"     # a PEFT (LoRA, ...) adapter checkpoint: weights to put on a base model
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def _looks_like_checkpoint(path: Path) -> bool:
-    return (path / "config.json").exists() or step_from_name(path.name) is not None
+    return ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists()
+            or step_from_name(path.name) is not None)
+
+
+def is_adapter(path: Path) -> bool:
+    """True when the folder is a PEFT adapter checkpoint (adapter_config.json, adapter weights)."""
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def adapter_base(path: Path, base_model: str | Path | None = None) -> Path | None:
+    """The base model folder of an adapter checkpoint: `base_model` (--base-model) when given, else
+    the adapter config's base_model_name_or_path when it is a local folder; None otherwise."""
+    if base_model:
+        return Path(base_model)
+    try:
+        name = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(name) if isinstance(name, str) and name and Path(name).is_dir() else None
 
 
 def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]:
@@ -176,11 +198,12 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     path = ck.path
     if not path.is_dir():
         raise FileNotFoundError(path)
-    if not (path / "config.json").exists():
+    config = ADAPTER_CONFIG if is_adapter(path) else "config.json"
+    if not (path / config).exists():
         return _mark(ck, "incomplete", "config.json is missing")
     weights = weight_files(path)
     if weights is None:
-        return _mark(ck, "incomplete", "model.safetensors (or pytorch_model.bin) is missing")
+        return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)")
     missing = [w.name for w in weights if not w.exists()]
     if missing:
         return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
@@ -191,9 +214,9 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     if not settled:
         return _mark(ck, "incomplete", f"files changed {now - newest:.1f}s ago (settle time {settle_seconds}s)")
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        json.loads((path / config).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
-        return _mark(ck, "broken", f"config.json is not valid JSON: {exc}")
+        return _mark(ck, "broken", f"{config} is not valid JSON: {exc}")
     for w in weights:
         problem = torch_file_problem(w) if w.name.endswith(".bin") else safetensors_problem(w)
         if problem:
@@ -210,7 +233,11 @@ def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:
 
 def weight_files(path: Path) -> list[Path] | None:
     """The weight files of a checkpoint folder: safetensors when there are any, else torch's
-    pytorch_model.bin (loaded with torch.load(weights_only=True) only); None when neither."""
+    pytorch_model.bin (loaded with torch.load(weights_only=True) only); an adapter checkpoint's
+    adapter weights; None when none of them."""
+    if is_adapter(path):
+        found = [path / n for n in ADAPTER_WEIGHTS if (path / n).exists()]
+        return found[:1] or None
     for single, index_name in zip(WEIGHT_NAMES[::2] + PICKLE_WEIGHTS[::2], WEIGHT_NAMES[1::2] + PICKLE_WEIGHTS[1::2]):
         if (path / single).exists():
             return [path / single]
@@ -320,7 +347,8 @@ def tokenizer_dir(ck_path: str | Path, tokenizer: str | Path | None = None) -> P
     return None
 
 
-def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None) -> str:
+def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
+                base_model: str | Path | None = None) -> str:
     """A hash of config.json, the tokenizer files, and each weight file's size, header and 16
     sampled data blocks.
 
@@ -335,14 +363,27 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None) -> str:
     h.update(_read_or_mark(ck.files / "config.json"))
     for w in ck.weight_files:
         _hash_weight_file(h, w)
-    h.update(tokenizer_hash(checkpoint_tokenizer(ck, tokenizer) or ck.files).encode())
+    if is_adapter(ck.files):   # an adapter's model is its base's weights too
+        h.update(_read_or_mark(ck.files / ADAPTER_CONFIG))
+        base = adapter_base(ck.files, base_model)
+        if base is not None:
+            h.update(_read_or_mark(base / "config.json"))
+            for w in weight_files(base) or []:
+                _hash_weight_file(h, w)
+    h.update(tokenizer_hash(checkpoint_tokenizer(ck, tokenizer, base_model) or ck.files).encode())
     return h.hexdigest()[:16]
 
 
-def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None) -> Path | None:
+def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None,
+                         base_model: str | Path | None = None) -> Path | None:
     """`tokenizer_dir` of a checkpoint whose files may be read from a kept copy (`ck.source`):
-    the copy's own tokenizer files, else the folders around the checkpoint's own path."""
-    return ck.files if has_tokenizer(ck.files) else tokenizer_dir(ck.path, tokenizer)
+    the copy's own tokenizer files, else the folders around the checkpoint's own path; for an
+    adapter checkpoint, last its base model's."""
+    found = ck.files if has_tokenizer(ck.files) else tokenizer_dir(ck.path, tokenizer)
+    if found is None and is_adapter(ck.files):   # an adapter without one: its base model's
+        base = adapter_base(ck.files, base_model)
+        found = base if base is not None and has_tokenizer(base) else None
+    return found
 
 
 def _read_or_mark(f: Path) -> bytes:

@@ -88,7 +88,8 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
     unknown encoding raises archive.ForeignArchiveError (it may hold all there is of that
     checkpoint); a damaged one needs every stage and goes to `damaged` as (path, reason), for the
     caller to move it aside (`archive.set_aside`) and say so before rebuilding it."""
-    key = arc.StageKey(fingerprint(ck, settings.tokenizer), probes.hash, inputs=extract_inputs(settings))
+    key = arc.StageKey(fingerprint(ck, settings.tokenizer, settings.base_model), probes.hash,
+                       inputs=extract_inputs(settings))
     path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
     if path.exists():
@@ -151,8 +152,9 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     lm = None
     try:
         lm = loaded or load(ck.files, device=settings.device, dtype=settings.dtype,
-                            trust_remote_code=settings.trust_remote_code,
-                            tokenizer=checkpoint_tokenizer(ck, settings.tokenizer) or settings.tokenizer)
+                            trust_remote_code=settings.trust_remote_code, base_model=settings.base_model,
+                            tokenizer=checkpoint_tokenizer(ck, settings.tokenizer, settings.base_model)
+                            or settings.tokenizer)
         t_load = time.perf_counter() - t0
         bar = progress_bar(len(probes), f"extract {ck.name}", progress, unit="probe")
         try:

@@ -19,7 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from .checkpoints import TOKENIZER_FILES, is_pickle_weights, tokenizer_dir, tokenizer_hash  # noqa: E402
+from .checkpoints import (  # noqa: E402
+    ADAPTER_CONFIG,
+    TOKENIZER_FILES,
+    adapter_base,
+    is_adapter,
+    is_pickle_weights,
+    tokenizer_dir,
+    tokenizer_hash,
+)
 from .errors import CheckpointError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -68,10 +76,12 @@ class LoadedModel:
 
 
 def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
-         trust_remote_code: bool = False, tokenizer: str | Path | None = None) -> LoadedModel:
+         trust_remote_code: bool = False, tokenizer: str | Path | None = None,
+         base_model: str | Path | None = None) -> LoadedModel:
     """Load model and tokenizer from a checkpoint folder (safetensors, local files only). The
     tokenizer is the checkpoint's own, else the folder `tokenizer` (--tokenizer), else the run
-    folder's or its parent's (checkpoints.tokenizer_dir)."""
+    folder's or its parent's (checkpoints.tokenizer_dir). A PEFT adapter checkpoint loads onto its
+    base model: `base_model` (--base-model), else the local folder its adapter config names."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -82,19 +92,48 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     dt = resolve_dtype(dtype, dev)
     tok_dir = tokenizer_dir(path, tokenizer)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
-    pickle = is_pickle_weights(path)
+    adapter = is_adapter(path)
+    base = adapter_base(path, base_model) if adapter else None
+    if adapter and base is None:
+        raise CheckpointError(f"a PEFT adapter whose base model is not a local folder (its {ADAPTER_CONFIG} names "
+                              f"{_adapter_base_name(path)!r})", path=path, field="--base-model",
+                              hint="pass --base-model DIR (or set `base_model`) naming the base model's folder")
+    weights_at = base if adapter else path
+    pickle = is_pickle_weights(weights_at)
     if pickle:
-        require_safe_torch_load(path)
+        require_safe_torch_load(weights_at)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
+            weights_at, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
             trust_remote_code=trust_remote_code)
+        if adapter:
+            model = _with_adapter(model, path)
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"model cannot be loaded: {exc}", path=path) from exc
     model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
+
+
+def _adapter_base_name(path: Path) -> str:
+    import json
+    try:
+        return str(json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        return "nothing readable"
+
+
+def _with_adapter(model, path: Path):
+    """The base `model` with the PEFT adapter at `path` merged in (peft: learnviz[peft])."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointError("is a PEFT adapter checkpoint and peft is not installed", path=path,
+                              field=ADAPTER_CONFIG, hint="pip install 'learnviz[peft]'") from None
+    return PeftModel.from_pretrained(model, path, is_trainable=False).merge_and_unload()
 
 
 SAFE_TORCH = (2, 6)   # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)

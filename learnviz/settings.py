@@ -69,6 +69,9 @@ class Settings:
     tokenizer: str | None = _f(None, "Folder with the tokenizer files, for checkpoints saved without them (the "
                                      "Trainer saves them only when given a tokenizer); default: the run "
                                      "folder's or its parent's. A checkpoint's own files come first.")
+    base_model: str | None = _f(None, "Base model folder of PEFT adapter checkpoints (adapter_config.json and "
+                                      "adapter weights); default: the local folder the adapter config names. "
+                                      "Needs learnviz[peft].")
 
     # --- checkpoint discovery ---
     settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many "

@@ -5,6 +5,7 @@ state dict: what safe_serialization=False wrote)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from helpers import learnviz_run, make_checkpoint, write_small_probes
 from safetensors.torch import load_file
@@ -59,3 +60,42 @@ def test_pytorch_model_bin_archives_like_safetensors(tmp_path, tokenizer, capfd)
     ((path, reason),) = report.failed
     assert path.name == "checkpoint-1" and "model cannot be loaded" in reason and "weights_only" in reason.lower()
     assert "this must never run" not in capfd.readouterr().out
+
+
+def test_peft_adapter_loads_onto_its_base(tmp_path, tokenizer):
+    peft = pytest.importorskip("peft")
+    base = make_checkpoint(tmp_path / "base", tokenizer, step=1, seed=3)
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(base)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"],
+                                                      fan_in_fan_out=True, init_lora_weights=False))
+    ck = tmp_path / "adapters" / "checkpoint-7"
+    lora.save_pretrained(ck)                      # adapter_config.json names the base folder
+    assert (ck / "adapter_config.json").exists() and not (ck / "config.json").exists()
+    probes = write_small_probes(tmp_path / "probes.jsonl", every=50)
+
+    def run(root, **kw):
+        s = load_settings(overrides={"checkpoints": str(root), "probes": str(probes), "hard_examples": "",
+                                     "settle_seconds": 0.0, "device": "cpu", "dtype": "float32", **kw}, environ={})
+        return learnviz_run(s, cpu_stages=False, progress=False)
+
+    report = run(tmp_path / "adapters")
+    assert report.ok and [p.name for p in report.done] == ["checkpoint-7.h5"], report.failed
+    with_adapter = arc.Archive(report.done[0]).read(EXTRACT, ["answer_logprob"])["answer_logprob"]
+    # the base alone (its folder is a checkpoint too) answers otherwise
+    plain = run(base, archive=str(tmp_path / "base-archive"))
+    assert plain.ok and len(plain.done) == 1
+    base_lp = arc.Archive(plain.done[0]).read(EXTRACT, ["answer_logprob"])["answer_logprob"]
+    assert not np.allclose(with_adapter, base_lp, atol=1e-4)
+
+    # the base moved away: the error names --base-model; given, it loads again, to the same numbers
+    moved = tmp_path / "elsewhere"
+    base.rename(moved)
+    (tmp_path / "adapters" / "learnviz-archive" / "checkpoint-7.h5").unlink()
+    failed = run(tmp_path / "adapters")
+    ((_, reason),) = failed.failed
+    assert "--base-model" in reason and "not a local folder" in reason
+    again = run(tmp_path / "adapters", base_model=str(moved), retry_failed=True)
+    assert again.ok and len(again.done) == 1
+    lp = arc.Archive(again.done[0]).read(EXTRACT, ["answer_logprob"])["answer_logprob"]
+    np.testing.assert_allclose(lp, with_adapter, rtol=1e-5, atol=1e-5)
