@@ -273,6 +273,8 @@ def cmd_status(args) -> int:
             if several:
                 print(f"run {name or '(root)'}: {archive_dir}")
             print(readout.format_status(rows) if rows else f"no archives in {archive_dir}")
+            for line in readout.format_training_status(readout.training_status(archive_dir)):
+                print(line)
         if board_problem:   # on stderr with --json, which prints the rows alone
             print(board_problem, file=sys.stderr if args.json else sys.stdout)
     if args.json:
@@ -410,6 +412,11 @@ def print_report(report, settings) -> None:
         print(f"  incomplete: {path}: {reason}")
     for path in report.gone:
         print(f"  gone: {path} was deleted while it was processed (nothing recorded)")
+    if report.status is not None:
+        if report.status.appended:
+            print(f"  status files ingested: {', '.join(report.status.appended)}")
+        for path, problem in report.status.malformed:
+            print(f"  status file skipped: {path}: {problem}")
     if report.cpu is not None and report.cpu.changed:
         print_cpu_report(report.cpu)
     elif report.unreadable:   # the CPU stages did not run: the unreadable archives still stand

@@ -90,14 +90,14 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     path = Path(path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    tok_dir = tokenizer_dir(path, tokenizer)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
     adapter = is_adapter(path)
     base = adapter_base(path, base_model) if adapter else None
     if adapter and base is None:
         raise CheckpointError(f"a PEFT adapter whose base model is not a local folder (its {ADAPTER_CONFIG} names "
                               f"{_adapter_base_name(path)!r})", path=path, field="--base-model",
                               hint="pass --base-model DIR (or set `base_model`) naming the base model's folder")
+    tok_dir = tokenizer_dir(path, tokenizer)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
     weights_at = base if adapter else path
     pickle = is_pickle_weights(weights_at)
     if pickle:

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from . import analyze as an
 from . import archive as arc
-from . import collect
+from . import collect, status_files
 from .checkpoints import find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError
@@ -84,6 +84,7 @@ class RunReport:
     unreadable: list[arc.Unreadable] = field(default_factory=list)          # in the folder after this run
     failed_total: int = 0       # archives in the folder with a failed stage or unreadable, after this run
     gone: list[Path] = field(default_factory=list)          # checkpoints deleted while they were processed
+    status: status_files.Ingested | None = None             # the status files ingested, with --status-dir
     run: str = ""                                           # the run's name ("" : the root is the run)
     archive_dir: Path | None = None                         # the run's archive folder
     runs: list["RunReport"] = field(default_factory=list)   # one report per run, when the root holds several
@@ -248,6 +249,8 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
     report = RunReport()
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
         _extract(settings, which, report, progress=progress, probes=probes)
+        if settings.status_dir:   # before the figures, which read the history
+            report.status = status_files.ingest(settings.status_dir, settings.archive_dir())
     archived = [a.step for a in series(settings.archive_dir())]
     if which != "all" and not archived:
         raise LearnvizError("no archived checkpoints", path=settings.archive_dir(),

@@ -69,6 +69,9 @@ class Settings:
     tokenizer: str | None = _f(None, "Folder with the tokenizer files, for checkpoints saved without them (the "
                                      "Trainer saves them only when given a tokenizer); default: the run "
                                      "folder's or its parent's. A checkpoint's own files come first.")
+    status_dir: str | None = _f(None, "Folder of the training's status files (training_status.json, "
+                                      "curriculum_eval.json, model_comparisons.json, deployment_status.json), "
+                                      "ingested into the history by `learnviz run`; docs/integrations.md.")
     base_model: str | None = _f(None, "Base model folder of PEFT adapter checkpoints (adapter_config.json and "
                                       "adapter weights); default: the local folder the adapter config names. "
                                       "Needs learnviz[peft].")

@@ -59,3 +59,12 @@ def write_small_probes(path: Path, every: int = 12) -> Path:
     lines = (SHIPPED_CONFIG_DIR / "probes.jsonl").read_text().splitlines()
     path.write_text("\n".join(lines[::every]) + "\n")
     return path
+
+
+def doc_blocks(doc: str, marker: str) -> list[str]:
+    """The fenced code blocks of docs/<doc> that follow a `<!-- MARKER -->` line, e.g. "test: hf"
+    or "file: training_status.json" (the docs' examples that tests run)."""
+    import re
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text(encoding="utf-8")
+    pattern = re.compile(r"<!-- " + re.escape(marker) + r" -->\n```\w*\n(.*?)```", re.S)
+    return pattern.findall(text)

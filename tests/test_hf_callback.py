@@ -5,7 +5,7 @@ archives all three although the Trainer rotates one away."""
 from __future__ import annotations
 
 import pytest
-from helpers import snapshot, tiny_tokenizer, write_small_probes
+from helpers import doc_blocks, snapshot, tiny_tokenizer, write_small_probes
 
 from learnviz import cli, readout
 from learnviz.checkpoints import TOKENIZER_FILES
@@ -13,24 +13,20 @@ from learnviz.checkpoints import TOKENIZER_FILES
 pytest.importorskip("accelerate")   # the Trainer needs it
 
 
-def _trainer(out, callbacks, tokenizer):
+def _model_and_data(tokenizer):
+    """A tiny random GPT-2 and 16 equal-length examples (the default collator stacks them)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     eos = tokenizer.eos_token_id
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
                                        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
-    texts = ["All cats are dogs. All dogs are birds. So all cats are birds."] * 16
-    ids = [tokenizer(t)["input_ids"][:16] for t in texts]
-    data = [{"input_ids": x, "labels": x} for x in ids]
-    args = TrainingArguments(output_dir=str(out), max_steps=6, save_steps=2, save_total_limit=2, logging_steps=1,
-                             per_device_train_batch_size=4, learning_rate=1e-3, report_to=[], use_cpu=True,
-                             disable_tqdm=True, dataloader_num_workers=0)
-    return Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
+    ids = tokenizer("All cats are dogs. All dogs are birds. So all cats are birds.")["input_ids"][:16]
+    return model, [{"input_ids": ids, "labels": ids}] * 16
 
 
-def test_trainer_with_embedded_callback_archives_every_saved_checkpoint(tmp_path):
+def test_trainer_with_embedded_callback_archives_every_saved_checkpoint(tmp_path, monkeypatch):
     from learnviz.integrations.hf import KEEP_DIR, LearnvizCallback
 
     tok = tiny_tokenizer()
@@ -38,8 +34,15 @@ def test_trainer_with_embedded_callback_archives_every_saved_checkpoint(tmp_path
     tok.save_pretrained(tok_dir)
     probes = write_small_probes(tmp_path / "probes.jsonl")
     out = tmp_path / "out"
-    callback = LearnvizCallback(tokenizer=tok_dir, embedded=True, probes=str(probes), hard_examples="")
-    _trainer(out, [callback], tok).train()
+    # docs/integrations.md's example, as written, in tmp_path; a small probe set through the environment
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEARNVIZ_PROBES", str(probes))
+    monkeypatch.setenv("LEARNVIZ_HARD_EXAMPLES", "")
+    model, train_data = _model_and_data(tok)
+    (example,) = doc_blocks("integrations.md", "test: hf")
+    namespace = {"model": model, "train_data": train_data}
+    exec(compile(example, "docs/integrations.md", "exec"), namespace)
+    assert isinstance(namespace["callback"], LearnvizCallback)
 
     archive = out / "learnviz-archive"
     on_disk = sorted(p.name for p in out.glob("checkpoint-*"))
