@@ -225,8 +225,13 @@ def watch(settings, args) -> int:
         stopped.set()
         raise KeyboardInterrupt
 
+    def unraisable(info, default=sys.unraisablehook):
+        if not (stopped.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+            default(info)   # the interrupt a finalizer swallowed is no error: the loop ends after this pass
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    sys.unraisablehook = unraisable
     print(f"watching {settings.checkpoints} every {settings.scan_interval:g}s (archive: {settings.archive_dir()}); "
           f"Ctrl-C stops", flush=True)
 

@@ -186,6 +186,31 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     return True
 
 
+def restore_history(settings: Settings) -> list[int]:
+    """Append the history row of each archived checkpoint whose extraction succeeded but whose row is
+    missing: a writer stopped between the archive and its row (Ctrl-C in `learnviz run --watch`, a
+    killed process) would otherwise leave the step out of the history for good, since the archive
+    is current. Returns the steps restored."""
+    from .readout import checkpoint_of, series
+
+    have = {(r["step"], r.get("probe_hash")) for r in history.read_rows(settings.archive_dir()) if "accuracy" in r}
+    restored = []
+    for a in series(settings.archive_dir()):
+        probe_hash = a.attrs.get("probe_hash")
+        if (a.step, probe_hash) in have:
+            continue
+        data = a.read(EXTRACT, ["correct", "answer_logprob", "probe_skill"])
+        correct = np.asarray(data["correct"])
+        row = {"step": a.step, "timestamp": arc.now_iso(), "checkpoint": a.attrs.get("checkpoint_name", a.path.stem),
+               "probe_hash": probe_hash, **training_metrics(checkpoint_of(a), a.step),
+               "accuracy": float(np.mean(correct)) if len(correct) else None,
+               "mean_answer_logprob": float(np.mean(data["answer_logprob"])) if len(correct) else None,
+               "skill_scores": skill_accuracy(correct, list(data["probe_skill"]))}
+        history.append(settings.archive_dir(), row)
+        restored.append(a.step)
+    return restored
+
+
 def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> None:
     """Append this checkpoint's row: training metrics from trainer_state.json and accuracy."""
     ck = job.checkpoint

@@ -249,6 +249,7 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
     report = RunReport()
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
         _extract(settings, which, report, progress=progress, probes=probes)
+        collect.restore_history(settings)
         if settings.status_dir:   # before the figures, which read the history
             report.status = status_files.ingest(settings.status_dir, settings.archive_dir())
     archived = [a.step for a in series(settings.archive_dir())]

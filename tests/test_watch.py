@@ -64,6 +64,11 @@ def test_watch_archives_a_dropped_checkpoint_and_stops_cleanly_on_sigint(tmp_pat
         arc.Archive(p)
     assert not [p for p in archive.rglob("*") if p.name.endswith(".tmp")]
     assert arc.Archive(archive / "checkpoint-16.h5").stage(EXTRACT).ok
+    # stopped between an archive and its history row, the next run restores the row and redoes nothing
+    settings = load_settings(overrides={"checkpoints": str(root), "archive": str(archive), "probes": str(probes),
+                                        "hard_examples": "", "settle_seconds": 0.0, "device": "cpu"}, environ={})
+    after = learnviz_run(settings, cpu_stages=False, progress=False)
+    assert not after.done and len(after.current) == 2
     assert [r["step"] for r in readout.history_rows(archive)] == [8, 16]
 
 
@@ -74,8 +79,19 @@ def test_a_deleted_checkpoint_is_gone_not_failed_and_stays_in_the_series(tmp_pat
     settings = load_settings(overrides={"checkpoints": str(root), "archive": str(tmp_path / "archive"),
                                         "probes": str(write_small_probes(tmp_path / "p.jsonl")),
                                         "hard_examples": "", "settle_seconds": 0.0, "device": "cpu"}, environ={})
-    report = learnviz_run(settings, cpu_stages=False, progress=False)   # checkpoints 1 and 2 ... and 3
+    report = learnviz_run(settings, cpu_stages=False, progress=False)
     assert len(report.done) == 3
+    # a history row lost between the archive and its append comes back from the archive, the same
+    path = settings.archive_dir() / "learning_history.jsonl"
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if '"step": 3,' not in line]
+    assert len(kept) == len(lines) - 1
+    row3 = {k: v for k, v in readout.history_rows(settings.archive_dir())[2].items() if k != "timestamp"}
+    path.write_text("\n".join(kept) + "\n")
+    assert [r["step"] for r in readout.history_rows(settings.archive_dir())] == [1, 2]
+    assert collect.restore_history(settings) == [3]
+    back = {k: v for k, v in readout.history_rows(settings.archive_dir())[2].items() if k != "timestamp"}
+    assert back == row3 and collect.restore_history(settings) == []
     # checkpoint 4 is planned, then rotated away before it is loaded
     make_checkpoint(root / "checkpoint-4", tokenizer, step=4, seed=9)
     probes = collect.load_probes(settings)
