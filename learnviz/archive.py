@@ -260,42 +260,55 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
         old = _open_existing(path)     # ForeignArchiveError: the file is left as it is
         try:
-            with h5py.File(tmp, "w", locking=False, libver="latest") as f:
-                created = now_iso()
-                if old is not None:
-                    created = _from_attr(old.attrs.get("created", created))
-                    same = (_from_attr(old.attrs.get("fingerprint")) == key.fingerprint
-                            and _from_attr(old.attrs.get("probe_hash")) == key.probe_hash
-                            and _from_attr(old.attrs.get("schema_version")) == SCHEMA_VERSION)
-                    if same:
-                        for name in old.keys():
-                            if name != stage:
-                                old.copy(old[name], f, name=name)
-                f.attrs.update({k: _attr(v) for k, v in root_attrs.items()})
-                f.attrs.update({"schema_version": SCHEMA_VERSION, "fingerprint": key.fingerprint,
-                                "probe_hash": key.probe_hash, "learnviz_version": __version__,
-                                "created": created, "updated": now_iso()})
-                g = f.create_group(stage)
-                g.attrs.update({
-                    "encoding-type": "stage", "encoding-version": STAGE_VERSION,
-                    "status": status, "reason": reason, "fingerprint": key.fingerprint,
-                    "probe_hash": key.probe_hash, "schema_version": key.schema_version,
-                    "inputs": key.inputs, "worker": worker or worker_id(), "started": started or now_iso(),
-                    "finished": now_iso(), "timings": json.dumps(timings or {}),
-                })
-                for k, v in (attrs or {}).items():
-                    g.attrs[k] = _attr(v)
-                for name, value in (data or {}).items():
-                    write_elem(g, name, value)
-        finally:
-            if old is not None:
-                old.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _newer_than(tmp, path)
-        os.replace(tmp, path)
+            _write_tmp(tmp, path, old, stage, key=key, root_attrs=root_attrs, data=data, attrs=attrs, status=status,
+                       reason=reason, timings=timings, started=started, worker=worker)
+        except BaseException:   # an interrupt (Ctrl-C, SIGTERM in `learnviz run --watch`) leaves no temporary file
+            tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(path.parent)
     return path
+
+
+def _write_tmp(tmp: Path, path: Path, old: h5py.File | None, stage: str, *, key: StageKey,
+               root_attrs: dict[str, Any], data: dict[str, Any] | None, attrs: dict[str, Any] | None,
+               status: str, reason: str, timings: dict[str, float] | None, started: str | None,
+               worker: str | None) -> None:
+    """Fill `tmp` with the archive `write_stage` describes, then put it in place of `path`."""
+    try:
+        with h5py.File(tmp, "w", locking=False, libver="latest") as f:
+            created = now_iso()
+            if old is not None:
+                created = _from_attr(old.attrs.get("created", created))
+                same = (_from_attr(old.attrs.get("fingerprint")) == key.fingerprint
+                        and _from_attr(old.attrs.get("probe_hash")) == key.probe_hash
+                        and _from_attr(old.attrs.get("schema_version")) == SCHEMA_VERSION)
+                if same:
+                    for name in old.keys():
+                        if name != stage:
+                            old.copy(old[name], f, name=name)
+            f.attrs.update({k: _attr(v) for k, v in root_attrs.items()})
+            f.attrs.update({"schema_version": SCHEMA_VERSION, "fingerprint": key.fingerprint,
+                            "probe_hash": key.probe_hash, "learnviz_version": __version__,
+                            "created": created, "updated": now_iso()})
+            g = f.create_group(stage)
+            g.attrs.update({
+                "encoding-type": "stage", "encoding-version": STAGE_VERSION,
+                "status": status, "reason": reason, "fingerprint": key.fingerprint,
+                "probe_hash": key.probe_hash, "schema_version": key.schema_version,
+                "inputs": key.inputs, "worker": worker or worker_id(), "started": started or now_iso(),
+                "finished": now_iso(), "timings": json.dumps(timings or {}),
+            })
+            for k, v in (attrs or {}).items():
+                g.attrs[k] = _attr(v)
+            for name, value in (data or {}).items():
+                write_elem(g, name, value)
+    finally:
+        if old is not None:
+            old.close()
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    _newer_than(tmp, path)
+    os.replace(tmp, path)
 
 
 def _newer_than(new: Path, old: Path) -> None:

@@ -4,10 +4,13 @@ A checkpoint is a folder named `checkpoint-N`, `step_N`, `step-N` or `global_ste
 with a config.json and weights. Its step comes from the name, else from trainer_state.json's
 `global_step`. Its state is one of:
   complete    every file is there, settled, and each safetensors file is as long as its header says
+              (or each pytorch_model.bin is a whole torch zip file)
   incomplete  files missing or still changing (younger than `settle_seconds`): skipped for now,
               picked up by a later scan
   broken      settled but unreadable (a truncated or corrupt safetensors file, a bad config.json):
               recorded as failed with the reason, so the others go on
+  gone        deleted while it was looked at (a Trainer's `save_total_limit` rotation): neither
+              archived nor failed
 
 Nothing here trusts a file's own claims about its size: a safetensors header length is checked
 against the file before anything is read or allocated, and `fingerprint` never raises (a broken
@@ -31,7 +34,7 @@ STEP_PATTERNS = (
     re.compile(r"^global_step(\d+)$"),
 )
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")   # read with torch.load(weights_only=True)
 SAMPLE_BLOCKS = 16       # data blocks hashed into the fingerprint per weight file
 SAMPLE_BLOCK_SIZE = 4096
 MAX_HEADER_BYTES = 100_000_000   # the safetensors format's own limit on a header
@@ -44,13 +47,21 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 class Checkpoint:
     path: Path
     step: int
-    state: str = "complete"          # complete | incomplete | broken
+    state: str = "complete"          # complete | incomplete | broken | gone
     reason: str = ""                 # why incomplete or broken
     weight_files: list[Path] = field(default_factory=list)
+    # where the files are read from when not at `path`: a kept copy (hard links) of a checkpoint
+    # that the Trainer may rotate away before it is archived (learnviz.integrations.hf)
+    source: Path | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def files(self) -> Path:
+        """The folder its files are read from: `source`, else `path`."""
+        return self.source or self.path
 
     @property
     def complete(self) -> bool:
@@ -74,13 +85,73 @@ def read_trainer_state(path: Path) -> dict | None:
         return None
 
 
+ADAPTER_CONFIG = "adapter_config.json"     # a PEFT (LoRA, ...) adapter checkpoint: weights to put on a base model
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def _looks_like_checkpoint(path: Path) -> bool:
-    return (path / "config.json").exists() or step_from_name(path.name) is not None
+    return ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists()
+            or step_from_name(path.name) is not None)
+
+
+def is_adapter(path: Path) -> bool:
+    """True when the folder is a PEFT adapter checkpoint (adapter_config.json, adapter weights)."""
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def adapter_base(path: Path, base_model: str | Path | None = None) -> Path | None:
+    """The base model folder of an adapter checkpoint: `base_model` (--base-model) when given, else
+    the adapter config's base_model_name_or_path when it is a local folder; None otherwise."""
+    if base_model:
+        return Path(base_model)
+    try:
+        name = json.loads((Path(path) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return Path(name) if isinstance(name, str) and name and Path(name).is_dir() else None
+
+
+def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]:
+    """The sub-folders of `folder` that are not in-flight writes ('.' or 'tmp' names) nor excluded,
+    sorted; a folder that vanishes while it is listed has none."""
+    try:
+        children = sorted(folder.iterdir())
+    except OSError:
+        return []
+    return [c for c in children
+            if c.is_dir() and not c.name.startswith((".", "tmp")) and c.resolve() not in excluded]
+
+
+@dataclass
+class Run:
+    """One training run: a folder that holds checkpoints directly. `name` is "" for a root that is
+    itself the run (its archives go straight into the archive folder), else the folder's name (its
+    archives go into `<archive>/<name>/`)."""
+    name: str
+    path: Path
+
+
+def find_runs(root: str | Path, *, exclude: list[Path] | None = None) -> list[Run]:
+    """The runs under `root`: the root itself when it holds a checkpoint directly (or is one), and
+    each sub-folder that holds checkpoints directly (root/<run>/checkpoint-N). Runs are never merged:
+    each gets its own archive folder, history and series. A root with no checkpoint yet (a training
+    that has not saved) is one run, the root itself. Sorted by name, the root first."""
+    root = Path(root)
+    excluded = {p.resolve() for p in (exclude or [])}
+    runs = []
+    children = _visible_dirs(root, excluded)
+    if (root / "config.json").exists() or any(_looks_like_checkpoint(c) for c in children):
+        runs.append(Run("", root))
+    for child in children:
+        if not _looks_like_checkpoint(child) and any(_looks_like_checkpoint(g) for g in _visible_dirs(child)):
+            runs.append(Run(child.name, child))
+    return runs or [Run("", root)]
 
 
 def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Path] | None = None,
-             now: float | None = None) -> list[Checkpoint]:
-    """Every checkpoint under `root` (searched two levels deep), sorted by step.
+             now: float | None = None, nested: bool = True) -> list[Checkpoint]:
+    """Every checkpoint under `root` (searched two levels deep; `nested=False`: one level, the
+    checkpoints of one run), sorted by step.
 
     Folders whose name starts with '.' or 'tmp' are in-flight writes (the HF Trainer and the demo
     write into a temporary folder, then rename) and are ignored.
@@ -92,16 +163,16 @@ def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Pa
     excluded = {p.resolve() for p in (exclude or [])}
     found: list[Checkpoint] = []
     candidates = [root] if (root / "config.json").exists() else []
-    for child in sorted(root.iterdir()):
-        if not child.is_dir() or child.name.startswith((".", "tmp")) or child.resolve() in excluded:
-            continue
+    for child in _visible_dirs(root, excluded):
         if _looks_like_checkpoint(child):
             candidates.append(child)
-        else:  # one level down: runs/<name>/checkpoint-N
-            candidates.extend(g for g in sorted(child.iterdir())
-                              if g.is_dir() and not g.name.startswith((".", "tmp")) and _looks_like_checkpoint(g))
+        elif nested:  # one level down: runs/<name>/checkpoint-N
+            candidates.extend(g for g in _visible_dirs(child) if _looks_like_checkpoint(g))
     for path in candidates:
-        found.append(inspect(path, settle_seconds=settle_seconds, now=now))
+        ck = inspect(path, settle_seconds=settle_seconds, now=now)
+        if ck.state == "gone":
+            continue   # deleted while it was looked at (a Trainer's save_total_limit rotation)
+        found.append(ck)
     found.sort(key=lambda c: (c.step, str(c.path)))
     return found
 
@@ -115,14 +186,24 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
     if step is None and state and isinstance(state.get("global_step"), int):
         step = state["global_step"]
     ck = Checkpoint(path=path, step=step if step is not None else -1)
+    try:
+        return _classify(ck, settle_seconds, now)
+    except FileNotFoundError:   # deleted while it was looked at
+        if path.exists():
+            raise
+        return _mark(ck, "gone", "the checkpoint folder was deleted (rotated away by save_total_limit?)")
 
-    if not (path / "config.json").exists():
+
+def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
+    path = ck.path
+    if not path.is_dir():
+        raise FileNotFoundError(path)
+    config = ADAPTER_CONFIG if is_adapter(path) else "config.json"
+    if not (path / config).exists():
         return _mark(ck, "incomplete", "config.json is missing")
     weights = weight_files(path)
     if weights is None:
-        if any((path / n).exists() for n in PICKLE_WEIGHTS):
-            return _mark(ck, "broken", "only pickle weights (pytorch_model.bin); learnviz loads safetensors only",)
-        return _mark(ck, "incomplete", "model.safetensors is missing")
+        return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)")
     missing = [w.name for w in weights if not w.exists()]
     if missing:
         return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
@@ -133,11 +214,11 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
     if not settled:
         return _mark(ck, "incomplete", f"files changed {now - newest:.1f}s ago (settle time {settle_seconds}s)")
     try:
-        json.loads((path / "config.json").read_text(encoding="utf-8"))
+        json.loads((path / config).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
-        return _mark(ck, "broken", f"config.json is not valid JSON: {exc}")
+        return _mark(ck, "broken", f"{config} is not valid JSON: {exc}")
     for w in weights:
-        problem = safetensors_problem(w)
+        problem = torch_file_problem(w) if w.name.endswith(".bin") else safetensors_problem(w)
         if problem:
             return _mark(ck, "broken", problem)
     if ck.step < 0:
@@ -151,15 +232,42 @@ def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:
 
 
 def weight_files(path: Path) -> list[Path] | None:
-    if (path / "model.safetensors").exists():
-        return [path / "model.safetensors"]
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            return [path / s for s in shards]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return [index]  # unreadable index: safetensors_problem reports it
+    """The weight files of a checkpoint folder: safetensors when there are any, else torch's
+    pytorch_model.bin (loaded with torch.load(weights_only=True) only); an adapter checkpoint's
+    adapter weights; None when none of them."""
+    if is_adapter(path):
+        found = [path / n for n in ADAPTER_WEIGHTS if (path / n).exists()]
+        return found[:1] or None
+    for single, index_name in zip(WEIGHT_NAMES[::2] + PICKLE_WEIGHTS[::2], WEIGHT_NAMES[1::2] + PICKLE_WEIGHTS[1::2]):
+        if (path / single).exists():
+            return [path / single]
+        index = path / index_name
+        if index.exists():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+                return [path / s for s in shards]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return [index]  # unreadable index: safetensors_problem reports it
+    return None
+
+
+def is_pickle_weights(path: Path) -> bool:
+    """True when the checkpoint's weights are torch files (pytorch_model.bin), not safetensors."""
+    files = weight_files(path) or []
+    return bool(files) and all(f.name.endswith(".bin") for f in files)
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """Why a pytorch_model.bin cannot be loaded with torch.load(weights_only=True), or None. Reads
+    the zip directory only: the legacy (pre-zip) pickle format and truncated files are refused."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            if not any(n.endswith("data.pkl") for n in z.namelist()):
+                return f"{path.name} is a zip file but not a torch save (no data.pkl)"
+    except (OSError, zipfile.BadZipFile) as exc:
+        return (f"{path.name} is not a torch zip file ({exc}): truncated, or torch's legacy pickle format, which "
+                f"learnviz does not load (it loads torch files with torch.load(weights_only=True) only)")
     return None
 
 
@@ -218,22 +326,64 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def fingerprint(ck: Checkpoint) -> str:
+def has_tokenizer(folder: Path) -> bool:
+    """True when `folder` holds any of the tokenizer's files (TOKENIZER_FILES)."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+def tokenizer_dir(ck_path: str | Path, tokenizer: str | Path | None = None) -> Path | None:
+    """Where a checkpoint's tokenizer is read from: the checkpoint folder when it holds the
+    tokenizer's files (the Trainer saves them only when it was given a tokenizer), else the folder
+    named by --tokenizer / the `tokenizer` setting (returned even without files, so that the error
+    names it), else the run folder, else the run folder's parent. None when there is none."""
+    ck_path = Path(ck_path)
+    if has_tokenizer(ck_path):
+        return ck_path
+    if tokenizer:
+        return Path(tokenizer)
+    for folder in (ck_path.parent, ck_path.parent.parent):
+        if has_tokenizer(folder):
+            return folder
+    return None
+
+
+def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
+                base_model: str | Path | None = None) -> str:
     """A hash of config.json, the tokenizer files, and each weight file's size, header and 16
     sampled data blocks.
 
     Headers alone would not change when training rewrites the same shapes with new values; the
     sampled blocks do, at the cost of 64 KiB read per file rather than the whole file. The
-    tokenizer files are part of it so that a checkpoint whose tokenizer was missing (or changed)
+    tokenizer files (the checkpoint's own, else those `tokenizer_dir` finds with `tokenizer`, the
+    --tokenizer folder) are part of it so that a checkpoint whose tokenizer was missing (or changed)
     is extracted again once it is back. Never raises: a file that cannot be parsed is hashed by
     what can be read of it, so a broken checkpoint gets a key like any other.
     """
     h = hashlib.sha256()
-    h.update(_read_or_mark(ck.path / "config.json"))
+    h.update(_read_or_mark(ck.files / "config.json"))
     for w in ck.weight_files:
         _hash_weight_file(h, w)
-    h.update(tokenizer_hash(ck.path).encode())
+    if is_adapter(ck.files):   # an adapter's model is its base's weights too
+        h.update(_read_or_mark(ck.files / ADAPTER_CONFIG))
+        base = adapter_base(ck.files, base_model)
+        if base is not None:
+            h.update(_read_or_mark(base / "config.json"))
+            for w in weight_files(base) or []:
+                _hash_weight_file(h, w)
+    h.update(tokenizer_hash(checkpoint_tokenizer(ck, tokenizer, base_model) or ck.files).encode())
     return h.hexdigest()[:16]
+
+
+def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None,
+                         base_model: str | Path | None = None) -> Path | None:
+    """`tokenizer_dir` of a checkpoint whose files may be read from a kept copy (`ck.source`):
+    the copy's own tokenizer files, else the folders around the checkpoint's own path; for an
+    adapter checkpoint, last its base model's."""
+    found = ck.files if has_tokenizer(ck.files) else tokenizer_dir(ck.path, tokenizer)
+    if found is None and is_adapter(ck.files):   # an adapter without one: its base model's
+        base = adapter_base(ck.files, base_model)
+        found = base if base is not None and has_tokenizer(base) else None
+    return found
 
 
 def _read_or_mark(f: Path) -> bytes:

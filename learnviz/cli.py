@@ -43,10 +43,16 @@ def _pipeline_commands(sub) -> None:
                                    "changed weights are recomputed; a broken checkpoint is recorded as failed and "
                                    "the others go on.",
                        epilog=examples("learnviz run --checkpoints runs/gpt2-small",
-                                       "learnviz run --checkpoints runs/gpt2-small --device cuda --layers 0,mid,last"),
+                                       "learnviz run --checkpoints runs/gpt2-small --device cuda --layers 0,mid,last",
+                                       "learnviz run --checkpoints runs/gpt2-small --tokenizer runs/tokenizer --watch "
+                                       "--interval 30"),
                        formatter_class=FORMATTER)
     add_paths(p)
     add_extract_flags(p)
+    p.add_argument("--watch", action="store_true",
+                   help="keep going: archive each checkpoint once it has settled and redraw, until Ctrl-C or SIGTERM")
+    p.add_argument("--interval", type=float, metavar="S", dest="scan_interval",
+                   help="with --watch: seconds between two scans (default: the scan_interval setting, 30)")
 
     p = sub.add_parser("analyze", help="run the CPU analyses over archived checkpoints",
                        description="The CPU stages over the archive: skills, calibration (reliability bins, ECE, "
@@ -198,35 +204,89 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args) -> int:
     settings = settings_from(args)
+    if args.watch:
+        return watch(settings, args)
     report = pipeline.update(settings, require_checkpoints=True, progress=not args.quiet)
     print_report(report, settings)
     return 0 if report.ok else 1
+
+
+def watch(settings, args) -> int:
+    """`learnviz run --watch`: pipeline.watch until Ctrl-C or SIGTERM (both end it the same way: no
+    partial archive is left), printing each pass that changed something."""
+    import signal
+    import threading
+
+    stopped = threading.Event()
+
+    def on_signal(signum, frame):
+        # set first: an interrupt raised where Python ignores exceptions (a finalizer) still ends
+        # the loop after the pass at hand
+        stopped.set()
+        raise KeyboardInterrupt
+
+    def unraisable(info, default=sys.unraisablehook):
+        if not (stopped.is_set() and isinstance(info.exc_value, KeyboardInterrupt)):
+            default(info)   # the interrupt a finalizer swallowed is no error: the loop ends after this pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sys.unraisablehook = unraisable
+    print(f"watching {settings.checkpoints} every {settings.scan_interval:g}s (archive: {settings.archive_dir()}); "
+          f"Ctrl-C stops", flush=True)
+
+    def on_report(report) -> None:
+        if report.done or report.failed or report.gone or report.set_aside or (report.cpu and report.cpu.changed):
+            print_report(report, settings)
+            sys.stdout.flush()
+
+    try:
+        pipeline.watch(settings, interval=settings.scan_interval, stop=stopped.wait, on_report=on_report,
+                       progress=not args.quiet)
+    except KeyboardInterrupt:
+        pass
+    print("learnviz: stopped watching; every archive written is whole", flush=True)
+    return 0
 
 
 def cmd_analyze(args) -> int:
     settings = settings_from(args)
     report = pipeline.update(settings, which=args.checkpoint, stages=pipeline.CPU_STAGES, force=args.force,
                              progress=not args.quiet)
-    print_cpu_report(report.cpu)
+    for r in report.runs or [report]:
+        if r.run:
+            print(f"run {r.run}:")
+        print_cpu_report(r.cpu)
     return 0 if report.ok else 1
 
 
 def cmd_status(args) -> int:
     settings = settings_from(args)
-    rows = readout.status_rows(settings.archive_dir())
-    try:
-        readout.read_board(settings.archive_dir(), strict=True)
-        board_problem = None
-    except LearnvizError as exc:
-        board_problem = f"unreadable: {exc}"
+    runs = pipeline.runs(settings)
+    several = len(runs) > 1 or any(name for name, _ in runs)
+    out = {}
+    for name, rs in runs:
+        archive_dir = rs.archive_dir()
+        rows = readout.status_rows(archive_dir)
+        out[name] = rows
+        try:
+            readout.read_board(archive_dir, strict=True)
+            board_problem = None
+        except LearnvizError as exc:
+            board_problem = f"unreadable: {exc}"
+        if not args.json:
+            if several:
+                print(f"run {name or '(root)'}: {archive_dir}")
+            print(readout.format_status(rows) if rows else f"no archives in {archive_dir}")
+            for line in readout.format_training_status(readout.training_status(archive_dir)):
+                print(line)
+        if board_problem:   # on stderr with --json, which prints the rows alone
+            print(board_problem, file=sys.stderr if args.json else sys.stdout)
     if args.json:
-        print(json.dumps([r.__dict__ for r in rows], indent=2))
-    elif not rows:
-        print(f"no archives in {settings.archive_dir()}")
-    else:
-        print(readout.format_status(rows))
-    if board_problem:   # on stderr with --json, which prints the rows alone
-        print(board_problem, file=sys.stderr if args.json else sys.stdout)
+        if several:
+            print(json.dumps({name: [r.__dict__ for r in rows] for name, rows in out.items()}, indent=2))
+        else:
+            print(json.dumps([r.__dict__ for r in out[runs[0][0]]], indent=2))
     return 0
 
 
@@ -266,16 +326,21 @@ def _figures(args, which: str | None, figures: pipeline.Figures, show) -> int:
     stages = pipeline.STAGES if which is not None else (pipeline.FIGURES,)
     report = pipeline.update(settings, which=which or "all", stages=stages, figures=figures,
                              progress=not args.quiet)
-    for path, reason in report.failed:
-        print(f"  failed: extraction of {path}: {reason}", file=sys.stderr)
-    if report.cpu is not None and report.cpu.changed:
-        print_cpu_report(report.cpu)
-    result = report.visualizations
-    print_vis_report(result)
-    for name in show(report.steps if which is not None else []):
-        if (Path(result["dir"]) / name).exists():
-            print(f"  {Path(result['dir']) / name}")
-    return 1 if result["status"] == "failed" else 0
+    failed = False
+    for r in report.runs or [report]:
+        if r.run:
+            print(f"run {r.run}:")
+        for path, reason in r.failed:
+            print(f"  failed: extraction of {path}: {reason}", file=sys.stderr)
+        if r.cpu is not None and r.cpu.changed:
+            print_cpu_report(r.cpu)
+        result = r.visualizations
+        print_vis_report(result)
+        for name in show(r.steps if which is not None else []):
+            if (Path(result["dir"]) / name).exists():
+                print(f"  {Path(result['dir']) / name}")
+        failed = failed or result["status"] == "failed"
+    return 1 if failed else 0
 
 
 def cmd_radar(args) -> int:
@@ -305,7 +370,10 @@ def cmd_visualize(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
     settings = settings_from(args)
-    written = export(settings.archive_dir(), args.format, args.out, layer=args.layer, which=args.checkpoint)
+    written = []
+    for name, rs in pipeline.runs(settings):   # several runs: each into OUT/<run name>/
+        written += export(rs.archive_dir(), args.format, Path(args.out) / name, layer=args.layer,
+                          which=args.checkpoint)
     print(f"wrote {len(written)} files ({args.format}) to {args.out}")
     for path in written[-5:]:
         print(f"  {path}")
@@ -329,7 +397,12 @@ def print_cpu_report(report) -> None:
 
 
 def print_report(report, settings) -> None:
-    print(f"archive: {settings.archive_dir()}")
+    if report.runs:
+        for r in report.runs:
+            print(f"run {r.run or '(root)'}:")
+            print_report(r, settings)
+        return
+    print(f"archive: {report.archive_dir or settings.archive_dir()}")
     if report.found == 0:
         print(f"no checkpoints found in {report.checkpoint_root}: learnviz looks for {pipeline.CHECKPOINT_NAMES}")
     in_all = f", {report.failed_total} failed in all (see `learnviz status`)" if report.failed_total else ""
@@ -342,6 +415,13 @@ def print_report(report, settings) -> None:
         print(f"  failed: {path}: {reason}")
     for path, reason in report.incomplete:
         print(f"  incomplete: {path}: {reason}")
+    for path in report.gone:
+        print(f"  gone: {path} was deleted while it was processed (nothing recorded)")
+    if report.status is not None:
+        if report.status.appended:
+            print(f"  status files ingested: {', '.join(report.status.appended)}")
+        for path, problem in report.status.malformed:
+            print(f"  status file skipped: {path}: {problem}")
     if report.cpu is not None and report.cpu.changed:
         print_cpu_report(report.cpu)
     elif report.unreadable:   # the CPU stages did not run: the unreadable archives still stand

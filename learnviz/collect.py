@@ -16,7 +16,7 @@ import numpy as np
 
 from . import archive as arc
 from . import history
-from .checkpoints import Checkpoint, discover, fingerprint, training_metrics
+from .checkpoints import Checkpoint, checkpoint_tokenizer, discover, fingerprint, training_metrics
 from .common import progress_bar, short_hash
 from .errors import LearnvizError
 from .probes import ProbeSet, load_probe_set
@@ -25,6 +25,11 @@ from .results import EXTRACT
 from .settings import Settings
 
 STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow it
+
+
+class CheckpointGone(LearnvizError):
+    """The checkpoint folder was deleted while it was processed (a Trainer's `save_total_limit`
+    rotation): nothing is recorded for it, neither an archive nor a failure."""
 
 
 @dataclass
@@ -57,7 +62,7 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     jobs = []
-    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir]):
+    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir], nested=False):
         if ck.state == "incomplete":
             if incomplete is not None:
                 incomplete.append((ck.path, ck.reason))
@@ -83,7 +88,8 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
     unknown encoding raises archive.ForeignArchiveError (it may hold all there is of that
     checkpoint); a damaged one needs every stage and goes to `damaged` as (path, reason), for the
     caller to move it aside (`archive.set_aside`) and say so before rebuilding it."""
-    key = arc.StageKey(fingerprint(ck), probes.hash, inputs=extract_inputs(settings))
+    key = arc.StageKey(fingerprint(ck, settings.tokenizer, settings.base_model), probes.hash,
+                       inputs=extract_inputs(settings))
     path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
     if path.exists():
@@ -107,7 +113,7 @@ def extract_inputs(s: Settings) -> str:
 def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
     model_class = ""
     try:
-        config = json.loads((ck.path / "config.json").read_text())
+        config = json.loads((ck.files / "config.json").read_text())
         model_class = (config.get("architectures") or [config.get("model_type", "")])[0] or ""
     except (OSError, ValueError):
         pass
@@ -129,7 +135,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     """The GPU stage for one checkpoint: load, one pass over the probes, archive. True when ok.
 
     A broken checkpoint or any error while loading or running is recorded as a failed stage
-    with its reason; the caller goes on with the next checkpoint.
+    with its reason; the caller goes on with the next checkpoint. A checkpoint deleted meanwhile
+    raises CheckpointGone and leaves no trace.
     """
     from .extract import ExtractOptions, extract
     from .model import load
@@ -144,8 +151,10 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
         return False
     lm = None
     try:
-        lm = loaded or load(ck.path, device=settings.device, dtype=settings.dtype,
-                            trust_remote_code=settings.trust_remote_code)
+        lm = loaded or load(ck.files, device=settings.device, dtype=settings.dtype,
+                            trust_remote_code=settings.trust_remote_code, base_model=settings.base_model,
+                            tokenizer=checkpoint_tokenizer(ck, settings.tokenizer, settings.base_model)
+                            or settings.tokenizer)
         t_load = time.perf_counter() - t0
         bar = progress_bar(len(probes), f"extract {ck.name}", progress, unit="probe")
         try:
@@ -164,6 +173,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # one bad checkpoint must not stop the others
+        if not ck.files.exists():
+            raise CheckpointGone("deleted while it was processed; nothing recorded", path=ck.path) from exc
         reason = str(exc) if isinstance(exc, LearnvizError) else f"{type(exc).__name__}: {exc}"
         arc.write_stage(job.archive_path, EXTRACT, key=job.key, root_attrs=attrs, status="failed",
                         reason=reason, started=started, timings={"total": time.perf_counter() - t0})
@@ -175,11 +186,36 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
     return True
 
 
+def restore_history(settings: Settings) -> list[int]:
+    """Append the history row of each archived checkpoint whose extraction succeeded but whose row is
+    missing: a writer stopped between the archive and its row (Ctrl-C in `learnviz run --watch`, a
+    killed process) would otherwise leave the step out of the history for good, since the archive
+    is current. Returns the steps restored."""
+    from .readout import checkpoint_of, series
+
+    have = {(r["step"], r.get("probe_hash")) for r in history.read_rows(settings.archive_dir()) if "accuracy" in r}
+    restored = []
+    for a in series(settings.archive_dir()):
+        probe_hash = a.attrs.get("probe_hash")
+        if (a.step, probe_hash) in have:
+            continue
+        data = a.read(EXTRACT, ["correct", "answer_logprob", "probe_skill"])
+        correct = np.asarray(data["correct"])
+        row = {"step": a.step, "timestamp": arc.now_iso(), "checkpoint": a.attrs.get("checkpoint_name", a.path.stem),
+               "probe_hash": probe_hash, **training_metrics(checkpoint_of(a), a.step),
+               "accuracy": float(np.mean(correct)) if len(correct) else None,
+               "mean_answer_logprob": float(np.mean(data["answer_logprob"])) if len(correct) else None,
+               "skill_scores": skill_accuracy(correct, list(data["probe_skill"]))}
+        history.append(settings.archive_dir(), row)
+        restored.append(a.step)
+    return restored
+
+
 def update_history(job: Job, settings: Settings, probes: ProbeSet, result) -> None:
     """Append this checkpoint's row: training metrics from trainer_state.json and accuracy."""
     ck = job.checkpoint
     row = {"step": ck.step, "timestamp": arc.now_iso(), "checkpoint": ck.name,
-           "probe_hash": probes.hash, **training_metrics(ck.path, ck.step),
+           "probe_hash": probes.hash, **training_metrics(ck.files, ck.step),
            "accuracy": float(np.mean(result.correct)) if len(result.correct) else None,
            "mean_answer_logprob": float(np.mean(result.answer_logprob)) if len(result.correct) else None,
            "skill_scores": skill_accuracy(result.correct, [p.skill for p in probes])}

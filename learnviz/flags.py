@@ -23,10 +23,10 @@ def examples(*lines: str, epilog: str = EPILOG) -> str:
     return "Examples:\n" + "".join(f"  {line}\n" for line in lines) + "\n" + epilog
 
 # Every flag whose dest is a setting: `settings_from` passes these on when a command has them.
-SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
-                 "settle_seconds", "retry_failed", "trust_remote_code", "demo_out", "demo_steps",
-                 "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency", "dashboard_host",
-                 "dashboard_port", "dashboard_allowed_hosts")
+SETTING_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "tokenizer", "base_model", "device", "dtype",
+                 "status_dir", "batch_size", "layers", "settle_seconds", "retry_failed", "trust_remote_code",
+                 "demo_out", "demo_steps", "demo_checkpoints", "demo_seed", "broker_url", "cpu_concurrency",
+                 "scan_interval", "dashboard_host", "dashboard_port", "dashboard_allowed_hosts")
 
 
 def add_paths(p: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
@@ -46,6 +46,13 @@ def add_extract_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", metavar="FILE", help="probe file, JSONL/JSON/YAML (default: the SYLLO probe set)")
     p.add_argument("--hard-examples", metavar="FILE",
                    help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
+    p.add_argument("--tokenizer", metavar="DIR",
+                   help="tokenizer folder for checkpoints saved without one "
+                        "(default: the run folder's or its parent's)")
+    p.add_argument("--status-dir", metavar="DIR",
+                   help="folder of the training's status files (training_status.json, ...) to ingest")
+    p.add_argument("--base-model", metavar="DIR",
+                   help="base model folder of PEFT adapter checkpoints (default: the one their adapter config names)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bf16 on GPU, fp32 on CPU")

@@ -1,8 +1,9 @@
 """Loading a checkpoint's model and tokenizer, and turning a probe into token ids.
 
-Models load from safetensors only, offline, with `trust_remote_code` off unless the settings turn
-it on. `encode_probe` is the one place that decides how prompt and answer become ids: the demo
-trainer uses it too, so training and probing tokenize alike.
+Models load from safetensors, or from pytorch_model.bin with torch.load(weights_only=True) only,
+offline, with `trust_remote_code` off unless the settings turn it on. `encode_probe` is the one
+place that decides how prompt and answer become ids: the demo trainer uses it too, so training and
+probing tokenize alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from .checkpoints import TOKENIZER_FILES, tokenizer_hash  # noqa: E402
+from .checkpoints import (  # noqa: E402
+    ADAPTER_CONFIG,
+    TOKENIZER_FILES,
+    adapter_base,
+    is_adapter,
+    is_pickle_weights,
+    tokenizer_dir,
+    tokenizer_hash,
+)
 from .errors import CheckpointError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,8 +76,12 @@ class LoadedModel:
 
 
 def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
-         trust_remote_code: bool = False) -> LoadedModel:
-    """Load model and tokenizer from a checkpoint folder (safetensors, local files only)."""
+         trust_remote_code: bool = False, tokenizer: str | Path | None = None,
+         base_model: str | Path | None = None) -> LoadedModel:
+    """Load model and tokenizer from a checkpoint folder (safetensors, local files only). The
+    tokenizer is the checkpoint's own, else the folder `tokenizer` (--tokenizer), else the run
+    folder's or its parent's (checkpoints.tokenizer_dir). A PEFT adapter checkpoint loads onto its
+    base model: `base_model` (--base-model), else the local folder its adapter config names."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -77,25 +90,77 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     path = Path(path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    adapter = is_adapter(path)
+    base = adapter_base(path, base_model) if adapter else None
+    if adapter and base is None:
+        raise CheckpointError(f"a PEFT adapter whose base model is not a local folder (its {ADAPTER_CONFIG} names "
+                              f"{_adapter_base_name(path)!r})", path=path, field="--base-model",
+                              hint="pass --base-model DIR (or set `base_model`) naming the base model's folder")
+    tok_dir = tokenizer_dir(path, tokenizer)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
+    weights_at = base if adapter else path
+    pickle = is_pickle_weights(weights_at)
+    if pickle:
+        require_safe_torch_load(weights_at)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dt, local_files_only=True, use_safetensors=True,
+            weights_at, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
             trust_remote_code=trust_remote_code)
+        if adapter:
+            model = _with_adapter(model, path)
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise CheckpointError(f"model cannot be loaded: {exc}", path=path) from exc
     model.to(dev).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(path))
+    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
 
 
-_TOKENIZER_HINT = "copy the tokenizer files the run was trained with into the checkpoint folder"
+def _adapter_base_name(path: Path) -> str:
+    import json
+    try:
+        return str(json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        return "nothing readable"
+
+
+def _with_adapter(model, path: Path):
+    """The base `model` with the PEFT adapter at `path` merged in (peft: learnviz[peft])."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointError("is a PEFT adapter checkpoint and peft is not installed", path=path,
+                              field=ADAPTER_CONFIG, hint="pip install 'learnviz[peft]'") from None
+    return PeftModel.from_pretrained(model, path, is_trainable=False).merge_and_unload()
+
+
+SAFE_TORCH = (2, 6)   # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)
+
+
+def require_safe_torch_load(path: Path) -> None:
+    """CheckpointError unless this torch loads pytorch_model.bin safely: with weights_only=True,
+    which unpickles tensors and plain containers only, never arbitrary objects (code)."""
+    import inspect as _inspect
+    version = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2] if x.isdigit())
+    if "weights_only" not in _inspect.signature(torch.load).parameters or version < SAFE_TORCH:
+        raise CheckpointError(f"pytorch_model.bin needs torch.load(weights_only=True), safe from torch "
+                              f"{SAFE_TORCH[0]}.{SAFE_TORCH[1]}; this torch is {torch.__version__}", path=path,
+                              field="pytorch_model.bin",
+                              hint="upgrade torch, or save the checkpoint with safe_serialization=True (safetensors)")
+
+
+_TOKENIZER_HINT = ("pass --tokenizer DIR (or set `tokenizer`) naming the folder of the tokenizer the run was "
+                   "trained with, or copy its files into the checkpoint folder, the run folder or its parent")
 _SAMPLE_TEXT = "All cats are dogs."
 
 
-def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
-    """The checkpoint's tokenizer, or CheckpointError naming the folder and the files looked for.
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False, source: Path | None = None,
+                   named: str | Path | None = None):
+    """The checkpoint's tokenizer, read from `source` (default: the checkpoint folder `path`), or
+    CheckpointError naming the folder, the files looked for and the --tokenizer flag. `named`: the
+    folder --tokenizer gave, if any (an error then names that folder and the flag).
 
     Without its files AutoTokenizer does not fail: it builds the model type's tokenizer with an
     empty vocabulary, which turns every text into no tokens and fails much later, far from the
@@ -104,19 +169,23 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     looked_for = f"looked for {', '.join(TOKENIZER_FILES)}"
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise CheckpointError(f"the tokenizer files are missing ({looked_for})", path=path, field="tokenizer",
+    source = Path(source) if source is not None else path
+    field = "--tokenizer" if named else "tokenizer"
+    if not any((source / name).is_file() for name in TOKENIZER_FILES):
+        where = ("in the --tokenizer folder" if named else
+                 "in the checkpoint folder, the run folder or its parent, and no --tokenizer DIR was given")
+        raise CheckpointError(f"the tokenizer files are missing {where} ({looked_for})", path=source, field=field,
                               hint=_TOKENIZER_HINT)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
-        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=path, field="tokenizer",
+        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=source, field=field,
                               hint=_TOKENIZER_HINT) from exc
     if not tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]:
-        present = [name for name in TOKENIZER_FILES if (path / name).is_file()]
+        present = [name for name in TOKENIZER_FILES if (source / name).is_file()]
         raise CheckpointError(f"the tokenizer has no vocabulary: it turns {_SAMPLE_TEXT!r} into no tokens. Its "
                               f"vocabulary files are missing ({looked_for}; found only {', '.join(present)})",
-                              path=path, field="tokenizer", hint=_TOKENIZER_HINT)
+                              path=source, field=field, hint=_TOKENIZER_HINT)
     return tokenizer
 
 

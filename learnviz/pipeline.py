@@ -14,6 +14,7 @@ nothing when the result is current, and records a failure in the archive instead
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from contextlib import contextmanager
@@ -26,12 +27,12 @@ from filelock import FileLock, Timeout
 
 from . import analyze as an
 from . import archive as arc
-from . import collect
-from .checkpoints import inspect
+from . import collect, status_files
+from .checkpoints import find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError
 from .probes import ProbeSet
-from .readout import checkpoint_of, chosen_steps, series, series_of
+from .readout import checkpoint_of, chosen_steps, run_archives, series, series_of
 from .results import ANALYSIS, EXTRACT, GEOMETRY, SERIES
 from .settings import Settings
 
@@ -82,14 +83,68 @@ class RunReport:
     set_aside: list[tuple[Path, Path, str]] = field(default_factory=list)   # (damaged archive, moved to, why)
     unreadable: list[arc.Unreadable] = field(default_factory=list)          # in the folder after this run
     failed_total: int = 0       # archives in the folder with a failed stage or unreadable, after this run
+    gone: list[Path] = field(default_factory=list)          # checkpoints deleted while they were processed
+    status: status_files.Ingested | None = None             # the status files ingested, with --status-dir
+    run: str = ""                                           # the run's name ("" : the root is the run)
+    archive_dir: Path | None = None                         # the run's archive folder
+    runs: list["RunReport"] = field(default_factory=list)   # one report per run, when the root holds several
 
     @property
     def ok(self) -> bool:
         """Nothing failed in this run, and no archive of the folder is unreadable (an unreadable one
         holds back the CPU stages of every later checkpoint)."""
+        if self.runs:
+            return all(r.ok for r in self.runs)
         vis_failed = bool(self.visualizations and self.visualizations.get("failed"))
         return (not self.failed and not (self.cpu is not None and self.cpu.failed) and not vis_failed
                 and not self.unreadable)
+
+    @classmethod
+    def of_runs(cls, reports: list["RunReport"]) -> "RunReport":
+        """The report of several runs: each run's report in `runs`, the lists joined."""
+        out = cls(runs=reports, seconds=sum(r.seconds for r in reports))
+        for name in ("steps", "done", "failed", "incomplete", "current", "set_aside", "unreadable", "gone"):
+            setattr(out, name, [x for r in reports for x in getattr(r, name)])
+        out.failed_total = sum(r.failed_total for r in reports)
+        out.found = sum(r.found or 0 for r in reports) if any(r.found is not None for r in reports) else None
+        out.checkpoint_root = reports[0].checkpoint_root if reports else None
+        return out
+
+
+def runs(settings: Settings) -> list[tuple[str, Settings]]:
+    """The runs the settings name, each as (name, its own settings): the runs under the checkpoint
+    folder (checkpoints.find_runs) when one is set, else those of the archive folder
+    (readout.run_archives). A root that is itself the run is the one run "", with the settings as
+    they are (today's layout: archives straight in the archive folder); each run of a root that
+    holds several gets `<archive>/<run name>/` as its archive folder and its folder as its
+    checkpoint folder. Nothing is merged across runs."""
+    top = settings.archive_dir()
+    if settings.checkpoints and Path(settings.checkpoints).is_dir():
+        found = [(r.name, r.path) for r in find_runs(settings.checkpoints, exclude=[top])]
+    else:
+        found = [(name, None) for name, _ in run_archives(top)]
+    out = []
+    for name, path in found:
+        if not name:
+            out.append((name, settings))
+            continue
+        changes = {"archive": str(top / name)}
+        if path is not None:
+            changes["checkpoints"] = str(path)
+        out.append((name, dataclasses.replace(settings, **changes)))
+    return out
+
+
+def run_of_checkpoint(settings: Settings, checkpoint: str | Path) -> Settings:
+    """The settings of the run a checkpoint folder belongs to (see `runs`): those of its parent
+    folder's run when that is a run of several under the checkpoint root, else `settings`."""
+    if not settings.checkpoints:
+        return settings
+    parent = Path(checkpoint).resolve().parent
+    for name, rs in runs(settings):
+        if name and Path(rs.checkpoints).resolve() == parent:
+            return rs
+    return settings
 
 
 def load_probes(settings: Settings) -> ProbeSet:
@@ -108,9 +163,45 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
         require_checkpoint_folder(settings)
         probes = probes or load_probes(settings)
-    with run_lock(settings.archive_dir()):
-        return _update(settings, which=which, stages=stages, force=force, figures=figures,
-                       require_checkpoints=require_checkpoints, progress=progress, probes=probes)
+    reports, errors = [], []
+    every = runs(settings)
+    for name, rs in every:
+        try:
+            with run_lock(rs.archive_dir()):
+                report = _update(rs, which=which, stages=stages, force=force, figures=figures,
+                                 require_checkpoints=require_checkpoints, progress=progress, probes=probes)
+        except LearnvizError as exc:   # `--checkpoint 2000` that one run of several lacks
+            if len(every) == 1:
+                raise
+            errors.append(exc)
+            continue
+        report.run, report.archive_dir = name, rs.archive_dir()
+        reports.append(report)
+    if not reports:
+        raise errors[0]
+    return reports[0] if len(every) == 1 else RunReport.of_runs(reports)
+
+
+def watch(settings: Settings, *, interval: float, stop: Callable[[float], bool],
+          on_report: Callable[[RunReport], None] | None = None, figures: Figures | None = None,
+          progress: bool = False) -> int:
+    """`learnviz run --watch`: `update` every checkpoint of every run (all stages, the figures
+    redrawn where their inputs changed), again and again, until `stop(seconds)` (which waits up to
+    `seconds` between two passes) says so. No Redis: it is the embedded pipeline in a loop. A
+    checkpoint shows up once it has settled; one deleted while it is processed is `gone`, not
+    failed; the archives of deleted checkpoints stay in the series. Interrupted (KeyboardInterrupt,
+    which the CLI also makes of SIGTERM), it leaves no partial archive: every archive write is a
+    temporary file put in place at once, and removed when interrupted. Returns the passes made."""
+    require_checkpoint_folder(settings)
+    probes = load_probes(settings)
+    passes = 0
+    while True:
+        report = update(settings, require_checkpoints=True, figures=figures, progress=progress, probes=probes)
+        passes += 1
+        if on_report is not None:
+            on_report(report)
+        if stop(interval):
+            return passes
 
 
 @contextmanager
@@ -158,6 +249,9 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
     report = RunReport()
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
         _extract(settings, which, report, progress=progress, probes=probes)
+        collect.restore_history(settings)
+        if settings.status_dir:   # before the figures, which read the history
+            report.status = status_files.ingest(settings.status_dir, settings.archive_dir())
     archived = [a.step for a in series(settings.archive_dir())]
     if which != "all" and not archived:
         raise LearnvizError("no archived checkpoints", path=settings.archive_dir(),
@@ -216,6 +310,10 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
                 if moved is not None:
                     report.set_aside.append((job.archive_path, moved, damaged_now[job.archive_path]))
             ok = collect.run_extract(job, settings, probes, progress=progress)
+        except collect.CheckpointGone:
+            report.gone.append(job.checkpoint.path)
+            bar.update(1)
+            continue
         except arc.ArchiveError as exc:   # turned foreign or unreadable since the plan: left as it is
             report.failed.append((job.checkpoint.path, str(exc)))
             bar.update(1)
@@ -361,7 +459,7 @@ class StageResult:
     stage: str
     checkpoint: str
     step: int
-    status: str          # ok | failed | current | incomplete | skipped
+    status: str          # ok | failed | current | incomplete | gone | skipped
     reason: str = ""
     archive: str = ""
 
@@ -369,14 +467,23 @@ class StageResult:
         return dict(self.__dict__)
 
 
-def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None) -> StageResult:
+def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=None,
+                       source: str | Path | None = None) -> StageResult:
     """The GPU stage for one checkpoint. `current` when its archive already holds this key;
     `failed`, the file untouched, when another learnviz wrote it. A damaged archive is moved aside
-    to `<name>.corrupt` and rebuilt (the reason of an `ok` result says so)."""
+    to `<name>.corrupt` and rebuilt (the reason of an `ok` result says so). `source`: a whole copy
+    of the checkpoint's files to read instead (one the caller vouches for, so no settle wait), the
+    archive being that of `checkpoint` all the same (learnviz.integrations.hf keeps such a copy of
+    each checkpoint the Trainer saves, since its rotation may delete it before it is archived)."""
+    settings = run_of_checkpoint(settings, checkpoint)
     probes = load_probes(settings)
-    ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
-    if ck.state == "incomplete":
-        return StageResult(EXTRACT, str(checkpoint), ck.step, "incomplete", ck.reason)
+    if source is not None:
+        ck = inspect(source, settle_seconds=0)
+        ck.path, ck.source = Path(checkpoint), Path(source)
+    else:
+        ck = inspect(checkpoint, settle_seconds=settings.settle_seconds)
+    if ck.state in ("incomplete", "gone"):
+        return StageResult(EXTRACT, str(checkpoint), ck.step, ck.state, ck.reason)
     damaged: list[tuple[Path, str]] = []
     try:
         job = collect.job_for(ck, settings, probes, collect.checkpoint_root(settings), damaged=damaged)
@@ -391,15 +498,30 @@ def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=Non
             note = f"{job.archive_path.name} moved aside to {moved.name} and rebuilt: {damaged[0][1]}"
         ok = collect.run_extract(job, settings, probes, loaded=loaded)
         info = arc.Archive(job.archive_path).stage(EXTRACT)
+    except collect.CheckpointGone as exc:
+        return StageResult(EXTRACT, str(checkpoint), ck.step, "gone", str(exc))
     except arc.ArchiveError as exc:   # turned foreign or unreadable meanwhile: left as it is
         return StageResult(EXTRACT, str(checkpoint), ck.step, "failed", str(exc), str(job.archive_path))
     return StageResult(EXTRACT, str(checkpoint), ck.step, "ok" if ok else "failed",
                        note if ok else (info.reason if info else ""), str(job.archive_path))
 
 
+def archive_checkpoint(settings: Settings, checkpoint: str | Path, *, source: str | Path | None = None,
+                       figures: Figures | None = None) -> tuple[StageResult, RunReport]:
+    """One new checkpoint through every stage, holding its run's lock: its extraction (from `source`,
+    see `collect_embeddings`), then the CPU stages and the figures of its run. What the embedded
+    process of learnviz.integrations.hf does with each checkpoint the Trainer saves."""
+    settings = run_of_checkpoint(settings, checkpoint)
+    with run_lock(settings.archive_dir()):
+        result = collect_embeddings(settings, checkpoint, source=source)
+        report = _update(settings, stages=CPU_STAGES + (FIGURES,), figures=figures, progress=False)
+    return result, report
+
+
 def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResult:
     """The per-checkpoint CPU analyses. `skipped` when the checkpoint has no successful extraction,
     or while an earlier archive cannot be read (`Holdback`)."""
+    settings = run_of_checkpoint(settings, checkpoint)
     listing = arc.scan_archives(settings.archive_dir())
     archives = series_of(listing.archives)
     target = Path(checkpoint).resolve()
@@ -420,22 +542,36 @@ def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResul
 
 
 def update_learning_history(settings: Settings) -> dict:
-    """Geometry for every checkpoint whose chain changed, then the series. JSON-able summary."""
-    report = run_cpu_stages(settings, analysis=False)   # per-checkpoint analyses are `analyze` tasks
-    return {"geometry": report.geometry, "series": report.series,
-            "failed": [list(f) for f in report.failed], "seconds": report.seconds,
-            "unreadable": [u.reason for u in report.unreadable],
-            "waiting": {**report.waiting, **({SERIES: []} if report.series_waiting else {})}}
+    """Geometry for every checkpoint whose chain changed, then the series, of every run. JSON-able
+    summary (of each run under `runs`, by name, when the root holds several)."""
+    out = {}
+    for name, rs in runs(settings):
+        report = run_cpu_stages(rs, analysis=False)   # per-checkpoint analyses are `analyze` tasks
+        out[name] = {"geometry": report.geometry, "series": report.series,
+                     "failed": [list(f) for f in report.failed], "seconds": report.seconds,
+                     "unreadable": [u.reason for u in report.unreadable],
+                     "waiting": {**report.waiting, **({SERIES: []} if report.series_waiting else {})}}
+    return out[""] if list(out) == [""] else {"runs": out}
 
 
 def generate_visualizations(settings: Settings) -> dict:
-    """The figures of the run (PNGs; GIFs are made on demand) from the archives: JSON-able summary."""
-    return update(settings, stages=(FIGURES,), progress=False).visualizations or {}
+    """The figures of the run (PNGs; GIFs are made on demand) from the archives: JSON-able summary
+    (of each run under `runs`, by name, when the root holds several)."""
+    report = update(settings, stages=(FIGURES,), progress=False)
+    if report.runs:
+        return {"runs": {r.run: r.visualizations or {} for r in report.runs}}
+    return report.visualizations or {}
 
 
 def pending(settings: Settings) -> list[dict]:
-    """For the periodic scan: every complete checkpoint and the stages it lacks, oldest first.
-    Cheap: no model is loaded and nothing heavy is imported."""
+    """For the periodic scan: every complete checkpoint and the stages it lacks, oldest first (of
+    every run). Cheap: no model is loaded and nothing heavy is imported."""
+    out = [item for _, rs in runs(settings) for item in _pending(rs)]
+    out.sort(key=lambda d: d["step"])
+    return out
+
+
+def _pending(settings: Settings) -> list[dict]:
     jobs = collect.plan(settings, load_probes(settings))
     out = [{"checkpoint": str(j.checkpoint.path), "step": j.checkpoint.step, "stages": [EXTRACT, ANALYSIS]}
            for j in jobs]
@@ -453,9 +589,13 @@ def pending(settings: Settings) -> list[dict]:
 
 
 def history_stale(settings: Settings) -> bool:
-    """True when a checkpoint's geometry or the series is not current: update_learning_history has
-    work (its message may have been lost after the analyses that asked for it). What waits for an
+    """True when a checkpoint's geometry or the series of a run is not current: update_learning_history
+    has work (its message may have been lost after the analyses that asked for it). What waits for an
     unreadable archive (`Holdback`) is not work."""
+    return any(_history_stale(rs) for _, rs in runs(settings))
+
+
+def _history_stale(settings: Settings) -> bool:
     listing = arc.scan_archives(settings.archive_dir())
     archives, hold = series_of(listing.archives), Holdback(listing.unreadable)
     if not archives:

@@ -11,6 +11,8 @@ writes, never locks and never loads a model.
   read_analysis(a)       the typed `analysis` group (results.AnalysisResult)
   read_geometry(a)       the typed `geometry` group (results.GeometryResult)
   read_board(dir)        hard_example_board.json
+  training_status(dir)   the latest checkpoint ranking and deployed checkpoint from the status files
+  run_archives(dir)      the runs of an archive folder: (name, folder) each (several runs under one root)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import archive as arc
-from . import history
+from . import history, status_files
 from .archive import SERIES_NAME, Archive, ArchiveError, Listing, Unreadable, scan_archives
 from .errors import LearnvizError
 from .results import (
@@ -41,13 +43,50 @@ from .results import (
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
            "chosen_steps", "extracted", "format_status", "history_rows", "read_analysis", "read_board",
-           "read_geometry", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok", "status_rows",
-           "unreadable_row"]
+           "read_geometry", "run_archives", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok",
+           "status_rows", "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
 ARCHIVE = "archive"
 UNREADABLE = "unreadable"
+
+
+def holds_run(folder: Path) -> bool:
+    """True when `folder` is one run's archive folder: it holds archives or a learning history."""
+    return folder.is_dir() and (any(folder.glob("*" + arc.SUFFIX)) or (folder / HISTORY_FILE).exists())
+
+
+def run_archives(archive_dir: str | Path) -> list[tuple[str, Path]]:
+    """The runs of an archive folder as (name, folder): the folder itself ("") when it holds a run's
+    archives, and each sub-folder that does (`<archive>/<run name>/`, written when several runs lie
+    under one checkpoint root). A folder with none of them is one (empty) run, itself. Every
+    command that takes --archive accepts either kind of folder."""
+    archive_dir = Path(archive_dir)
+    out = [("", archive_dir)] if holds_run(archive_dir) else []
+    if archive_dir.is_dir():
+        out += [(sub.name, sub) for sub in sorted(archive_dir.iterdir())
+                if not sub.name.startswith(".") and holds_run(sub)]
+    return out or [("", archive_dir)]
+
+
+def training_status(archive_dir: str | Path) -> dict[str, Any]:
+    """The latest checkpoint ranking (model_comparisons.json) and deployed checkpoint
+    (deployment_status.json) the history holds (learnviz.status_files.summary); {} when none."""
+    return status_files.summary(history.read_rows(archive_dir))
+
+
+def format_training_status(summary: dict[str, Any]) -> list[str]:
+    """`learnviz status`'s lines for `training_status`: the deployed checkpoint and the ranking."""
+    lines = []
+    if "deployed" in summary:
+        lines.append(f"deployed: {summary['deployed']} (as of step {summary['deployed_step']})")
+    if "ranking" in summary:
+        metric = f" by {summary['ranking_metric']}" if summary.get("ranking_metric") else ""
+        ranked = ", ".join(f"{i}. {e['checkpoint']}" + ("" if e["score"] is None else f" ({e['score']:g})")
+                           for i, e in enumerate(summary["ranking"], 1))
+        lines.append(f"ranking{metric} (as of step {summary['ranking_step']}): {ranked}")
+    return lines
 
 
 def history_rows(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:

@@ -66,6 +66,15 @@ class Settings:
     probes: str | None = _f(None, "Probe file (JSONL, JSON or YAML); default: the SYLLO probe set config/probes.jsonl.")
     hard_examples: str | None = _f(None, "Hard-example file (YAML); default: "
                                          "config/hard_examples.yaml. Its examples join the probe set.")
+    tokenizer: str | None = _f(None, "Folder with the tokenizer files, for checkpoints saved without them (the "
+                                     "Trainer saves them only when given a tokenizer); default: the run "
+                                     "folder's or its parent's. A checkpoint's own files come first.")
+    status_dir: str | None = _f(None, "Folder of the training's status files (training_status.json, "
+                                      "curriculum_eval.json, model_comparisons.json, deployment_status.json), "
+                                      "ingested into the history by `learnviz run`; docs/integrations.md.")
+    base_model: str | None = _f(None, "Base model folder of PEFT adapter checkpoints (adapter_config.json and "
+                                      "adapter weights); default: the local folder the adapter config names. "
+                                      "Needs learnviz[peft].")
 
     # --- checkpoint discovery ---
     settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many "
@@ -163,8 +172,9 @@ class Settings:
     retry_backoff: float = _f(10.0, "Seconds before the first retry; each further retry waits "
                                     "about twice as long (with jitter), up to retry_backoff_max.")
     retry_backoff_max: float = _f(600.0, "Longest wait between two retries, in seconds.")
-    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`): "
-                                    "every complete checkpoint whose archive lacks a stage is enqueued.")
+    scan_interval: float = _f(30.0, "Seconds between two scans of the checkpoint folder (`learnviz beat`, "
+                                    "`learnviz run --watch --interval S`): every complete checkpoint whose "
+                                    "archive lacks a stage is enqueued (or, with --watch, archived).")
     visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history "
                                       "changed, so that a burst of checkpoints draws once.")
     enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never "

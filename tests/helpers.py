@@ -50,3 +50,21 @@ def learnviz_run(settings, *, cpu_stages: bool = True, **kw):
     from learnviz.results import EXTRACT
     stages = pipeline.STAGES if cpu_stages else (EXTRACT,)
     return pipeline.update(settings, require_checkpoints=True, stages=stages, **kw)
+
+
+def write_small_probes(path: Path, every: int = 12) -> Path:
+    """A probe file of every `every`-th SYLLO probe (about 40, every skill): runs whose CPU stages
+    must run but whose probe count does not matter stay fast."""
+    from learnviz.settings import SHIPPED_CONFIG_DIR
+    lines = (SHIPPED_CONFIG_DIR / "probes.jsonl").read_text().splitlines()
+    path.write_text("\n".join(lines[::every]) + "\n")
+    return path
+
+
+def doc_blocks(doc: str, marker: str) -> list[str]:
+    """The fenced code blocks of docs/<doc> that follow a `<!-- MARKER -->` line, e.g. "test: hf"
+    or "file: training_status.json" (the docs' examples that tests run)."""
+    import re
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text(encoding="utf-8")
+    pattern = re.compile(r"<!-- " + re.escape(marker) + r" -->\n```\w*\n(.*?)```", re.S)
+    return pattern.findall(text)

@@ -59,8 +59,9 @@ def test_truncated_weights_are_broken_once_settled(tmp_path, tokenizer):
 
 def test_pickle_only_and_bad_config(tmp_path, tokenizer):
     ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
-    (ck / "model.safetensors").rename(ck / "pytorch_model.bin")
-    assert "safetensors only" in inspect(ck, settle_seconds=0).reason
+    (ck / "model.safetensors").rename(ck / "pytorch_model.bin")      # safetensors bytes under a torch name
+    c = inspect(ck, settle_seconds=0)
+    assert c.state == "broken" and "not a torch zip file" in c.reason and "weights_only=True" in c.reason
     ck2 = make_checkpoint(tmp_path / "checkpoint-2", tokenizer, step=2)
     (ck2 / "config.json").write_text("{not json")
     c = inspect(ck2, settle_seconds=0)

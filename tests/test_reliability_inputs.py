@@ -270,8 +270,10 @@ def test_a_checkpoint_without_tokenizer_files_fails_early_and_is_retried_when_th
 
     report = run(settings, cpu_stages=False, progress=False)
     assert [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-30.h5"]
-    reason = (f"{ck} field 'tokenizer': the tokenizer files are missing (looked for {', '.join(TOKENIZER_FILES)}) "
-              "(copy the tokenizer files the run was trained with into the checkpoint folder)")
+    reason = (f"{ck} field 'tokenizer': the tokenizer files are missing in the checkpoint folder, the run folder "
+              f"or its parent, and no --tokenizer DIR was given (looked for {', '.join(TOKENIZER_FILES)}) "
+              "(pass --tokenizer DIR (or set `tokenizer`) naming the folder of the tokenizer the run was trained "
+              "with, or copy its files into the checkpoint folder, the run folder or its parent)")
     assert report.failed == [(ck, reason)]
     assert _stage(settings, "checkpoint-20").reason == reason
 

@@ -19,8 +19,9 @@ from learnviz.errors import LearnvizError
 from learnviz.flags import EPILOG, FORMATTER, add_extract_flags, add_paths, examples, settings_from
 from learnviz.results import ANALYSIS, EXTRACT
 
-ENV_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "device", "dtype", "batch_size", "layers",
-             "settle_seconds", "retry_failed", "trust_remote_code", "broker_url", "cpu_concurrency")
+ENV_FLAGS = ("checkpoints", "archive", "probes", "hard_examples", "tokenizer", "base_model", "device", "dtype",
+             "batch_size", "layers", "settle_seconds", "retry_failed", "trust_remote_code", "broker_url",
+             "cpu_concurrency")
 
 DISTRIBUTED_EPILOG = EPILOG + """
 The broker is Redis: --broker redis://[:PASSWORD@]HOST:PORT/DB, or LEARNVIZ_BROKER_URL, with the

@@ -1,0 +1,68 @@
+"""LearnvizCallback with the real transformers Trainer: a tiny GPT-2 trained a few steps, saving
+three times with save_total_limit=2 and no tokenizer given to the Trainer; the embedded process
+archives all three although the Trainer rotates one away."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import doc_blocks, snapshot, tiny_tokenizer, write_small_probes
+
+from learnviz import cli, readout
+from learnviz.checkpoints import TOKENIZER_FILES
+
+pytest.importorskip("accelerate")   # the Trainer needs it
+
+
+def _model_and_data(tokenizer):
+    """A tiny random GPT-2 and 16 equal-length examples (the default collator stacks them)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                       bos_token_id=eos, eos_token_id=eos, pad_token_id=eos))
+    ids = tokenizer("All cats are dogs. All dogs are birds. So all cats are birds.")["input_ids"][:16]
+    return model, [{"input_ids": ids, "labels": ids}] * 16
+
+
+def test_trainer_with_embedded_callback_archives_every_saved_checkpoint(tmp_path, monkeypatch):
+    from learnviz.integrations.hf import KEEP_DIR, LearnvizCallback
+
+    tok = tiny_tokenizer()
+    tok_dir = tmp_path / "tokenizer"
+    tok.save_pretrained(tok_dir)
+    probes = write_small_probes(tmp_path / "probes.jsonl")
+    out = tmp_path / "out"
+    # docs/integrations.md's example, as written, in tmp_path; a small probe set through the environment
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEARNVIZ_PROBES", str(probes))
+    monkeypatch.setenv("LEARNVIZ_HARD_EXAMPLES", "")
+    model, train_data = _model_and_data(tok)
+    (example,) = doc_blocks("integrations.md", "test: hf")
+    namespace = {"model": model, "train_data": train_data}
+    exec(compile(example, "docs/integrations.md", "exec"), namespace)
+    assert isinstance(namespace["callback"], LearnvizCallback)
+
+    archive = out / "learnviz-archive"
+    on_disk = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert on_disk == ["checkpoint-4", "checkpoint-6"]                      # the Trainer rotated checkpoint-2 away
+    assert not any((out / "checkpoint-4" / n).exists() for n in TOKENIZER_FILES)   # saved without a tokenizer
+    assert sorted(p.name for p in archive.glob("checkpoint-*.h5")) == [
+        "checkpoint-2.h5", "checkpoint-4.h5", "checkpoint-6.h5"]
+    assert [a.step for a in readout.series(archive)] == [2, 4, 6]
+    series = readout.open_series_archive(archive)
+    assert series is not None and series.stage("series").ok
+    rows = readout.history_rows(archive)
+    trainer_rows = [r for r in rows if "train_loss" in r]
+    assert [r["step"] for r in trainer_rows] == [1, 2, 3, 4, 5, 6]            # every logged step
+    assert all(r["train_loss"] > 0 and "learning_rate" in r for r in trainer_rows)
+    assert not (archive / KEEP_DIR).exists() or not any((archive / KEEP_DIR).iterdir())   # the kept links went
+
+    # `learnviz run --tokenizer DIR` afterwards finds everything current and writes nothing
+    before = {k: v for k, v in snapshot(archive).items() if not k.startswith(".locks")}
+    rc = cli.main(["-q", "run", "--checkpoints", str(out), "--tokenizer", str(tok_dir), "--probes", str(probes),
+                   "--hard-examples", "", "--settle-seconds", "0", "--device", "cpu"])
+    assert rc == 0
+    after = {k: v for k, v in snapshot(archive).items() if not k.startswith(".locks")}
+    assert after == before
