@@ -30,6 +30,10 @@ REFRESH_SECONDS = 30
 # script or style, so that a probe text could not run even if it escaped escaping.
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# The pages drawn with plotly.js (dashboard/static/dynamics.js): plotly sets inline styles and draws
+# heatmaps as data: images; scripts still come from this server only, never inline.
+PLOT_CSP = CSP.replace("img-src 'self'", "img-src 'self' data:").replace("style-src 'self'",
+                                                                        "style-src 'self' 'unsafe-inline'")
 HOSTS_KEY = "LEARNVIZ_ALLOWED_HOSTS"          # host names accepted in the Host header; "*": any
 ADDRESSES_KEY = "LEARNVIZ_ALLOW_ADDRESSES"    # True: any IP address too (bound to every interface)
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
