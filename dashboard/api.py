@@ -30,9 +30,9 @@ from flask import Blueprint, abort, current_app, jsonify, request
 
 from learnviz.common import clean_json
 
-from . import serializers as ser
 from . import panels
 from . import runs as runs_mod
+from . import serializers as ser
 from .data import ARCHIVE_KEY, RunData, run
 from .pages import figure_url
 
