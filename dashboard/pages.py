@@ -29,6 +29,7 @@ from flask import (
 from . import runs as runs_mod
 from . import serializers as ser
 from .data import ARCHIVE_KEY, RunData, run
+from .headers import PLOT_CSP
 
 bp = Blueprint("pages", __name__)
 FIGURE_SUFFIXES = {".png", ".gif"}
@@ -84,7 +85,6 @@ def dynamics():
 
 def _plotted(html: str):
     """A page that plotly.js draws on: its Content-Security-Policy lets plotly style and draw."""
-    from . import PLOT_CSP
     response = make_response(html)
     response.headers["Content-Security-Policy"] = PLOT_CSP
     return response

@@ -120,21 +120,21 @@ def _probe_table(run: RunData) -> dict[str, Any]:
         EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"]))
 
 
-def _frame(a: arc.Archive, layers: list[int]) -> dict[str, Any]:
-    """A checkpoint's aligned layouts (rounded), right/wrong and greedy answers, once per file version."""
-    def compute() -> dict[str, Any]:
-        out: dict[str, Any] = {"coords": {}}
-        if readout.stage_ok(a, GEOMETRY):
-            geo = readout.read_geometry(a, layers, elements=("coords",))
-            for k, lg in geo.layers.items():
-                if lg.coords is not None:
-                    c = np.round(np.asarray(lg.coords, dtype=np.float64), COORD_DIGITS)
-                    out["coords"][k] = (c[:, 0].tolist(), c[:, 1].tolist())
-        d = a.read(EXTRACT, ["correct", "greedy_answer"])
-        out["correct"] = [1 if x else 0 for x in d["correct"]]
-        out["answer"] = [esc(x) for x in d["greedy_answer"]]
-        return out
-    return a.memo(("panel_frame", tuple(layers)), compute)
+def _coords(a: arc.Archive, layers: list[int]) -> dict[int, np.ndarray]:
+    """A checkpoint's aligned UMAP layouts per layer ((n, 2), rounded); {} without a geometry stage."""
+    if not readout.stage_ok(a, GEOMETRY):
+        return {}
+    geo = readout.read_geometry(a, layers, elements=("coords",))
+    return {k: np.round(np.asarray(lg.coords, dtype=np.float64), COORD_DIGITS)
+            for k, lg in geo.layers.items() if lg.coords is not None and len(lg.coords)}
+
+
+def _bounds(a: arc.Archive, layers: list[int]) -> dict[int, tuple[float, float, float, float]]:
+    """(x min, y min, x max, y max) of each layer's layout, once per version of the archive file."""
+    def compute():
+        return {k: (float(c[:, 0].min()), float(c[:, 1].min()), float(c[:, 0].max()), float(c[:, 1].max()))
+                for k, c in _coords(a, layers).items()}
+    return a.memo(("panel_bounds", tuple(layers)), compute)
 
 
 def _layers(run: RunData) -> list[int]:
@@ -150,15 +150,13 @@ def umap(run: RunData) -> dict[str, Any]:
     p = _probe_table(run)
     steps, lo, hi = [], {}, {}
     for a in run.analysed:
-        f = _frame(a, layers)
-        if not f["coords"]:
+        b = _bounds(a, layers)
+        if not b:
             continue
         steps.append(a.step)
-        for k, (x, y) in f["coords"].items():
-            mins = (min(x), min(y))
-            maxs = (max(x), max(y))
-            lo[k] = tuple(map(min, lo.get(k, mins), mins))
-            hi[k] = tuple(map(max, hi.get(k, maxs), maxs))
+        for k, (x0, y0, x1, y1) in b.items():
+            lo[k] = tuple(map(min, lo.get(k, (x0, y0)), (x0, y0)))
+            hi[k] = tuple(map(max, hi.get(k, (x1, y1)), (x1, y1)))
     ranges = {}
     for k in lo:
         pad = [0.05 * (hi[k][d] - lo[k][d] or 1.0) for d in (0, 1)]
@@ -175,11 +173,14 @@ def umap_frame(run: RunData, step: int, layer: int) -> dict[str, Any]:
     a = next((x for x in run.analysed if x.step == step), None)
     if a is None:
         raise NotThere(f"no analysed checkpoint at step {step}")
-    f = _frame(a, _layers(run))
-    if layer not in f["coords"]:
-        raise NotThere(f"no layout of layer {layer} at step {step} (layers: {sorted(f['coords'])})")
-    x, y = f["coords"][layer]
-    return {"step": step, "layer": layer, "x": x, "y": y, "correct": f["correct"], "answer": f["answer"]}
+    layers = _layers(run)
+    coords = _coords(a, [layer]) if layer in layers else {}
+    if layer not in coords:
+        raise NotThere(f"no layout of layer {layer} at step {step} (layers: {layers})")
+    d = a.read(EXTRACT, ["correct", "greedy_answer"])
+    c = coords[layer]
+    return {"step": step, "layer": layer, "x": c[:, 0].tolist(), "y": c[:, 1].tolist(),
+            "correct": [1 if x else 0 for x in d["correct"]], "answer": [esc(x) for x in d["greedy_answer"]]}
 
 
 # ---------------------------------------------------------------- hard-example board

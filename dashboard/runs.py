@@ -14,6 +14,7 @@ is read.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -45,7 +46,8 @@ def run_folders(root: str | Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     subs: dict[str, Path] = {}
     try:
-        children = sorted(p for p in root.iterdir() if p.is_dir())
+        with os.scandir(root) as entries:      # the file type from the listing: no stat per archive file
+            children = sorted(Path(e.path) for e in entries if e.is_dir())
     except OSError:
         children = []
     real_root = root.resolve()

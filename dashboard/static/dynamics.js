@@ -464,6 +464,7 @@
   Promise.all([loadAll(), setupRuns()]).then(function () {
     root.dataset.ready = "1";
     root.dataset.readyMs = String(Math.round(performance.now() - t0));
+    root.dataset.readyAt = String(Math.round(performance.now()));     // ms since the navigation started
     say("Live: checks for new checkpoints every " + seconds + " s.");
   }).catch(function (e) {
     root.dataset.ready = "error";
