@@ -80,7 +80,9 @@ def _run_data(run_id: str) -> RunData:
     folders = runs_mod.run_folders(current_app.config[ARCHIVE_KEY])
     if run_id not in folders:
         abort(404, description=f"no run {run_id!r} (runs: {', '.join(folders) or 'none'})")
-    return RunData(folders[run_id])
+    r = RunData(folders[run_id])
+    # one read of the folder per version, shared by every panel's request (its listing, history, ...)
+    return runs_mod.cached((str(r.dir), r.version, "run data"), lambda: r)
 
 
 def _panel(run_id: str, name: str, compute, *args):
