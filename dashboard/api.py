@@ -100,7 +100,7 @@ def _panel(run_id: str, name: str, compute, *args):
 def runs():
     out = []
     for run_id, folder in runs_mod.run_folders(current_app.config[ARCHIVE_KEY]).items():
-        r = RunData(folder)
+        r = _run_data(run_id)
         o = runs_mod.cached((str(folder), r.version, "overview", ()), lambda r=r, i=run_id: panels.overview(r, i))
         out.append({"id": run_id, "label": runs_mod.label(run_id, folder), "version": r.version,
                     "probe_hash": o["probe_hash"], "checkpoints": o["checkpoints"],

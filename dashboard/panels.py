@@ -18,8 +18,9 @@ import numpy as np
 from learnviz import archive as arc
 from learnviz import readout
 from learnviz.probes import HARD_EXAMPLES_SKILL
-from learnviz.readout import ANALYSIS, EXTRACT, GEOMETRY, SERIES
+from learnviz.readout import ANALYSIS, BOARD_FILE, EXTRACT, GEOMETRY, SERIES
 
+from . import runs
 from .data import RunData
 
 DIGITS = 4          # decimals kept of every float (accuracies, losses, coordinates, ...)
@@ -169,25 +170,40 @@ def umap(run: RunData) -> dict[str, Any]:
 
 def umap_frame(run: RunData, step: int, layer: int) -> dict[str, Any]:
     """/api/runs/<run>/umap/<step>.json?layer=K: one frame: x, y, right (1) or wrong (0), the
-    escaped greedy answers, in the probe order of umap.json."""
+    escaped greedy answer where it differs from the expected one (None: it is the expected answer),
+    in the probe order of umap.json."""
     a = next((x for x in run.analysed if x.step == step), None)
     if a is None:
         raise NotThere(f"no analysed checkpoint at step {step}")
     layers = _layers(run)
-    coords = _coords(a, [layer]) if layer in layers else {}
-    if layer not in coords:
+
+    def compute() -> dict[str, Any]:
+        d = a.read(EXTRACT, ["correct", "greedy_answer", "expected"])
+        right = np.asarray(d["correct"], dtype=bool)
+        return {"coords": {k: c.astype(np.float32) for k, c in _coords(a, layers).items()}, "correct": right,
+                "other": {i: esc(g) for i, (g, e) in enumerate(zip(d["greedy_answer"], d["expected"])) if g != e}}
+    f = a.memo(("panel_frame", tuple(layers)), compute)     # small: 2 x n floats per layer, the other answers
+    if layer not in f["coords"]:
         raise NotThere(f"no layout of layer {layer} at step {step} (layers: {layers})")
-    d = a.read(EXTRACT, ["correct", "greedy_answer"])
-    c = coords[layer]
+    c = np.round(f["coords"][layer].astype(np.float64), COORD_DIGITS)
+    right = f["correct"]
     return {"step": step, "layer": layer, "x": c[:, 0].tolist(), "y": c[:, 1].tolist(),
-            "correct": [1 if x else 0 for x in d["correct"]], "answer": [esc(x) for x in d["greedy_answer"]]}
+            "correct": right.astype(int).tolist(), "answer": [f["other"].get(i) for i in range(len(right))]}
 
 
 # ---------------------------------------------------------------- hard-example board
 
 def board(run: RunData) -> dict[str, Any]:
     """/api/runs/<run>/board.json: examples x steps: 1 right, 0 wrong, None not there; each
-    cell's answer as an index into `answers` (escaped, each distinct answer once)."""
+    cell's answer as an index into `answers` (escaped, each distinct answer once). Built once
+    per version of hard_example_board.json (a new archive alone does not change it)."""
+    version = arc.file_version(run.dir / BOARD_FILE)
+    if version is None:
+        return _board(run)
+    return runs.cached(("board file", version), lambda: _board(run))
+
+
+def _board(run: RunData) -> dict[str, Any]:
     b = run.board
     if b is None:
         return {"available": False, "error": run.board_problem, "steps": [], "examples": [], "z": [], "answer": [],

@@ -47,6 +47,7 @@
     if (!traces.length) { lay = EMPTY; }
     return Plotly.react(el, traces, layout(lay), CONFIG).then(function () { return el; });
   }
+  function mode(steps) { return steps.length > 60 ? "lines" : "lines+markers"; }   // markers: only while few
   function nearestIndex(steps, step) {
     var best = 0;
     for (var i = 0; i < steps.length; i++) {
@@ -73,10 +74,10 @@
     var m = state.metrics;
     if (!el || !m) { return Promise.resolve(); }
     var t = [];
-    if (m.train_loss) { t.push({x: m.steps, y: m.train_loss, name: "train loss", mode: "lines+markers", line: {color: "#333"}}); }
-    if (m.eval_loss) { t.push({x: m.steps, y: m.eval_loss, name: "eval loss", mode: "lines+markers", line: {color: "#888", dash: "dot"}}); }
+    if (m.train_loss) { t.push({x: m.steps, y: m.train_loss, name: "train loss", mode: mode(m.steps), line: {color: "#333"}}); }
+    if (m.eval_loss) { t.push({x: m.steps, y: m.eval_loss, name: "eval loss", mode: mode(m.steps), line: {color: "#888", dash: "dot"}}); }
     if (m.learning_rate) { t.push({x: m.steps, y: m.learning_rate, name: "learning rate", yaxis: "y2", mode: "lines", line: {color: "#bbb"}}); }
-    t.push({x: m.steps, y: m.accuracy, name: "accuracy", xaxis: "x2", yaxis: "y3", mode: "lines+markers", line: {color: "#000", width: 3}});
+    t.push({x: m.steps, y: m.accuracy, name: "accuracy", xaxis: "x2", yaxis: "y3", mode: mode(m.steps), line: {color: "#000", width: 3}});
     Object.keys(m.skills).forEach(function (s, i) {
       t.push({x: m.steps, y: m.skills[s], name: s, xaxis: "x2", yaxis: "y3", mode: "lines", line: {color: COLORS[i % COLORS.length]}});
     });
@@ -168,7 +169,7 @@
         x: idx.map(function (i) { return f.x[i]; }), y: idx.map(function (i) { return f.y[i]; }),
         text: idx.map(function (i) {
           return "<b>" + p.id[i] + "</b> (" + s + ")<br>" + p.prompt[i] + "<br>expected: " + p.expected[i] +
-            "<br>greedy: " + f.answer[i] + "<br>" + (f.correct[i] ? "right" : "wrong");
+            "<br>greedy: " + (f.answer[i] === null ? p.expected[i] : f.answer[i]) + "<br>" + (f.correct[i] ? "right" : "wrong");
         }),
         customdata: idx,
         hovertemplate: "%{text}<extra></extra>",
@@ -311,7 +312,7 @@
          hovertemplate: "confidence %{x}<br>accuracy %{y}<br>%{customdata} probes<extra></extra>"}
       ];
       if (m.ece && fixedStep === null) {
-        t.push({x: m.steps, y: m.ece, name: "ECE over steps", xaxis: "x2", yaxis: "y2", mode: "lines+markers", line: {color: "#d62728"}});
+        t.push({x: m.steps, y: m.ece, name: "ECE over steps", xaxis: "x2", yaxis: "y2", mode: mode(m.steps), line: {color: "#d62728"}});
         t.push({x: [step], y: [m.ece[index]], name: "chosen step", xaxis: "x2", yaxis: "y2", mode: "markers",
                 marker: {size: 12, color: "#d62728", symbol: "circle-open"}, showlegend: false});
       }
@@ -363,9 +364,9 @@
     Object.keys(d.layers).forEach(function (k, i) {
       var g = d.layers[k];
       var col = COLORS[i % COLORS.length];
-      t.push({x: d.steps, y: g.drift_prev, name: "block " + k + " drift vs previous", mode: "lines+markers", line: {color: col}});
+      t.push({x: d.steps, y: g.drift_prev, name: "block " + k + " drift vs previous", mode: mode(d.steps), line: {color: col}});
       t.push({x: d.steps, y: g.drift_first, name: "block " + k + " drift vs first", mode: "lines", line: {color: col, dash: "dot"}});
-      t.push({x: d.steps, y: g.cka_prev, name: "block " + k + " CKA vs previous", xaxis: "x2", yaxis: "y2", mode: "lines+markers", line: {color: col}});
+      t.push({x: d.steps, y: g.cka_prev, name: "block " + k + " CKA vs previous", xaxis: "x2", yaxis: "y2", mode: mode(d.steps), line: {color: col}});
       t.push({x: d.steps, y: g.cka_first, name: "block " + k + " CKA vs first", xaxis: "x2", yaxis: "y2", mode: "lines", line: {color: col, dash: "dot"}});
     });
     var has = t.some(function (tr) { return tr.y.some(function (v) { return v !== null; }); });
