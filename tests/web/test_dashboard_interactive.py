@@ -19,10 +19,11 @@ import subprocess
 import time
 import urllib.request
 from contextlib import contextmanager
+from html import unescape
 from pathlib import Path
 
 import pytest
-from dashboard_run import XSS_PROMPT, free_port, learnviz_command
+from dashboard_run import XSS_EXPECTED, XSS_PROMPT, free_port, learnviz_command
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install -y chromium)")
@@ -104,26 +105,48 @@ def plotted(page, panel: str) -> list[dict]:
                          panel)
 
 
-def hover_probe(page, probe_id: str) -> str:
-    """Move the mouse onto the UMAP point of a probe; the hover label's text."""
-    where = page.evaluate("""pid => {
-        const gd = document.getElementById('panel-umap');
-        const L = gd._fullLayout, box = gd.getBoundingClientRect();
-        for (let c = 0; c < gd.data.length; c++) {
-          const t = gd.data[c];
-          for (let i = 0; i < t.text.length; i++) {
-            if (t.text[i].startsWith('<b>' + pid + '</b>')) {
-              return {x: box.left + L._size.l + L.xaxis.l2p(t.x[i]), y: box.top + L._size.t + L.yaxis.l2p(t.y[i])};
-            }
-          }
-        }
-        return null; }""", probe_id)
-    assert where is not None, f"no UMAP point for probe {probe_id}"
-    page.mouse.move(where["x"] + 30, where["y"] + 30)
-    page.mouse.move(where["x"], where["y"])
+POINTS_JS = """() => {     // every UMAP point: its probe id, trace, index and place on the page
+    const gd = document.getElementById('panel-umap');
+    const L = gd._fullLayout, box = gd.getBoundingClientRect(), out = [];
+    gd.data.forEach((t, c) => t.text.forEach((text, i) => out.push({
+      id: text.slice(3, text.indexOf('</b>')), curve: c, point: i,
+      x: box.left + L._size.l + L.xaxis.l2p(t.x[i]), y: box.top + L._size.t + L.yaxis.l2p(t.y[i])})));
+    return out; }"""
+
+
+def hover_label(page) -> str:
     label = page.locator("#panel-umap .hoverlayer .hovertext")
     label.first.wait_for(timeout=5000)
     return label.first.text_content()
+
+
+def hover_loneliest_point(page) -> tuple[str, str]:
+    """Move the mouse onto the UMAP point farthest from every other (so no neighbour takes the
+    hover); (its probe id, the hover label's text)."""
+    page.locator("#panel-umap").scroll_into_view_if_needed()
+    points = page.evaluate(POINTS_JS)
+    def gap(p):
+        return min(((p["x"] - q["x"]) ** 2 + (p["y"] - q["y"]) ** 2 for q in points if q is not p), default=1e9)
+    lone = max(points, key=gap)
+    page.mouse.move(lone["x"] + 40, lone["y"] + 40)
+    page.mouse.move(lone["x"], lone["y"])
+    return lone["id"], hover_label(page)
+
+
+def hover_probe(page, probe_id: str) -> str:
+    """The hover label of a probe's UMAP point: the mouse on it when no other point lies on top of
+    it, else plotly's own hover (Plotly.Fx.hover) on that point, as a mouse over it would."""
+    page.locator("#panel-umap").scroll_into_view_if_needed()
+    mine = next((p for p in page.evaluate(POINTS_JS) if p["id"] == probe_id), None)
+    assert mine is not None, f"no UMAP point for probe {probe_id}"
+    page.mouse.move(mine["x"] + 40, mine["y"] + 40)
+    page.mouse.move(mine["x"], mine["y"])
+    text = hover_label(page)
+    if f"{probe_id} (" not in text:
+        page.evaluate("p => Plotly.Fx.hover(document.getElementById('panel-umap'), "
+                      "[{curveNumber: p.curve, pointNumber: p.point}])", mine)
+        text = hover_label(page)
+    return text
 
 
 def exercise(base: str, archive: Path, out: Path, xss_probe: str, xss_text: str) -> dict:
@@ -190,11 +213,13 @@ def exercise(base: str, archive: Path, out: Path, xss_probe: str, xss_text: str)
 
             # hovering a point shows its probe; <script> in a prompt is text in the label
             page.wait_for_function("document.getElementById('umap-play').textContent.includes('Play')")
-            ids = [pid for pid in umap["probes"]["id"] if pid != xss_probe]
-            text = hover_probe(page, ids[0])
-            assert ids[0] in text and "expected:" in text and ("right" in text or "wrong" in text)
+            probe, text = hover_loneliest_point(page)
+            i = umap["probes"]["id"].index(probe)
+            assert f"{probe} (" in text and unescape(umap["probes"]["prompt"][i]) in text
+            assert f"expected: {unescape(umap['probes']['expected'][i])}" in text
+            assert text.endswith("right") or text.endswith("wrong")
             text = hover_probe(page, xss_probe)
-            assert xss_text in text, text
+            assert xss_text in text, text          # as text: <b> not rendered bold, <script> not run
             assert page.locator("#panel-umap script, .hoverlayer script").count() == 0
             shot = out / "dynamics.png"
             page.screenshot(path=str(shot), full_page=True)
@@ -233,7 +258,8 @@ def test_interactive_page_on_dashboard_run(built_archive, tmp_path):
     with served(archive, tmp_path / "serve.log") as base:
         probes = api(base, "/api/runs/_root/umap.json")["probes"]
         xss_probe = next(pid for pid, prompt in zip(probes["id"], probes["prompt"]) if "&lt;script&gt;" in prompt)
-        facts = exercise(base, archive, tmp_path, xss_probe, XSS_PROMPT)
+        # the label shows both as typed: "<b>No</b>" would lose its tags if plotly parsed it as markup
+        facts = exercise(base, archive, tmp_path, xss_probe, f"{XSS_PROMPT}expected: {XSS_EXPECTED}")
     assert facts["screenshot"].stat().st_size > 10_000
 
 
@@ -241,7 +267,7 @@ def test_interactive_page_on_dashboard_run(built_archive, tmp_path):
 def test_interactive_page_on_demo(demo, tmp_path):
     """The trained demo series (the acceptance run), one probe's prompt given a <script>."""
     archive = shutil.copytree(demo.archive_dir(), tmp_path / "archive", ignore=shutil.ignore_patterns(".locks"))
-    text = "<script>alert('demo')</script> All cats are dogs?"
+    text = "<script>alert('demo')</script> <b>All</b> cats &amp; dogs?"     # markup shown as typed
     probe = set_prompt(archive, text)
     with served(archive, tmp_path / "serve.log") as base:
         facts = exercise(base, archive, tmp_path, probe, text)
