@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -286,7 +287,11 @@ def logprob(run: RunData) -> dict[str, Any]:
             def compute() -> dict[str, Any]:
                 d = s.read(SERIES, ["steps", "trajectories"])
                 cm = d["trajectories"]["category_mean"]
-                values = np.asarray(cm["values"], dtype=float)
+                values = np.asarray(cm["values"], dtype=float)   # category x step x answer position
+                if values.ndim == 3:      # the mean over the answer's positions (log p 0 never goes below -30)
+                    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        values = np.nanmean(np.maximum(values, -30.0), axis=2)
                 return {"steps": [int(x) for x in d["steps"]], "names": [esc(n) for n in cm["names"]],
                         "z": [rnds(r, 3) for r in values.tolist()]}
             out["categories"] = s.memo("panel_categories", compute)

@@ -93,7 +93,7 @@
     return draw("panel-metrics", t, {
       height: 420, showlegend: true,
       xaxis: {anchor: "y", showticklabels: false}, yaxis: {domain: [0.56, 1], title: {text: "loss"}},
-      yaxis2: {overlaying: "y", side: "right", showgrid: false, exponentformat: "e", title: {text: "lr"}},
+      yaxis2: {overlaying: "y", side: "right", showgrid: false, tickformat: ".1e", automargin: true, title: {text: "lr"}},
       xaxis2: {anchor: "y3", matches: "x", title: {text: "step"}},
       yaxis3: {domain: [0, 0.46], range: [-0.03, 1.03], title: {text: "accuracy"}}
     }).then(function () { mark(el, has); });
@@ -336,14 +336,16 @@
     var x = c.tokens.map(function (tok, i) { return i + ": " + tok; });
     var t = [{type: "heatmap", x: x, y: c.steps.map(String), z: c.z, colorscale: "Viridis", zmax: 0,
       hovertemplate: "step %{y}<br>token %{x}<br>log p %{z}<extra></extra>", colorbar: {thickness: 10}}];
-    var lay = {xaxis: {type: "category", title: {text: "expected token"}}, yaxis: {type: "category", title: {text: "step"}}};
+    var lay = {xaxis: {type: "category", automargin: true, title: {text: "expected token"}},
+               yaxis: {type: "category", title: {text: "step"}}, height: 380};
     if (d.categories && d.categories.names.length) {
       t[0].xaxis = "x"; t[0].yaxis = "y";
       t.push({type: "heatmap", x: d.categories.steps.map(String), y: d.categories.names, z: d.categories.z,
         xaxis: "x2", yaxis: "y2", colorscale: "Viridis", showscale: false,
         hovertemplate: "%{y}<br>step %{x}<br>mean log p %{z}<extra></extra>"});
-      lay.xaxis.domain = [0, 0.48];
-      lay.xaxis2 = {domain: [0.6, 1], anchor: "y2", type: "category", title: {text: "step"}};
+      lay.xaxis.domain = [0, 0.36];
+      t[0].colorbar = {thickness: 10, x: 0.38};
+      lay.xaxis2 = {domain: [0.6, 1], anchor: "y2", type: "category", automargin: true, title: {text: "step (per category)"}};
       lay.yaxis2 = {anchor: "x2", automargin: true};
     }
     return draw("panel-logprob", t, lay).then(function () { mark(el, c.steps.length > 0); });
@@ -370,8 +372,8 @@
       t.push({x: d.steps, y: g.cka_first, name: "block " + k + " CKA vs first", xaxis: "x2", yaxis: "y2", mode: "lines", line: {color: col, dash: "dot"}});
     });
     var has = t.some(function (tr) { return tr.y.some(function (v) { return v !== null; }); });
-    return draw("panel-geometry", t, {height: 380, xaxis: {domain: [0, 0.46], title: {text: "step"}}, yaxis: {title: {text: "RSA drift"}},
-      xaxis2: {domain: [0.54, 1], anchor: "y2", title: {text: "step"}}, yaxis2: {anchor: "x2", range: [0, 1.02], title: {text: "linear CKA"}}})
+    return draw("panel-geometry", t, {height: 420, xaxis: {domain: [0, 0.44], title: {text: "step"}}, yaxis: {title: {text: "RSA drift"}},
+      xaxis2: {domain: [0.58, 1], anchor: "y2", title: {text: "step"}}, yaxis2: {anchor: "x2", range: [0, 1.02], title: {text: "linear CKA"}}})
       .then(function () { mark(el, has, "No geometry yet (needs two checkpoints)."); });
   }
 
