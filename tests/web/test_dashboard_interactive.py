@@ -114,10 +114,23 @@ POINTS_JS = """() => {     // every UMAP point: its probe id, trace, index and p
     return out; }"""
 
 
-def hover_label(page) -> str:
+def hover_label(page, probe_id: str | None = None) -> str:
+    """The UMAP hover label's text; with `probe_id`, once it names that probe (plotly throttles
+    hover events, so a label can trail the mouse for a moment); "" when it never does."""
     label = page.locator("#panel-umap .hoverlayer .hovertext")
     label.first.wait_for(timeout=5000)
-    return label.first.text_content()
+    for _ in range(30):
+        text = label.first.text_content() if label.count() else ""
+        if probe_id is None or text.startswith(f"{probe_id} ("):
+            return text
+        page.wait_for_timeout(100)
+    return text
+
+
+def mouse_onto(page, point: dict) -> None:
+    page.mouse.move(5, 5)                 # off the plot first: the next move is a fresh hover
+    page.wait_for_timeout(120)
+    page.mouse.move(point["x"], point["y"], steps=3)
 
 
 def hover_loneliest_point(page) -> tuple[str, str]:
@@ -125,12 +138,12 @@ def hover_loneliest_point(page) -> tuple[str, str]:
     hover); (its probe id, the hover label's text)."""
     page.locator("#panel-umap").scroll_into_view_if_needed()
     points = page.evaluate(POINTS_JS)
+
     def gap(p):
         return min(((p["x"] - q["x"]) ** 2 + (p["y"] - q["y"]) ** 2 for q in points if q is not p), default=1e9)
     lone = max(points, key=gap)
-    page.mouse.move(lone["x"] + 40, lone["y"] + 40)
-    page.mouse.move(lone["x"], lone["y"])
-    return lone["id"], hover_label(page)
+    mouse_onto(page, lone)
+    return lone["id"], hover_label(page, lone["id"])
 
 
 def hover_probe(page, probe_id: str) -> str:
@@ -139,13 +152,12 @@ def hover_probe(page, probe_id: str) -> str:
     page.locator("#panel-umap").scroll_into_view_if_needed()
     mine = next((p for p in page.evaluate(POINTS_JS) if p["id"] == probe_id), None)
     assert mine is not None, f"no UMAP point for probe {probe_id}"
-    page.mouse.move(mine["x"] + 40, mine["y"] + 40)
-    page.mouse.move(mine["x"], mine["y"])
-    text = hover_label(page)
-    if f"{probe_id} (" not in text:
+    mouse_onto(page, mine)
+    text = hover_label(page, probe_id)
+    if not text.startswith(f"{probe_id} ("):
         page.evaluate("p => Plotly.Fx.hover(document.getElementById('panel-umap'), "
                       "[{curveNumber: p.curve, pointNumber: p.point}])", mine)
-        text = hover_label(page)
+        text = hover_label(page, probe_id)
     return text
 
 
@@ -215,7 +227,7 @@ def exercise(base: str, archive: Path, out: Path, xss_probe: str, xss_text: str)
             page.wait_for_function("document.getElementById('umap-play').textContent.includes('Play')")
             probe, text = hover_loneliest_point(page)
             i = umap["probes"]["id"].index(probe)
-            assert f"{probe} (" in text and unescape(umap["probes"]["prompt"][i]) in text
+            assert f"{probe} (" in text and unescape(umap["probes"]["prompt"][i]) in text, (probe, text)
             assert f"expected: {unescape(umap['probes']['expected'][i])}" in text
             assert text.endswith("right") or text.endswith("wrong")
             text = hover_probe(page, xss_probe)
