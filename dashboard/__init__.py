@@ -23,13 +23,10 @@ from flask import Flask, Response, jsonify, render_template, request
 from learnviz.settings import Settings, load_settings
 
 from .data import ARCHIVE_KEY
+from .headers import CSP, PLOT_CSP  # noqa: F401  (PLOT_CSP: re-exported)
 
 REFRESH_KEY = "LEARNVIZ_REFRESH_SECONDS"
 REFRESH_SECONDS = 30
-# Everything from this server, nothing from elsewhere (users run it offline), and no inline
-# script or style, so that a probe text could not run even if it escaped escaping.
-CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 HOSTS_KEY = "LEARNVIZ_ALLOWED_HOSTS"          # host names accepted in the Host header; "*": any
 ADDRESSES_KEY = "LEARNVIZ_ALLOW_ADDRESSES"    # True: any IP address too (bound to every interface)
 LOOPBACK = ("localhost", "127.0.0.1", "::1")

@@ -12,6 +12,7 @@ unreadable with its reason, never left out: `unreadable`, `board_problem`.
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,20 @@ class RunData:
         """A cheap signature of the folder (file names, sizes and times; nothing is opened): it
         changes when a checkpoint is archived or a stage, the history or a figure is rewritten."""
         parts = []
-        paths = sorted(self.dir.glob("*" + arc.SUFFIX)) if self.dir.is_dir() else []
-        for path in [*paths, self.dir / HISTORY_FILE, self.dir / BOARD_FILE, self.vis_dir / MANIFEST_NAME]:
+        try:
+            with os.scandir(self.dir) as entries:     # names and stats straight from the listing (fast at 500 files)
+                found = [(e.name, e.path) for e in entries if e.name.endswith(arc.SUFFIX)]
+        except OSError:
+            found = []
+        found.sort()
+        extra = [(p.name, os.fspath(p)) for p in (self.dir / HISTORY_FILE, self.dir / BOARD_FILE,
+                                                 self.vis_dir / MANIFEST_NAME)]
+        for name, path in [*found, *extra]:
             try:
-                st = path.stat()
+                st = os.stat(path)
             except OSError:
                 continue
-            parts.append((path.name, st.st_size, st.st_mtime_ns))
+            parts.append((name, st.st_size, st.st_mtime_ns))
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 

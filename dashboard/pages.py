@@ -1,21 +1,35 @@
 """The HTML views, and the figure files they show.
 
   /                      the run at a glance and the plan's six-panel figure grid
+  /dynamics              the interactive panels (plotly.js over /api/runs/<run>/...), live; ?run=ID
   /checkpoints           one row per archive file: stages, accuracy per skill; unreadable ones with why
   /checkpoints/<step>    one checkpoint: its radar, UMAP frame, calibration, weight flags (or why its
                          archive cannot be read)
   /hard-examples         the hard-example board as a table, answers on hover
   /figures/<file>        a PNG or GIF from <archive>/visualizations/, nothing else
+  /vendor/plotly.min.js  plotly.js from the installed `plotly` package (no CDN: nothing leaves the machine)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, abort, render_template, send_from_directory, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    make_response,
+    render_template,
+    request,
+    send_file,
+    send_from_directory,
+    url_for,
+)
 
+from . import runs as runs_mod
 from . import serializers as ser
-from .data import run
+from .data import ARCHIVE_KEY, RunData, run
+from .headers import PLOT_CSP
 
 bp = Blueprint("pages", __name__)
 FIGURE_SUFFIXES = {".png", ".gif"}
@@ -60,6 +74,36 @@ def index():
     return render_template("index.html", summary=ser.summary(r), figures=ser.figures(r, figure_url))
 
 
+@bp.get("/dynamics")
+def dynamics():
+    folders = runs_mod.run_folders(current_app.config[ARCHIVE_KEY])
+    run_id = request.args.get("run") or next(iter(folders), runs_mod.ROOT_RUN)
+    if run_id not in folders:
+        abort(404, description=f"No run {run_id!r} (runs: {', '.join(folders) or 'none'}).")
+    return _plotted(render_template("dynamics.html", run_id=run_id, run_version=RunData(folders[run_id]).version))
+
+
+def _plotted(html: str):
+    """A page that plotly.js draws on: its Content-Security-Policy lets plotly style and draw."""
+    response = make_response(html)
+    response.headers["Content-Security-Policy"] = PLOT_CSP
+    return response
+
+
+def plotly_path() -> Path:
+    """plotly.min.js inside the installed plotly package (a runtime dependency)."""
+    import plotly
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@bp.get("/vendor/plotly.min.js")
+def plotly_js():
+    path = plotly_path()
+    if not path.is_file():
+        abort(404, description=f"plotly.js is missing from the plotly package ({path}): pip install plotly")
+    return send_file(path, mimetype="text/javascript", max_age=86400)
+
+
 @bp.get("/checkpoints")
 def checkpoints():
     r = run()
@@ -82,7 +126,8 @@ def checkpoint(step: int):
         steps = ", ".join(map(str, r.steps)) or "none yet"
         abort(404, description=f"No archived checkpoint at step {step} (archived steps: {steps}).")
     also = [{"file": u.path.name, "reason": u.reason} for u in bad]   # other files of this step that cannot be read
-    return render_template("checkpoint.html", ck=ck, also_unreadable=also, error_types=ser.ERROR_TYPES)
+    return _plotted(render_template("checkpoint.html", ck=ck, also_unreadable=also, error_types=ser.ERROR_TYPES,
+                                    run_id=runs_mod.ROOT_RUN))
 
 
 @bp.get("/hard-examples")

@@ -452,7 +452,7 @@ def _check_elements(path: Path, obj: h5py.Group | h5py.Dataset) -> None:
 # ---------------------------------------------------------------- in-process memo per file version
 
 T = TypeVar("T")
-MEMO_SIZE = 2048     # entries (an archive's header, its accuracy, ...); least recently used go first
+MEMO_SIZE = 8192     # entries (headers, accuracies, the dashboard's per-panel values, ...), each small; LRU
 _memo: OrderedDict[tuple, Any] = OrderedDict()
 _memo_lock = threading.Lock()
 

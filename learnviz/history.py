@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,24 +47,56 @@ def append(archive_dir: str | Path, row: dict[str, Any]) -> None:
             os.fsync(fh.fileno())
 
 
-def read_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
-    """Every intact row in file order. Unparseable lines (a torn write) are skipped."""
-    path = history_path(archive_dir)
-    if not path.exists():
-        return []
+# Rows already parsed, per file: a reader that comes back reads only what was appended since.
+_parsed: dict[str, tuple[tuple[int, int], int, bytes, list[dict[str, Any]]]] = {}
+_parsed_lock = threading.Lock()
+_CHECK = 64   # bytes before the parsed offset compared again, so a file rewritten in place is parsed anew
+
+
+def _parse(data: bytes) -> list[dict[str, Any]]:
     rows = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
+    for raw in data.split(b"\n"):
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
     return rows
+
+
+def read_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
+    """Every intact row in file order (treat them as read-only). Unparseable lines (a torn
+    write) are skipped. The file is append-only, so a second read of the same file parses only
+    the lines appended since (a file replaced or rewritten is parsed whole again)."""
+    path = history_path(archive_dir)
+    key = os.fspath(path)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return []
+    with fh:
+        st = os.fstat(fh.fileno())
+        ident = (st.st_dev, st.st_ino)
+        with _parsed_lock:
+            hit = _parsed.get(key)
+        offset, rows, before = 0, [], b""
+        if hit is not None and hit[0] == ident and hit[1] <= st.st_size:
+            fh.seek(hit[1] - len(hit[2]))
+            if fh.read(len(hit[2])) == hit[2]:
+                offset, rows, before = hit[1], list(hit[3]), hit[2]
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1                 # complete lines only are kept; a line being written is not
+    rows += _parse(data[:end])
+    with _parsed_lock:
+        if len(_parsed) >= 64 and key not in _parsed:
+            _parsed.clear()
+        _parsed[key] = (ident, offset + end, (before + data[:end])[-_CHECK:], list(rows))
+    return rows + _parse(data[end:])
 
 
 def read(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:

@@ -1,3 +1,5 @@
+import json
+
 from learnviz import history
 
 
@@ -22,3 +24,22 @@ def test_torn_last_line_is_skipped_then_healed(tmp_path):
     rows = history.read(tmp_path)
     assert [r["step"] for r in rows] == [1, 3] and rows[1]["accuracy"] is None
     assert history.history_path(tmp_path).read_text().count("\n") == 3
+
+
+def test_rereads_parse_appended_rows_and_notice_a_rewritten_file(tmp_path):
+    path = history.history_path(tmp_path)
+    history.append(tmp_path, {"step": 10, "accuracy": 0.1})
+    assert [r["step"] for r in history.read_rows(tmp_path)] == [10]
+    history.append(tmp_path, {"step": 20, "accuracy": 0.2})
+    with open(path, "ab") as fh:                      # a writer mid-line: not a row yet
+        fh.write(b'{"step": 30, "accu')
+    assert [r["step"] for r in history.read_rows(tmp_path)] == [10, 20]
+    with open(path, "ab") as fh:                      # ... and the line completed
+        fh.write(b'racy": 0.3}\n')
+    assert [r.get("accuracy") for r in history.read_rows(tmp_path)] == [0.1, 0.2, 0.3]
+    # rewritten in place (same file, longer, other rows): parsed whole again, never mixed
+    path.write_text("".join(json.dumps({"step": s, "accuracy": 1.0}) + "\n" for s in (5, 6, 7, 8)))
+    assert [(r["step"], r["accuracy"]) for r in history.read_rows(tmp_path)] == [(5, 1.0), (6, 1.0), (7, 1.0),
+                                                                                   (8, 1.0)]
+    path.write_text(json.dumps({"step": 1}) + "\n")   # shorter
+    assert [r["step"] for r in history.read_rows(tmp_path)] == [1]

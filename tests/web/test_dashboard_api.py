@@ -98,3 +98,47 @@ def test_empty_archive_folder(tmp_path):
     assert get(c, "/api/history.json")["rows"] == []
     assert get(c, "/api/hard_examples.json")["available"] is False
     assert get(c, "/api/version.json")["version"]
+
+
+def test_panels_are_compact_escaped_and_equal_the_archive(client, archive):
+    from learnviz.readout import series
+    archives = series(archive)
+    m = get(client, "/api/runs/_root/metrics.json")
+    assert m["steps"] == list(STEPS)
+    want = [r.accuracy for r in status_rows(archive) if r.step in STEPS]
+    assert m["accuracy"] == [round(a, 4) for a in want]
+    u = get(client, "/api/runs/_root/umap.json")
+    assert len(u["probes"]["id"]) == N_PROBES and u["steps"] == list(STEPS)
+    assert any("&lt;script&gt;" in p for p in u["probes"]["prompt"])          # escaped for plotly's labels
+    assert not any("<" in p for p in u["probes"]["prompt"] + u["probes"]["expected"])
+    layer = u["layers"][-1]
+    f = get(client, f"/api/runs/_root/umap/{STEPS[-1]}.json?layer={layer}")
+    coords = archives[-1].read("geometry", [f"layer_{layer}/coords"])[f"layer_{layer}/coords"]
+    assert f["x"] == [round(float(v), 3) for v in coords[:, 0]] and len(f["correct"]) == N_PROBES
+    get(client, f"/api/runs/_root/umap/{STEPS[-1]}.json?layer=999", status=404)
+    get(client, f"/api/runs/_root/calibration/{BROKEN_STEP}.json", status=404)
+    b = get(client, "/api/runs/_root/board.json")
+    assert b["available"] and len(b["z"]) == len(b["examples"]) == 2
+    assert all("<" not in a for a in b["answers"])
+
+
+def test_runs_are_the_root_and_its_run_subfolders_only(archive, tmp_path):
+    root = tmp_path / "root"
+    for name in ("alpha", "beta"):
+        copy_tree(archive, root / name)
+    (root / "notes").mkdir()                                           # holds no run: not listed
+    client = make_app(root).test_client()
+    runs = get(client, "/api/runs.json")["runs"]
+    assert [r["id"] for r in runs] == ["alpha", "beta"] and runs[0]["steps"] == len(STEPS)
+    assert runs[0]["probe_hash"] == runs[1]["probe_hash"]
+    assert get(client, "/api/runs/beta/metrics.json")["steps"] == list(STEPS)
+    for bad in ("notes", "..", "%2e%2e", "_root", "alpha%2F..%2Fbeta"):
+        assert client.get(f"/api/runs/{bad}/metrics.json").status_code == 404, bad
+    page = client.get("/dynamics?run=beta")
+    assert page.status_code == 200 and b'data-run="beta"' in page.data
+    assert client.get("/dynamics?run=..").status_code == 404
+
+
+def copy_tree(src, dst):
+    import shutil
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".locks"))

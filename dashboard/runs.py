@@ -1,0 +1,92 @@
+"""The runs a dashboard shows, and a response cache per run version.
+
+Today's archive folder is one run (id `ROOT_RUN`, shown under the folder's name); each direct
+subfolder that holds archives (`*.h5`) or a learning_history.jsonl is a further run, its id the
+subfolder's name (the layout of several runs under one root: <archive>/<run name>/). A run id in a
+URL is only ever looked up in this listing, never joined to a path, so no request reaches a file
+outside the archive root.
+
+`cached(run, name, compute)` keeps a panel's JSON-able answer per (run folder, run version, name):
+a reload of an unchanged run computes nothing; a new archive changes the version, and the answer
+is built again from the per-archive memo (`learnviz.archive.Archive.memo`), so only the new archive
+is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+from learnviz import archive as arc
+from learnviz.readout import HISTORY_FILE
+
+ROOT_RUN = "_root"                      # the archive folder itself
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+CACHE_SIZE = 256                         # answers kept (panel x run x argument), least recently used go first
+
+_cache: OrderedDict[tuple, Any] = OrderedDict()
+_lock = threading.Lock()
+
+
+def _holds_run(folder: Path) -> bool:
+    try:
+        return (folder / HISTORY_FILE).is_file() or any(folder.glob("*" + arc.SUFFIX))
+    except OSError:
+        return False
+
+
+def run_folders(root: str | Path) -> dict[str, Path]:
+    """Run id -> folder: the root (when it holds a run, or holds no run below it) then its
+    subfolders that hold one, by name. Links that lead out of the root are not followed."""
+    root = Path(root)
+    out: dict[str, Path] = {}
+    subs: dict[str, Path] = {}
+    try:
+        with os.scandir(root) as entries:      # the file type from the listing: no stat per archive file
+            children = sorted(Path(e.path) for e in entries if e.is_dir())
+    except OSError:
+        children = []
+    real_root = root.resolve()
+    for child in children:
+        if not RUN_ID.fullmatch(child.name) or child.name.startswith(".") or child.name == ROOT_RUN:
+            continue
+        try:
+            inside = child.resolve().parent == real_root
+        except (OSError, RuntimeError):
+            inside = False
+        if inside and _holds_run(child):
+            subs[child.name] = child
+    if _holds_run(root) or not subs:
+        out[ROOT_RUN] = root
+    out.update(subs)
+    return out
+
+
+def label(run_id: str, folder: Path) -> str:
+    """What the picker shows: the folder's name."""
+    return folder.name if run_id == ROOT_RUN else run_id
+
+
+def cached(key: tuple, compute: Callable[[], Any]) -> Any:
+    """`compute()` kept under `key` (which holds the run's version); an exception is not kept."""
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    value = compute()
+    with _lock:
+        _cache[key] = value
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every kept answer (benchmarks measure the uncached cost)."""
+    with _lock:
+        _cache.clear()
