@@ -14,15 +14,13 @@ is read.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-from learnviz import archive as arc
-from learnviz.readout import HISTORY_FILE
+from learnviz.readout import run_archives
 
 ROOT_RUN = "_root"                      # the archive folder itself
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -32,38 +30,30 @@ _cache: OrderedDict[tuple, Any] = OrderedDict()
 _lock = threading.Lock()
 
 
-def _holds_run(folder: Path) -> bool:
-    try:
-        return (folder / HISTORY_FILE).is_file() or any(folder.glob("*" + arc.SUFFIX))
-    except OSError:
-        return False
-
-
 def run_folders(root: str | Path) -> dict[str, Path]:
-    """Run id -> folder: the root (when it holds a run, or holds no run below it) then its
-    subfolders that hold one, by name. Links that lead out of the root are not followed."""
+    """Run id -> folder, the runs of `readout.run_archives` (the one definition of a run's archive
+    folder: the root when it holds a run, or holds no run below it, then its subfolders that
+    hold one, by name), keeping only ids a URL can name and folders that really lie in the root:
+    links that lead out of it are not followed."""
     root = Path(root)
     out: dict[str, Path] = {}
-    subs: dict[str, Path] = {}
     try:
-        with os.scandir(root) as entries:      # the file type from the listing: no stat per archive file
-            children = sorted(Path(e.path) for e in entries if e.is_dir())
-    except OSError:
-        children = []
-    real_root = root.resolve()
-    for child in children:
-        if not RUN_ID.fullmatch(child.name) or child.name.startswith(".") or child.name == ROOT_RUN:
+        real_root = root.resolve()
+    except (OSError, RuntimeError):
+        return {ROOT_RUN: root}
+    for name, folder in run_archives(root):
+        if not name:
+            out[ROOT_RUN] = root
+            continue
+        if not RUN_ID.fullmatch(name) or name == ROOT_RUN:
             continue
         try:
-            inside = child.resolve().parent == real_root
+            inside = folder.resolve().parent == real_root
         except (OSError, RuntimeError):
             inside = False
-        if inside and _holds_run(child):
-            subs[child.name] = child
-    if _holds_run(root) or not subs:
-        out[ROOT_RUN] = root
-    out.update(subs)
-    return out
+        if inside:
+            out[name] = folder
+    return out or {ROOT_RUN: root}
 
 
 def label(run_id: str, folder: Path) -> str:

@@ -115,7 +115,9 @@ def summary(run: RunData) -> dict[str, Any]:
                   "checkpoints": len(run.archives) + len(run.unreadable),
                   "analysed": len(run.analysed), "probe_hash": run.probe_hash,
                   "steps": run.steps, "latest": latest, "first": first,
-                  "failures": failures(run.archives, run.unreadable, run.board_problem)})
+                  "failures": failures(run.archives, run.unreadable, run.board_problem),
+                  # the plan's status files (--status-dir): deployed checkpoint and ranking
+                  "training": readout.format_training_status(readout.training_status(run.dir))})
 
 
 def status(run: RunData) -> dict[str, Any]:

@@ -54,6 +54,13 @@ def test_each_status_file_becomes_a_history_row(tmp_path):
     lines = readout.format_training_status(summary)
     assert lines == ["deployed: checkpoint-40 (as of step 41)",
                      "ranking by accuracy (as of step 40): 1. checkpoint-40 (0.75), 2. checkpoint-20 (0.5)"]
+    # the dashboard's overview shows the same lines
+    from dashboard import create_app
+    from learnviz.settings import load_settings
+    app = create_app(load_settings(environ={}, overrides={"archive": str(archive)}))
+    page = app.test_client().get("/", headers={"Host": "127.0.0.1"}).get_data(as_text=True)
+    assert "<li>deployed: checkpoint-40 (as of step 41)</li>" in page
+    assert "1. checkpoint-40 (0.75), 2. checkpoint-20 (0.5)" in page
 
 
 def test_malformed_files_are_named_and_skipped(tmp_path):
