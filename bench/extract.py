@@ -11,8 +11,9 @@ learnviz does strictly more than both (greedy answers, entropy, confidence, stop
 With --peer (needs `pip install lm-eval`, a bench-only dependency), the peer harness instead:
 lm-eval-harness's `HFLM.loglikelihood` on the same (prompt, " " + answer) pairs and the same
 loaded model, batch size and threads, interleaved round by round with learnviz's extraction. It
-prints both medians, `learnviz / lm-eval = R` (goal <= 1.0) and the largest difference between
-the two answer loglikelihoods (goal <= 1e-4).
+prints both medians (wall and this process's CPU time), `learnviz / lm-eval = R` (goal <= 1.0)
+and the largest difference between the two answer loglikelihoods (goal <= 1e-4). lm-eval gets the
+checkpoint as transformers builds it; learnviz's load fuses GPT-2's op-by-op GELU (learnviz.model).
 
     python bench/extract.py                       # the demo model (trained once, cached in .bench-cache/)
     python bench/extract.py --checkpoint DIR      # any checkpoint
@@ -106,13 +107,16 @@ def peer_requests(probes: ProbeSet) -> list:
 
 
 def peer_model(lm, batch_size: int):
-    """lm-eval's HFLM over the model learnviz loaded (the same weights, dtype and device)."""
+    """lm-eval's HFLM over the same checkpoint, dtype and device, loaded as transformers builds it
+    (as `HFLM(pretrained=path)` would; learnviz's own load swaps in a fused GELU, learnviz.model)."""
     import logging
 
     from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype, local_files_only=True).to(lm.device).eval()
     logging.getLogger("lm-eval").setLevel(logging.ERROR)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    return HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device))
+    return HFLM(pretrained=model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device))
 
 
 def run_peer(lm, probes: ProbeSet, opts, rounds: int) -> None:
@@ -127,6 +131,7 @@ def run_peer(lm, probes: ProbeSet, opts, rounds: int) -> None:
         return [r[0] for r in hf.loglikelihood(reqs, disable_tqdm=True)]
 
     times: dict[str, list[float]] = {"learnviz": [], "lm-eval": []}
+    cpu: dict[str, list[float]] = {"learnviz": [], "lm-eval": []}
     timed(lambda: ex.extract(lm, probes, opts), lm.device)           # warm-ups
     timed(score, lm.device)
     ours = theirs = None
@@ -134,18 +139,23 @@ def run_peer(lm, probes: ProbeSet, opts, rounds: int) -> None:
         order = [("learnviz", lambda: ex.extract(lm, probes, opts)), ("lm-eval", score)]
         for name, fn in (order if r % 2 == 0 else order[::-1]):
             holder = {}
+            c0 = time.process_time()
             times[name].append(timed(lambda fn=fn, holder=holder: holder.setdefault("r", fn()), lm.device))
+            cpu[name].append(time.process_time() - c0)
             if name == "learnviz":
                 ours = holder["r"]
             else:
                 theirs = holder["r"]
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     diff = np.abs(ours.answer_logprob.astype(np.float64) - np.asarray(theirs, dtype=np.float64))
     print("learnviz stage timings (last round): " + ", ".join(f"{k} {v:.3f}s" for k, v in ours.timings.items()))
     for k, v in med.items():
         print(f"  {k:<9} median {v:.3f}s over {rounds} rounds  ({len(probes) / v:.0f} probes/s)  all: "
-              + " ".join(f"{t:.3f}" for t in times[k]))
+              + " ".join(f"{t:.3f}" for t in times[k]) + f"   CPU time median {med_cpu[k]:.3f}s")
     print(f"largest |answer loglikelihood difference| = {diff.max():.2e}   (goal <= 1e-4; mean {diff.mean():.1e})")
+    # CPU seconds of this process: with --threads 1 they hardly depend on what else the machine runs
+    print(f"learnviz / lm-eval, CPU time = {med_cpu['learnviz'] / med_cpu['lm-eval']:.2f}")
     print(f"learnviz / lm-eval = {med['learnviz'] / med['lm-eval']:.2f}   (goal <= 1.0)")
 
 
@@ -166,12 +176,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--naive-rounds", type=int, default=2, help="the naive loop is slow: fewer rounds")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (this machine has 2 cores)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default 2, this machine's cores; 1 with --peer: both sides get the "
+                         "same single thread, and the figure hardly moves with what else the machine runs)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--peer", action="store_true",
                     help="time lm-eval-harness's loglikelihood on the same pairs instead (pip install lm-eval)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (1 if args.peer else 2))
 
     ckpt = args.checkpoint or demo_checkpoint()
     if args.model == "gpt2-small":

@@ -169,3 +169,22 @@ def test_fit_cuts_the_prompt_to_max_length_softly_and_to_the_model_hard():
     assert why == "its answer is 5 tokens and needs 7 positions (one prompt token before it, one greedy token " \
                   "after it); the model has 6"
     assert ex.fit(prompt, answer, 512, 5)[0] == (prompt[-1:], answer[:4], True)        # the answer tokens that fit
+
+
+def test_fused_gelu_is_the_same_function(ckpt_root, probes):
+    """load() swaps GPT-2's op-by-op gelu_new for the fused tanh GELU: logits of the loaded model
+    equal those of the model as transformers builds it, to float rounding."""
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    from learnviz.model import TanhGELU
+    lm = load(ckpt_root / "checkpoint-10", device="cpu", dtype="float32")
+    plain = AutoModelForCausalLM.from_pretrained(ckpt_root / "checkpoint-10", dtype=torch.float32).eval()
+    assert any(isinstance(m, NewGELUActivation) for m in plain.modules())
+    assert not any(isinstance(m, NewGELUActivation) for m in lm.model.modules())
+    assert sum(isinstance(m, TanhGELU) for m in lm.model.modules()) == plain.config.n_layer
+    p, a = encode_probe(lm.tokenizer, probes.probes[0].prompt, probes.probes[0].expected)
+    ids = torch.tensor([p + a])
+    with torch.inference_mode():
+        fused, ref = lm.model(ids).logits, plain(ids).logits
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
