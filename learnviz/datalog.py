@@ -81,7 +81,7 @@ def append(run_folder: str | Path, step: int, counts: Mapping[str, int]) -> None
         return
     path = log_path(run_folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with FileLock(str(path.parent / f".{FILE_NAME}.lock")):
         with open(path, "ab+") as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() > 0:

@@ -105,7 +105,8 @@ def data_impact(steps: Sequence[int], mix: np.ndarray, sources: Sequence[str], c
     m = len(steps) - 1
     if mix.shape != (m, len(sources)) or change.shape != (m, len(targets)):
         raise ValueError(f"data_impact: mix {mix.shape} and change {change.shape} must be "
-                         f"({m}, sources={len(sources)}) and ({m}, targets={len(targets)}) for {len(steps)} checkpoints")
+                         f"({m}, sources={len(sources)}) and ({m}, targets={len(targets)}) "
+                         f"for {len(steps)} checkpoints")
     used = [s for s in range(len(sources)) if mix[:, s].sum() > 0]
     dropped = [sources[s] for s in range(len(sources)) if s not in used]
     nan = np.full((len(sources), len(targets)), np.nan)
