@@ -69,10 +69,16 @@ def _info_commands(sub) -> None:
                                    "(ok/failed, with the reason) and the accuracy of the greedy answers "
                                    "per skill of the probe set. Reads the archives only; never loads a model.",
                        epilog=examples("learnviz status --checkpoints runs/gpt2-small",
-                                       "learnviz status --archive runs/gpt2-small/learnviz-archive --json"),
+                                       "learnviz status --archive runs/gpt2-small/learnviz-archive --json",
+                                       "learnviz status --checkpoints runs/gpt2-small --flags",
+                                       "learnviz status --archive runs/a/archive --flags loss_spike,accuracy_drop"),
                        formatter_class=FORMATTER)
     add_paths(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--flags", nargs="?", const="all", metavar="FLAG,FLAG",
+                   help="only the checkpoints with a health flag (any, or one of these: accuracy_drop, "
+                        "regression_burst, loss_spike, geometry_drift_spike, calibration_jump, weights_exploding, "
+                        "weights_vanishing, weights_dead)")
 
     p = sub.add_parser("probes", help="show or check a probe set",
                        description="Summarise the probe set (default: SYLLO plus hard examples), validate a "
@@ -214,6 +220,13 @@ def cmd_analyze(args) -> int:
 def cmd_status(args) -> int:
     settings = settings_from(args)
     rows = readout.status_rows(settings.archive_dir())
+    if args.flags:
+        everything = rows
+        rows = readout.filter_flags(rows, args.flags)
+        if not rows and everything and not args.json:
+            print(f"no checkpoint flagged{'' if args.flags == 'all' else ' ' + args.flags} "
+                  f"({len(everything)} archived in {settings.archive_dir()})")
+            return 0
     try:
         readout.read_board(settings.archive_dir(), strict=True)
         board_problem = None
