@@ -361,11 +361,16 @@ def data_log_of(archives: list[arc.Archive]) -> Path | None:
 
 def health_inputs_key(archives: list[arc.Archive], s: Settings) -> str:
     """What the health and data impact groups read beyond the series' own inputs: every
-    geometry stage, the data log (size and modification time) and the health settings."""
+    geometry stage, the data log (the examples per source in each interval) and the health settings."""
     geo = [a.stage(GEOMETRY).key.inputs if a.stage(GEOMETRY) and a.stage(GEOMETRY).ok else None for a in archives]
-    log = data_log_of(archives)
-    stat = (str(log), log.stat().st_size, log.stat().st_mtime_ns) if log is not None else None
-    return _hash(geo, stat, s.health_window, s.health_z, s.health_min_history, s.health_floor)
+    mix = None
+    path = data_log_of(archives)
+    if path is not None:   # what the log says about the archived checkpoints' intervals, not the file's
+        from . import datalog  # mtime: a trainer appending rows after the last checkpoint changes nothing
+        log = datalog.read(path)
+        names, counts = datalog.interval_mix(log, [a.step for a in archives])
+        mix = (str(path), names, counts.tolist(), len(log.problems))
+    return _hash(geo, mix, s.health_window, s.health_z, s.health_min_history, s.health_floor)
 
 
 def _last_layer_similarity(a: arc.Archive) -> np.ndarray | None:
