@@ -24,17 +24,17 @@ def health_timeline(steps: Sequence[int], signals: Sequence[str], z: np.ndarray,
     z = np.asarray(z, dtype=np.float64)
     if z.shape != (len(signals), len(steps)):
         raise ValueError(f"z has shape {z.shape}, expected (signals, checkpoints) = {(len(signals), len(steps))}")
-    rows = list(signals) + ["weights (exploding / vanishing / dead)"]
+    rows = list(signals) + ["weight flags"]
     shown = np.vstack([z * np.asarray([[_SIGN.get(s, 1.0)] for s in signals]), np.full((1, len(steps)), np.nan)])
-    fig = figure(max(7.5, 3.5 + 0.62 * len(steps)), 4.6)
-    title(fig, "Checkpoint health: how unusual each checkpoint is against the run's recent healthy ones")
+    fig = figure(max(10.0, 4.0 + 0.62 * len(steps)), 4.8)
+    title(fig, "Checkpoint health: each signal against the run's recent healthy checkpoints")
     ax = fig.add_subplot()
     if not len(steps):
         no_data(ax, "no checkpoint")
         return fig
     lim = max(z_threshold * 1.5, float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0)
     im = heatmap(ax, np.clip(shown, -lim, lim), row_labels=rows, col_labels=[str(s) for s in steps],
-                 cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), fmt="{:+.1f}", nan_text="·")
+                 cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), fmt="{:+.1f}", nan_text="–")
     for c, f in enumerate(flags):
         for r, s in enumerate(signals):
             if s in f:
@@ -42,7 +42,8 @@ def health_timeline(steps: Sequence[int], signals: Sequence[str], z: np.ndarray,
         weights = [k.removeprefix("weights_") for k in f if k.startswith("weights_")]
         if weights:
             ax.text(c, len(signals), "/".join(weights), ha="center", va="center", fontsize=7, color="#b00000")
-    ax.set_xlabel("checkpoint (training step); outlined: flagged; ·: not judged (too early, or no value)")
+    ax.set_xlabel("checkpoint (training step); outlined: flagged; –: not judged (too early, or no value);\n"
+                  "weight flags: layers exploding / vanishing / dead (thresholds, not z-scores)")
     ax.tick_params(axis="x", labelrotation=45)
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
     cb.set_label(f"robust z-score, bad direction up\n(flagged beyond {z_threshold:g})")
