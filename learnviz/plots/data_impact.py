@@ -45,14 +45,16 @@ def data_impact_heatmap(sources: Sequence[str], skills: Sequence[str], beta: np.
         im = ax.imshow(np.ma.masked_invalid(beta), cmap="RdBu_r", norm=norm, aspect="auto")
         for r in range(len(sources)):
             for c in range(len(skills)):
+                dark = np.isfinite(beta[r, c]) and abs(beta[r, c]) > 0.6 * lim
                 ax.text(c, r, _cell(beta[r, c], stderr[r, c], p_value[r, c]), ha="center", va="center",
-                        fontsize=8, color="black")
+                        fontsize=8, color="white" if dark else "black")
         ax.set_xticks(range(len(skills)), list(skills), rotation=30, ha="right")
         ax.set_yticks(range(len(sources)), list(sources))
         cb = fig.colorbar(im, ax=ax, shrink=0.9)
         cb.set_label(f"accuracy change per {per:.0f} examples\n(red: rose, blue: fell)")
-        sub = (f"OLS over {len(intervals)} intervals, generic progress (log step) taken out; ± standard error; "
-               f"* p<0.05, ** p<0.01 (permutation test, {n_permutations} shuffles of the mixes)")
+        sub = (f"OLS over {len(intervals)} intervals, the progress all sources share (log step) taken out; "
+               f"± standard error\n* p<0.05, ** p<0.01: the source's impact differs from the other sources' "
+               f"(permutation test, {n_permutations} shuffles of the mixes)")
         ax.set_title(sub, fontsize=8)
         if note:
             ax.set_xlabel(note, fontsize=8)
