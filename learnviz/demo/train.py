@@ -54,7 +54,7 @@ class DemoConfig:
     hard_start: float = 0.3     # hard_chains' share of the examples right after hard_from ...
     hard_end: float = 0.7       # ... ramping up to this at the last step
     fault_at: int = 8           # the planted fault: this checkpoint (1-based) is saved with noisy weights; 0: none
-    fault_noise: float = 0.5    # its noise: per tensor, Gaussian with this times the tensor's standard deviation
+    fault_noise: float = 1.0    # its noise: per tensor, Gaussian with this times the tensor's standard deviation
 
 
 def hard_share(step: int, cfg: DemoConfig) -> float:
