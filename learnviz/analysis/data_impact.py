@@ -99,10 +99,10 @@ def data_impact(steps: Sequence[int], mix: np.ndarray, sources: Sequence[str], c
     each source per interval. `change`: (m, T) each target's change over each interval (NaN where
     unknown: that target is left out of that interval). Raises ValueError on mismatched shapes."""
     steps = np.asarray(steps, dtype=np.float64)
-    mix = np.asarray(mix, dtype=np.float64).reshape(len(steps) - 1 if len(steps) else 0, -1)
+    mix = np.asarray(mix, dtype=np.float64)
     change = np.asarray(change, dtype=np.float64)
     sources, targets = list(sources), list(targets)
-    m = len(steps) - 1
+    m = max(len(steps) - 1, 0)
     if mix.shape != (m, len(sources)) or change.shape != (m, len(targets)):
         raise ValueError(f"data_impact: mix {mix.shape} and change {change.shape} must be "
                          f"({m}, sources={len(sources)}) and ({m}, targets={len(targets)}) "

@@ -30,7 +30,8 @@ def data_impact_heatmap(sources: Sequence[str], skills: Sequence[str], beta: np.
     examples per interval. NaN cells were not estimated (`note` says why). ValueError on a shape
     mismatch."""
     beta, stderr, p_value = (np.asarray(x, dtype=np.float64) for x in (beta, stderr, p_value))
-    mix = np.asarray(mix, dtype=np.float64).reshape(len(intervals), len(sources))
+    mix = np.asarray(mix, dtype=np.float64).reshape(len(intervals), len(sources)) if len(intervals) else \
+        np.zeros((0, len(sources)))
     if beta.shape != (len(sources), len(skills)):
         raise ValueError(f"beta has shape {beta.shape}, expected (sources, skills) = {(len(sources), len(skills))}")
     fig = figure(max(9.0, 4.5 + 1.25 * len(skills)), max(4.2, 2.4 + 0.6 * len(sources)))
