@@ -17,11 +17,14 @@ run has moved on (a lasting change, not one broken checkpoint) and the next is c
 last of them, which then counts as healthy, so one alarm never turns into a flag on every later
 checkpoint:
 
-    accuracy_drop         accuracy_i - accuracy_r                          (flagged when z < -threshold)
-    regression_burst      share of probes right at r and wrong at i        (z > threshold)
-    loss_spike            log(loss_i) - log(loss_r)   (eval loss, else training loss)
-    geometry_drift_spike  RSA drift of the last pooled layer between r and i
-    calibration_jump      ECE_i - ECE_r                                    (z > threshold: worse)
+    accuracy_drop         accuracy_i - accuracy_r                     z < -threshold and the change < -floor
+    regression_burst      share of probes right at r and wrong at i   z > threshold
+    loss_spike            log(loss_i / loss_r), eval loss else training loss   z > threshold and > floor
+    geometry_drift_spike  RSA drift of the last pooled layer, r -> i  z > threshold
+    calibration_jump      ECE_i - ECE_r                               z > threshold and > floor (worse)
+
+(For the changes, the value itself must go the bad way too: accuracy that plateaus after a climb
+is unusual, but it is no drop.)
 
 A signal is judged once its window holds at least `min_history` values; before that (the first
 checkpoints of a run), or where a value is missing (no loss logged), it is not. Every value in
@@ -113,6 +116,16 @@ def _signal(name: str, inp: HealthInputs, r: int, i: int) -> float:
     raise ValueError(f"unknown health signal {name!r}")
 
 
+def _bad(signal: str, value: float, z: float, z_threshold: float, floor: float) -> bool:
+    """Beyond the threshold in the bad direction, and for the changes a real change that way: a
+    plateau after a climb is unusual but no drop, a loss that falls more slowly no spike."""
+    if signal == "accuracy_drop":
+        return z < -z_threshold and value < -floor
+    if signal in ("loss_spike", "calibration_jump"):
+        return z > z_threshold and value > floor
+    return z > z_threshold
+
+
 _WHAT = {"accuracy_drop": "accuracy changed by {v:+.3f}",
          "regression_burst": "{v:.1%} of the probes went from right to wrong",
          "loss_spike": "loss changed by {v:+.1%} (log ratio)",
@@ -145,7 +158,7 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
                     continue
                 z = robust_z(v, past, floor)
                 zs[s][i] = z
-                bad = z < -z_threshold if s == "accuracy_drop" else z > z_threshold
+                bad = _bad(s, v, z, z_threshold, floor)
                 if bad:
                     mine[s] = (f"{_WHAT[s].format(v=v)} against the last healthy checkpoint; the trailing "
                                f"window's median is {float(np.median(past)):+.3f} (robust z {z:+.1f})")

@@ -84,3 +84,10 @@ def test_robust_z_ignores_one_outlier_in_the_window_and_has_a_floor():
     assert math.isnan(robust_z(1.0, [], floor=0.1))
     with pytest.raises(ValueError):
         health(climb(), window=0)
+
+
+def test_a_plateau_after_a_climb_is_no_drop():
+    inp = climb()
+    inp.accuracy[9:] = inp.accuracy[8] + 0.003          # learning stops: unusual, but nothing dropped
+    h = health(inp, z_threshold=2.5)
+    assert h.z["accuracy_drop"][9] < -2.5 and "accuracy_drop" not in h.flags[9], h.z["accuracy_drop"]
