@@ -72,19 +72,22 @@ class Impact:
                                                 key=lambda s: (not np.isfinite(col[s]), -np.nan_to_num(col[s])))]
 
 
-def _ols(x: np.ndarray, y: np.ndarray, dof: int) -> tuple[np.ndarray, np.ndarray]:
-    """OLS of y (m,) on x (m, p): (coefficients (p,), their covariance (p, p))."""
+def _ols(x: np.ndarray, y: np.ndarray, dof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OLS of each column of y (m, g) on x (m, p): coefficients (p, g), (x'x)^-1 (p, p) and the
+    residual variances (g,); coefficient k of column c has variance inv[k, k] * s2[c]."""
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    rss = float(((y - x @ coef) ** 2).sum())
-    return coef, np.linalg.pinv(x.T @ x) * (rss / dof)
+    s2 = ((y - x @ coef) ** 2).sum(axis=0) / dof
+    return coef, np.linalg.pinv(x.T @ x), s2
 
 
-def _contrast_t(b: np.ndarray, cov: np.ndarray, n: int) -> np.ndarray:
-    """(n,) t-statistics of each source's contrast beta_s - mean(beta) (the sources are the first
-    n coefficients). A zero standard error (an exact fit) gives +-inf, or 0 for a zero contrast."""
+def _contrast_t(b: np.ndarray, inv: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """(n, g) t-statistics of each source's contrast beta_s - mean(beta) (the sources are the
+    first n coefficients, b (n, g)). A zero standard error (an exact fit) gives +-inf, or 0 for a
+    zero contrast."""
+    n = b.shape[0]
     lmat = np.eye(n) - 1.0 / n
     c = lmat @ b
-    var = np.einsum("ij,jk,ik->i", lmat, cov[:n, :n], lmat)
+    var = np.outer(np.einsum("ij,jk,ik->i", lmat, inv[:n, :n], lmat), s2)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = c / np.sqrt(np.clip(var, 0, None))
     return np.where(np.isnan(t), 0.0, t)
@@ -133,31 +136,36 @@ def data_impact(steps: Sequence[int], mix: np.ndarray, sources: Sequence[str], c
     totals = mix[:, used].sum(axis=1, keepdims=True)
     shares = np.divide(mix[:, used], totals, out=np.zeros_like(mix[:, used]), where=totals > 0)
     perms = [rng.permutation(m) for _ in range(n_permutations)]
-    notes = []
+    notes: list[str] = []
+    n = len(used)
+    groups: dict[bytes, list[int]] = {}          # targets measured in the same intervals are fitted together
     for t in range(len(targets)):
-        ok = np.isfinite(change[:, t])
-        xt, yt = x[ok], change[ok, t]
-        dof = len(yt) - x.shape[1]
+        groups.setdefault(np.isfinite(change[:, t]).tobytes(), []).append(t)
+    for key, ts in groups.items():
+        ok = np.frombuffer(key, dtype=bool)
+        xt, yt = x[ok], change[ok][:, ts]
+        dof = int(ok.sum()) - x.shape[1]
         if dof < 1 or np.linalg.matrix_rank(xt) < x.shape[1]:
-            notes.append(targets[t])
+            notes += [targets[t] for t in ts]
             continue
-        b, cov = _ols(xt, yt, dof)
-        b, se = b[: len(used)], np.sqrt(np.clip(np.diag(cov)[: len(used)], 0, None))
-        t_obs = _contrast_t(b, cov, len(used))
-        exceed = np.zeros(len(used))
-        if n_permutations and len(used) > 1:
+        b, inv, s2 = _ols(xt, yt, dof)
+        se = np.sqrt(np.clip(np.outer(np.diag(inv)[:n], s2), 0, None))
+        t_obs = _contrast_t(b[:n], inv, s2)
+        exceed = np.zeros((n, len(ts)))
+        if n_permutations and n > 1:
             for perm in perms:
                 xp = (shares[perm] * totals)[ok] / PER
                 xp = np.hstack([xp, log_gain[ok]]) if prog else xp
                 if np.linalg.matrix_rank(xp) < xp.shape[1]:
                     exceed += 1          # an uninformative shuffle counts against the source
                     continue
-                bp, covp = _ols(xp, yt, dof)
-                exceed += np.abs(_contrast_t(bp[: len(used)], covp, len(used))) >= np.abs(t_obs) - 1e-12
-        for j, s in enumerate(used):
-            beta[s, t], stderr[s, t] = b[j], se[j]
-            if n_permutations and len(used) > 1:
-                pval[s, t] = (1 + exceed[j]) / (1 + n_permutations)
+                bp, invp, s2p = _ols(xp, yt, dof)
+                exceed += np.abs(_contrast_t(bp[:n], invp, s2p)) >= np.abs(t_obs) - 1e-12
+        for k, t in enumerate(ts):
+            for jj, src in enumerate(used):
+                beta[src, t], stderr[src, t] = b[jj, k], se[jj, k]
+                if n_permutations and n > 1:
+                    pval[src, t] = (1 + exceed[jj, k]) / (1 + n_permutations)
     note = "" if not notes else f"not estimated (too few intervals with a value): {', '.join(notes)}"
     if dropped:
         note = "; ".join(filter(None, [note, f"never trained on between checkpoints: {', '.join(dropped)}"]))
