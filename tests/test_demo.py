@@ -55,7 +55,7 @@ def test_the_planted_fault_is_flagged_and_no_other_checkpoint(demo):
     rows = status_rows(demo.archive_dir())
     flagged = {r.step: r.flags for r in rows if r.flags}
     assert list(flagged) == [fault], flagged
-    assert {"accuracy_drop", "loss_spike"} <= set(flagged[fault])
+    assert {"accuracy_drop", "regression_burst"} <= set(flagged[fault])
 
 
 def test_data_impact_ranks_hard_chains_first_for_syllo_hard(demo):

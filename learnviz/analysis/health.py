@@ -128,7 +128,7 @@ def _bad(signal: str, value: float, z: float, z_threshold: float, floor: float) 
 
 _WHAT = {"accuracy_drop": "accuracy changed by {v:+.3f}",
          "regression_burst": "{v:.1%} of the probes went from right to wrong",
-         "loss_spike": "loss changed by {v:+.1%} (log ratio)",
+         "loss_spike": "loss changed by a factor {x:.2f} (log ratio {v:+.2f})",
          "geometry_drift_spike": "representation drift {v:.3f}",
          "calibration_jump": "ECE changed by {v:+.3f}"}
 
@@ -160,7 +160,8 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
                 zs[s][i] = z
                 bad = _bad(s, v, z, z_threshold, floor)
                 if bad:
-                    mine[s] = (f"{_WHAT[s].format(v=v)} against the last healthy checkpoint; the trailing "
+                    mine[s] = (f"{_WHAT[s].format(v=v, x=math.exp(min(v, 700)))} against the last healthy "
+                               f"checkpoint; the trailing "
                                f"window's median is {float(np.median(past)):+.3f} (robust z {z:+.1f})")
         z_flagged = bool(mine)
         if z_flagged and reference[-1] >= 0 and reference[-1] != i - 1:
