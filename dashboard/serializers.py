@@ -43,6 +43,9 @@ MORE = [
     ("entropy_by_position.png", "Entropy by position", "Mean next-token entropy per answer position, per checkpoint."),
     ("geometry_drift_cka.png", "Geometry drift & CKA",
      "RSA drift and linear CKA per layer, against the previous and the first checkpoint."),
+    ("checkpoint_health.png", "Checkpoint health",
+     "How unusual each checkpoint is against the run's recent healthy ones; flagged cells outlined."),
+    ("data_impact.png", "Data impact", "Which training source moved which skill (needs data_log.jsonl)."),
     ("skill_radar_animated.gif", "Skill radar over training", "Every checkpoint's radar, in step order."),
     ("umap_animated.gif", "UMAP over training", "Every checkpoint's layout on fixed axes, in step order."),
 ]
@@ -77,7 +80,7 @@ def figures(run: RunData, url: UrlFor) -> dict[str, list[dict[str, Any]]]:
 def status_row(row: StatusRow) -> dict[str, Any]:
     return clean({"step": row.step, "name": row.name, "stages": dict(row.stages), "reason": row.reason,
                   "failed": [s for s, st in row.stages.items() if st != "ok"],
-                  "accuracy": row.accuracy, "skills": dict(row.skills)})
+                  "accuracy": row.accuracy, "skills": dict(row.skills), "flags": dict(row.flags)})
 
 
 BOARD = "board"    # the `stage` of a failure entry for an unreadable hard_example_board.json
@@ -117,7 +120,9 @@ def summary(run: RunData) -> dict[str, Any]:
                   "steps": run.steps, "latest": latest, "first": first,
                   "failures": failures(run.archives, run.unreadable, run.board_problem),
                   # the plan's status files (--status-dir): deployed checkpoint and ranking
-                  "training": readout.format_training_status(readout.training_status(run.dir))})
+                  "training": readout.format_training_status(readout.training_status(run.dir)),
+                  "health_flags": [{"step": step, "flags": flags}
+                                   for step, flags in sorted(readout.health_flags(run.dir).items())]})
 
 
 def status(run: RunData) -> dict[str, Any]:

@@ -75,10 +75,16 @@ def _info_commands(sub) -> None:
                                    "(ok/failed, with the reason) and the accuracy of the greedy answers "
                                    "per skill of the probe set. Reads the archives only; never loads a model.",
                        epilog=examples("learnviz status --checkpoints runs/gpt2-small",
-                                       "learnviz status --archive runs/gpt2-small/learnviz-archive --json"),
+                                       "learnviz status --archive runs/gpt2-small/learnviz-archive --json",
+                                       "learnviz status --checkpoints runs/gpt2-small --flags",
+                                       "learnviz status --archive runs/a/archive --flags loss_spike,accuracy_drop"),
                        formatter_class=FORMATTER)
     add_paths(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--flags", nargs="?", const="all", metavar="FLAG,FLAG",
+                   help="only the checkpoints with a health flag (any, or one of these: accuracy_drop, "
+                        "regression_burst, loss_spike, geometry_drift_spike, calibration_jump, weights_exploding, "
+                        "weights_vanishing, weights_dead)")
 
     p = sub.add_parser("probes", help="show or check a probe set",
                        description="Summarise the probe set (default: SYLLO plus hard examples), validate a "
@@ -268,6 +274,9 @@ def cmd_status(args) -> int:
     for name, rs in runs:
         archive_dir = rs.archive_dir()
         rows = readout.status_rows(archive_dir)
+        everything = rows
+        if args.flags:
+            rows = readout.filter_flags(rows, args.flags)
         out[name] = rows
         try:
             readout.read_board(archive_dir, strict=True)
@@ -277,7 +286,11 @@ def cmd_status(args) -> int:
         if not args.json:
             if several:
                 print(f"run {name or '(root)'}: {archive_dir}")
-            print(readout.format_status(rows) if rows else f"no archives in {archive_dir}")
+            if args.flags and not rows and everything:
+                print(f"no checkpoint flagged{'' if args.flags == 'all' else ' ' + args.flags} "
+                      f"({len(everything)} archived in {archive_dir})")
+            else:
+                print(readout.format_status(rows) if rows else f"no archives in {archive_dir}")
             for line in readout.format_training_status(readout.training_status(archive_dir)):
                 print(line)
         if board_problem:   # on stderr with --json, which prints the rows alone

@@ -7,6 +7,8 @@ writes, never locks and never loads a model.
   series(dir)            archives with a successful extraction, in step order, of one probe set
   scan_archives(dir)     the readable archives and the unreadable ones (archive.Unreadable), with why
   status_rows(dir)       one StatusRow per archive file, unreadable ones included; format_status(rows)
+  health_flags(dir)      step -> the checkpoint's health flags (from the learning history)
+  read_data_impact(dir)  the data impact group of series.h5 (None without a data log)
   archive_accuracy(a)    overall and per-skill accuracy of one archive (memoised per file version)
   read_analysis(a)       the typed `analysis` group (results.AnalysisResult)
   read_geometry(a)       the typed `geometry` group (results.GeometryResult)
@@ -18,7 +20,7 @@ writes, never locks and never loads a model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,9 @@ from .results import (
 
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
-           "chosen_steps", "extracted", "format_status", "history_rows", "read_analysis", "read_board",
-           "read_geometry", "run_archives", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok",
-           "status_rows", "training_status", "unreadable_row"]
+           "chosen_steps", "extracted", "filter_flags", "format_status", "health_flags", "history_rows",
+           "read_analysis", "read_board", "read_data_impact", "read_geometry", "run_archives", "scan_archives",
+           "series", "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -168,6 +170,7 @@ class StatusRow:
     reason: str                       # first failure reason, if any
     accuracy: float | None
     skills: dict[str, float]
+    flags: dict[str, str] = field(default_factory=dict)   # health flag -> why (learnviz.analysis.health)
 
     @property
     def unreadable(self) -> bool:
@@ -196,19 +199,40 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
         listing = scan_archives(archive_dir)
         archives, unreadable = listing.archives, listing.unreadable
     rows = [status_row(a, accuracy=accuracy) for a in archives] + [unreadable_row(u) for u in unreadable or []]
+    flags = health_flags(archive_dir)
+    for r in rows:
+        if r.step in flags and not r.unreadable:
+            r.flags = flags[r.step]
     return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
+
+
+def health_flags(archive_dir: str | Path) -> dict[int, dict[str, str]]:
+    """step -> {flag: why} of every checkpoint with a health flag, from the learning history
+    (the series stage appends them; learnviz.analysis.health says what each flag means)."""
+    return {r["step"]: dict(r["health_flags"]) for r in history.read(archive_dir)
+            if isinstance(r.get("health_flags"), dict) and r["health_flags"]}
+
+
+def filter_flags(rows: list[StatusRow], wanted: str) -> list[StatusRow]:
+    """`learnviz status --flags [NAME,NAME]`: the rows with any health flag ("all"), or with one
+    of the named flags."""
+    if wanted == "all":
+        return [r for r in rows if r.flags]
+    names = {w.strip() for w in wanted.split(",") if w.strip()}
+    return [r for r in rows if names & set(r.flags)]
 
 
 def format_status(rows: list[StatusRow]) -> str:
     """The `learnviz status` table: one line per checkpoint, then each failure with its reason."""
     skills = list(dict.fromkeys(s for r in rows for s in r.skills))
-    head = ["step", "checkpoint", "stages", "acc"] + skills
+    head = ["step", "checkpoint", "stages", "acc"] + skills + ["health"]
     table = []
     for r in rows:
         stages = " ".join(f"{k}:{v}" for k, v in r.stages.items())
         cells = ["?" if r.step is None else str(r.step), r.name, stages,
                  "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
         cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
+        cells.append(",".join(r.flags) if r.flags else "ok")
         table.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
@@ -217,6 +241,9 @@ def format_status(rows: list[StatusRow]) -> str:
         if r.reason:
             where = f"{r.name}" if r.step is None else f"step {r.step} ({r.name})"
             lines.append(f"{where} {'unreadable' if r.unreadable else 'failed'}: {r.reason}")
+    for r in rows:
+        for flag, why in r.flags.items():
+            lines.append(f"step {r.step} ({r.name}) flagged {flag}: {why}")
     return "\n".join(lines)
 
 
@@ -292,3 +319,15 @@ def open_series_archive(archive_dir: str | Path) -> Archive | None:
     """series.h5 of the folder, None when absent."""
     path = Path(archive_dir) / SERIES_NAME
     return Archive(path) if path.exists() else None
+
+
+def read_data_impact(archive_dir: str | Path) -> dict[str, Any] | None:
+    """series.h5's `data_impact` group (learnviz.analysis.data_impact; docs/archive.md), or None
+    when the run has no data log or no current series."""
+    s = open_series_archive(archive_dir)
+    if s is None:
+        return None
+    info = s.stage(SERIES)
+    if info is None or not info.ok or "data_impact" not in s.read_keys(SERIES):
+        return None
+    return s.read(SERIES, ["data_impact"])["data_impact"]

@@ -123,6 +123,15 @@ class Settings:
     weight_dead: float = _f(1e-8, "A layer whose relative change since the previous "
                                   "checkpoint is below this is flagged dead (unchanged).")
 
+    health_window: int = _f(5, "Health flags: how many of the last healthy checkpoints form the trailing window "
+                               "a checkpoint is compared with.")
+    health_z: float = _f(3.5, "Health flags: a checkpoint is flagged when a signal's robust z-score (median and "
+                              "MAD of the trailing window) passes this, in its bad direction.")
+    health_min_history: int = _f(3, "Health flags: a signal is judged once the trailing window holds this many "
+                                    "checkpoints (the first checkpoints of a run are not judged).")
+    health_floor: float = _f(0.02, "Health flags: the smallest spread (in the signals' units: accuracy, share of "
+                                   "probes, ECE, RSA drift, relative loss change) a z-score divides by.")
+
     # --- dashboard ---
     dashboard_host: str = _f("127.0.0.1", "Address `learnviz serve` listens on: 127.0.0.1 is this "
                                           "machine only; 0.0.0.0 every interface (containers).")

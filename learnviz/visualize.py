@@ -15,6 +15,8 @@ Files (the plan's, then ours):
   error_positions.png            where wrong answers depart, per checkpoint         (history)
   entropy_by_position.png        mean entropy per answer position, per checkpoint   (analysis)
   geometry_drift_cka.png         RSA drift and CKA per layer over training          (history)
+  checkpoint_health.png          health flags: robust z-score per signal x checkpoint (series)
+  data_impact.png                training source x skill impact, with the mix        (series; needs a data log)
   manifest.json                  what each file was drawn from (below)
 
 Incremental: `manifest.json` maps each file to a signature of its inputs. A per-checkpoint image's
@@ -54,7 +56,8 @@ from .settings import Settings
 DIR_NAME = "visualizations"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-GROUPS = ("loss", "radar", "umap", "drift", "calibration", "hard_examples", "logprob", "errors", "entropy", "geometry")
+GROUPS = ("loss", "radar", "umap", "drift", "calibration", "hard_examples", "logprob", "errors", "entropy", "geometry",
+          "health", "impact")
 GIF_NAMES = {"radar": "skill_radar_animated.gif", "umap": "umap_animated.gif"}
 LATEST_NAMES = {"radar": "skill_radar_latest.png", "umap": "umap_latest.png"}
 PATTERNS = {"radar": "radar_{step}.png", "umap": "umap_{step}.png"}
@@ -154,10 +157,12 @@ def _run_level(probe_id: str | None) -> list[tuple[str, str, Callable, Callable,
     """(group, file, data loader, figure function, its module's VERSION) per run-level figure."""
     from .plots import (
         calibration,
+        data_impact,
         entropy_positions,
         error_positions,
         geometry,
         hard_board,
+        health,
         layer_drift,
         logprob_heatmap,
         loss_curve,
@@ -178,6 +183,8 @@ def _run_level(probe_id: str | None) -> list[tuple[str, str, Callable, Callable,
         ("entropy", "entropy_by_position.png", sources.entropy_data, entropy_positions.entropy_positions_figure,
          entropy_positions.VERSION),
         ("geometry", "geometry_drift_cka.png", sources.geometry_data, geometry.geometry_figure, geometry.VERSION),
+        ("health", "checkpoint_health.png", sources.health_data, health.health_timeline, health.VERSION),
+        ("impact", "data_impact.png", sources.impact_data, data_impact.data_impact_heatmap, data_impact.VERSION),
     ]
 
 

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from learnviz.checkpoints import discover
 from learnviz.readout import status_rows
 
@@ -42,3 +44,32 @@ def test_a_hard_example_goes_from_wrong_to_right(demo):
     first, last = (a.read("extract", ["correct", "probe_skill", "probe_ids"]) for a in (archives[0], archives[-1]))
     hard = [i for i, s in enumerate(first["probe_skill"]) if s == "hard_examples"]
     assert any(not first["correct"][i] and last["correct"][i] for i in hard)
+
+
+def test_the_planted_fault_is_flagged_and_no_other_checkpoint(demo):
+    from learnviz.demo.train import DemoConfig, planted_fault_step
+    fault = planted_fault_step(DemoConfig(steps=demo.demo_steps, n_checkpoints=demo.demo_checkpoints,
+                                          seed=demo.demo_seed))
+    state = json.loads((Path(demo.checkpoints) / f"checkpoint-{fault}" / "trainer_state.json").read_text())
+    assert state["learnviz_demo"]["planted_fault"] is True
+    rows = status_rows(demo.archive_dir())
+    flagged = {r.step: r.flags for r in rows if r.flags}
+    assert list(flagged) == [fault], flagged
+    assert {"accuracy_drop", "regression_burst"} <= set(flagged[fault])
+
+
+def test_data_impact_ranks_hard_chains_first_for_syllo_hard(demo):
+    from learnviz.demo.train import DemoConfig, planted_fault_step
+    from learnviz.plots.sources import Run, impact_data
+    from learnviz.readout import read_data_impact
+    d = read_data_impact(demo.archive_dir())
+    sources = [str(s) for s in d["sources"]]
+    assert sorted(sources) == ["easy_chains", "hard_chains"]
+    acc = d["accuracy"]
+    j = [str(t) for t in acc["targets"]].index("syllo_hard")
+    beta = acc["beta"][:, j]
+    assert sources[int(np.argmax(beta))] == "hard_chains", (sources, beta, str(acc["note"]))
+    fault = planted_fault_step(DemoConfig(steps=demo.demo_steps, n_checkpoints=demo.demo_checkpoints,
+                                          seed=demo.demo_seed))
+    assert d["excluded_steps"].tolist() == [fault]            # the broken checkpoint measures no training
+    assert impact_data(Run(demo.archive_dir()))["skills"][j] == "syllo_hard"

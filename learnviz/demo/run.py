@@ -6,10 +6,10 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from .. import pipeline, readout
+from .. import datalog, pipeline, readout
 from ..plugins import serve_hook
 from ..settings import Settings
-from .train import DemoConfig, checkpoint_steps, train
+from .train import DemoConfig, checkpoint_steps, planted_fault_step, train
 
 
 def demo_paths(settings: Settings) -> tuple[Path, Path]:
@@ -25,7 +25,8 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
     ckdir, archive = demo_paths(settings)
     cfg = DemoConfig(steps=settings.demo_steps, n_checkpoints=settings.demo_checkpoints, seed=settings.demo_seed)
     wanted = [ckdir / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
-    if retrain or not all((p / "model.safetensors").exists() for p in wanted):
+    if (retrain or not all((p / "model.safetensors").exists() for p in wanted)
+            or not datalog.log_path(ckdir).exists()):
         shutil.rmtree(ckdir, ignore_errors=True)
         print(f"training the demo model: {cfg.steps} steps, {cfg.n_checkpoints} checkpoints -> {ckdir}")
         train(ckdir, cfg, progress=progress)
@@ -38,6 +39,10 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
     vis = report.visualizations or {}
     print(f"figures: {vis.get('dir', '')} ({len(vis.get('drawn', []))} drawn, {vis.get('current', 0)} current)")
     print(readout.format_status(readout.status_rows(archive)))
+    fault = planted_fault_step(cfg)
+    if fault is not None:
+        print(f"planted fault: checkpoint-{fault} was saved with its weights perturbed by noise ({cfg.fault_noise} x "
+              f"each tensor's standard deviation), on purpose; its health flags above should say so")
     if serve:
         _serve(run_settings)
     return run_settings

@@ -3,6 +3,14 @@
 It writes checkpoints in the Hugging Face Trainer layout (`checkpoint-N/` with config.json,
 model.safetensors, tokenizer files and trainer_state.json with log_history), each written into a
 temporary folder and renamed into place, so a watcher never sees half a checkpoint.
+
+The training data comes from two sources whose mix changes mid-run (`hard_share`): `easy_chains`
+(SYLLO's easy and medium chains and edge cases) alone for the first `hard_from` of the steps, then
+`hard_chains` (shuffled four-premise chains with a distractor) mixed in at a share that ramps up.
+Which source fed which steps goes to `data_log.jsonl` beside the checkpoints (learnviz.datalog),
+for the data impact analysis. One checkpoint (`fault_at`) is a planted fault: it is saved with its
+weights perturbed by noise (training itself goes on from the clean weights), so the health flags
+have a broken checkpoint to find.
 """
 
 from __future__ import annotations
@@ -18,10 +26,13 @@ from pathlib import Path
 
 import torch
 
-from .. import syllo
+from .. import datalog, syllo
 from ..model import encode_probes
 
 EOS = "<|endoftext|>"
+EASY_SOURCE, HARD_SOURCE = "easy_chains", "hard_chains"
+# easy_chains: the SYLLO training mix without its hard chains
+EASY_MIX = {k: v for k, v in syllo.TRAINING_MIX.items() if k != "syllo_hard"}
 
 
 @dataclass
@@ -39,6 +50,33 @@ class DemoConfig:
     vocab_size: int = 512       # BPE vocabulary trained on the task's text
     log_every: int = 10         # steps between log_history rows
     threads: int = 2            # torch CPU threads
+    hard_from: float = 0.4      # share of the steps trained on easy_chains alone
+    hard_start: float = 0.3     # hard_chains' share of the examples right after hard_from ...
+    hard_end: float = 0.7       # ... ramping up to this at the last step
+    fault_at: int = 8           # the planted fault: this checkpoint (1-based) is saved with noisy weights; 0: none
+    fault_noise: float = 1.0    # its noise: per tensor, Gaussian with this times the tensor's standard deviation
+
+
+def hard_share(step: int, cfg: DemoConfig) -> float:
+    """The share of hard_chains examples at `step` (1-based): 0 until hard_from, then a ramp."""
+    start = cfg.hard_from * cfg.steps
+    if step <= start:
+        return 0.0
+    return cfg.hard_start + (cfg.hard_end - cfg.hard_start) * (step - start) / max(1.0, cfg.steps - start)
+
+
+def planted_fault_step(cfg: DemoConfig) -> int | None:
+    """The step of the checkpoint saved with noisy weights, or None."""
+    steps = checkpoint_steps(cfg.steps, cfg.n_checkpoints)
+    return steps[cfg.fault_at - 1] if 1 <= cfg.fault_at <= len(steps) else None
+
+
+def _example(rng: random.Random, step: int, cfg: DemoConfig) -> tuple[str, syllo.Example]:
+    """One training example at `step`, and the source it came from."""
+    if rng.random() < hard_share(step, cfg):
+        return HARD_SOURCE, syllo.hard(rng)
+    skill = rng.choices(list(EASY_MIX), weights=list(EASY_MIX.values()))[0]
+    return EASY_SOURCE, syllo.GENERATORS[skill](rng)
 
 
 def checkpoint_steps(steps: int, n: int) -> list[int]:
@@ -125,7 +163,9 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
 
-    stream = syllo.training_stream(cfg.seed)
+    data_rng = random.Random(cfg.seed)
+    fault_step = planted_fault_step(cfg)
+    fed: dict[str, int] = {}        # examples per source since the last data log row
     eval_rng = random.Random(cfg.seed + 7)
     eval_batch = _batch([syllo.training_example(eval_rng) for _ in range(256)], tokenizer, eos_id)
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
@@ -138,7 +178,10 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
         lr = _lr(step - 1, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        ids, mask, labels = _batch([next(stream) for _ in range(cfg.batch_size)], tokenizer, eos_id)
+        drawn = [_example(data_rng, step, cfg) for _ in range(cfg.batch_size)]
+        for source, _ in drawn:
+            fed[source] = fed.get(source, 0) + 1
+        ids, mask, labels = _batch([ex for _, ex in drawn], tokenizer, eos_id)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -152,15 +195,20 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
                                 "learning_rate": lr, "loss": round(running / n, 4), "step": step})
             bar.set_postfix(loss=f"{running / n:.3f}")
             running = 0.0
+            datalog.append(out_dir, step, fed)
+            fed = {}
         if step in save_at:
-            model.eval()
+            saved = _planted_fault(model, cfg) if step == fault_step else model
+            saved.eval()
             with torch.inference_mode():
-                eval_loss = model(input_ids=eval_batch[0], attention_mask=eval_batch[1],
+                eval_loss = saved(input_ids=eval_batch[0], attention_mask=eval_batch[1],
                                   labels=eval_batch[2]).loss.item()
             model.train()
             log_history.append({"epoch": round(step / cfg.steps, 4), "eval_loss": round(eval_loss, 4),
                                 "step": step})
-            path = _save(out_dir, step, model, tokenizer, cfg, log_history, time.time() - t0)
+            path = _save(out_dir, step, saved, tokenizer, cfg, log_history, time.time() - t0,
+                         planted_fault=step == fault_step)
+            del saved
             written.append(path)
             if on_checkpoint:
                 on_checkpoint(path)
@@ -168,7 +216,22 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     return written
 
 
-def _save(out_dir: Path, step: int, model, tokenizer, cfg: DemoConfig, log_history, elapsed: float) -> Path:
+def _planted_fault(model, cfg: DemoConfig):
+    """A copy of `model` with every floating-point tensor perturbed by Gaussian noise of
+    `fault_noise` times its standard deviation (a generator of its own: training's random
+    state is left as it is)."""
+    import copy
+    broken = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(cfg.seed + 1234)
+    with torch.no_grad():
+        for p in broken.parameters():
+            if p.is_floating_point() and p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=gen) * (cfg.fault_noise * float(p.std())))
+    return broken
+
+
+def _save(out_dir: Path, step: int, model, tokenizer, cfg: DemoConfig, log_history, elapsed: float, *,
+          planted_fault: bool = False) -> Path:
     final = out_dir / f"checkpoint-{step}"
     tmp = out_dir / f".tmp-checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +244,7 @@ def _save(out_dir: Path, step: int, model, tokenizer, cfg: DemoConfig, log_histo
         "log_history": list(log_history), "logging_steps": cfg.log_every, "max_steps": cfg.steps,
         "num_train_epochs": 1, "save_steps": None, "train_batch_size": cfg.batch_size,
         "trial_name": None, "trial_params": None, "total_flos": 0,
-        "learnviz_demo": {**asdict(cfg), "train_seconds": round(elapsed, 2)},
+        "learnviz_demo": {**asdict(cfg), "train_seconds": round(elapsed, 2), "planted_fault": planted_fault},
     }
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     if final.exists():

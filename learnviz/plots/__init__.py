@@ -15,6 +15,8 @@ decides what is stale and draws it.
   error_positions   where wrong answers depart from the expected one, over training
   entropy_positions mean next-token entropy per answer position, over training
   geometry          RSA drift and linear CKA of each layer over training
+  health            the checkpoint health flags: robust z-score per signal and checkpoint
+  data_impact       training source x skill impact estimate, with the mix per interval
   gif               frames (PNG files) -> an animated GIF
   sources           the archived series -> each figure function's arguments
   common            the Agg figure, the deterministic PNG writer, shortening, the skill palette

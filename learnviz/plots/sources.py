@@ -236,3 +236,37 @@ def geometry_data(run: Run) -> dict:
                                      for m in keys}
               for k in names}
     return {"steps": run.steps, "layers": layers}
+
+
+# ---------------------------------------------------------------- health flags and data impact
+
+def _series_group(run: Run, name: str) -> dict:
+    s = ro.open_series_archive(run.dir)
+    if s is None:
+        raise Skip("no series.h5 yet (`learnviz analyze` writes it)")
+    info = s.stage(SERIES)
+    if info is None or not info.ok:
+        raise Skip(f"the series stage failed: {info.reason}" if info is not None else "series.h5 has no series stage")
+    if name not in s.read_keys(SERIES):
+        raise Skip(f"series.h5 has no {name} group (written by an older learnviz: `learnviz analyze --force`)")
+    return s.read(SERIES, ["steps", name])
+
+
+def health_data(run: Run) -> dict:
+    import json
+    d = _series_group(run, "health")
+    h = d["health"]
+    return {"steps": [int(x) for x in d["steps"]], "signals": [str(x) for x in h["signals"]], "z": h["z"],
+            "flags": [json.loads(str(f)) for f in h["flags"]], "z_threshold": float(h["settings"]["z_threshold"])}
+
+
+def impact_data(run: Run) -> dict:
+    """The data impact on each skill's accuracy. Skip (no panel, no error) without a data log."""
+    d = ro.read_data_impact(run.dir)
+    if d is None:
+        raise Skip("no data log (data_log.jsonl beside the checkpoints): no data impact to draw")
+    acc = d["accuracy"]
+    return {"sources": [str(x) for x in d["sources"]], "skills": [str(x) for x in acc["targets"]],
+            "beta": acc["beta"], "stderr": acc["stderr"], "p_value": acc["p_value"], "intervals": d["intervals"],
+            "mix": d["mix"], "per": float(acc["per"]), "note": str(acc["note"]),
+            "excluded_steps": [int(x) for x in d["excluded_steps"]], "n_permutations": int(acc["n_permutations"])}

@@ -23,7 +23,7 @@ def test_demo_has_every_figure(demo):
     result = generate(demo, gifs=True)       # current already if the demo drew them: then nothing to do
     assert result["status"] == "ok" and not result["failed"], result
     out = demo.archive_dir() / "visualizations"
-    for name in RUN_LEVEL + per_checkpoint(steps) + LATEST:
+    for name in RUN_LEVEL + ["data_impact.png"] + per_checkpoint(steps) + LATEST:
         not_blank(out / name)
     for name in GIFS:
         frames = gif_frames(out / name)

@@ -23,7 +23,8 @@ def get(client, url, status=200):
 
 def test_status(client, archive):
     d = get(client, "/api/status.json")
-    assert {"archive", "version", "checkpoints", "analysed", "steps", "latest", "first", "failures", "rows"} <= set(d)
+    assert {"archive", "version", "checkpoints", "analysed", "steps", "latest", "first", "failures", "rows",
+            "health_flags"} <= set(d)
     assert d["checkpoints"] == len(STEPS) + 1 and d["analysed"] == len(STEPS)
     assert d["steps"] == sorted([*STEPS, BROKEN_STEP])
     assert d["latest"]["step"] == STEPS[-1] and d["first"]["step"] == STEPS[0]
@@ -32,8 +33,8 @@ def test_status(client, archive):
                               "reason": d["failures"][0]["reason"]}]
     assert "config.json is not valid JSON" in d["failures"][0]["reason"]
     for row, expected in zip(d["rows"], status_rows(archive)):
-        assert set(row) == {"step", "name", "stages", "reason", "failed", "accuracy", "skills"}
-        assert row["step"] == expected.step and row["stages"] == expected.stages
+        assert set(row) == {"step", "name", "stages", "reason", "failed", "accuracy", "skills", "flags"}
+        assert row["step"] == expected.step and row["stages"] == expected.stages and row["flags"] == expected.flags
         if expected.accuracy is None:
             assert row["accuracy"] is None
         else:

@@ -1,0 +1,161 @@
+"""data_log.jsonl: which training data fed which steps, written by the trainer, read by the data impact.
+
+One JSON object per line, in the run's folder (the folder that holds the checkpoints):
+
+    {"step": 120, "source": "hard_chains", "examples": 48}
+
+"`examples` examples of `source` were trained on in the steps after the previous logged step, up
+to and including `step`". Counts are not cumulative: two rows with the same step and source add
+up. Any granularity works (a row per step, per logging step or per checkpoint): the data impact
+sums the rows of each interval between two checkpoints (`interval_mix`).
+
+`append(run_folder, step, counts)` is what a training loop (or LearnvizCallback) calls; a person can
+write the file by hand. `read(path)` returns the good rows and one `Problem` per bad row (its file,
+line and field): a bad row is reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from filelock import FileLock
+
+FILE_NAME = "data_log.jsonl"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad row: where it is and what is wrong with it."""
+    path: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path} line {self.line}" + (f" field '{self.field}'" if self.field else "")
+        return f"{where}: {self.message} (row skipped)"
+
+
+@dataclass(frozen=True)
+class DataLog:
+    """The good rows of a data log, in file order, and the bad rows' problems."""
+    path: str
+    steps: np.ndarray                 # (r,) int64
+    sources: list[str]                # (r,)
+    examples: np.ndarray              # (r,) int64
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def source_names(self) -> list[str]:
+        """Every source, in order of first appearance."""
+        return list(dict.fromkeys(self.sources))
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def log_path(folder: str | Path) -> Path:
+    return Path(folder) / FILE_NAME
+
+
+def append(run_folder: str | Path, step: int, counts: Mapping[str, int]) -> None:
+    """Append one row per source of `counts` (source -> examples trained on since the previous
+    call, up to and including `step`) to `<run_folder>/data_log.jsonl`. Sources with 0 examples
+    are left out. Safe against concurrent writers; ValueError on a bad step, source or count."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"data log: step must be an integer >= 0, got {step!r}")
+    lines = []
+    for source, k in counts.items():
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"data log: a source must be a non-empty string, got {source!r}")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"data log: examples of {source!r} must be an integer >= 0, got {k!r}")
+        if k:
+            lines.append(json.dumps({"step": int(step), "source": source, "examples": int(k)}))
+    if not lines:
+        return
+    path = log_path(run_folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{FILE_NAME}.lock")):
+        with open(path, "ab+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")   # end a torn line so these rows stand on their own
+            fh.write(("\n".join(lines) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _check(row: object) -> tuple[str, str] | None:
+    """(field, message) of the first thing wrong with a parsed row, or None."""
+    if not isinstance(row, dict):
+        return "", f"a row must be a JSON object, got {type(row).__name__}"
+    for name in ("step", "source", "examples"):
+        if name not in row:
+            return name, "missing"
+    step, source, k = row["step"], row["source"], row["examples"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return "step", f"must be an integer >= 0, got {step!r}"
+    if not isinstance(source, str) or not source.strip():
+        return "source", f"must be a non-empty string, got {source!r}"
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        return "examples", f"must be an integer >= 0, got {k!r}"
+    return None
+
+
+def read(path: str | Path) -> DataLog:
+    """The rows of a data log file. Bad rows (not JSON, not an object, a missing or ill-typed
+    field) are skipped and listed in `problems`; a missing file raises FileNotFoundError."""
+    path = Path(path)
+    steps, sources, examples, problems = [], [], [], []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                problems.append(Problem(str(path), n, "", f"not JSON ({exc.msg})"))
+                continue
+            bad = _check(row)
+            if bad is not None:
+                problems.append(Problem(str(path), n, *bad))
+                continue
+            steps.append(row["step"])
+            sources.append(row["source"].strip())
+            examples.append(row["examples"])
+    return DataLog(str(path), np.asarray(steps, dtype=np.int64), sources, np.asarray(examples, dtype=np.int64),
+                   problems)
+
+
+def find(folders: Sequence[str | Path | None]) -> Path | None:
+    """The first `data_log.jsonl` in `folders` (None entries are passed over), or None."""
+    for folder in folders:
+        if folder is not None and log_path(folder).is_file():
+            return log_path(folder)
+    return None
+
+
+def interval_mix(log: DataLog, steps: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """(sources, (len(steps) - 1, n_sources) int64): examples of each source trained on in each
+    interval (steps[i], steps[i + 1]] between consecutive checkpoints. Rows at or before the
+    first checkpoint, or after the last, fall in no interval."""
+    names = log.source_names
+    edges = np.asarray(steps, dtype=np.int64)
+    out = np.zeros((max(len(edges) - 1, 0), len(names)), dtype=np.int64)
+    if len(edges) < 2 or not len(log):
+        return names, out
+    col = {s: j for j, s in enumerate(names)}
+    where = np.searchsorted(edges, log.steps, side="left") - 1   # steps[i] < step <= steps[i + 1] -> i
+    for i, s, k in zip(where, log.sources, log.examples):
+        if 0 <= i < len(out):
+            out[i, col[s]] += k
+    return names, out

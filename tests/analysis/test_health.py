@@ -1,0 +1,93 @@
+"""Health flags on synthetic runs where the answer is known: one outlier checkpoint is flagged,
+a steady climb is not, and the checkpoint after a broken one is compared with a healthy one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from learnviz.analysis.health import SIGNALS, HealthInputs, health, robust_z
+
+
+def climb(k: int = 12, n: int = 400, seed: int = 0, bad: int | None = None) -> HealthInputs:
+    """A run whose accuracy climbs steadily (with a little noise), loss and ECE fall and geometry
+    drift shrinks; checkpoint `bad` (if any) is broken: most answers wrong, loss up, drift high."""
+    rng = np.random.default_rng(seed)
+    target = np.linspace(0.2, 0.9, k) + rng.normal(0, 0.01, k)
+    correct = np.zeros((k, n), dtype=bool)
+    order = rng.permutation(n)
+    for i, t in enumerate(target):               # probes are learned in a fixed order: few regressions
+        correct[i, order[: int(t * n)]] = True
+    loss = np.exp(np.linspace(1.0, -0.5, k) + rng.normal(0, 0.01, k))
+    ece = np.linspace(0.3, 0.1, k) + rng.normal(0, 0.005, k)
+    drift_prev = np.linspace(0.3, 0.1, k) + rng.normal(0, 0.005, k)
+    if bad is not None:
+        correct[bad] = rng.random(n) < 0.1
+        loss[bad] *= 4
+        ece[bad] += 0.3
+        drift_prev[bad] = 0.9
+
+    def drift(r: int, i: int) -> float:
+        if bad is not None and bad in (r, i):
+            return 0.9
+        return float(drift_prev[i] * np.sqrt(i - r))      # farther apart, a little more drift
+
+    return HealthInputs(accuracy=correct.mean(axis=1), correct=correct, loss=loss, ece=ece, drift=drift,
+                        weight_flags=[{} for _ in range(k)])
+
+
+def test_a_steady_climb_is_not_flagged():
+    for seed in range(5):
+        h = health(climb(seed=seed))
+        assert h.flagged == [], (seed, h.flags)
+        assert np.isfinite(h.z["accuracy_drop"][4:]).all()     # judged, not skipped
+
+
+def test_a_single_outlier_checkpoint_is_flagged_and_no_other():
+    h = health(climb(bad=7))
+    assert h.flagged == [7], h.flags
+    assert set(h.flags[7]) == set(SIGNALS)
+    assert h.z["accuracy_drop"][7] < -3.5 and h.z["loss_spike"][7] > 3.5
+    # the checkpoint after it is compared with checkpoint 6, not with the broken one
+    assert h.reference[8] == 6 and h.reference[7] == 6
+    assert h.values["accuracy_drop"][8] > 0 and h.values["regression_burst"][8] < 0.05
+
+
+def test_two_broken_checkpoints_in_a_row_start_a_new_normal():
+    inp = climb()
+    inp.accuracy[6:] -= 0.4           # a lasting shift (e.g. a new probe-relevant regime), not one bad checkpoint
+    inp.correct[6:] = False
+    h = health(inp)
+    assert h.flagged[:2] == [6, 7] and 8 not in h.flagged and 9 not in h.flagged, h.flags
+    assert h.reference[7] == 5 and h.reference[8] == 7
+
+
+def test_early_checkpoints_are_not_judged():
+    h = health(climb(bad=2))        # too early: the window holds one value only
+    assert 2 not in h.flagged
+    assert math.isnan(h.z["accuracy_drop"][2])
+
+
+def test_weight_flags_are_carried_but_do_not_move_the_reference():
+    inp = climb()
+    inp.weight_flags[5] = {"dead": ["block.1"], "exploding": []}
+    h = health(inp)
+    assert h.flagged == [5] and h.flags[5] == {"weights_dead": "block.1"}
+    assert h.reference[6] == 5
+
+
+def test_robust_z_ignores_one_outlier_in_the_window_and_has_a_floor():
+    assert robust_z(1.0, [0.0, 0.0, 0.0, 100.0], floor=0.5) == pytest.approx(2.0)
+    assert robust_z(0.1, [0.1, 0.1, 0.1], floor=0.02) == 0.0
+    assert math.isnan(robust_z(1.0, [], floor=0.1))
+    with pytest.raises(ValueError):
+        health(climb(), window=0)
+
+
+def test_a_plateau_after_a_climb_is_no_drop():
+    inp = climb()
+    inp.accuracy[9:] = inp.accuracy[8] + 0.003          # learning stops: unusual, but nothing dropped
+    h = health(inp, z_threshold=2.5)
+    assert h.z["accuracy_drop"][9] < -2.5 and "accuracy_drop" not in h.flags[9], h.z["accuracy_drop"]
