@@ -66,3 +66,35 @@ def test_trainer_with_embedded_callback_archives_every_saved_checkpoint(tmp_path
     assert rc == 0
     after = {k: v for k, v in snapshot(archive).items() if not k.startswith(".locks")}
     assert after == before
+
+
+def test_source_column_writes_the_data_log(tmp_path):
+    """source_column + callback.collator(): a real Trainer run writes data_log.jsonl whose counts
+    add up to what the Trainer fed per source, at steps it logged, readable by learnviz.datalog."""
+    from transformers import Trainer, TrainingArguments
+
+    from learnviz import datalog
+    from learnviz.integrations.hf import LearnvizCallback
+
+    tok = tiny_tokenizer()
+    model, data = _model_and_data(tok)
+    data = [{**ex, "source": "easy" if i < 12 else "hard"} for i, ex in enumerate(data)]   # 12 easy, 4 hard
+    callback = LearnvizCallback(tokenizer=tmp_path, source_column="source")
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=8, per_device_train_batch_size=4,
+                             save_strategy="no", report_to=[], use_cpu=True, remove_unused_columns=False,
+                             dataloader_num_workers=0, logging_steps=100)
+    Trainer(model=model, args=args, train_dataset=data, data_collator=callback.collator(),
+            callbacks=[callback]).train()
+    log = datalog.read(tmp_path / "out" / datalog.FILE_NAME)
+    assert not log.problems
+    totals: dict[str, int] = {}
+    for src, k in zip(log.sources, log.examples):
+        totals[src] = totals.get(src, 0) + int(k)
+    # 8 steps x 4 examples = two epochs of the 16: each example twice, each step its own batch of 4
+    assert totals == {"easy": 24, "hard": 8}
+    per_step = {s: 0 for s in range(1, 9)}
+    for s, k in zip(log.steps, log.examples):
+        per_step[int(s)] += int(k)
+    assert per_step == {s: 4 for s in range(1, 9)}
+    with pytest.raises(ValueError, match="no 'source' column"):
+        callback.collator()([{"input_ids": [1]}])

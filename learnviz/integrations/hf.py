@@ -15,6 +15,15 @@ It acts in the main process only (`state.is_world_process_zero`):
            - else, with a broker configured (`broker=URL`, or broker_url in the settings file or
              LEARNVIZ_BROKER_URL): `learnviz submit` in the background, to the Celery queue;
            - else: nothing; `learnviz run --watch` or the next `learnviz run` picks it up.
+  on_step_end  with `source_column`: appends to <output_dir>/data_log.jsonl how many examples of
+           each data source the step trained on (learnviz.datalog; what data impact reads). The
+           sources are counted by `callback.collator()`, which the Trainer must be given as its
+           data collator: it takes the column out of each example, counts it, and hands the rest
+           to the collator it wraps. Give the Trainer `remove_unused_columns=False` (else it drops
+           the column first) and keep `dataloader_num_workers=0` (a worker process's counts do
+           not reach the callback). Batches are counted as they are fetched (accelerate fetches one
+           ahead) and each step takes the oldest `gradient_accumulation_steps` of them, so a row
+           holds the batches that step trained on; only the main process's are counted.
   on_train_end  waits for the embedded process to finish the checkpoints handed to it.
 
 The run is the Trainer's output_dir; its archive folder is <output_dir>/learnviz-archive unless
@@ -29,12 +38,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from .. import history
+from .. import datalog, history
 from ..archive import now_iso
 from ..settings import Settings, load_settings
 
@@ -50,8 +60,10 @@ class LearnvizCallback(TrainerCallback):
 
     def __init__(self, *, tokenizer: str | os.PathLike | None = None, embedded: bool = False, device: str = "cpu",
                  archive: str | os.PathLike | None = None, broker: str | None = None,
-                 config: str | os.PathLike | None = None, **settings: Any):
+                 config: str | os.PathLike | None = None, source_column: str | None = None, **settings: Any):
         self.embedded, self.broker, self.config = embedded, broker, config
+        self.source_column = source_column
+        self._batches: deque[Counter[str]] = deque()   # sources of each fetched batch, oldest first
         self.overrides = {"tokenizer": tokenizer, "device": device, "archive": archive,
                           "broker_url": broker, **settings}
         self.settings: Settings | None = None
@@ -71,6 +83,40 @@ class LearnvizCallback(TrainerCallback):
         row = training_row(state.global_step, logs)
         if row:
             history.append(self._setup(args).archive_dir(), row)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self._batches:
+            return
+        counts: Counter[str] = Counter()
+        for _ in range(min(max(1, args.gradient_accumulation_steps), len(self._batches))):
+            counts.update(self._batches.popleft())
+        datalog.append(args.output_dir, state.global_step, dict(counts))
+
+    def collator(self, inner=None):
+        """The Trainer's data collator when `source_column` is set: counts each example's source
+        (the column's value, as text), drops the column and calls `inner` (default: transformers'
+        default_data_collator) on the rest. ValueError naming the column when an example lacks it."""
+        if not self.source_column:
+            raise ValueError("LearnvizCallback.collator(): set source_column= to the column that names each "
+                             "example's data source")
+        if inner is None:
+            from transformers import default_data_collator as inner
+        column = self.source_column
+
+        def collate(features):
+            rest, batch = [], Counter()
+            for i, f in enumerate(features):
+                if column not in f:
+                    raise ValueError(f"LearnvizCallback: example {i} of a batch has no {column!r} column "
+                                     f"(its columns: {', '.join(map(str, f))}); with the Trainer, set "
+                                     f"remove_unused_columns=False")
+                f = dict(f)
+                batch[str(f.pop(column))] += 1
+                rest.append(f)
+            self._batches.append(batch)
+            return inner(rest)
+
+        return collate
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
