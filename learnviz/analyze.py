@@ -29,12 +29,11 @@ import numpy as np
 from . import archive as arc
 from . import history
 from .checkpoints import weight_files
-from .common import short_hash, write_json_atomic
+from .common import short_hash
 from .readout import embeddings as read_embeddings
-from .readout import read_analysis, read_geometry, stage_ok
+from .readout import read_geometry, stage_ok
 from .results import (
     ANALYSIS,
-    BOARD_FILE,
     EXTRACT,
     GEOMETRY,
     SERIES,
@@ -264,76 +263,10 @@ def geometry_row(step: int, probe_hash: str, r: GeometryResult) -> dict:
 
 # ---------------------------------------------------------------- series (the whole run)
 
-def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | None = None) -> Path:
-    """Results across every checkpoint -> series.h5 (+ hard_example_board.json)."""
-    from .analysis.cartography import cartography
-    from .analysis.errors import error_position_trend
-    from .analysis.hard_examples import hard_example_board
-    from .analysis.trajectories import logprob_trajectories
-    from .probes import HARD_EXAMPLES_SKILL
-
-    t0 = time.perf_counter()
-    key = key or series_key(archives, s)
-    steps = np.asarray([a.step for a in archives])
-    reads = [a.read(EXTRACT, ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
-             for a in archives]
-    meta = archives[-1].read(EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
-    cats = list(meta["probe_category"])
-    data: dict = {"steps": steps}
-    if len(archives) >= 1:
-        traj = logprob_trajectories(steps, [r["token_logprob"] for r in reads], cats, threshold=s.learned_threshold)
-        order = np.asarray(traj.order, dtype=np.int64).reshape(-1, 3)
-        data["trajectories"] = {
-            "learned_at": arc.Ragged.from_rows([np.asarray(x, dtype=np.int64) for x in traj.learned_at], np.int64),
-            "order": order,
-            "category_mean": {"names": np.asarray(list(traj.category_mean), dtype=object),
-                              "values": _stack_ragged(list(traj.category_mean.values()))},
-        }
-    correct = np.stack([np.asarray(r["correct"], dtype=bool) for r in reads])          # (k, n)
-    if len(archives) >= 2:
-        # Two windows: over the whole run nearly every probe the model learns at all is
-        # "ambiguous" (it climbs from chance); the later half shows which ones stay hard.
-        lengths = np.diff(reads[-1]["answer_ids"].offsets)
-        logprobs = np.stack([r["answer_logprob"] for r in reads])
-        late = len(archives) // 2 if len(archives) >= 4 else 0
-        for name, start in (("cartography", 0), ("cartography_late", late)):
-            cart = cartography(logprobs[start:], lengths, correct[start:])
-            data[name] = {"confidence": cart.confidence, "variability": cart.variability,
-                          "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
-                          "first_step": np.int64(steps[start])}
-    hists = [read_analysis(a, ["errors"]).errors.histogram if stage_ok(a, ANALYSIS) else None for a in archives]
-    if all(h is not None for h in hists) and hists:
-        trend = error_position_trend(steps, hists)
-        data["error_trend"] = {"first": trend.first, "last": trend.last, "change": trend.change,
-                               "improving": np.asarray(trend.improving, dtype=np.int64)}
-    hard = [i for i, sk in enumerate(meta["probe_skill"]) if sk == HARD_EXAMPLES_SKILL]
-    board_json = None
-    if hard:
-        answers = np.asarray([[r["greedy_answer"][i] for i in hard] for r in reads], dtype=object)
-        board = hard_example_board(steps, [meta["probe_ids"][i] for i in hard], [meta["prompt"][i] for i in hard],
-                                   [meta["expected"][i] for i in hard], [cats[i] for i in hard],
-                                   correct[:, hard], answers)
-        board_json = board.to_json()
-        data["hard_examples"] = {"ids": np.asarray(board.ids, dtype=object), "correct": np.asarray(board.correct),
-                                 "first_right": np.asarray([-1 if x is None else x for x in board.first_right]),
-                                 "regressed": np.asarray(board.regressed, dtype=bool)}
-    path = archives[0].path.parent / arc.SERIES_NAME
-    arc.write_stage(path, SERIES, key=key, root_attrs={"kind": "series", "steps": steps.tolist(),
-                                                      "step": int(steps[-1])},
-                    data=data, attrs={"learned_threshold": s.learned_threshold},
-                    timings={"total": time.perf_counter() - t0})
-    if board_json is not None:
-        write_json_atomic(archives[0].path.parent / BOARD_FILE, board_json)
-    return path
-
-
-def _stack_ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """(k, width_i) arrays -> one (c, k, max width) array padded with NaN."""
-    if not arrays:
-        return np.zeros((0, 0, 0))
-    k = arrays[0].shape[0]
-    width = max(a.shape[1] for a in arrays)
-    out = np.full((len(arrays), k, width), np.nan)
-    for i, a in enumerate(arrays):
-        out[i, :, : a.shape[1]] = a
-    return out
+def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | None = None, *,
+               rows: bool = True) -> Path:
+    """Results across every checkpoint -> series.h5 (+ hard_example_board.json), from one compact
+    row per checkpoint kept in series.h5: only checkpoints without a current row are read
+    (learnviz.series_stage). `rows=False` reads every archive again."""
+    from .series_stage import run_series as run
+    return run(archives, s, key or series_key(archives, s), rows=rows)
