@@ -13,12 +13,12 @@
     a wrong greedy answer flips a quantifier or a word, or is empty;
   - the row the GPU stage appends to learning_history.jsonl (loss, learning rate, accuracy).
 
-`build_run(run, n)` writes n of them and then runs the real CPU stages over them
-(`pipeline.run_cpu_stages`: analysis, geometry, series) and the real figures (`visualize.generate`;
-of the per-checkpoint images only the last checkpoint's), except that during the build the
-geometry's UMAP layouts are a PCA projection and its RSA drift is taken over sampled probe pairs
-(500 real ones take half an hour on two cores; the CKA is the real one). A bench then adds
-checkpoint n + 1 with `write_checkpoint` and runs everything for real.
+`build_run(run, n)` writes n of them, then every checkpoint's `geometry` group with a cheap
+stand-in content under the key the real stage would give it (`write_geometry`: the real stage
+takes seconds per checkpoint here, an hour for 500), then runs the real analysis and series
+stages (`pipeline.run_cpu_stages`) and the run-level figures (`visualize.generate`; of the
+per-checkpoint images only the last checkpoint's). A bench then adds checkpoint n + 1 with
+`write_checkpoint` and runs every stage of it for real, the UMAP layout included.
 
 `write_run(folder, n)` is the notebook bench's older, smaller generator (bench/api.py).
 """
@@ -30,7 +30,6 @@ import re
 import shutil
 import time
 import zlib
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,7 +55,7 @@ from learnviz.results import (  # noqa: E402
 
 HIDDEN, LAYERS, N_LAYERS = 256, (0, 1), 2
 STEP = 100                      # training steps between checkpoints
-GENERATOR = 1                   # bump when the synthetic run changes: cached runs are rebuilt
+GENERATOR = 2                   # bump when the synthetic run changes: cached runs are rebuilt
 _TOKEN = re.compile(r" ?[\w']+|[^\w\s]")
 SKILL_EASE = {"syllo_easy": 0.0, "syllo_medium": 0.15, "syllo_hard": 0.3, "edge_cases": 0.25, "mix": 0.1,
               "hard_examples": 0.45}
@@ -146,9 +145,9 @@ def extract_result(i: int, n: int):
 def _weights(path: Path, i: int, n: int) -> None:
     from safetensors.numpy import save_file
     rng = np.random.default_rng(5)
-    tensors = {"transformer.wte.weight": rng.normal(size=(128, HIDDEN)),
-               **{f"transformer.h.{b}.mlp.c_fc.weight": rng.normal(size=(HIDDEN, HIDDEN)) for b in range(N_LAYERS)},
-               "transformer.ln_f.weight": np.ones(HIDDEN)}
+    tensors = {"transformer.wte.weight": rng.normal(size=(64, 64)),       # small: read at every analysis
+               **{f"transformer.h.{b}.mlp.c_fc.weight": rng.normal(size=(64, 64)) for b in range(N_LAYERS)},
+               "transformer.ln_f.weight": np.ones(64)}
     step_rng = np.random.default_rng(2000 + i)
     scale = 0.3 * (1 - (i + 1) / n) + 0.02          # the weights move less as training settles
     out = {k: (v * (1 + 0.1 * (i + 1) / n) + scale * step_rng.normal(size=v.shape)).astype(np.float16)
@@ -189,48 +188,32 @@ def write_checkpoint(run: Path, i: int, n: int) -> Path:
     return path
 
 
-@contextmanager
-def pca_layouts():
-    """While active, the geometry stage lays probes out by PCA instead of UMAP and takes its RSA
-    drift over 20 000 sampled probe pairs instead of all of them (the build only: the real ones
-    cost 3 s a checkpoint here)."""
-    from learnviz.analysis import rsa, umap_layout
+def write_geometry(run: Path) -> None:
+    """Every checkpoint's `geometry` group under the key the real stage would give it, with a
+    cheap stand-in for its content (a fixed projection of the embeddings as the layout, drift and
+    CKA from the learning curve, no similarity matrices), and its history row."""
+    from learnviz import analyze as an
+    from learnviz.readout import embeddings, series
 
-    real, real_drift = umap_layout.layout, rsa.geometry_drift
-    sample = np.random.default_rng(0)
-
-    def geometry_drift(a, b):
-        n = len(a)
-        i, j = sample.integers(0, n, size=(2, 20_000))
-        keep = i < j
-        return _sampled(real_drift, a, b, i[keep], j[keep])
-
-    def layout(emb, previous=None, **kw):
-        x = np.asarray(emb, dtype=np.float64)
-        x = x - x.mean(0)
-        _, vecs = np.linalg.eigh(x.T @ x)
-        coords = (x @ vecs[:, -2:][:, ::-1]).astype(np.float32)
-        if previous is not None:
-            coords = umap_layout.align_to(coords, previous)
-        return SimpleNamespace(coords=coords, trustworthiness=0.9, disparity=0.01 if previous is not None else None,
-                               params={"method": "pca (bench build)"})
-
-    umap_layout.layout, rsa.geometry_drift = layout, geometry_drift
-    try:
-        yield
-    finally:
-        umap_layout.layout, rsa.geometry_drift = real, real_drift
-
-
-def _sampled(drift, a, b, i, j):
-    """`drift` (rsa.geometry_drift) over the pairs (i, j) only: their values laid into the upper
-    triangle of a small matrix, the rest NaN (which geometry_drift leaves out)."""
-    m = int(np.ceil((1 + np.sqrt(1 + 8 * len(i))) / 2))
-    iu = np.triu_indices(m, k=1)
-    ta, tb = np.full((m, m), np.nan), np.full((m, m), np.nan)
-    ta[iu[0][: len(i)], iu[1][: len(i)]] = np.asarray(a)[i, j]
-    tb[iu[0][: len(i)], iu[1][: len(i)]] = np.asarray(b)[i, j]
-    return drift(ta, tb)
+    s = settings_for(run)
+    archives = series(s.archive_dir())
+    keys = an.geometry_keys(archives, s)
+    project = np.random.default_rng(3).normal(size=(HIDDEN, 2)) / np.sqrt(HIDDEN)
+    n = len(archives)
+    for i, (a, key) in enumerate(zip(archives, keys)):
+        p = (i + 1) / n
+        layers = {}
+        for k, emb in embeddings(a).items():
+            metrics = {"trustworthiness": 0.85 + 0.1 * p}
+            if i:
+                metrics.update({"drift_prev": 0.2 * (1 - p) + 0.01, "drift_first": 0.6 * p,
+                                "cka_prev": 0.8 + 0.19 * p, "cka_first": 1 - 0.5 * p, "umap_disparity": 0.05})
+            layers[k] = LayerGeometry(None, (emb.astype(np.float32) @ project).astype(np.float32), metrics)
+        result = GeometryResult(layers, s.umap_method, {"method": "projection (bench build)"},
+                                archives[i - 1].step if i else None, archives[0].step)
+        data, attrs = result.to_archive()
+        arc.write_stage(a.path, GEOMETRY, key=key, root_attrs=an.root_attrs_of(a), data=data, attrs=attrs)
+        history.append(s.archive_dir(), an.geometry_row(a.step, key.probe_hash, result))
 
 
 def build_run(run: Path, n: int, *, figures: bool = True) -> Path:
@@ -243,11 +226,12 @@ def build_run(run: Path, n: int, *, figures: bool = True) -> Path:
         write_checkpoint(run, i, n)
         if (i + 1) % 100 == 0:
             print(f"  {run.name}: wrote {i + 1}/{n} archives ({time.perf_counter() - t0:.0f}s)", flush=True)
-    with pca_layouts():
-        report = pipeline.run_cpu_stages(settings_for(run))
-    if report.failed:
-        raise RuntimeError(f"the build's CPU stages failed: {report.failed[:3]}")
-    print(f"  {run.name}: CPU stages done ({time.perf_counter() - t0:.0f}s)", flush=True)
+    write_geometry(run)
+    print(f"  {run.name}: geometry written ({time.perf_counter() - t0:.0f}s)", flush=True)
+    report = pipeline.run_cpu_stages(settings_for(run))       # the real analyses, then the series
+    if report.failed or report.geometry:
+        raise RuntimeError(f"the build's CPU stages failed or redid geometry: {report.failed[:3]} {report.geometry}")
+    print(f"  {run.name}: analyses and series done ({time.perf_counter() - t0:.0f}s)", flush=True)
     if figures:   # the run-level figures; per-checkpoint images only for the last checkpoint
         vis = visualize.generate(settings_for(run), steps=[STEP * n])
         if vis["failed"]:

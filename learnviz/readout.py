@@ -41,7 +41,8 @@ from .results import (
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
            "chosen_steps", "extracted", "format_status", "history_rows", "read_analysis", "read_board",
-           "read_geometry", "scan_archives", "series", "series_of", "skill_accuracy", "stage_ok", "status_rows",
+           "read_geometry", "row_stamp", "scan_archives", "series",
+           "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows",
            "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
@@ -247,6 +248,36 @@ def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, An
             raise LearnvizError("is not a JSON object", path=path, hint="`learnviz analyze --force` rewrites it")
         return None
     return data
+
+
+def row_stamp(a: Archive) -> str:
+    """What identifies the inputs of one checkpoint's row in series.h5 (learnviz.series_stage):
+    the archive, its step, and the key, status and times of its extract and analysis stages."""
+    parts: list[Any] = [a.path.name, a.step]
+    for name in (EXTRACT, ANALYSIS):
+        info = a.stage(name)
+        parts.append(None if info is None else
+                     [info.status, info.key.fingerprint, info.key.probe_hash, info.key.schema_version,
+                      info.key.inputs, str(info.attrs.get("started", "")), str(info.attrs.get("finished", ""))])
+    return json.dumps(parts, separators=(",", ":"))
+
+
+def series_rows(archive_dir: str | Path, archives: list[Archive], names: list[str]) -> dict[str, Any] | None:
+    """The per-checkpoint rows `names` that series.h5 keeps (each (k, ...), checkpoints in step
+    order), when they are those of exactly `archives` as they are now; None when series.h5 is
+    absent, unreadable or behind (a figure then reads the archives themselves)."""
+    try:
+        s = open_series_archive(archive_dir)
+        info = s.stage(SERIES) if s is not None else None
+        if info is None or not info.ok:
+            return None
+        rows = s.read(SERIES, [f"rows/{n}" for n in ["stamp", *names]])
+    except (ArchiveError, OSError, KeyError, ValueError):
+        return None
+    stamps = [str(x) for x in rows["rows/stamp"]]
+    if stamps != [row_stamp(a) for a in archives]:
+        return None
+    return {n: rows[f"rows/{n}"] for n in names}
 
 
 def open_series_archive(archive_dir: str | Path) -> Archive | None:

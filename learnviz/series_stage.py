@@ -6,7 +6,8 @@ read every archive again. It keeps one compact row per checkpoint in series.h5 (
 what the run-level results need from that checkpoint's extraction and analysis, a few kilobytes
 (which answer tokens are above the learned threshold, the category means of the token
 logprobs, the answers' logprobs and correctness, the hard examples' answers and error types, the
-error-position histogram, the hard examples' token logprobs for the canonical heatmap). Each row
+error-position histogram and the mean entropy per answer position; the hard examples' token
+logprobs, which the figures read from here: learnviz.plots.sources). Each row
 is keyed by the checkpoint's stamp: its archive's file name, step and the key, status and times
 of its `extract` and `analysis` stages. A run of the stage reads only the archives whose stamp
 has no row (the new checkpoint, one inserted out of order, one rewritten), drops rows whose
@@ -22,7 +23,6 @@ row's content changes: stored rows of another version are computed again.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,27 +32,18 @@ import numpy as np
 
 from . import archive as arc
 from .common import short_hash, write_json_atomic
-from .readout import read_analysis, stage_ok
+from .readout import read_analysis, row_stamp, stage_ok
 from .results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
 from .settings import Settings
 
-ROW_VERSION = 1
+ROW_VERSION = 2
 ROWS = "rows"
 EXTRACT_ELEMENTS = ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"]
 META_ELEMENTS = ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"]
 ERROR_CODES = (None, "empty", "wrong_polarity", "wrong_token", "malformed")   # hard_error: index into this
 
 
-def stamp(a: arc.Archive) -> str:
-    """What identifies the inputs of one checkpoint's row: the archive, its step, and the key,
-    status and times of its extract and analysis stages (equal keys: equal results)."""
-    parts: list[Any] = [a.path.name, a.step]
-    for name in (EXTRACT, ANALYSIS):
-        info = a.stage(name)
-        parts.append(None if info is None else
-                     [info.status, info.key.fingerprint, info.key.probe_hash, info.key.schema_version,
-                      info.key.inputs, str(info.attrs.get("started", "")), str(info.attrs.get("finished", ""))])
-    return json.dumps(parts, separators=(",", ":"))
+stamp = row_stamp     # what identifies a checkpoint's row: its archive and the keys of its stages
 
 
 @dataclass
@@ -98,6 +89,7 @@ class Row:
     archive: arc.Archive
     extracted: dict[str, Any]
     errors: np.ndarray | None       # the analysis's error-position histogram; None without a successful analysis
+    entropy: np.ndarray | None      # the analysis's mean entropy by answer position; None without one
 
 
 def _above(r: Row, ctx: Context) -> np.ndarray:
@@ -129,6 +121,15 @@ def _error_hist(r: Row, ctx: Context) -> np.ndarray:
     return out
 
 
+def _entropy(r: Row, ctx: Context) -> np.ndarray:
+    out = np.full(ctx.max_len + 1, np.nan)      # [length, means...], length NaN: no analysis
+    if r.entropy is not None:
+        e = np.asarray(r.entropy, dtype=np.float64)[: ctx.max_len]
+        out[0] = len(e)
+        out[1:1 + len(e)] = e
+    return out
+
+
 # name -> one checkpoint's value (a fixed shape per series); stacked to (k, ...) in `Rows`
 ROW_FIELDS: dict[str, Callable[[Row, Context], np.ndarray]] = {
     "above": _above,
@@ -140,6 +141,7 @@ ROW_FIELDS: dict[str, Callable[[Row, Context], np.ndarray]] = {
     "hard_token_logprob": lambda r, ctx: np.asarray(r.extracted["token_logprob"].values,
                                                     dtype=np.float64)[ctx.hard_tokens],
     "error_hist": _error_hist,
+    "entropy_by_position": _entropy,      # read by the entropy figure (learnviz.plots.sources)
 }
 
 
@@ -150,8 +152,9 @@ def read_row(a: arc.Archive, ctx: Context) -> dict[str, np.ndarray]:
     if not np.array_equal(offsets, ctx.offsets) or not np.array_equal(extracted["token_logprob"].offsets, offsets):
         raise ValueError(f"{a.path.name}: its answer tokens differ from the newest checkpoint's (a changed "
                          "tokenizer or probe set); all checkpoints need the same probes and answer tokens")
-    errors = read_analysis(a, ["errors"]).errors.histogram if stage_ok(a, ANALYSIS) else None
-    row = Row(a, extracted, errors)
+    analysed = read_analysis(a, ["errors", "entropy"]) if stage_ok(a, ANALYSIS) else None
+    row = Row(a, extracted, analysed.errors.histogram if analysed else None,
+              analysed.entropy.mean_by_position if analysed else None)
     return {name: fn(row, ctx) for name, fn in ROW_FIELDS.items()}
 
 

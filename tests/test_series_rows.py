@@ -128,7 +128,7 @@ def assert_same(got, want, where="series"):
     else:
         g, w = np.asarray(got), np.asarray(want)
         assert g.shape == w.shape, f"{where}: shape {g.shape} != {w.shape}"
-        if w.dtype == object or g.dtype == object:
+        if w.dtype.kind in "OUS" or g.dtype.kind in "OUS":
             assert [str(x) for x in g.ravel()] == [str(x) for x in w.ravel()], where
         else:
             assert np.array_equal(g, w, equal_nan=True), f"{where}: {g} != {w}"
@@ -198,3 +198,32 @@ def test_differing_answer_tokens_fail_with_the_file_named(tmp_path):
                     attrs={"layers": [0], "n_layers": 1})
     with pytest.raises(ValueError, match="checkpoint-100.h5: its answer tokens differ"):
         an.run_series(series(tmp_path), s)
+
+
+def test_figures_read_the_kept_rows_as_they_would_the_archives(tmp_path):
+    """The canonical heatmap and the entropy figure take the series' rows instead of reading every
+    archive: the same data either way; rows behind the archives are not used."""
+    from learnviz.plots import sources
+
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    an.run_series(series(tmp_path), s)
+    run = sources.Run(tmp_path)
+    probe = sources.canonical_probe(run, None)
+    assert run.probes["probe_skill"][probe] == "hard_examples"
+    assert sources._hard_rows(run, probe) is not None           # served from series.h5
+    kept = sources.canonical_data(run, None), sources.entropy_data(run)
+
+    write_extract(tmp_path, 400, seed=400)                      # series.h5 now behind: not used
+    analyse(s)
+    run = sources.Run(tmp_path)
+    assert sources._hard_rows(run, probe) is None
+    assert sources.canonical_data(run, None)["logprobs"].shape[0] == 4
+    (tmp_path / "checkpoint-400.h5").unlink()
+    (tmp_path / arc.SERIES_NAME).unlink()
+    run = sources.Run(tmp_path)
+    read = sources.canonical_data(run, None), sources.entropy_data(run)
+    for got, want in zip(kept, read):
+        assert_same(got, want)
