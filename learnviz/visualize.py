@@ -148,7 +148,7 @@ def _umap_limits(run: Run, stored: dict, todo: list[int], force: bool) -> dict[s
     out = {}
     for name, xs in per_panel.items():
         # a box that no longer fits grows with room to spare: each widening redraws every frame
-        lim = fixed_limits(xs, margin=MARGIN + (GROWTH if stored else 0.0))
+        lim = fixed_limits(xs, margin=MARGIN + (GROWTH if stored and not force else 0.0))
         if lim is not None:
             out[name] = [round(v, 6) for v in lim]
     return out
