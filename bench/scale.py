@@ -120,6 +120,7 @@ def measure(n: int) -> dict:
     run = syn.cached_run(CACHE, n)
     settings = syn.settings_for(run)
     pipeline.run_cpu_stages(settings)                      # settle: every stage current (no-op when so)
+    an.run_series(ro.series(settings.archive_dir()), settings)   # the series' rows stored (once: a steady state)
     visualize.generate(settings, steps=[syn.STEP * n])
     # what a long-lived worker has done before its first task: numba's JIT of UMAP, the imports
     from learnviz.analysis.umap_layout import warm_up

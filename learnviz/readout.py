@@ -2,7 +2,9 @@
 
 `learnviz status`, the figures (learnviz/plots/sources.py), the dashboard and the workers read
 through this module; none of them imports an orchestrator (pipeline, analyze, collect). It never
-writes, never locks and never loads a model.
+writes an archive, never locks and never loads a model; it does keep headers and accuracies in
+the folder's index file (`archive.FolderIndex`, a cache), so that the next process opens no
+unchanged archive.
 
   series(dir)            archives with a successful extraction, in step order, of one probe set
   scan_archives(dir)     the readable archives and the unreadable ones (archive.Unreadable), with why
@@ -119,7 +121,8 @@ def archive_accuracy(a: Archive) -> tuple[float | None, dict[str, float]]:
         if not len(data["correct"]):
             return None, {}
         return float(np.mean(data["correct"])), skill_accuracy(data["correct"], list(data["probe_skill"]))
-    return a.memo("accuracy", compute)
+    acc, skills = a.memo("accuracy", compute, persist=True)
+    return acc, skills
 
 
 @dataclass
@@ -158,6 +161,7 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
         listing = scan_archives(archive_dir)
         archives, unreadable = listing.archives, listing.unreadable
     rows = [status_row(a, accuracy=accuracy) for a in archives] + [unreadable_row(u) for u in unreadable or []]
+    arc.flush_index(archive_dir)      # the accuracies, for the next process (the folder's index)
     return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
 
 

@@ -227,3 +227,34 @@ def test_figures_read_the_kept_rows_as_they_would_the_archives(tmp_path):
     read = sources.canonical_data(run, None), sources.entropy_data(run)
     for got, want in zip(kept, read):
         assert_same(got, want)
+
+
+def test_a_new_process_lists_unchanged_archives_from_the_folder_index(tmp_path, monkeypatch):
+    """`learnviz status` and the CPU stages of a fresh process read headers and accuracies from the
+    folder's index file, not from the archives; a rewritten archive's entry is not used."""
+    from learnviz import readout
+
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    first = readout.status_rows(tmp_path)
+    assert (tmp_path / arc.INDEX_NAME).exists()
+    arc.clear_memo()                                  # as a new process
+    opened = []
+    real = h5py.File
+    monkeypatch.setattr(arc.h5py, "File", lambda path, *a, **kw: opened.append(str(path)) or real(path, *a, **kw))
+    again = readout.status_rows(tmp_path)
+    assert opened == []
+    assert [(r.step, r.stages, r.accuracy, r.skills) for r in again] == \
+        [(r.step, r.stages, r.accuracy, r.skills) for r in first]
+    write_extract(tmp_path, 200, seed=9)              # rewritten: its entry is stale
+    arc.clear_memo()
+    opened.clear()
+    rows = readout.status_rows(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p in opened] == ["checkpoint-200.h5", "checkpoint-200.h5"]  # header, accuracy
+    assert arc.Archive(tmp_path / "checkpoint-200.h5").key.fingerprint == "fp-200-9"
+    assert rows[1].accuracy == pytest.approx(float(np.mean(
+        arc.Archive(tmp_path / "checkpoint-200.h5").read(EXTRACT, ["correct"])["correct"])))
+    (tmp_path / "checkpoint-300.h5").unlink()         # a removed archive leaves the index
+    readout.status_rows(tmp_path)
+    entries = json.loads((tmp_path / arc.INDEX_NAME).read_text())["archives"]
+    assert sorted(entries) == ["checkpoint-100.h5", "checkpoint-200.h5"]
