@@ -218,7 +218,7 @@ def write_geometry(run: Path) -> None:
 
 def build_run(run: Path, n: int, *, figures: bool = True) -> Path:
     """A run of n synthetic checkpoints with every stage current (see the module docstring)."""
-    from learnviz import pipeline, visualize
+    from learnviz import pipeline
 
     run.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -232,12 +232,28 @@ def build_run(run: Path, n: int, *, figures: bool = True) -> Path:
     if report.failed or report.geometry:
         raise RuntimeError(f"the build's CPU stages failed or redid geometry: {report.failed[:3]} {report.geometry}")
     print(f"  {run.name}: analyses and series done ({time.perf_counter() - t0:.0f}s)", flush=True)
-    if figures:   # the run-level figures; per-checkpoint images only for the last checkpoint
-        vis = visualize.generate(settings_for(run), steps=[STEP * n])
-        if vis["failed"]:
-            raise RuntimeError(f"the build's figures failed: {vis['failed']}")
+    if figures:
+        draw_figures(run, n)
         print(f"  {run.name}: figures done ({time.perf_counter() - t0:.0f}s)", flush=True)
     return run
+
+
+def draw_figures(run: Path, n: int) -> None:
+    """The run-level figures, and the per-checkpoint images of the last checkpoint only. The UMAP
+    frames' shared box is stored first (`visualize._umap_limits` over every layout), so that the
+    first draw does not widen it and redraw every frame (500 UMAP frames: 20 minutes here)."""
+    from learnviz import visualize
+    from learnviz.plots.sources import Run
+
+    s = settings_for(run)
+    out = visualize.visualizations_dir(s)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {"version": visualize.MANIFEST_VERSION, "files": {},
+                "umap_limits": visualize._umap_limits(Run(s.archive_dir()), {}, [], force=False)}
+    (out / visualize.MANIFEST_NAME).write_text(json.dumps(manifest))
+    vis = visualize.generate(s, steps=[STEP * n])
+    if vis["failed"]:
+        raise RuntimeError(f"the build's figures failed: {vis['failed']}")
 
 
 def cached_run(cache: Path, n: int, *, figures: bool = True) -> Path:

@@ -92,7 +92,13 @@ def radar_trail(run: Run, i: int) -> list[int]:
     """Indices of the earlier checkpoints checkpoint i's radar outlines: those after the base
     with a successful analysis, the last `skill_radar.TRAIL` of them, oldest first."""
     from .skill_radar import TRAIL
-    return [j for j in range(1, i) if run.ok(run.archives[j], ANALYSIS)][-TRAIL:]
+    trail = []
+    for j in range(i - 1, 0, -1):        # backwards: a run of 500 checkpoints looks at TRAIL of them
+        if run.ok(run.archives[j], ANALYSIS):
+            trail.append(j)
+            if len(trail) == TRAIL:
+                break
+    return trail[::-1]
 
 
 def radar_data(run: Run, i: int) -> dict:
