@@ -26,7 +26,7 @@ DPI = 100
 # Annotate heatmap cells with their value only while the numbers stay legible.
 MAX_ANNOTATED_CELLS = 240
 # Label at most this many rows/columns of a heatmap; the others get no tick label.
-MAX_TICK_LABELS = 30
+MAX_TICK_LABELS = 40     # = MAX_CHECKPOINTS: a binned axis keeps a label per bin
 NAN_COLOR = "#d9d9d9"
 
 

@@ -45,7 +45,7 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
     right = ax.secondary_yaxis("right")
     rows = tick_positions(len(labels))
     right.set_yticks(rows, [f"{totals[i]:.0f}" for i in rows], fontsize=8)
-    right.set_ylabel("row total: wrong answers at that checkpoint (count)")
+    right.set_ylabel("row total: wrong answers at that checkpoint (count" + (", the bin's mean)" if note else ")"))
     ax.set_xlabel("answer token position where the greedy answer first departs (0-based)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9, pad=0.03).set_label("wrong answers (count)")

@@ -24,6 +24,7 @@ from .common import NAN_COLOR, bin_checkpoints, figure, heatmap, no_data, shorte
 VERSION = 2
 FLOOR = -12.0          # colour scale floor in nats (p ~ 6e-6): lower values show as the floor
 MAX_PANELS = 36
+TILE_CHECKPOINTS = 20   # rows of a category tile: a longer run is binned (up to 36 tiles share the page)
 CMAP = "viridis"
 LABEL = "log p(expected token), nats (0 = certain)"
 
@@ -78,7 +79,7 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
         raise ValueError(f"values has shape {v.shape}, expected (categories, checkpoints, positions) with "
                          f"{len(names)} categories and {len(steps)} checkpoints")
     shown = min(len(names), MAX_PANELS)
-    v, labels, note = bin_checkpoints(v, steps, axis=1)
+    v, labels, note = bin_checkpoints(v, steps, axis=1, most=TILE_CHECKPOINTS)
     k, width = len(labels), v.shape[2]
     ncols = min(6, max(shown, 1))
     nrows = max(1, math.ceil(shown / ncols))
