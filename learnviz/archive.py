@@ -465,7 +465,7 @@ def clear_memo() -> None:
 # ---------------------------------------------------------------- the folder index (across processes)
 
 INDEX_NAME = ".learnviz-index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 class FolderIndex:
@@ -608,7 +608,9 @@ class Archive:
         self._keep("header", (self.attrs, self.stages))
         if index is not None and entry is None and file_version(self.path) == self.version:
             with _memo_lock:
-                index.put(self.path.name, self.version, attrs=attrs, groups=groups)
+                index.put(self.path.name, self.version, attrs=attrs,
+                          groups={name: {**a, "timings": self.stages[name].attrs.get("timings", {})}
+                                  for name, a in groups.items()})
 
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", locking=False)
@@ -686,10 +688,11 @@ def _stage_info(name: str, group_attrs: dict[str, Any]) -> StageInfo:
     a = dict(group_attrs)
     key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0),
                    a.pop("inputs", ""))
-    try:
-        a["timings"] = json.loads(a.get("timings", "{}"))
-    except ValueError:
-        pass
+    if isinstance(a.get("timings", "{}"), str):     # the folder index keeps them decoded
+        try:
+            a["timings"] = json.loads(a.get("timings", "{}"))
+        except ValueError:
+            pass
     return StageInfo(name, a.pop("status", "unknown"), a.pop("reason", ""), key, a)
 
 
