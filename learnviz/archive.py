@@ -481,6 +481,7 @@ class FolderIndex:
         self.path = folder / INDEX_NAME
         self.entries: dict[str, dict] = {}
         self.dirty = False
+        self.changed = 0
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("version") == INDEX_VERSION and isinstance(data.get("archives"), dict):
@@ -506,21 +507,24 @@ class FolderIndex:
             return                          # not JSON: kept in-process only
         e.update(values)
         self.dirty = True
+        self.changed += 1
 
     def flush(self, present: set[str] | None = None) -> None:
-        """Write the index when it changed (dropping entries of files not `present`)."""
-        if present is not None:
-            gone = set(self.entries) - present
-            for name in gone:
-                del self.entries[name]
-            self.dirty |= bool(gone)
-        if not self.dirty:
+        """Write the index when enough of it changed: when it is new, or more than
+        max(8, 1/20 of its entries) (at most half of them) were added or updated since it was read (entries of files not
+        `present` are dropped then). Rewriting the whole file for every new checkpoint would cost
+        O(N) per checkpoint; until the next write, a new process opens those few archives itself."""
+        few = min(max(8, len(self.entries) // 20), len(self.entries) // 2)
+        if not self.dirty or (self.path.exists() and self.changed <= few):
             return
+        if present is not None:
+            for name in set(self.entries) - present:
+                del self.entries[name]
         tmp = self.path.with_name(f"{INDEX_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             tmp.write_text(json.dumps({"version": INDEX_VERSION, "archives": self.entries}), encoding="utf-8")
             os.replace(tmp, self.path)
-            self.dirty = False
+            self.dirty, self.changed = False, 0
         except OSError:
             tmp.unlink(missing_ok=True)     # a read-only folder: no index
 

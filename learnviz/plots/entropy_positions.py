@@ -40,7 +40,7 @@ def entropy_positions_figure(steps: Sequence[int], means: np.ndarray, counts: Se
     norm = LogNorm(FLOOR, hi, clip=True) if hi / FLOOR > 20 else Normalize(0, hi)
     cols = [f"{j}\n(n={counts[j]})" if counts is not None and j < len(counts) else str(j) for j in range(width)]
     im = heatmap(ax, np.where(np.isfinite(m), np.maximum(m, FLOOR), np.nan), row_labels=labels,
-                 col_labels=cols, cmap="cividis", norm=norm, fmt="{:.2f}", nan_text="–")
+                 col_labels=cols, cmap="cividis", norm=norm, fmt=None if note else "{:.2f}", nan_text="–")
     ax.set_xlabel("answer token position (0-based; n = probes whose answer has that position)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9).set_label("mean entropy (nats; log scale, ln 2 = a coin flip)")

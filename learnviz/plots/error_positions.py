@@ -40,7 +40,7 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
     cols = [str(j) for j in range(width - 1)] + [f"≥{width - 1}\n(ran on)"]
     top = float(np.nanmax(h)) if np.isfinite(h).any() else 1.0
     im = heatmap(ax, h, row_labels=labels, col_labels=cols, cmap="Reds",
-                 norm=Normalize(0, max(top, 1.0)), fmt="{:.0f}", nan_text="–")
+                 norm=Normalize(0, max(top, 1.0)), fmt=None if note else "{:.0f}", nan_text="–")
     totals = np.nansum(h, axis=1)
     right = ax.secondary_yaxis("right")
     rows = tick_positions(len(labels))

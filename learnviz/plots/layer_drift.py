@@ -40,7 +40,7 @@ def layer_drift_heatmap(steps: Sequence[int], layers: Sequence[str], change: np.
     shown = (np.where(change > 0, change, np.where(np.isfinite(change), lo, np.nan)) if isinstance(norm, LogNorm)
              else change)
     im = heatmap(ax, shown, row_labels=list(layers), col_labels=labels, cmap="magma_r",
-                 norm=norm, fmt="{:.3f}", nan_text="–")
+                 norm=norm, fmt=None if note else "{:.3f}", nan_text="–")
     ax.set_xlabel("checkpoint (training step); first column: no previous checkpoint")
     ax.set_ylabel("layer (input at the top)")
     ax.tick_params(axis="x", labelrotation=45)

@@ -60,7 +60,8 @@ def canonical_heatmap(steps: Sequence[int], logprobs: np.ndarray, tokens: Sequen
         return fig
     norm = _norm(lp)
     labels = [f"{j}\n{token_label(t)}" for j, t in enumerate(tokens)]
-    im = heatmap(ax, lp, row_labels=rows, col_labels=labels, cmap=CMAP, norm=norm, fmt="{:.1f}")
+    im = heatmap(ax, lp, row_labels=rows, col_labels=labels, cmap=CMAP, norm=norm,
+                 fmt=None if note else "{:.1f}")    # a bin's mean: the colour says it
     ax.set_xlabel("answer token (position, text; ␣ = leading space)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9).set_label(LABEL)
