@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import os
@@ -134,6 +135,7 @@ def measure(n: int) -> dict:
     try:
         new = syn.write_checkpoint(run, n, n)              # the GPU stage's output, not timed
         arc.clear_memo()
+        gc.collect()        # before each timed step: a collection of the previous step's garbage is not its cost
         _peak_reset()
         spent = dict.fromkeys(STAGES, 0.0)
         real = {name: getattr(an, name) for name in ("run_analysis", "run_geometry", "run_series")}
@@ -175,12 +177,14 @@ def measure(n: int) -> dict:
         spent["planning"] = total - spent["analysis"] - spent["geometry"] - spent["series"] - spent["history"]
         rows = ro.history_rows(settings.archive_dir())
         assert rows[-1]["step"] == step and "geometry" in rows[-1] and "ece" in rows[-1]
+        gc.collect()
         t = time.perf_counter()
         vis = visualize.generate(settings, steps=[step])
         spent["figures"] = time.perf_counter() - t
         if vis["failed"]:
             raise RuntimeError(f"figures failed: {vis['failed']}")
         arc.clear_memo()
+        gc.collect()
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()) as out:
             cli.main(["status", "--archive", str(settings.archive_dir())])
