@@ -27,14 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from . import archive as arc
-from . import history
+from . import history, insight
 from .checkpoints import weight_files
-from .common import short_hash, write_json_atomic
+from .common import short_hash
 from .readout import embeddings as read_embeddings
-from .readout import read_analysis, read_geometry, stage_ok
+from .readout import read_geometry, stage_ok
 from .results import (
     ANALYSIS,
-    BOARD_FILE,
     EXTRACT,
     GEOMETRY,
     SERIES,
@@ -88,7 +87,7 @@ def series_key(archives: list[arc.Archive], s: Settings) -> arc.StageKey:
             a.stage(ANALYSIS).key.inputs if a.stage(ANALYSIS) and a.stage(ANALYSIS).ok else None)
            for a in archives]
     return arc.StageKey(_hash(fps), archives[-1].key.probe_hash,
-                        inputs=_hash(SERIES, s.learned_threshold, health_inputs_key(archives, s)))
+                        inputs=_hash(SERIES, s.learned_threshold, insight.health_inputs_key(archives, s)))
 
 
 # ---------------------------------------------------------------- analysis (per checkpoint)
@@ -266,216 +265,10 @@ def geometry_row(step: int, probe_hash: str, r: GeometryResult) -> dict:
 
 # ---------------------------------------------------------------- series (the whole run)
 
-def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | None = None) -> Path:
-    """Results across every checkpoint -> series.h5 (+ hard_example_board.json)."""
-    from .analysis.cartography import cartography
-    from .analysis.errors import error_position_trend
-    from .analysis.hard_examples import hard_example_board
-    from .analysis.trajectories import logprob_trajectories
-    from .probes import HARD_EXAMPLES_SKILL
-
-    t0 = time.perf_counter()
-    key = key or series_key(archives, s)
-    steps = np.asarray([a.step for a in archives])
-    reads = [a.read(EXTRACT, ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
-             for a in archives]
-    meta = archives[-1].read(EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
-    cats = list(meta["probe_category"])
-    data: dict = {"steps": steps}
-    if len(archives) >= 1:
-        traj = logprob_trajectories(steps, [r["token_logprob"] for r in reads], cats, threshold=s.learned_threshold)
-        order = np.asarray(traj.order, dtype=np.int64).reshape(-1, 3)
-        data["trajectories"] = {
-            "learned_at": arc.Ragged.from_rows([np.asarray(x, dtype=np.int64) for x in traj.learned_at], np.int64),
-            "order": order,
-            "category_mean": {"names": np.asarray(list(traj.category_mean), dtype=object),
-                              "values": _stack_ragged(list(traj.category_mean.values()))},
-        }
-    correct = np.stack([np.asarray(r["correct"], dtype=bool) for r in reads])          # (k, n)
-    if len(archives) >= 2:
-        # Two windows: over the whole run nearly every probe the model learns at all is
-        # "ambiguous" (it climbs from chance); the later half shows which ones stay hard.
-        lengths = np.diff(reads[-1]["answer_ids"].offsets)
-        logprobs = np.stack([r["answer_logprob"] for r in reads])
-        late = len(archives) // 2 if len(archives) >= 4 else 0
-        for name, start in (("cartography", 0), ("cartography_late", late)):
-            cart = cartography(logprobs[start:], lengths, correct[start:])
-            data[name] = {"confidence": cart.confidence, "variability": cart.variability,
-                          "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
-                          "first_step": np.int64(steps[start])}
-    hists = [read_analysis(a, ["errors"]).errors.histogram if stage_ok(a, ANALYSIS) else None for a in archives]
-    if all(h is not None for h in hists) and hists:
-        trend = error_position_trend(steps, hists)
-        data["error_trend"] = {"first": trend.first, "last": trend.last, "change": trend.change,
-                               "improving": np.asarray(trend.improving, dtype=np.int64)}
-    hard = [i for i, sk in enumerate(meta["probe_skill"]) if sk == HARD_EXAMPLES_SKILL]
-    board_json = None
-    if hard:
-        answers = np.asarray([[r["greedy_answer"][i] for i in hard] for r in reads], dtype=object)
-        board = hard_example_board(steps, [meta["probe_ids"][i] for i in hard], [meta["prompt"][i] for i in hard],
-                                   [meta["expected"][i] for i in hard], [cats[i] for i in hard],
-                                   correct[:, hard], answers)
-        board_json = board.to_json()
-        data["hard_examples"] = {"ids": np.asarray(board.ids, dtype=object), "correct": np.asarray(board.correct),
-                                 "first_right": np.asarray([-1 if x is None else x for x in board.first_right]),
-                                 "regressed": np.asarray(board.regressed, dtype=bool)}
-    health = series_health(archives, s, correct)               # issue 15: separate groups, see below
-    data["health"] = health_to_archive(health, steps)
-    impact = series_data_impact(archives, reads, meta, health)
-    if impact is not None:
-        data["data_impact"] = impact
-    path = archives[0].path.parent / arc.SERIES_NAME
-    arc.write_stage(path, SERIES, key=key, root_attrs={"kind": "series", "steps": steps.tolist(),
-                                                      "step": int(steps[-1])},
-                    data=data, attrs={"learned_threshold": s.learned_threshold},
-                    timings={"total": time.perf_counter() - t0})
-    if board_json is not None:
-        write_json_atomic(archives[0].path.parent / BOARD_FILE, board_json)
-    append_health_rows(archives, health)
-    return path
-
-
-def _stack_ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """(k, width_i) arrays -> one (c, k, max width) array padded with NaN."""
-    if not arrays:
-        return np.zeros((0, 0, 0))
-    k = arrays[0].shape[0]
-    width = max(a.shape[1] for a in arrays)
-    out = np.full((len(arrays), k, width), np.nan)
-    for i, a in enumerate(arrays):
-        out[i, :, : a.shape[1]] = a
-    return out
-
-
-# ---------------------------------------------------------------- health flags and data impact (series.h5)
-# Two groups of series.h5, `health` and `data_impact`, each built by its own function from what
-# run_series has read; docs/archive.md describes them.
-
-def data_log_of(archives: list[arc.Archive]) -> Path | None:
-    """The run's data_log.jsonl: beside the checkpoints (the training run's folder), else in the
-    archive folder; None when there is none."""
-    from . import datalog
-    from .readout import checkpoint_of
-    run_folder = checkpoint_of(archives[0]).parent if archives[0].attrs.get("checkpoint") else None
-    return datalog.find([run_folder, archives[0].path.parent])
-
-
-def health_inputs_key(archives: list[arc.Archive], s: Settings) -> str:
-    """What the health and data impact groups read beyond the series' own inputs: every
-    geometry stage, the data log (the examples per source in each interval) and the health settings."""
-    geo = [a.stage(GEOMETRY).key.inputs if a.stage(GEOMETRY) and a.stage(GEOMETRY).ok else None for a in archives]
-    mix = None
-    path = data_log_of(archives)
-    if path is not None:   # what the log says about the archived checkpoints' intervals, not the file's
-        from . import datalog  # mtime: a trainer appending rows after the last checkpoint changes nothing
-        log = datalog.read(path)
-        names, counts = datalog.interval_mix(log, [a.step for a in archives])
-        mix = (str(path), names, counts.tolist(), len(log.problems))
-    return _hash(geo, mix, s.health_window, s.health_z, s.health_min_history, s.health_floor)
-
-
-def _last_layer_similarity(a: arc.Archive) -> np.ndarray | None:
-    if not stage_ok(a, GEOMETRY):
-        return None
-    geo = read_geometry(a, elements=("similarity",))
-    return geo.layers[max(geo.layers)].similarity if geo.layers else None
-
-
-def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray):
-    """learnviz.analysis.health over the run: accuracy and regressions from the extractions,
-    loss, ECE, geometry drift and weight flags from the learning history."""
-    from .analysis.health import HealthInputs, health
-    from .analysis.rsa import geometry_drift
-
-    rows = {r["step"]: r for r in history.read(archives[0].path.parent, archives[-1].key.probe_hash)}
-    mine = [rows.get(a.step, {}) for a in archives]
-
-    def num(r: dict, *keys: str) -> float:
-        for k in keys:
-            v = r.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return float(v)
-        return np.nan
-
-    sims: dict[int, np.ndarray | None] = {}
-
-    def drift(r: int, i: int) -> float:
-        if r == i - 1:
-            return num(mine[i], "geometry_drift")
-        for j in (r, i):
-            if j not in sims:
-                sims[j] = _last_layer_similarity(archives[j])
-        if sims[r] is None or sims[i] is None or sims[r].shape != sims[i].shape:
-            return np.nan
-        return geometry_drift(sims[r], sims[i]).drift
-
-    inputs = HealthInputs(accuracy=correct.mean(axis=1) if correct.shape[1] else np.full(len(archives), np.nan),
-                          correct=correct, loss=np.asarray([num(r, "eval_loss", "train_loss") for r in mine]),
-                          ece=np.asarray([num(r, "ece") for r in mine]), drift=drift,
-                          weight_flags=[r.get("weight_flags") or {} for r in mine])
-    return health(inputs, window=s.health_window, z_threshold=s.health_z, min_history=s.health_min_history,
-                  floor=s.health_floor)
-
-
-def health_to_archive(h, steps: np.ndarray) -> dict:
-    """The `health` group: per signal its values and z-scores (k,), the flags per checkpoint as
-    JSON text, the reference checkpoint of each, and the settings they were judged with."""
-    import json
-
-    from .analysis.health import SIGNALS
-    return {"signals": np.asarray(SIGNALS, dtype=object),
-            "values": np.stack([h.values[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
-            "z": np.stack([h.z[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
-            "flags": np.asarray([json.dumps(f, sort_keys=True) for f in h.flags], dtype=object),
-            "reference_step": np.asarray([int(steps[r]) if r >= 0 else -1 for r in h.reference], dtype=np.int64),
-            "settings": {"window": np.int64(h.window), "z_threshold": np.float64(h.z_threshold),
-                         "min_history": np.int64(h.min_history), "floor": np.float64(h.floor)}}
-
-
-def append_health_rows(archives: list[arc.Archive], h) -> None:
-    """A history row `{"step", "probe_hash", "health_flags"}` for each checkpoint whose flags
-    differ from what the history says (so a re-run appends nothing)."""
-    archive_dir = archives[0].path.parent
-    probe_hash = archives[-1].key.probe_hash
-    known = {r["step"]: r.get("health_flags") for r in history.read(archive_dir, probe_hash)}
-    for a, flags in zip(archives, h.flags):
-        if known.get(a.step) != flags:
-            history.append(archive_dir, {"step": a.step, "probe_hash": probe_hash, "health_flags": flags})
-
-
-def series_data_impact(archives: list[arc.Archive], reads: list[dict], meta: dict, h) -> dict | None:
-    """The `data_impact` group, or None without a data log. Intervals run between consecutive
-    checkpoints that no health signal flagged (a broken checkpoint measures no training)."""
-    from . import datalog
-    from .analysis.data_impact import data_impact
-    from .analysis.health import SIGNALS
-
-    path = data_log_of(archives)
-    if path is None:
-        return None
-    log = datalog.read(path)
-    keep = [i for i, f in enumerate(h.flags) if not any(k in SIGNALS for k in f)]
-    steps = [archives[i].step for i in keep]
-    sources, mix = datalog.interval_mix(log, steps)
-    skills, cats = [str(x) for x in meta["probe_skill"]], [str(x) for x in meta["probe_category"]]
-    skill_names = list(dict.fromkeys(skills))
-    cat_names = list(dict.fromkeys(f"{a}/{b}" for a, b in zip(skills, cats)))
-    sk_idx = {n: np.asarray([j for j, x in enumerate(skills) if x == n]) for n in skill_names}
-    cat_idx = {n: np.asarray([j for j, (a, b) in enumerate(zip(skills, cats)) if f"{a}/{b}" == n]) for n in cat_names}
-    acc = np.asarray([[np.mean(np.asarray(reads[i]["correct"], dtype=bool)[sk_idx[n]]) for n in skill_names]
-                      for i in keep]).reshape(len(keep), len(skill_names))
-    lp = np.asarray([[np.nanmean(np.asarray(reads[i]["answer_logprob"], dtype=np.float64)[cat_idx[n]])
-                      for n in cat_names] for i in keep]).reshape(len(keep), len(cat_names))
-    out: dict = {"sources": np.asarray(sources, dtype=object),
-                 "intervals": np.asarray([steps[:-1], steps[1:]], dtype=np.int64).T.reshape(-1, 2),
-                 "mix": mix, "excluded_steps": np.asarray([a.step for i, a in enumerate(archives) if i not in keep],
-                                                          dtype=np.int64),
-                 "problems": np.asarray([str(p) for p in log.problems[:100]], dtype=object),
-                 "data_log": np.asarray(str(path), dtype=object)}
-    for name, names, values in (("accuracy", skill_names, acc), ("logprob", cat_names, lp)):
-        imp = data_impact(steps, mix, sources, np.diff(values, axis=0), names)
-        out[name] = {"targets": np.asarray(names, dtype=object), "change": imp.change, "beta": imp.beta,
-                     "stderr": imp.stderr, "p_value": imp.p_value, "progress": np.int64(imp.progress),
-                     "n_permutations": np.int64(imp.n_permutations), "per": np.float64(imp.per),
-                     "note": np.asarray(imp.note, dtype=object)}
-    return out
+def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | None = None, *,
+               rows: bool = True) -> Path:
+    """Results across every checkpoint -> series.h5 (+ hard_example_board.json), from one compact
+    row per checkpoint kept in series.h5: only checkpoints without a current row are read
+    (learnviz.series_stage). `rows=False` reads every archive again."""
+    from .series_stage import run_series as run
+    return run(archives, s, key or series_key(archives, s), rows=rows)

@@ -468,9 +468,98 @@ def file_version(path: Path) -> tuple | None:
 
 
 def clear_memo() -> None:
-    """Forget every kept header and derived value (benchmarks measure the uncached cost)."""
+    """Forget every kept header and derived value (benchmarks measure the uncached cost); the
+    folders' index files stay (see `FolderIndex`)."""
     with _memo_lock:
         _memo.clear()
+        _indexes.clear()
+
+
+# ---------------------------------------------------------------- the folder index (across processes)
+
+INDEX_NAME = ".learnviz-index.json"
+INDEX_VERSION = 2
+
+
+class FolderIndex:
+    """Each archive's header (root attributes, stage attributes) and persisted derived values
+    (`Archive.memo(..., persist=True)`), keyed by its file version, in one JSON file of the archive
+    folder: a new process (`learnviz run`, `learnviz status`) then lists a folder of 500 unchanged
+    archives by reading one file instead of opening 500. An entry whose file version differs is
+    not used (writers replace archives, never change them in place). A cache: best effort, a
+    missing, damaged or unwritable index only costs the opens; concurrent writers can only lose
+    entries, never make a wrong one current."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / INDEX_NAME
+        self.entries: dict[str, dict] = {}
+        self.dirty = False
+        self.changed = 0
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") == INDEX_VERSION and isinstance(data.get("archives"), dict):
+                self.entries = data["archives"]
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @staticmethod
+    def _version(version: tuple) -> list:
+        return [int(x) for x in version[1:]]
+
+    def get(self, name: str, version: tuple) -> dict | None:
+        e = self.entries.get(name)
+        return e if isinstance(e, dict) and e.get("v") == self._version(version) else None
+
+    def put(self, name: str, version: tuple, **values: Any) -> None:
+        e = self.get(name, version)
+        if e is None:
+            e = self.entries[name] = {"v": self._version(version)}
+        try:
+            json.dumps(values)
+        except (TypeError, ValueError):
+            return                          # not JSON: kept in-process only
+        e.update(values)
+        self.dirty = True
+        self.changed += 1
+
+    def flush(self, present: set[str] | None = None) -> None:
+        """Write the index when enough of it changed: when it is new, or more than
+        max(8, 1/20 of its entries) (at most half of them) were added or updated since it was read (entries of files not
+        `present` are dropped then). Rewriting the whole file for every new checkpoint would cost
+        O(N) per checkpoint; until the next write, a new process opens those few archives itself."""
+        few = min(max(8, len(self.entries) // 20), len(self.entries) // 2)
+        if not self.dirty or (self.path.exists() and self.changed <= few):
+            return
+        if present is not None:
+            for name in set(self.entries) - present:
+                del self.entries[name]
+        tmp = self.path.with_name(f"{INDEX_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "archives": self.entries}), encoding="utf-8")
+            os.replace(tmp, self.path)
+            self.dirty, self.changed = False, 0
+        except OSError:
+            tmp.unlink(missing_ok=True)     # a read-only folder: no index
+
+
+_indexes: dict[Path, FolderIndex] = {}
+
+
+def folder_index(folder: Path) -> FolderIndex:
+    """The folder's index, read once per process (`clear_memo` forgets it)."""
+    with _memo_lock:
+        idx = _indexes.get(folder)
+        if idx is None:
+            idx = _indexes[folder] = FolderIndex(folder)
+        return idx
+
+
+def flush_index(folder: str | Path) -> None:
+    """Write the folder's index if values were added to it (after `Archive.memo(persist=True)`)."""
+    idx = _indexes.get(Path(folder))
+    if idx is not None:
+        with _memo_lock:
+            idx.flush()
 
 
 def _memo_get(key: tuple) -> tuple[bool, Any]:
@@ -508,10 +597,15 @@ class Archive:
         if hit:
             self.attrs, self.stages = header
             return
+        index = folder_index(self.path.parent) if self.version and self.path.name != SERIES_NAME else None
+        entry = index.get(self.path.name, self.version) if index is not None else None
         try:
-            with self._open() as f:
-                attrs = _root_attrs(f)
-                groups = {name: _group_attrs(f[name]) for name in f.keys()}
+            if entry is not None and "attrs" in entry:
+                attrs, groups = entry["attrs"], entry["groups"]
+            else:
+                with self._open() as f:
+                    attrs = _root_attrs(f)
+                    groups = {name: _group_attrs(f[name]) for name in f.keys()}
         except OSError as exc:
             error = ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path, hint=DAMAGED_HINT)
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -529,6 +623,11 @@ class Archive:
         self.attrs = attrs
         self.stages = {name: _stage_info(name, a) for name, a in groups.items()}
         self._keep("header", (self.attrs, self.stages))
+        if index is not None and entry is None and file_version(self.path) == self.version:
+            with _memo_lock:
+                index.put(self.path.name, self.version, attrs=attrs,
+                          groups={name: {**a, "timings": self.stages[name].attrs.get("timings", {})}
+                                  for name, a in groups.items()})
 
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", locking=False)
@@ -557,13 +656,29 @@ class Archive:
         if self.version is not None and file_version(self.path) == self.version:
             _memo_put((self.version, name), value)
 
-    def memo(self, name: str, compute: Callable[[], T]) -> T:
+    def memo(self, name: str, compute: Callable[[], T], *, persist: bool = False) -> T:
         """`compute()` (a value derived from this archive, e.g. its accuracy), computed once per
-        version of the file and kept in-process; an exception is raised, not kept."""
+        version of the file and kept in-process; an exception is raised, not kept. `persist`: also
+        kept in the folder's index for later processes (a JSON value, returned as JSON reads it
+        back; `flush_index` writes it)."""
         hit, value = _memo_get((self.version, name)) if self.version else (False, None)
         if hit:
             return value
-        value = compute()
+        index = folder_index(self.path.parent) if persist and self.version else None
+        entry = index.get(self.path.name, self.version) if index is not None else None
+        if entry is not None and name in entry.get("memo", {}):
+            value = entry["memo"][name]
+        else:
+            value = compute()
+            if index is not None and file_version(self.path) == self.version:
+                try:
+                    value = json.loads(json.dumps(value))      # as a later process will read it
+                except (TypeError, ValueError):
+                    pass
+                with _memo_lock:
+                    memo = dict((index.get(self.path.name, self.version) or {}).get("memo", {}))
+                    memo[name] = value
+                    index.put(self.path.name, self.version, memo=memo)
         self._keep(name, value)
         return value
 
@@ -590,10 +705,11 @@ def _stage_info(name: str, group_attrs: dict[str, Any]) -> StageInfo:
     a = dict(group_attrs)
     key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0),
                    a.pop("inputs", ""))
-    try:
-        a["timings"] = json.loads(a.get("timings", "{}"))
-    except ValueError:
-        pass
+    if isinstance(a.get("timings", "{}"), str):     # the folder index keeps them decoded
+        try:
+            a["timings"] = json.loads(a.get("timings", "{}"))
+        except ValueError:
+            pass
     return StageInfo(name, a.pop("status", "unknown"), a.pop("reason", ""), key, a)
 
 
@@ -654,6 +770,10 @@ def scan_archives(archive_dir: str | Path) -> Listing:
         except ArchiveError as exc:
             if p.exists():
                 bad.append(_unreadable(p, exc))
+    index = _indexes.get(archive_dir)
+    if index is not None:
+        with _memo_lock:
+            index.flush(present={a.path.name for a in out})
     out.sort(key=lambda a: (a.step, a.path.name))
     bad.sort(key=lambda u: (u.step is None, u.step or 0, u.path.name))
     return Listing(out, bad)

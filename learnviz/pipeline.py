@@ -388,7 +388,7 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         if hold.unreadable:    # it covers every checkpoint: it would be rebuilt without one
             report.series_waiting = True
         else:
-            guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey))
+            guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey, rows=not force))
             report.series = True
     report.seconds = time.perf_counter() - t0
     return report

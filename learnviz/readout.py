@@ -2,7 +2,9 @@
 
 `learnviz status`, the figures (learnviz/plots/sources.py), the dashboard and the workers read
 through this module; none of them imports an orchestrator (pipeline, analyze, collect). It never
-writes, never locks and never loads a model.
+writes an archive, never locks and never loads a model; it does keep headers and accuracies in
+the folder's index file (`archive.FolderIndex`, a cache), so that the next process opens no
+unchanged archive.
 
   series(dir)            archives with a successful extraction, in step order, of one probe set
   scan_archives(dir)     the readable archives and the unreadable ones (archive.Unreadable), with why
@@ -45,8 +47,9 @@ from .results import (
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
            "chosen_steps", "extracted", "filter_flags", "format_status", "health_flags", "history_rows",
-           "read_analysis", "read_board", "read_data_impact", "read_geometry", "run_archives", "scan_archives",
-           "series", "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status", "unreadable_row"]
+           "read_analysis", "read_board", "read_data_impact", "read_geometry", "row_stamp", "run_archives",
+           "scan_archives", "series", "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows",
+           "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -159,7 +162,8 @@ def archive_accuracy(a: Archive) -> tuple[float | None, dict[str, float]]:
         if not len(data["correct"]):
             return None, {}
         return float(np.mean(data["correct"])), skill_accuracy(data["correct"], list(data["probe_skill"]))
-    return a.memo("accuracy", compute)
+    acc, skills = a.memo("accuracy", compute, persist=True)
+    return acc, skills
 
 
 @dataclass
@@ -203,6 +207,7 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
     for r in rows:
         if r.step in flags and not r.unreadable:
             r.flags = flags[r.step]
+    arc.flush_index(archive_dir)      # the accuracies, for the next process (the folder's index)
     return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
 
 
@@ -313,6 +318,36 @@ def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, An
             raise LearnvizError("is not a JSON object", path=path, hint="`learnviz analyze --force` rewrites it")
         return None
     return data
+
+
+def row_stamp(a: Archive) -> str:
+    """What identifies the inputs of one checkpoint's row in series.h5 (learnviz.series_stage):
+    the archive, its step, and the key, status and times of its extract and analysis stages."""
+    parts: list[Any] = [a.path.name, a.step]
+    for name in (EXTRACT, ANALYSIS):
+        info = a.stage(name)
+        parts.append(None if info is None else
+                     [info.status, info.key.fingerprint, info.key.probe_hash, info.key.schema_version,
+                      info.key.inputs, str(info.attrs.get("started", "")), str(info.attrs.get("finished", ""))])
+    return json.dumps(parts, separators=(",", ":"))
+
+
+def series_rows(archive_dir: str | Path, archives: list[Archive], names: list[str]) -> dict[str, Any] | None:
+    """The per-checkpoint rows `names` that series.h5 keeps (each (k, ...), checkpoints in step
+    order), when they are those of exactly `archives` as they are now; None when series.h5 is
+    absent, unreadable or behind (a figure then reads the archives themselves)."""
+    try:
+        s = open_series_archive(archive_dir)
+        info = s.stage(SERIES) if s is not None else None
+        if info is None or not info.ok:
+            return None
+        rows = s.read(SERIES, [f"rows/{n}" for n in ["stamp", *names]])
+    except (ArchiveError, OSError, KeyError, ValueError):
+        return None
+    stamps = [str(x) for x in rows["rows/stamp"]]
+    if stamps != [row_stamp(a) for a in archives]:
+        return None
+    return {n: rows[f"rows/{n}"] for n in names}
 
 
 def open_series_archive(archive_dir: str | Path) -> Archive | None:

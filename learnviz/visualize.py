@@ -61,6 +61,7 @@ GROUPS = ("loss", "radar", "umap", "drift", "calibration", "hard_examples", "log
 GIF_NAMES = {"radar": "skill_radar_animated.gif", "umap": "umap_animated.gif"}
 LATEST_NAMES = {"radar": "skill_radar_latest.png", "umap": "umap_latest.png"}
 PATTERNS = {"radar": "radar_{step}.png", "umap": "umap_{step}.png"}
+GROWTH = 0.25  # extra margin (of the box's side) when a new UMAP frame widens the shared box
 STYLE = 1      # part of every signature: bump when learnviz.plots.common changes how every figure looks
 
 
@@ -76,11 +77,13 @@ class VisReport:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)   # file -> seconds to draw and write it
+    notes: dict[str, str] = field(default_factory=dict)        # file -> what it shows (a GIF: its steps)
 
     def to_dict(self) -> dict:
         return {"status": self.status, "dir": self.dir, "drawn": self.drawn, "current": len(self.current),
                 "removed": self.removed, "skipped": self.skipped, "failed": self.failed,
-                "seconds": round(self.seconds, 3), "timings": {k: round(v, 4) for k, v in self.timings.items()}}
+                "seconds": round(self.seconds, 3), "timings": {k: round(v, 4) for k, v in self.timings.items()},
+                "notes": self.notes}
 
 
 def visualizations_dir(settings: Settings) -> Path:
@@ -131,7 +134,7 @@ def _umap_draw(run: Run, i: int, limits: dict):
 def _umap_limits(run: Run, stored: dict, todo: list[int], force: bool) -> dict[str, list[float]]:
     """The shared axes box per layer panel: the stored one while every frame to draw fits in it,
     else one box over every archived frame."""
-    from .plots.umap_scatter import contains, fixed_limits
+    from .plots.umap_scatter import MARGIN, contains, fixed_limits
     drawable = [i for i, a in enumerate(run.archives) if run.ok(a, GEOMETRY)]
     fits = bool(stored) and not force
     for i in todo if fits else []:
@@ -147,7 +150,8 @@ def _umap_limits(run: Run, stored: dict, todo: list[int], force: bool) -> dict[s
             per_panel.setdefault(name, []).append(xy)
     out = {}
     for name, xs in per_panel.items():
-        lim = fixed_limits(xs)
+        # a box that no longer fits grows with room to spare: each widening redraws every frame
+        lim = fixed_limits(xs, margin=MARGIN + (GROWTH if stored and not force else 0.0))
         if lim is not None:
             out[name] = [round(v, 6) for v in lim]
     return out
@@ -285,13 +289,19 @@ def _per_checkpoint(p: _Pass, run: Run, manifest: dict, group: str, wanted: set[
         p.files[latest] = s
         p.report.drawn.append(latest)
     if gifs:
-        from .plots.gif import VERSION, write_gif
+        from .plots.gif import VERSION, capped, write_gif
         gif = GIF_NAMES[group]
-        s = digest([VERSION, frames, [p.files[f] for f in frames]])
+        shown = capped(frames)
+        steps = [f[len(PATTERNS[group].split("{")[0]):-len(".png")] for f in shown]
+        note = (f"steps {', '.join(steps)}" if len(shown) == len(frames) else
+                f"{len(shown)} of {len(frames)} checkpoints, evenly spaced (first and latest included): "
+                f"steps {', '.join(steps)}")
+        p.report.notes[gif] = note
+        s = digest([VERSION, shown, [p.files[f] for f in shown]])
         if not p.fresh(gif, s):
             t0 = time.perf_counter()
             try:
-                write_gif([p.out / f for f in frames], p.out / gif)
+                write_gif([p.out / f for f in shown], p.out / gif, comment=note)
             except (OSError, ValueError) as exc:
                 p.report.failed[gif] = f"{type(exc).__name__}: {exc}"
                 return

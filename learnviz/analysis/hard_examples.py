@@ -152,17 +152,28 @@ def _str_list(values, name: str, m: int) -> list[str]:
     return out
 
 
+def cell_error(correct: bool, answer: str | None, expected: str) -> str | None:
+    """One board cell's error type: None when the run marked the answer right (whatever its text,
+    e.g. prefix matching), else `error_type`, and "malformed" where the texts agree after
+    normalising (the run marked it wrong)."""
+    if correct:
+        return None
+    return error_type("" if answer is None else str(answer), expected) or "malformed"
+
+
 def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | np.ndarray,
                        prompts: Sequence[str], expected: Sequence[str], categories: Sequence[str],
-                       correct: np.ndarray, answers: Sequence[Sequence[str]] | np.ndarray) -> HardExampleBoard:
+                       correct: np.ndarray, answers: Sequence[Sequence[str]] | np.ndarray,
+                       error_types: Sequence[Sequence[str | None]] | None = None) -> HardExampleBoard:
     """Build the board from per-checkpoint results.
 
     `steps`: (k,) int, one per checkpoint (any order; the board sorts them ascending);
     `ids`, `prompts`, `expected`, `categories`: (m,) per example; `correct`: (k, m) bool (as
     extracted); `answers`: (k, m) greedy answers. Error types come from `error_type`, except that
     an answer the run marked right is right (None) whatever its text (e.g. prefix matching), and
-    one it marked wrong is never None ("malformed" if the texts agree after normalising).
-    Raises ValueError on shape mismatches or repeated steps.
+    one it marked wrong is never None ("malformed" if the texts agree after normalising): see
+    `cell_error`. `error_types`: (k, m) the cells' `cell_error`, when the caller kept them (the
+    series stage does, per checkpoint). Raises ValueError on shape mismatches or repeated steps.
     """
     step_list = [int(s) for s in np.asarray(steps).reshape(-1)]
     k = len(step_list)
@@ -191,15 +202,13 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
     step_list = [step_list[i] for i in order]
     ok = ok[order].T.copy()                                   # (m, k)
     ans = [["" if ans_rows[i][j] is None else str(ans_rows[i][j]) for i in order] for j in range(m)]
-    errors: list[list[str | None]] = []
-    for j in range(m):
-        row = []
-        for i in range(k):
-            if ok[j, i]:
-                row.append(None)
-            else:
-                row.append(error_type(ans[j][i], expected_l[j]) or "malformed")
-        errors.append(row)
+    if error_types is not None:
+        kept = [list(r) for r in error_types]
+        if len(kept) != k or any(len(r) != m for r in kept):
+            raise ValueError(f"hard_example_board: error_types must be {k} checkpoints x {m} examples")
+        errors = [[kept[i][j] for i in order] for j in range(m)]
+    else:
+        errors = [[cell_error(ok[j, i], ans[j][i], expected_l[j]) for i in range(k)] for j in range(m)]
 
     first_right: list[int | None] = []
     regressed = np.zeros(m, dtype=bool)

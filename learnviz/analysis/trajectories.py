@@ -92,34 +92,63 @@ def logprob_trajectories(steps, token_logprobs: list[Ragged], categories,
     rows = np.repeat(np.arange(n), lengths)
     pos = np.arange(M.shape[1]) - np.repeat(offsets[:-1], lengths)
 
-    # learned_at: the last checkpoint at or below threshold (or NaN); learned from the next one on
-    above = np.exp(M) > threshold                        # NaN -> False
-    not_above = ~above
-    last_bad = np.where(not_above.any(0), k - 1 - np.argmax(not_above[::-1], axis=0), -1)  # (total,)
-    learned_idx = last_bad + 1
-    learned_flat = np.where(learned_idx < k, steps[np.minimum(learned_idx, k - 1)], -1)
-
+    learned_flat = learned_steps(np.exp(M) > threshold, steps)      # NaN -> not above
     per_probe = [M[:, offsets[i]:offsets[i + 1]] for i in range(n)]
     learned_at = [learned_flat[offsets[i]:offsets[i + 1]] for i in range(n)]
 
-    category_mean = {}
-    ok = ~np.isnan(M)   # -inf (probability 0) is a real value and stays in the mean
-    for cat in sorted(set(categories)):
-        sel = categories[rows] == cat                    # (total,) tokens of this category
-        s = np.zeros((k, max_len))
-        c = np.zeros((k, max_len))
-        for j in range(k):
-            m = sel & ok[j]
-            s[j] = np.bincount(pos[m], weights=M[j, m], minlength=max_len)
-            c[j] = np.bincount(pos[m], minlength=max_len)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            category_mean[str(cat)] = np.where(c > 0, s / np.maximum(c, 1), np.nan)
+    names = sorted(set(categories))
+    token_cat = np.searchsorted(np.asarray(names, dtype=object), categories[rows]) if n else np.zeros(0, np.int64)
+    means = category_means(M, token_cat, pos, len(names), max_len)     # (k, c, max_len)
+    category_mean = {str(cat): means[:, c] for c, cat in enumerate(names)}
 
     never = learned_flat < 0
-    # never-learned tokens sort after every learned one
-    key = np.where(never, np.iinfo(np.int64).max, learned_flat)
-    idx = np.lexsort((pos, rows, key))
-    order = [(int(rows[t]), int(pos[t]), int(learned_flat[t])) for t in idx]
+    order = [tuple(int(x) for x in t) for t in learning_order(learned_flat, rows, pos)]
     return LogprobTrajectories(threshold=float(threshold), steps=steps, per_probe=per_probe,
                                category_mean=category_mean, learned_at=learned_at, order=order,
                                n_learned=int((~never).sum()), max_len=max_len)
+
+
+# The pieces, shared with the series stage's per-checkpoint rows (learnviz.series_stage), which
+# keep `exp(logprob) > threshold` and the category means of each checkpoint instead of its logprobs.
+
+def learned_steps(above: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(total,) int64: per token, the step from which it is above threshold at every later
+    checkpoint, -1 if never. `above`: (k, total) bool, checkpoints in the order of `steps`
+    (ascending)."""
+    k = len(steps)
+    not_above = ~np.asarray(above, dtype=bool)
+    # the last checkpoint at or below threshold; learned from the next one on
+    last_bad = np.where(not_above.any(0), k - 1 - np.argmax(not_above[::-1], axis=0), -1)
+    learned_idx = last_bad + 1
+    return np.where(learned_idx < k, np.asarray(steps, dtype=np.int64)[np.minimum(learned_idx, k - 1)], -1)
+
+
+def category_means(M: np.ndarray, token_cat: np.ndarray, pos: np.ndarray, n_cats: int, max_len: int) -> np.ndarray:
+    """(k, n_cats, max_len): per checkpoint (row of M, (k, total) logprobs), category and answer
+    position, the mean logprob over the category's tokens at that position that are not NaN;
+    NaN where there is none. `token_cat`, `pos`: (total,) each token's category index and position."""
+    M = np.asarray(M, dtype=np.float64)
+    k = M.shape[0]
+    out = np.full((k, n_cats, max_len), np.nan)
+    if not n_cats or not max_len:
+        return out
+    cell = np.asarray(token_cat, dtype=np.int64) * max_len + np.asarray(pos, dtype=np.int64)
+    ok = ~np.isnan(M)   # -inf (probability 0) is a real value and stays in the mean
+    size = n_cats * max_len
+    for j in range(k):
+        m = ok[j]
+        s = np.bincount(cell[m], weights=M[j, m], minlength=size)
+        c = np.bincount(cell[m], minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[j] = np.where(c > 0, s / np.maximum(c, 1), np.nan).reshape(n_cats, max_len)
+    return out
+
+
+def learning_order(learned_flat: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """(total, 3) int64 (probe, position, learned_at step) sorted by learned_at (ties by probe,
+    then position), never-learned (-1) last."""
+    never = learned_flat < 0
+    key = np.where(never, np.iinfo(np.int64).max, learned_flat)
+    idx = np.lexsort((pos, rows, key))
+    return np.stack([np.asarray(rows)[idx], np.asarray(pos)[idx], np.asarray(learned_flat)[idx]], axis=1
+                    ).astype(np.int64).reshape(-1, 3)

@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import figure, no_data, title
+from .common import MAX_CHECKPOINTS, figure, no_data, title
 
-VERSION = 1
+VERSION = 2
 
 
 def calibration_figure(step: int, bin_edges: np.ndarray, bin_confidence: np.ndarray, bin_accuracy: np.ndarray,
@@ -67,7 +67,8 @@ def calibration_figure(step: int, bin_edges: np.ndarray, bin_confidence: np.ndar
     e = np.asarray([np.nan if v is None else v for v in eces], dtype=np.float64)
     ok = np.isfinite(e)
     if ok.any():
-        ax_e.plot(s[ok], e[ok], "-o", color="#d62728", markersize=4, label="ECE")
+        style = "-o" if ok.sum() <= MAX_CHECKPOINTS else "-"     # a dot per checkpoint while they stay apart
+        ax_e.plot(s[ok], e[ok], style, color="#d62728", markersize=4, label="ECE")
         ax_e.axvline(step, color="#1f77b4", linestyle="--", linewidth=1, label=f"step {step} (left)")
         ax_e.set_ylim(0, max(0.05, float(e[ok].max()) * 1.15))
         ax_e.legend(loc="upper right")

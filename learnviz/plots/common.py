@@ -26,7 +26,7 @@ DPI = 100
 # Annotate heatmap cells with their value only while the numbers stay legible.
 MAX_ANNOTATED_CELLS = 240
 # Label at most this many rows/columns of a heatmap; the others get no tick label.
-MAX_TICK_LABELS = 30
+MAX_TICK_LABELS = 40     # = MAX_CHECKPOINTS: a binned axis keeps a label per bin
 NAN_COLOR = "#d9d9d9"
 
 
@@ -82,6 +82,44 @@ def tick_positions(n: int, max_labels: int = MAX_TICK_LABELS) -> np.ndarray:
         return np.arange(n)
     idx = np.unique(np.linspace(0, n - 1, max_labels).round().astype(int))
     return idx
+
+
+# Checkpoints a heatmap or board draws as rows or columns: a screen shows about this many; a
+# longer run is binned (means over runs of consecutive checkpoints) or thinned (evenly spaced).
+MAX_CHECKPOINTS = 40
+MAX_WIDTH = 24.0        # inches (2400 px): a figure wider than a screen is read by scrolling
+
+
+def evenly_spaced(n: int, most: int) -> np.ndarray:
+    """Indices of at most `most` of n items, evenly spaced, always the first and the last."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max(most, 2)).round().astype(int))
+
+
+def bin_checkpoints(values: np.ndarray, steps: Sequence[int], axis: int, *, most: int = MAX_CHECKPOINTS
+                    ) -> tuple[np.ndarray, list[str], str]:
+    """`values` with its checkpoint axis (`axis`, one entry per step) cut to at most `most`
+    entries: consecutive checkpoints binned, each bin the mean of its finite values (NaN where it
+    has none). Returns (values, one label per entry: "step" or "first–last step" of the bin, a
+    note for the title: "" when nothing was binned)."""
+    v = np.asarray(values, dtype=np.float64)
+    k = len(steps)
+    if k <= most:
+        return v, [str(s) for s in steps], ""
+    edges = np.linspace(0, k, most + 1).round().astype(int)
+    moved = np.moveaxis(v, axis, 0)
+    out = np.full((most,) + moved.shape[1:], np.nan)
+    for b in range(most):
+        chunk = moved[edges[b]:edges[b + 1]]
+        finite = np.isfinite(chunk)
+        n = finite.sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[b] = np.where(n > 0, np.where(finite, chunk, 0).sum(0) / np.maximum(n, 1), np.nan)
+    labels = [f"{steps[edges[b]]}–{steps[edges[b + 1] - 1]}" if edges[b + 1] - edges[b] > 1 else str(steps[edges[b]])
+              for b in range(most)]
+    note = f"{k} checkpoints binned into {most} (each the mean of ~{k / most:.0f} consecutive checkpoints)"
+    return np.moveaxis(out, 0, axis), labels, note
 
 
 def heatmap(ax, values: np.ndarray, *, row_labels: Sequence[str], col_labels: Sequence[str],

@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from .common import figure, heatmap, no_data, title
+from .common import bin_checkpoints, figure, heatmap, no_data, title
 
-VERSION = 1
+VERSION = 2
 FLOOR = 1e-3            # nats; lower means show as the floor of the log scale
 
 
@@ -25,8 +25,10 @@ def entropy_positions_figure(steps: Sequence[int], means: np.ndarray, counts: Se
     if m.ndim != 2 or m.shape[0] != len(steps):
         raise ValueError(f"means has shape {m.shape}, expected (checkpoints, positions) with {len(steps)} checkpoints")
     width = m.shape[1]
-    fig = figure(max(8, 3.8 + 0.8 * width), max(4.5, 2.6 + 0.34 * len(steps)))
-    title(fig, "Uncertainty per answer position: mean next-token entropy over training")
+    m, labels, note = bin_checkpoints(m, steps, axis=0)
+    fig = figure(max(8, 3.8 + 0.8 * width), max(4.5, 2.6 + 0.34 * len(labels)))
+    title(fig, "Uncertainty per answer position: mean next-token entropy over training"
+          + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     finite = m[np.isfinite(m)]
     if width == 0 or not len(finite):
@@ -37,8 +39,8 @@ def entropy_positions_figure(steps: Sequence[int], means: np.ndarray, counts: Se
     hi = max(float(finite.max()), FLOOR * 10)
     norm = LogNorm(FLOOR, hi, clip=True) if hi / FLOOR > 20 else Normalize(0, hi)
     cols = [f"{j}\n(n={counts[j]})" if counts is not None and j < len(counts) else str(j) for j in range(width)]
-    im = heatmap(ax, np.where(np.isfinite(m), np.maximum(m, FLOOR), np.nan), row_labels=[str(s) for s in steps],
-                 col_labels=cols, cmap="cividis", norm=norm, fmt="{:.2f}", nan_text="–")
+    im = heatmap(ax, np.where(np.isfinite(m), np.maximum(m, FLOOR), np.nan), row_labels=labels,
+                 col_labels=cols, cmap="cividis", norm=norm, fmt=None if note else "{:.2f}", nan_text="–")
     ax.set_xlabel("answer token position (0-based; n = probes whose answer has that position)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9).set_label("mean entropy (nats; log scale, ln 2 = a coin flip)")

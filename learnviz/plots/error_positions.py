@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .common import figure, heatmap, no_data, title
+from .common import bin_checkpoints, figure, heatmap, no_data, tick_positions, title
 
-VERSION = 2
+VERSION = 3
 
 
 def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figure:
@@ -27,8 +27,10 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
     if (h[np.isfinite(h)] < 0).any():
         raise ValueError("histograms hold negative counts")
     width = h.shape[1]
-    fig = figure(max(8, 4.2 + 0.75 * width), max(4.5, 2.6 + 0.34 * len(steps)))
-    title(fig, "Where wrong answers go wrong: first departing answer token, per checkpoint")
+    h, labels, note = bin_checkpoints(h, steps, axis=0)
+    fig = figure(max(8, 4.2 + 0.75 * width), max(4.5, 2.6 + 0.34 * len(labels)))
+    title(fig, "Where wrong answers go wrong: first departing answer token, per checkpoint"
+          + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     if width == 0 or not len(steps):
         no_data(ax, "no error positions recorded")
@@ -37,12 +39,13 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
         return fig
     cols = [str(j) for j in range(width - 1)] + [f"≥{width - 1}\n(ran on)"]
     top = float(np.nanmax(h)) if np.isfinite(h).any() else 1.0
-    im = heatmap(ax, h, row_labels=[str(s) for s in steps], col_labels=cols, cmap="Reds",
-                 norm=Normalize(0, max(top, 1.0)), fmt="{:.0f}", nan_text="–")
+    im = heatmap(ax, h, row_labels=labels, col_labels=cols, cmap="Reds",
+                 norm=Normalize(0, max(top, 1.0)), fmt=None if note else "{:.0f}", nan_text="–")
     totals = np.nansum(h, axis=1)
     right = ax.secondary_yaxis("right")
-    right.set_yticks(np.arange(len(steps)), [f"{int(t)}" for t in totals], fontsize=8)
-    right.set_ylabel("row total: wrong answers at that checkpoint (count)")
+    rows = tick_positions(len(labels))
+    right.set_yticks(rows, [f"{totals[i]:.0f}" for i in rows], fontsize=8)
+    right.set_ylabel("row total: wrong answers at that checkpoint (count" + (", the bin's mean)" if note else ")"))
     ax.set_xlabel("answer token position where the greedy answer first departs (0-based)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9, pad=0.03).set_label("wrong answers (count)")

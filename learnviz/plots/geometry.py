@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .common import figure, no_data, title
+from .common import MAX_CHECKPOINTS, figure, no_data, title
 
-VERSION = 1
+VERSION = 2
 
 
 def _series(values) -> np.ndarray:
@@ -38,7 +38,8 @@ def geometry_figure(steps: Sequence[int], layers: Mapping[str, Mapping[str, Sequ
                 v = _series(m.get(f"{kind}_{ref}", [None] * len(s)))
                 ok = np.isfinite(v)
                 if ok.any():
-                    ax.plot(s[ok], v[ok], ls, color=color, marker="o" if ref == "prev" else None, markersize=4)
+                    dots = ref == "prev" and len(s) <= MAX_CHECKPOINTS     # dots while they stay apart
+                    ax.plot(s[ok], v[ok], ls, color=color, marker="o" if dots else None, markersize=4)
                     any_data = True
     for ax, _kind, ylabel in panels:
         ax.set_ylabel(ylabel)

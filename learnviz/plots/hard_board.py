@@ -12,9 +12,9 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .common import figure, no_data, shorten, tick_positions, title
+from .common import MAX_CHECKPOINTS, MAX_WIDTH, evenly_spaced, figure, no_data, shorten, tick_positions, title
 
-VERSION = 1
+VERSION = 2
 # cell value -> (colour, legend label, mark)
 KINDS = {
     "right": ("#2ca02c", "right", "✓"),
@@ -47,8 +47,13 @@ def hard_example_board_figure(board: Mapping[str, Any]) -> Figure:
             kind = "right" if row.get("correct") else (row.get("error_type") or "malformed")
             grid[r, c] = kinds.index(kind if kind in KINDS else "malformed")
 
-    fig = figure(max(12, 9.5 + 0.55 * len(steps)), max(4.5, 2.2 + 0.3 * len(examples)))
-    title(fig, "Hard-example board: each hard example at each checkpoint")
+    shown = evenly_spaced(len(steps), MAX_CHECKPOINTS)      # a long run: evenly spaced columns
+    grid = grid[:, shown]
+    note = (f"\n{len(shown)} of {len(steps)} checkpoints shown, evenly spaced (the first and the latest included); "
+            "first right / regressed count every checkpoint" if len(shown) < len(steps) else "")
+    steps = [steps[i] for i in shown]
+    fig = figure(min(MAX_WIDTH, max(12, 9.5 + 0.55 * len(steps))), max(4.5, 2.2 + 0.3 * len(examples)))
+    title(fig, "Hard-example board: each hard example at each checkpoint" + note)
     ax = fig.add_subplot()
     if not examples or not steps:
         no_data(ax, "no hard examples in the probe set (config/hard_examples.yaml)")

@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from .common import figure, heatmap, no_data, title
+from .common import MAX_WIDTH, bin_checkpoints, figure, heatmap, no_data, title
 
-VERSION = 1
+VERSION = 2
 
 
 def layer_drift_heatmap(steps: Sequence[int], layers: Sequence[str], change: np.ndarray) -> Figure:
@@ -24,8 +24,9 @@ def layer_drift_heatmap(steps: Sequence[int], layers: Sequence[str], change: np.
     if change.shape != (len(layers), len(steps)):
         raise ValueError(f"change has shape {change.shape}, "
                          f"expected (layers, checkpoints) = {(len(layers), len(steps))}")
-    fig = figure(max(7.5, 2.5 + 0.62 * len(steps)), max(3.8, 1.9 + 0.42 * len(layers)))
-    title(fig, "Weight drift by layer between consecutive checkpoints")
+    change, labels, note = bin_checkpoints(change, steps, axis=1)
+    fig = figure(min(MAX_WIDTH, max(7.5, 2.5 + 0.62 * len(labels))), max(3.8, 1.9 + 0.42 * len(layers)))
+    title(fig, "Weight drift by layer between consecutive checkpoints" + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     pos = change[np.isfinite(change) & (change > 0)]
     if not len(layers) or not len(pos):
@@ -38,8 +39,8 @@ def layer_drift_heatmap(steps: Sequence[int], layers: Sequence[str], change: np.
     norm = LogNorm(lo, hi) if hi > lo * 1.5 else Normalize(0, hi)
     shown = (np.where(change > 0, change, np.where(np.isfinite(change), lo, np.nan)) if isinstance(norm, LogNorm)
              else change)
-    im = heatmap(ax, shown, row_labels=list(layers), col_labels=[str(s) for s in steps], cmap="magma_r",
-                 norm=norm, fmt="{:.3f}", nan_text="–")
+    im = heatmap(ax, shown, row_labels=list(layers), col_labels=labels, cmap="magma_r",
+                 norm=norm, fmt=None if note else "{:.3f}", nan_text="–")
     ax.set_xlabel("checkpoint (training step); first column: no previous checkpoint")
     ax.set_ylabel("layer (input at the top)")
     ax.tick_params(axis="x", labelrotation=45)

@@ -19,11 +19,12 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .common import NAN_COLOR, figure, heatmap, no_data, shorten, tick_positions, title
+from .common import NAN_COLOR, bin_checkpoints, figure, heatmap, no_data, shorten, tick_positions, title
 
-VERSION = 1
+VERSION = 2
 FLOOR = -12.0          # colour scale floor in nats (p ~ 6e-6): lower values show as the floor
 MAX_PANELS = 36
+TILE_CHECKPOINTS = 20   # rows of a category tile: a longer run is binned (up to 36 tiles share the page)
 CMAP = "viridis"
 LABEL = "log p(expected token), nats (0 = certain)"
 
@@ -49,8 +50,9 @@ def canonical_heatmap(steps: Sequence[int], logprobs: np.ndarray, tokens: Sequen
     lp = np.asarray(logprobs, dtype=np.float64)
     if lp.shape != (len(steps), len(tokens)):
         raise ValueError(f"logprobs has shape {lp.shape}, expected (checkpoints, tokens) = {(len(steps), len(tokens))}")
-    fig = figure(max(8, 3.5 + 0.9 * len(tokens)), max(4.5, 2.6 + 0.32 * len(steps)))
-    title(fig, "Per-token log-probability of a canonical answer over training")
+    lp, rows, note = bin_checkpoints(lp, steps, axis=0)
+    fig = figure(max(8, 3.5 + 0.9 * len(tokens)), max(4.5, 2.6 + 0.32 * len(rows)))
+    title(fig, "Per-token log-probability of a canonical answer over training" + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     ax.set_title(f"{shorten(probe_id, 30)}: {shorten(prompt, 70)}\nexpected: {shorten(expected, 60)}", fontsize=9.5)
     if lp.size == 0:
@@ -58,7 +60,8 @@ def canonical_heatmap(steps: Sequence[int], logprobs: np.ndarray, tokens: Sequen
         return fig
     norm = _norm(lp)
     labels = [f"{j}\n{token_label(t)}" for j, t in enumerate(tokens)]
-    im = heatmap(ax, lp, row_labels=[str(s) for s in steps], col_labels=labels, cmap=CMAP, norm=norm, fmt="{:.1f}")
+    im = heatmap(ax, lp, row_labels=rows, col_labels=labels, cmap=CMAP, norm=norm,
+                 fmt=None if note else "{:.1f}")    # a bin's mean: the colour says it
     ax.set_xlabel("answer token (position, text; ␣ = leading space)")
     ax.set_ylabel("checkpoint (training step)")
     fig.colorbar(im, ax=ax, shrink=0.9).set_label(LABEL)
@@ -77,12 +80,14 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
         raise ValueError(f"values has shape {v.shape}, expected (categories, checkpoints, positions) with "
                          f"{len(names)} categories and {len(steps)} checkpoints")
     shown = min(len(names), MAX_PANELS)
-    k, width = len(steps), v.shape[2]
+    v, labels, note = bin_checkpoints(v, steps, axis=1, most=TILE_CHECKPOINTS)
+    k, width = len(labels), v.shape[2]
     ncols = min(6, max(shown, 1))
     nrows = max(1, math.ceil(shown / ncols))
     fig = figure(2.3 * ncols + 1.8, 1.4 + (0.75 + 0.13 * k) * nrows)
     more = f" (first {shown} of {len(names)} categories)" if shown < len(names) else ""
-    title(fig, f"Mean per-token log-probability of the expected answer, by probe category{more}")
+    title(fig, f"Mean per-token log-probability of the expected answer, by probe category{more}"
+          + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     ax.set_xlabel("answer token position (0-based, within each tile)")
     ax.set_ylabel("checkpoint (training step, downwards within each tile)")
@@ -106,7 +111,7 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
         ax.text(x0 + width / 2, y0 - 0.25, shorten(names[i], 26), ha="center", va="bottom", fontsize=8.5)
         if col == 0:
             for j in step_rows:
-                ax.text(x0 - 0.15, y0 + j + 0.5, str(steps[j]), ha="right", va="center", fontsize=7)
+                ax.text(x0 - 0.15, y0 + j + 0.5, labels[j], ha="right", va="center", fontsize=7)
         if row == nrows - 1 or i + ncols >= shown:
             for j in tick_positions(width, max_labels=8):
                 ax.text(x0 + j + 0.5, y0 + k + 0.2, str(j), ha="center", va="top", fontsize=7)

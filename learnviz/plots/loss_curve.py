@@ -8,9 +8,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import figure, no_data, skill_colors, title
+from .common import MAX_CHECKPOINTS, figure, no_data, skill_colors, title
 
-VERSION = 2
+VERSION = 3
 
 
 def _finite(steps: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +34,9 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
     ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 1.4])
     title(fig, "Loss and probe accuracy over training")
 
+    # a marker per checkpoint while they can be told apart; lines alone over a long run
+    dot = {"marker": "o", "markersize": 4} if len(steps) <= MAX_CHECKPOINTS else {}
+    small = {"marker": "."} if len(steps) <= MAX_CHECKPOINTS else {}
     drawn = False
     styles = {"train_loss": ("training loss", "C0", "-"), "eval_loss": ("evaluation loss", "C3", "--")}
     for i, (name, values) in enumerate(losses.items()):
@@ -41,7 +44,7 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
         if len(x) == 0:
             continue
         label, color, ls = styles.get(name, (name.replace("_", " "), f"C{i + 4}", "-"))
-        ax_loss.plot(x, y, ls, color=color, marker="o", markersize=4, label=label)
+        ax_loss.plot(x, y, ls, color=color, label=label, **dot)
         drawn = True
     if drawn:
         ax_loss.set_yscale("log")
@@ -57,10 +60,10 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
     for name, values in skill_accuracy.items():
         x, y = _finite(steps, values)
         if len(x):
-            ax_acc.plot(x, 100 * y, "-", color=colors[name], linewidth=1.2, marker=".", label=name)
+            ax_acc.plot(x, 100 * y, "-", color=colors[name], linewidth=1.2, label=name, **small)
     x, y = _finite(steps, accuracy)
     if len(x):
-        ax_acc.plot(x, 100 * y, "-", color="black", linewidth=2.4, marker="o", markersize=4, label="all probes")
+        ax_acc.plot(x, 100 * y, "-", color="black", linewidth=2.4, label="all probes", **dot)
     ax_acc.set_ylim(-3, 103)
     ax_acc.set_ylabel("probes answered right (%)")
     ax_acc.grid(True, alpha=0.3)
@@ -70,7 +73,7 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
 
     x, y = _finite(steps, learning_rate)
     if len(x):
-        ax_lr.plot(x, y, "-", color="#555555", marker=".", label="learning rate")
+        ax_lr.plot(x, y, "-", color="#555555", label="learning rate", **small)
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         ax_lr.grid(True, alpha=0.3)
     else:

@@ -92,7 +92,13 @@ def radar_trail(run: Run, i: int) -> list[int]:
     """Indices of the earlier checkpoints checkpoint i's radar outlines: those after the base
     with a successful analysis, the last `skill_radar.TRAIL` of them, oldest first."""
     from .skill_radar import TRAIL
-    return [j for j in range(1, i) if run.ok(run.archives[j], ANALYSIS)][-TRAIL:]
+    trail = []
+    for j in range(i - 1, 0, -1):        # backwards: a run of 500 checkpoints looks at TRAIL of them
+        if run.ok(run.archives[j], ANALYSIS):
+            trail.append(j)
+            if len(trail) == TRAIL:
+                break
+    return trail[::-1]
 
 
 def radar_data(run: Run, i: int) -> dict:
@@ -182,13 +188,37 @@ def canonical_probe(run: Run, probe_id: str | None) -> int:
     return max(pool, key=lambda i: (lengths[i], -i))
 
 
+def _hard_rows(run: Run, i: int) -> np.ndarray | None:
+    """Probe i's token logprobs at every checkpoint, (k, answer length), from the rows series.h5
+    keeps (one read instead of one per archive); None when i is no hard example or the rows are
+    behind the archives."""
+    skills = run.probes["probe_skill"]
+    if skills[i] != HARD_EXAMPLES_SKILL:
+        return None
+    rows = ro.series_rows(run.dir, run.archives, ["hard_token_logprob"])
+    if rows is None:
+        return None
+    lengths = np.diff(run.archives[-1].read(EXTRACT, ["answer_ids"])["answer_ids"].offsets)
+    hard = [j for j, sk in enumerate(skills) if sk == HARD_EXAMPLES_SKILL]
+    start = int(sum(lengths[j] for j in hard if j < i))
+    values = rows["hard_token_logprob"]
+    if values.shape[1] != sum(int(lengths[j]) for j in hard):
+        return None
+    return values[:, start:start + int(lengths[i])]
+
+
 def canonical_data(run: Run, probe_id: str | None) -> dict:
     i = canonical_probe(run, probe_id)
-    rows = [a.read(EXTRACT, ["token_logprob"])["token_logprob"].row(i) for a in run.archives]
-    if len({len(r) for r in rows}) != 1:
-        raise Skip("the canonical answer's tokens differ between checkpoints (a changed tokenizer)")
+    kept = _hard_rows(run, i)
+    if kept is not None:
+        logprobs = np.asarray(kept, dtype=np.float64)
+    else:
+        rows = [a.read(EXTRACT, ["token_logprob"])["token_logprob"].row(i) for a in run.archives]
+        if len({len(r) for r in rows}) != 1:
+            raise Skip("the canonical answer's tokens differ between checkpoints (a changed tokenizer)")
+        logprobs = np.stack(rows).astype(np.float64)
     tokens = run.archives[-1].read(EXTRACT, ["token_text"])["token_text"].row(i)
-    return {"steps": run.steps, "logprobs": np.stack(rows).astype(np.float64), "tokens": [str(t) for t in tokens],
+    return {"steps": run.steps, "logprobs": logprobs, "tokens": [str(t) for t in tokens],
             "probe_id": str(run.probes["probe_ids"][i]), "prompt": str(run.probes["prompt"][i]),
             "expected": str(run.probes["expected"][i])}
 
@@ -219,9 +249,13 @@ def entropy_data(run: Run) -> dict:
     done = [a for a in run.archives if run.ok(a, ANALYSIS)]
     if not done:
         raise Skip("no checkpoint analysed yet")
-    profiles = [ro.read_analysis(a, ["entropy"]).entropy for a in done]
-    means = [p.mean_by_position for p in profiles]
-    counts = profiles[-1].count_by_position
+    rows = ro.series_rows(run.dir, run.archives, ["entropy_by_position"])
+    if rows is not None:     # one read of series.h5 instead of one per archive
+        packed = rows["entropy_by_position"]
+        means = [p[1:1 + int(p[0])] for p in packed if np.isfinite(p[0])]
+    else:
+        means = [ro.read_analysis(a, ["entropy"]).entropy.mean_by_position for a in done]
+    counts = ro.read_analysis(done[-1], ["entropy"]).entropy.count_by_position
     width = max(len(m) for m in means)
     grid = np.full((len(done), width), np.nan)
     for j, m in enumerate(means):

@@ -99,7 +99,11 @@ def test_umap_frames_share_fixed_axes(drawn):
     name = next(iter(limits))
     assert visualize._umap_limits(run, limits, [0], force=False) is limits
     tiny = {**limits, name: [0.0, 0.01, 0.0, 0.01]}
-    assert visualize._umap_limits(run, tiny, [0], force=False) == limits
+    widened = visualize._umap_limits(run, tiny, [0], force=False)
+    for n, (a0, a1, b0, b1) in limits.items():    # widened with room to spare: it holds the first box
+        x0, x1, y0, y1 = widened[n]
+        assert x0 < a0 and x1 > a1 and y0 < b0 and y1 > b1
+        assert x1 - x0 == pytest.approx((a1 - a0) * (1 + 2 * (0.05 + visualize.GROWTH)) / 1.1, rel=1e-3)
 
 
 def test_force_redraws_the_same_bytes(drawn, tmp_path):

@@ -1,0 +1,241 @@
+"""What one new checkpoint costs at the end of a run of N = 10, 100 and 500 checkpoints.
+
+For each N, a synthetic run (bench/_synthetic.py: the demo's probe set, 2 layers of width 256,
+every stage current; built once and cached under .bench-cache/scale-N/) gets checkpoint N + 1's
+extraction (synthetic, not timed: the GPU stage), then, in a fresh process with nothing memoised
+(as `learnviz run` starts; UMAP's JIT compiled and the modules imported beforehand, as in a
+worker), the bench times:
+
+  planning   run_cpu_stages' own work: listing the archives, the stage keys, what is current
+  analysis   the analysis stage of the new checkpoint (real: skills, calibration, weight drift)
+  geometry   its geometry stage (real: similarity, RSA drift, CKA, the aligned UMAP layout)
+  series     the series stage over the whole run (series.h5, hard_example_board.json)
+  history    the new checkpoint's rows appended to learning_history.jsonl (by the stages above; their
+             time is counted here, not in theirs). Readers of the whole history are timed with
+             what reads it: the figures, status
+  figures    the incremental figure draw: `visualize.generate` for the new checkpoint (its radar
+             and UMAP frame) and every run-level figure whose inputs changed
+  status     `learnviz status` in-process (memo cleared first; without the interpreter's start)
+
+and reports the process's peak RSS over those steps and the new archive's size. Afterwards the
+run is put back as it was (the new archive, history lines, series.h5, the board and the
+figures), so every round measures the same step. Rounds are interleaved across N and each is a
+subprocess; the table shows medians, then each stage's time at the largest N over the smallest.
+
+    python bench/scale.py                      # N = 10, 100, 500; 3 rounds
+    python bench/scale.py --sizes 10,100 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _load_synthetic():
+    """bench/_synthetic.py, loaded by path: bench/ on sys.path would shadow the `dashboard` package
+    with bench/dashboard.py (the CLI loads its commands from there)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_synthetic", ROOT / "bench" / "_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_synthetic"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+syn = _load_synthetic()
+
+CACHE = ROOT / ".bench-cache"
+STAGES = ("planning", "analysis", "geometry", "series", "history", "figures", "status")
+
+
+def _peak_reset() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")     # Linux: reset the peak RSS (VmHWM)
+    except OSError:
+        pass
+
+
+def _peak_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Snapshot:
+    """The run-level files one new checkpoint changes, kept to put the run back afterwards."""
+
+    def __init__(self, run: Path):
+        self.run = run
+        self.archive = syn.settings_for(run).archive_dir()
+        self.keep = run / ".bench-snapshot"
+        shutil.rmtree(self.keep, ignore_errors=True)
+        self.keep.mkdir()
+        self.history = (self.archive / "learning_history.jsonl").stat().st_size
+        for name in ("series.h5", "hard_example_board.json"):
+            if (self.archive / name).exists():
+                shutil.copy2(self.archive / name, self.keep / name)
+        shutil.copytree(self.archive / "visualizations", self.keep / "visualizations")
+        self.versions = {p.name: p.stat().st_mtime_ns for p in self.archive.glob("*.h5")}
+
+    def restore(self, step: int) -> None:
+        (self.archive / f"checkpoint-{step}.h5").unlink(missing_ok=True)
+        shutil.rmtree(self.run / "ckpts" / f"checkpoint-{step}", ignore_errors=True)
+        with open(self.archive / "learning_history.jsonl", "r+b") as fh:
+            fh.truncate(self.history)
+        for name in ("series.h5", "hard_example_board.json"):
+            if (self.keep / name).exists():
+                shutil.copy2(self.keep / name, self.archive / name)
+        shutil.rmtree(self.archive / "visualizations")
+        shutil.copytree(self.keep / "visualizations", self.archive / "visualizations")
+        shutil.rmtree(self.keep)
+        changed = [n for n, v in self.versions.items()
+                   if n != "series.h5" and (self.archive / n).stat().st_mtime_ns != v]
+        if changed:
+            raise RuntimeError(f"adding one checkpoint rewrote other archives: {changed[:5]}")
+
+
+def measure(n: int) -> dict:
+    """One round at N = n (run in its own process)."""
+    from learnviz import analyze as an
+    from learnviz import archive as arc
+    from learnviz import cli, history, pipeline, visualize
+    from learnviz import readout as ro
+
+    run = syn.cached_run(CACHE, n)
+    settings = syn.settings_for(run)
+    pipeline.run_cpu_stages(settings)                      # settle: every stage current (no-op when so)
+    an.run_series(ro.series(settings.archive_dir()), settings)   # the series' rows stored (once: a steady state)
+    visualize.generate(settings, steps=[syn.STEP * n])
+    # what a long-lived worker has done before its first task: numba's JIT of UMAP, the imports
+    from learnviz.analysis.umap_layout import warm_up
+    warm_up()
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli.main(["status", "--archive", str(settings.archive_dir())])
+    snap = Snapshot(run)
+    step = syn.STEP * (n + 1)
+    try:
+        new = syn.write_checkpoint(run, n, n)              # the GPU stage's output, not timed
+        arc.clear_memo()
+        gc.collect()        # before each timed step: a collection of the previous step's garbage is not its cost
+        _peak_reset()
+        spent = dict.fromkeys(STAGES, 0.0)
+        real = {name: getattr(an, name) for name in ("run_analysis", "run_geometry", "run_series")}
+        real_append = history.append
+        inside = {"history": 0.0}
+
+        def timed(stage, fn):
+            def wrapper(*a, **kw):
+                t, before = time.perf_counter(), inside["history"]
+                try:
+                    return fn(*a, **kw)
+                finally:        # the history rows a stage appends count as history, not as the stage
+                    spent[stage] += time.perf_counter() - t - (inside["history"] - before)
+            return wrapper
+
+        def append(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return real_append(*a, **kw)
+            finally:
+                inside["history"] += time.perf_counter() - t
+
+        an.run_analysis = timed("analysis", real["run_analysis"])
+        an.run_geometry = timed("geometry", real["run_geometry"])
+        an.run_series = timed("series", real["run_series"])
+        history.append = append
+        try:
+            t = time.perf_counter()
+            report = pipeline.run_cpu_stages(settings)
+            total = time.perf_counter() - t
+        finally:
+            for name, fn in real.items():
+                setattr(an, name, fn)
+            history.append = real_append
+        if report.failed or report.analysed != [step] or report.geometry != [step] or not report.series:
+            raise RuntimeError(f"unexpected CPU work for one new checkpoint: analysed {report.analysed}, "
+                               f"geometry {report.geometry}, series {report.series}, failed {report.failed}")
+        spent["history"] = inside["history"]
+        spent["planning"] = total - spent["analysis"] - spent["geometry"] - spent["series"] - spent["history"]
+        rows = ro.history_rows(settings.archive_dir())
+        assert rows[-1]["step"] == step and "geometry" in rows[-1] and "ece" in rows[-1]
+        gc.collect()
+        t = time.perf_counter()
+        vis = visualize.generate(settings, steps=[step])
+        spent["figures"] = time.perf_counter() - t
+        if vis["failed"]:
+            raise RuntimeError(f"figures failed: {vis['failed']}")
+        arc.clear_memo()
+        gc.collect()
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            cli.main(["status", "--archive", str(settings.archive_dir())])
+        spent["status"] = time.perf_counter() - t
+        assert f"checkpoint-{step}" in out.getvalue()
+        peak = _peak_mib()
+        size = new.stat().st_size
+        drawn = {k: round(v, 3) for k, v in vis["timings"].items()}
+    finally:
+        snap.restore(step)
+    return {"n": n, "seconds": spent, "peak_mib": peak, "archive_bytes": size, "drawn": drawn}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10,100,500", help="run lengths N, comma-separated (default 10,100,500)")
+    ap.add_argument("--repeat", type=int, default=3, metavar="K", help="interleaved rounds (default 3)")
+    ap.add_argument("--one", type=int, metavar="N", help=argparse.SUPPRESS)     # one round, as JSON (internal)
+    args = ap.parse_args()
+    if args.one is not None:
+        print("RESULT " + json.dumps(measure(args.one)))
+        return
+    sizes = [int(x) for x in args.sizes.split(",")]
+    for n in sizes:                                       # build before timing anything
+        syn.cached_run(CACHE, n)
+    results: dict[int, list[dict]] = {n: [] for n in sizes}
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for r in range(args.repeat):
+        for n in sizes:
+            proc = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, env=env)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                sys.exit(f"round {r + 1} at N={n} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+            results[n].append(json.loads(line[len("RESULT "):]))
+            print(f"  round {r + 1}/{args.repeat} N={n}: "
+                  + " ".join(f"{k} {v:.3f}" for k, v in results[n][-1]["seconds"].items()), flush=True)
+    med = {n: {s: statistics.median(x["seconds"][s] for x in results[n]) for s in STAGES} for n in sizes}
+    lo, hi = sizes[0], sizes[-1]
+    print(f"\none new checkpoint at the end of a run of N checkpoints (seconds, median of {args.repeat}; "
+          f"{len(syn.probe_set())} probes, {len(syn.LAYERS)} layers of {syn.HIDDEN})")
+    print(f"{'stage':10s}" + "".join(f"{'N=' + str(n):>10s}" for n in sizes) + f"{f'{hi}/{lo}':>10s}")
+    ratios = {}
+    for s in STAGES:
+        ratios[s] = med[hi][s] / med[lo][s] if med[lo][s] > 0 else float("inf")
+        print(f"{s:10s}" + "".join(f"{med[n][s]:10.3f}" for n in sizes) + f"{ratios[s]:9.2f}x")
+    print(f"{'peak RSS':10s}" + "".join(f"{max(x['peak_mib'] for x in results[n]):8.0f}MB" for n in sizes))
+    print(f"{'archive':10s}" + "".join(f"{results[n][0]['archive_bytes'] / 2**20:8.2f}MB" for n in sizes)
+          + "   (the new checkpoint's archive)")
+    worst = max(ratios, key=ratios.get)
+    print(f"worst stage at {hi} / at {lo}: {ratios[worst]:.2f}x ({worst})")
+
+
+if __name__ == "__main__":
+    main()

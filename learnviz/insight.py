@@ -1,0 +1,147 @@
+"""Health flags and data impact of a run: the `health` and `data_impact` groups of series.h5
+(docs/archive.md), built by the series stage (learnviz.series_stage) from its stacked rows, and
+the history rows that carry the flags. The computations are learnviz.analysis.health and
+learnviz.analysis.data_impact; this module gathers their inputs from the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import archive as arc
+from . import history
+from .common import short_hash
+from .readout import read_geometry, stage_ok
+from .results import GEOMETRY
+from .settings import Settings
+
+
+def data_log_of(archives: list[arc.Archive]) -> Path | None:
+    """The run's data_log.jsonl: beside the checkpoints (the training run's folder), else in the
+    archive folder; None when there is none."""
+    from . import datalog
+    from .readout import checkpoint_of
+    run_folder = checkpoint_of(archives[0]).parent if archives[0].attrs.get("checkpoint") else None
+    return datalog.find([run_folder, archives[0].path.parent])
+
+
+def health_inputs_key(archives: list[arc.Archive], s: Settings) -> str:
+    """What the health and data impact groups read beyond the series' own inputs: every
+    geometry stage, the data log (the examples per source in each interval) and the health settings."""
+    geo = [a.stage(GEOMETRY).key.inputs if a.stage(GEOMETRY) and a.stage(GEOMETRY).ok else None for a in archives]
+    mix = None
+    path = data_log_of(archives)
+    if path is not None:   # what the log says about the archived checkpoints' intervals, not the file's
+        from . import datalog  # mtime: a trainer appending rows after the last checkpoint changes nothing
+        log = datalog.read(path)
+        names, counts = datalog.interval_mix(log, [a.step for a in archives])
+        mix = (str(path), names, counts.tolist(), len(log.problems))
+    return short_hash(geo, mix, s.health_window, s.health_z, s.health_min_history, s.health_floor)
+
+
+def _last_layer_similarity(a: arc.Archive) -> np.ndarray | None:
+    if not stage_ok(a, GEOMETRY):
+        return None
+    geo = read_geometry(a, elements=("similarity",))
+    return geo.layers[max(geo.layers)].similarity if geo.layers else None
+
+
+def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray):
+    """learnviz.analysis.health over the run: accuracy and regressions from the extractions,
+    loss, ECE, geometry drift and weight flags from the learning history."""
+    from .analysis.health import HealthInputs, health
+    from .analysis.rsa import geometry_drift
+
+    rows = {r["step"]: r for r in history.read(archives[0].path.parent, archives[-1].key.probe_hash)}
+    mine = [rows.get(a.step, {}) for a in archives]
+
+    def num(r: dict, *keys: str) -> float:
+        for k in keys:
+            v = r.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+        return np.nan
+
+    sims: dict[int, np.ndarray | None] = {}
+
+    def drift(r: int, i: int) -> float:
+        if r == i - 1:
+            return num(mine[i], "geometry_drift")
+        for j in (r, i):
+            if j not in sims:
+                sims[j] = _last_layer_similarity(archives[j])
+        if sims[r] is None or sims[i] is None or sims[r].shape != sims[i].shape:
+            return np.nan
+        return geometry_drift(sims[r], sims[i]).drift
+
+    inputs = HealthInputs(accuracy=correct.mean(axis=1) if correct.shape[1] else np.full(len(archives), np.nan),
+                          correct=correct, loss=np.asarray([num(r, "eval_loss", "train_loss") for r in mine]),
+                          ece=np.asarray([num(r, "ece") for r in mine]), drift=drift,
+                          weight_flags=[r.get("weight_flags") or {} for r in mine])
+    return health(inputs, window=s.health_window, z_threshold=s.health_z, min_history=s.health_min_history,
+                  floor=s.health_floor)
+
+
+def health_to_archive(h, steps: np.ndarray) -> dict:
+    """The `health` group: per signal its values and z-scores (k,), the flags per checkpoint as
+    JSON text, the reference checkpoint of each, and the settings they were judged with."""
+    import json
+
+    from .analysis.health import SIGNALS
+    return {"signals": np.asarray(SIGNALS, dtype=object),
+            "values": np.stack([h.values[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
+            "z": np.stack([h.z[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
+            "flags": np.asarray([json.dumps(f, sort_keys=True) for f in h.flags], dtype=object),
+            "reference_step": np.asarray([int(steps[r]) if r >= 0 else -1 for r in h.reference], dtype=np.int64),
+            "settings": {"window": np.int64(h.window), "z_threshold": np.float64(h.z_threshold),
+                         "min_history": np.int64(h.min_history), "floor": np.float64(h.floor)}}
+
+
+def append_health_rows(archives: list[arc.Archive], h) -> None:
+    """A history row `{"step", "probe_hash", "health_flags"}` for each checkpoint whose flags
+    differ from what the history says (so a re-run appends nothing)."""
+    archive_dir = archives[0].path.parent
+    probe_hash = archives[-1].key.probe_hash
+    known = {r["step"]: r.get("health_flags") for r in history.read(archive_dir, probe_hash)}
+    for a, flags in zip(archives, h.flags):
+        if known.get(a.step) != flags:
+            history.append(archive_dir, {"step": a.step, "probe_hash": probe_hash, "health_flags": flags})
+
+
+def series_data_impact(archives: list[arc.Archive], reads: list[dict], meta: dict, h) -> dict | None:
+    """The `data_impact` group, or None without a data log. Intervals run between consecutive
+    checkpoints that no health signal flagged (a broken checkpoint measures no training)."""
+    from . import datalog
+    from .analysis.data_impact import data_impact
+    from .analysis.health import SIGNALS
+
+    path = data_log_of(archives)
+    if path is None:
+        return None
+    log = datalog.read(path)
+    keep = [i for i, f in enumerate(h.flags) if not any(k in SIGNALS for k in f)]
+    steps = [archives[i].step for i in keep]
+    sources, mix = datalog.interval_mix(log, steps)
+    skills, cats = [str(x) for x in meta["probe_skill"]], [str(x) for x in meta["probe_category"]]
+    skill_names = list(dict.fromkeys(skills))
+    cat_names = list(dict.fromkeys(f"{a}/{b}" for a, b in zip(skills, cats)))
+    sk_idx = {n: np.asarray([j for j, x in enumerate(skills) if x == n]) for n in skill_names}
+    cat_idx = {n: np.asarray([j for j, (a, b) in enumerate(zip(skills, cats)) if f"{a}/{b}" == n]) for n in cat_names}
+    acc = np.asarray([[np.mean(np.asarray(reads[i]["correct"], dtype=bool)[sk_idx[n]]) for n in skill_names]
+                      for i in keep]).reshape(len(keep), len(skill_names))
+    lp = np.asarray([[np.nanmean(np.asarray(reads[i]["answer_logprob"], dtype=np.float64)[cat_idx[n]])
+                      for n in cat_names] for i in keep]).reshape(len(keep), len(cat_names))
+    out: dict = {"sources": np.asarray(sources, dtype=object),
+                 "intervals": np.asarray([steps[:-1], steps[1:]], dtype=np.int64).T.reshape(-1, 2),
+                 "mix": mix, "excluded_steps": np.asarray([a.step for i, a in enumerate(archives) if i not in keep],
+                                                          dtype=np.int64),
+                 "problems": np.asarray([str(p) for p in log.problems[:100]], dtype=object),
+                 "data_log": np.asarray(str(path), dtype=object)}
+    for name, names, values in (("accuracy", skill_names, acc), ("logprob", cat_names, lp)):
+        imp = data_impact(steps, mix, sources, np.diff(values, axis=0), names)
+        out[name] = {"targets": np.asarray(names, dtype=object), "change": imp.change, "beta": imp.beta,
+                     "stderr": imp.stderr, "p_value": imp.p_value, "progress": np.int64(imp.progress),
+                     "n_permutations": np.int64(imp.n_permutations), "per": np.float64(imp.per),
+                     "note": np.asarray(imp.note, dtype=object)}
+    return out

@@ -1,0 +1,337 @@
+"""The `series` stage: results across every checkpoint of a run -> series.h5 and
+hard_example_board.json beside the archives.
+
+A new checkpoint must cost the same at checkpoint 500 as at checkpoint 10, so the stage does not
+read every archive again. It keeps one compact row per checkpoint in series.h5 (element `rows`):
+what the run-level results need from that checkpoint's extraction and analysis, a few kilobytes
+(which answer tokens are above the learned threshold, the category means of the token
+logprobs, the answers' logprobs and correctness, the hard examples' answers and error types, the
+error-position histogram and the mean entropy per answer position; the hard examples' token
+logprobs, which the figures read from here: learnviz.plots.sources). Each row
+is keyed by the checkpoint's stamp: its archive's file name, step and the key, status and times
+of its `extract` and `analysis` stages. A run of the stage reads only the archives whose stamp
+has no row (the new checkpoint, one inserted out of order, one rewritten), drops rows whose
+checkpoint left the series, and computes every result from the stacked rows with the same
+functions a full recompute uses (`series_data(..., rows=False)`, which reads every archive); a
+test holds the two equal.
+
+Extending it: a per-checkpoint value is one more entry of ROW_FIELDS (a function of the
+checkpoint's `Row` returning a fixed-shape array); a series-level result is one more entry of
+RESULTS (a function of the stacked `Rows` returning archive elements). Bump ROW_VERSION when a
+row's content changes: stored rows of another version are computed again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import archive as arc
+from . import insight
+from .common import short_hash, write_json_atomic
+from .readout import read_analysis, row_stamp, stage_ok
+from .results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
+from .settings import Settings
+
+ROW_VERSION = 2
+ROWS = "rows"
+EXTRACT_ELEMENTS = ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"]
+META_ELEMENTS = ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"]
+ERROR_CODES = (None, "empty", "wrong_polarity", "wrong_token", "malformed")   # hard_error: index into this
+
+
+stamp = row_stamp     # what identifies a checkpoint's row: its archive and the keys of its stages
+
+
+@dataclass
+class Context:
+    """What every row of one series shares: the probe set (from the newest archive) and settings."""
+    meta: dict[str, np.ndarray]
+    offsets: np.ndarray             # (n + 1,) answer token offsets
+    threshold: float
+    names: list[str] = field(init=False)          # categories, sorted
+    token_cat: np.ndarray = field(init=False)     # (total,) category index of each answer token
+    rows: np.ndarray = field(init=False)          # (total,) probe of each answer token
+    pos: np.ndarray = field(init=False)           # (total,) position of each answer token
+    max_len: int = field(init=False)
+    hard: list[int] = field(init=False)           # probe indices of the hard examples
+    hard_tokens: np.ndarray = field(init=False)   # (total_hard,) answer-token indices of the hard examples
+
+    def __post_init__(self):
+        from .probes import HARD_EXAMPLES_SKILL
+        self.offsets = np.asarray(self.offsets, dtype=np.int64)
+        lengths = np.diff(self.offsets)
+        n = len(lengths)
+        cats = np.asarray(self.meta["probe_category"], dtype=object).astype(str)
+        self.names = sorted(set(cats))
+        self.rows = np.repeat(np.arange(n), lengths)
+        self.pos = np.arange(int(self.offsets[-1])) - np.repeat(self.offsets[:-1], lengths)
+        self.token_cat = (np.searchsorted(np.asarray(self.names, dtype=object), cats[self.rows]) if n
+                          else np.zeros(0, np.int64))
+        self.max_len = int(lengths.max()) if n else 0
+        self.hard = [i for i, sk in enumerate(self.meta["probe_skill"]) if sk == HARD_EXAMPLES_SKILL]
+        self.hard_tokens = (np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in self.hard])
+                            if self.hard else np.zeros(0, np.int64)).astype(np.int64)
+
+    @property
+    def signature(self) -> str:
+        """Rows made under another signature are computed again."""
+        return short_hash(ROW_VERSION, self.threshold, self.offsets.tobytes().hex(), self.names, self.hard,
+                          [str(x) for x in self.meta["probe_ids"]], [str(x) for x in self.meta["expected"]])
+
+
+@dataclass
+class Row:
+    """One checkpoint's inputs, read from its archive."""
+    archive: arc.Archive
+    extracted: dict[str, Any]
+    errors: np.ndarray | None       # the analysis's error-position histogram; None without a successful analysis
+    entropy: np.ndarray | None      # the analysis's mean entropy by answer position; None without one
+
+
+def _above(r: Row, ctx: Context) -> np.ndarray:
+    M = np.asarray(r.extracted["token_logprob"].values, dtype=np.float64)
+    return np.packbits(np.exp(M) > ctx.threshold)           # NaN: not above
+
+
+def _category_mean(r: Row, ctx: Context) -> np.ndarray:
+    from .analysis.trajectories import category_means
+    M = np.asarray(r.extracted["token_logprob"].values, dtype=np.float64)[None]
+    return category_means(M, ctx.token_cat, ctx.pos, len(ctx.names), ctx.max_len)[0]
+
+
+def _hard_error(r: Row, ctx: Context) -> np.ndarray:
+    from .analysis.hard_examples import cell_error
+    correct, answers = r.extracted["correct"], r.extracted["greedy_answer"]
+    return np.asarray([ERROR_CODES.index(cell_error(bool(correct[i]), answers[i], str(ctx.meta["expected"][i])))
+                       for i in ctx.hard], dtype=np.int8)
+
+
+def _error_hist(r: Row, ctx: Context) -> np.ndarray:
+    out = np.full(ctx.max_len + 2, -1, dtype=np.int64)     # [length, counts...], length -1: no histogram
+    if r.errors is not None and len(r.errors) <= ctx.max_len + 1:
+        out[0] = len(r.errors)
+        out[1:1 + len(r.errors)] = r.errors
+    elif r.errors is not None:
+        raise ValueError(f"{r.archive.path.name}: its error-position histogram has {len(r.errors)} bins, "
+                         f"answers of this probe set at most {ctx.max_len + 1}")
+    return out
+
+
+def _entropy(r: Row, ctx: Context) -> np.ndarray:
+    out = np.full(ctx.max_len + 1, np.nan)      # [length, means...], length NaN: no analysis
+    if r.entropy is not None:
+        e = np.asarray(r.entropy, dtype=np.float64)[: ctx.max_len]
+        out[0] = len(e)
+        out[1:1 + len(e)] = e
+    return out
+
+
+# name -> one checkpoint's value (a fixed shape per series); stacked to (k, ...) in `Rows`
+ROW_FIELDS: dict[str, Callable[[Row, Context], np.ndarray]] = {
+    "above": _above,
+    "category_mean": _category_mean,
+    "answer_logprob": lambda r, ctx: np.asarray(r.extracted["answer_logprob"], dtype=np.float64),
+    "correct": lambda r, ctx: np.asarray(r.extracted["correct"], dtype=bool),
+    "hard_answer": lambda r, ctx: np.asarray([str(r.extracted["greedy_answer"][i]) for i in ctx.hard], dtype=object),
+    "hard_error": _hard_error,
+    "hard_token_logprob": lambda r, ctx: np.asarray(r.extracted["token_logprob"].values,
+                                                    dtype=np.float64)[ctx.hard_tokens],
+    "error_hist": _error_hist,
+    "entropy_by_position": _entropy,      # read by the entropy figure (learnviz.plots.sources)
+}
+
+
+def read_row(a: arc.Archive, ctx: Context) -> dict[str, np.ndarray]:
+    """One checkpoint's row (every ROW_FIELDS value), read from its archive."""
+    extracted = a.read(EXTRACT, EXTRACT_ELEMENTS)
+    offsets = np.asarray(extracted["answer_ids"].offsets)
+    if not np.array_equal(offsets, ctx.offsets) or not np.array_equal(extracted["token_logprob"].offsets, offsets):
+        raise ValueError(f"{a.path.name}: its answer tokens differ from the newest checkpoint's (a changed "
+                         "tokenizer or probe set); all checkpoints need the same probes and answer tokens")
+    analysed = read_analysis(a, ["errors", "entropy"]) if stage_ok(a, ANALYSIS) else None
+    row = Row(a, extracted, analysed.errors.histogram if analysed else None,
+              analysed.entropy.mean_by_position if analysed else None)
+    return {name: fn(row, ctx) for name, fn in ROW_FIELDS.items()}
+
+
+@dataclass
+class Rows:
+    """Every checkpoint's row, stacked in step order: `values[name]` is (k, ...)."""
+    steps: np.ndarray
+    stamps: list[str]
+    values: dict[str, np.ndarray]
+    read: int = 0                   # rows read from archives this time (the others were kept)
+
+    def to_archive(self) -> dict:
+        return {"stamp": np.asarray(self.stamps, dtype=object), "step": self.steps, **self.values}
+
+
+def stored_rows(path: Path, ctx: Context) -> dict[str, Any] | None:
+    """series.h5's rows when they were made under `ctx`'s signature; None otherwise."""
+    try:
+        s = arc.Archive(path) if path.exists() else None
+        info = s.stage(SERIES) if s is not None else None
+        if info is None or not info.ok or info.attrs.get("rows_signature") != ctx.signature:
+            return None
+        if ROWS not in s.read_keys(SERIES):
+            return None
+        rows = s.read(SERIES, [ROWS])[ROWS]
+    except (arc.ArchiveError, OSError, KeyError, ValueError):
+        return None      # unreadable or of another layout: every row is read again
+    if set(rows) != set(ROW_FIELDS) | {"stamp", "step"}:
+        return None
+    return rows
+
+
+def collect_rows(archives: list[arc.Archive], ctx: Context, stored: dict[str, Any] | None) -> Rows:
+    """The rows of `archives` (in step order): kept ones from `stored` where the stamp matches,
+    the others read from their archives."""
+    stamps = [stamp(a) for a in archives]
+    where = {str(s): i for i, s in enumerate(stored["stamp"])} if stored is not None else {}
+    kept = [(j, where[s]) for j, s in enumerate(stamps) if s in where]
+    fresh = {j: read_row(a, ctx) for j, (a, s) in enumerate(zip(archives, stamps)) if s not in where}
+    k = len(archives)
+    values: dict[str, np.ndarray] = {}
+    for name in ROW_FIELDS:
+        sample = next(iter(fresh.values()))[name] if fresh else stored[name][0]
+        out = np.empty((k,) + np.shape(sample), dtype=np.asarray(sample).dtype if name != "hard_answer" else object)
+        if kept:
+            dst, src = zip(*kept)
+            out[list(dst)] = np.asarray(stored[name])[list(src)]
+        for j, row in fresh.items():
+            if np.shape(row[name]) != np.shape(sample):
+                raise ValueError(f"{archives[j].path.name}: its {name} has shape {np.shape(row[name])}, the "
+                                 f"other checkpoints' {np.shape(sample)}")
+            out[j] = row[name]
+        values[name] = out
+    return Rows(np.asarray([a.step for a in archives], dtype=np.int64), stamps, values, read=len(fresh))
+
+
+# ---------------------------------------------------------------- the results, from the rows
+
+def _trajectories(rows: Rows, ctx: Context) -> dict:
+    from .analysis.trajectories import learned_steps, learning_order
+    total = int(ctx.offsets[-1])
+    above = np.unpackbits(rows.values["above"], axis=1, count=total).astype(bool)
+    learned = learned_steps(above, rows.steps).astype(np.int64)
+    return {"trajectories": {
+        "learned_at": arc.Ragged(learned, ctx.offsets.copy()),
+        "order": learning_order(learned, ctx.rows, ctx.pos),
+        "category_mean": {"names": np.asarray(ctx.names, dtype=object),
+                          "values": (np.transpose(rows.values["category_mean"], (1, 0, 2)) if ctx.names
+                                     else np.zeros((0, 0, 0)))}}}
+
+
+def _cartography(rows: Rows, ctx: Context) -> dict:
+    from .analysis.cartography import cartography
+    k = len(rows.steps)
+    if k < 2:
+        return {}
+    # Two windows: over the whole run nearly every probe the model learns at all is
+    # "ambiguous" (it climbs from chance); the later half shows which ones stay hard.
+    late = k // 2 if k >= 4 else 0
+    out = {}
+    lengths = np.diff(ctx.offsets)
+    for name, start in (("cartography", 0), ("cartography_late", late)):
+        cart = cartography(rows.values["answer_logprob"][start:], lengths, rows.values["correct"][start:])
+        out[name] = {"confidence": cart.confidence, "variability": cart.variability,
+                     "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
+                     "first_step": np.int64(rows.steps[start])}
+    return out
+
+
+def _error_trend(rows: Rows, ctx: Context) -> dict:
+    from .analysis.errors import error_position_trend
+    packed = rows.values["error_hist"]
+    if not len(packed) or (packed[:, 0] < 0).any():
+        return {}
+    trend = error_position_trend(rows.steps, [p[1:1 + p[0]] for p in packed])
+    return {"error_trend": {"first": trend.first, "last": trend.last, "change": trend.change,
+                            "improving": np.asarray(trend.improving, dtype=np.int64)}}
+
+
+def board(rows: Rows, ctx: Context):
+    """The hard-example board from the rows (None without hard examples)."""
+    from .analysis.hard_examples import hard_example_board
+    if not ctx.hard:
+        return None
+    m = ctx.meta
+    types = [[ERROR_CODES[c] for c in r] for r in rows.values["hard_error"]]
+    return hard_example_board(rows.steps, [m["probe_ids"][i] for i in ctx.hard], [m["prompt"][i] for i in ctx.hard],
+                              [m["expected"][i] for i in ctx.hard], [m["probe_category"][i] for i in ctx.hard],
+                              rows.values["correct"][:, ctx.hard], rows.values["hard_answer"], error_types=types)
+
+
+def _hard_examples(rows: Rows, ctx: Context) -> dict:
+    b = board(rows, ctx)
+    if b is None:
+        return {}
+    return {"hard_examples": {"ids": np.asarray(b.ids, dtype=object), "correct": np.asarray(b.correct),
+                              "first_right": np.asarray([-1 if x is None else x for x in b.first_right]),
+                              "regressed": np.asarray(b.regressed, dtype=bool)}}
+
+
+# name -> archive elements of a series-level result, from the stacked rows
+RESULTS: dict[str, Callable[[Rows, Context], dict]] = {
+    "trajectories": _trajectories,
+    "cartography": _cartography,
+    "error_trend": _error_trend,
+    "hard_examples": _hard_examples,
+}
+
+
+# ---------------------------------------------------------------- the stage
+
+def context(archives: list[arc.Archive], s: Settings) -> Context:
+    newest = archives[-1]
+    meta = newest.read(EXTRACT, META_ELEMENTS)
+    offsets = newest.read(EXTRACT, ["answer_ids"])["answer_ids"].offsets
+    return Context(meta, offsets, float(s.learned_threshold))
+
+
+def series_data(archives: list[arc.Archive], s: Settings, *, rows: bool = True,
+                path: Path | None = None) -> tuple[dict, Rows, Context]:
+    """(series.h5's elements, the rows, their context). `rows`: keep the rows stored in `path`
+    whose stamps match; False reads every archive."""
+    ctx = context(archives, s)
+    stored = stored_rows(path, ctx) if rows and path is not None else None
+    stacked = collect_rows(archives, ctx, stored)
+    data: dict = {"steps": stacked.steps}
+    for fn in RESULTS.values():
+        data.update(fn(stacked, ctx))
+    data[ROWS] = stacked.to_archive()
+    return data, stacked, ctx
+
+
+def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, rows: bool = True) -> Path:
+    """Results across every checkpoint -> series.h5 (+ hard_example_board.json). `rows=False`
+    reads every archive again instead of keeping the stored rows (`learnviz analyze --force`)."""
+    t0 = time.perf_counter()
+    path = archives[0].path.parent / arc.SERIES_NAME
+    data, stacked, ctx = series_data(archives, s, rows=rows, path=path)
+    # health flags and data impact (learnviz.insight): from the same rows, apart from RESULTS
+    # because they also read the history, the data log and a geometry or two
+    health = insight.series_health(archives, s, stacked.values["correct"])
+    data["health"] = insight.health_to_archive(health, stacked.steps)
+    reads = [{"correct": c, "answer_logprob": lp}
+             for c, lp in zip(stacked.values["correct"], stacked.values["answer_logprob"])]
+    impact = insight.series_data_impact(archives, reads, ctx.meta, health)
+    if impact is not None:
+        data["data_impact"] = impact
+    t1 = time.perf_counter()
+    steps = stacked.steps
+    arc.write_stage(path, SERIES, key=key, root_attrs={"kind": "series", "steps": steps.tolist(),
+                                                      "step": int(steps[-1])},
+                    data=data, attrs={"learned_threshold": s.learned_threshold, "rows_signature": ctx.signature,
+                                      "rows_read": stacked.read},
+                    timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
+    b = board(stacked, ctx)
+    if b is not None:
+        write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json())
+    insight.append_health_rows(archives, health)
+    return path

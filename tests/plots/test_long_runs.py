@@ -1,0 +1,97 @@
+"""Figures of a long run: heatmaps and the hard-example board bin or thin their checkpoint axis to
+what a screen shows and say so in their titles; GIFs cap their frames, evenly spaced, the first
+and the latest always in, and name the steps they show."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from learnviz.plots.common import MAX_CHECKPOINTS, bin_checkpoints, evenly_spaced
+from learnviz.plots.gif import capped, write_gif
+
+
+def test_evenly_spaced_keeps_first_and_latest():
+    assert list(evenly_spaced(5, 40)) == [0, 1, 2, 3, 4]
+    idx = evenly_spaced(500, 40)
+    assert len(idx) == 40 and idx[0] == 0 and idx[-1] == 499
+    assert (np.diff(idx) >= 12).all() and (np.diff(idx) <= 13).all()
+    assert list(evenly_spaced(3, 2)) == [0, 2]
+
+
+def test_bin_checkpoints_means_and_labels():
+    steps = list(range(100, 1100, 100))                      # 10 checkpoints
+    values = np.arange(20, dtype=float).reshape(2, 10)       # (layers, checkpoints)
+    values[0, 1] = np.nan
+    out, labels, note = bin_checkpoints(values, steps, axis=1, most=4)
+    assert out.shape == (2, 4)
+    # bins of [0,1,2] [3,4] [5,6,7] [8,9] (np.linspace(0, 10, 5).round() = 0, 2, 5, 8, 10 -> 0-2, 2-5 ...)
+    edges = np.linspace(0, 10, 5).round().astype(int)
+    for b in range(4):
+        chunk = values[:, edges[b]:edges[b + 1]]
+        assert np.allclose(out[:, b], np.nanmean(chunk, axis=1))
+    assert labels[0] == f"{steps[0]}–{steps[edges[1] - 1]}"
+    assert "10 checkpoints binned into 4" in note
+    same, labels, note = bin_checkpoints(values, steps, axis=1, most=40)
+    assert same is not values or np.array_equal(same, values, equal_nan=True)
+    assert labels == [str(s) for s in steps] and note == ""
+    allnan = np.full((1, 10), np.nan)
+    assert np.isnan(bin_checkpoints(allnan, steps, axis=1, most=3)[0]).all()
+
+
+@pytest.mark.parametrize("figure", ["drift", "errors", "entropy", "canonical", "category"])
+def test_heatmaps_of_500_checkpoints_are_binned_and_say_so(figure):
+    from learnviz.plots import entropy_positions, error_positions, layer_drift, logprob_heatmap
+    k = 500
+    steps = [100 * (i + 1) for i in range(k)]
+    rng = np.random.default_rng(0)
+    if figure == "drift":
+        fig = layer_drift.layer_drift_heatmap(steps, ["embeddings", "block.0", "head"], rng.uniform(0.01, 1, (3, k)))
+    elif figure == "errors":
+        fig = error_positions.error_positions_figure(steps, rng.integers(0, 9, (k, 5)))
+    elif figure == "entropy":
+        fig = entropy_positions.entropy_positions_figure(steps, rng.uniform(0.01, 2, (k, 4)), [5, 5, 4, 2])
+    elif figure == "canonical":
+        fig = logprob_heatmap.canonical_heatmap(steps, -rng.uniform(0, 5, (k, 3)), [" All", " A", "."],
+                                                probe_id="p", prompt="q?", expected="All A.")
+    else:
+        fig = logprob_heatmap.category_heatmaps(steps, ["a", "b"], -rng.uniform(0, 5, (2, k, 3)))
+    most = logprob_heatmap.TILE_CHECKPOINTS if figure == "category" else MAX_CHECKPOINTS
+    assert f"{k} checkpoints binned into {most}" in fig._suptitle.get_text()
+    w, h = fig.get_size_inches()
+    assert w <= 24 and h <= 24
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert images and all(most in im.get_array().shape for im in images)
+
+
+def test_board_of_500_checkpoints_is_thinned_and_says_so():
+    from learnviz.plots.hard_board import hard_example_board_figure
+    steps = [100 * (i + 1) for i in range(500)]
+    examples = [{"id": f"h{j}", "prompt": "p", "expected": "Yes", "first_right": None, "regressed": False,
+                 "rows": [{"step": s, "correct": (i + j) % 3 == 0, "error_type": "wrong_token", "answer": "No"}
+                          for i, s in enumerate(steps)]} for j in range(3)]
+    fig = hard_example_board_figure({"steps": steps, "examples": examples})
+    assert f"{MAX_CHECKPOINTS} of 500 checkpoints shown" in fig._suptitle.get_text()
+    (im,) = fig.axes[0].get_images()
+    grid = im.get_array()
+    assert grid.shape == (3, MAX_CHECKPOINTS)
+    shown = evenly_spaced(500, MAX_CHECKPOINTS)
+    assert grid[1, -1] == (0 if (shown[-1] + 1) % 3 == 0 else 2)      # the latest column is the latest step
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[0] == "100" and labels[-1] == "50000"
+
+
+def test_gif_frames_are_capped_and_named(tmp_path):
+    frames = []
+    for i in range(7):
+        p = tmp_path / f"radar_{100 * (i + 1)}.png"
+        Image.new("RGB", (20, 10), (30 * i, 0, 0)).save(p)
+        frames.append(p)
+    shown = capped(frames, 3)
+    assert shown == [frames[0], frames[3], frames[6]]
+    out = write_gif(shown, tmp_path / "a.gif", comment="steps 100, 400, 700")
+    with Image.open(out) as gif:
+        assert gif.n_frames == 3
+        assert gif.info.get("comment") == b"steps 100, 400, 700"
+    assert capped(frames) == frames                          # under the cap: every frame

@@ -1,0 +1,266 @@
+"""The series stage keeps one row per checkpoint and reads only the archives whose row is missing:
+its content must equal a full recompute (every archive read again, the results computed by the
+analysis functions directly, as the stage did before it kept rows), after a checkpoint arrives
+out of order, after an archive is rewritten, and after one leaves the run."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from learnviz import analyze as an
+from learnviz import archive as arc
+from learnviz.analysis.cartography import cartography
+from learnviz.analysis.errors import error_position_trend
+from learnviz.analysis.hard_examples import hard_example_board
+from learnviz.analysis.trajectories import logprob_trajectories
+from learnviz.readout import read_analysis, series, stage_ok
+from learnviz.results import BOARD_FILE, EXTRACT, SERIES
+from learnviz.settings import Settings
+
+SKILLS = ["syllo_easy"] * 5 + ["edge_cases"] * 3 + ["hard_examples"] * 4
+CATS = ["barbara", "celarent", "darii", "barbara", "negation", "darii", "chain", "barbara",
+        "celarent", "chain", "negation", "barbara"]
+EXPECTED = ["All A are C.", "No A are C.", "Some A are C.", "Yes", "No", "Nothing follows.", "All B are D.",
+            "Some A are not C.", "No owls are fish.", "All rats are cats.", "Yes", "Some cats are dogs."]
+N = len(SKILLS)
+LENGTHS = np.asarray([len(e.split()) + 1 for e in EXPECTED])
+OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(np.int64)
+
+
+def write_extract(folder, step: int, seed: int):
+    """A checkpoint's extract group through learnviz's writer; logprobs rise with the step."""
+    rng = np.random.default_rng(seed)
+    total = int(OFFSETS[-1])
+    logit = (step / 100 - 2.5) + rng.normal(0, 1.5, size=total)
+    logprob = np.log(1 / (1 + np.exp(-logit))).astype(np.float32)
+    logprob[rng.integers(0, total)] = np.nan if seed % 2 else logprob[0]     # a NaN now and then
+    above = np.nan_to_num(logprob, nan=-9) > np.log(0.5)
+    correct = np.logical_and.reduceat(above, OFFSETS[:-1])
+    ids = (np.arange(total) % 97 + 5).astype(np.int32)
+    argmax = np.where(above, ids, ids + 1).astype(np.int32)
+    first_div = np.asarray([-1 if correct[j] else int(np.argmin(above[OFFSETS[j]:OFFSETS[j + 1]]))
+                            for j in range(N)], dtype=np.int32)
+    wrong = ["", "All owls are fish.", "No rats are cats.", "Cats cats"]
+    greedy = [EXPECTED[j] if correct[j] else wrong[(j + seed) % 4] for j in range(N)]
+    r = lambda v: arc.Ragged(v, OFFSETS)  # noqa: E731
+    data = {"probe_ids": np.asarray([f"p{j:02d}" for j in range(N)], dtype=object),
+            "probe_skill": np.asarray(SKILLS, dtype=object), "probe_category": np.asarray(CATS, dtype=object),
+            "prompt": np.asarray([f"prompt {j}?" for j in range(N)], dtype=object),
+            "expected": np.asarray(EXPECTED, dtype=object),
+            "embeddings": {"layer_0": rng.normal(size=(N, 8)).astype(np.float16)},
+            "answer_ids": r(ids), "token_text": r(np.asarray([f" t{i}" for i in ids], dtype=object)),
+            "token_logprob": r(logprob), "token_entropy": r(rng.uniform(0, 2, total).astype(np.float32)),
+            "token_top1_prob": r(rng.uniform(size=total).astype(np.float32)), "token_argmax": r(argmax),
+            "answer_logprob": np.nan_to_num(np.add.reduceat(np.nan_to_num(logprob, nan=-5.0), OFFSETS[:-1]),
+                                            neginf=-50.0).astype(np.float32),
+            "answer_confidence": rng.uniform(size=N).astype(np.float32),
+            "stop_prob": rng.uniform(size=N).astype(np.float32), "first_divergence": first_div,
+            "greedy_answer": np.asarray(greedy, dtype=object), "correct": correct,
+            "prompt_tokens": np.full(N, 9, dtype=np.int32), "truncated": np.zeros(N, dtype=bool)}
+    name = f"checkpoint-{step}"
+    arc.write_stage(folder / f"{name}.h5", EXTRACT, key=arc.StageKey(f"fp-{step}-{seed}", "probes1"),
+                    root_attrs={"step": step, "checkpoint": str(folder / "gone" / name), "checkpoint_name": name},
+                    data=data, attrs={"layers": [0], "n_layers": 1})
+
+
+def analyse(settings: Settings) -> None:
+    """The real analysis stage of every checkpoint whose analysis is not current."""
+    archives = series(settings.archive_dir())
+    for i, a in enumerate(archives):
+        key = an.analysis_key(archives, i, settings)
+        if not a.is_current("analysis", key):
+            an.run_analysis(archives, i, settings, key)
+
+
+def full_recompute(archives, s: Settings) -> tuple[dict, dict | None]:
+    """The series read from every archive and computed by the analysis functions directly."""
+    steps = np.asarray([a.step for a in archives])
+    reads = [a.read(EXTRACT, ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
+             for a in archives]
+    meta = archives[-1].read(EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
+    cats = list(meta["probe_category"])
+    traj = logprob_trajectories(steps, [r["token_logprob"] for r in reads], cats, threshold=s.learned_threshold)
+    width = max(v.shape[1] for v in traj.category_mean.values())
+    values = np.full((len(traj.category_mean), len(steps), width), np.nan)
+    for c, v in enumerate(traj.category_mean.values()):
+        values[c, :, : v.shape[1]] = v
+    data = {"steps": steps, "trajectories": {
+        "learned_at": arc.Ragged.from_rows([np.asarray(x, dtype=np.int64) for x in traj.learned_at], np.int64),
+        "order": np.asarray(traj.order, dtype=np.int64).reshape(-1, 3),
+        "category_mean": {"names": np.asarray(list(traj.category_mean), dtype=object), "values": values}}}
+    correct = np.stack([np.asarray(r["correct"], dtype=bool) for r in reads])
+    if len(archives) >= 2:
+        lengths = np.diff(reads[-1]["answer_ids"].offsets)
+        logprobs = np.stack([r["answer_logprob"] for r in reads])
+        late = len(archives) // 2 if len(archives) >= 4 else 0
+        for name, start in (("cartography", 0), ("cartography_late", late)):
+            cart = cartography(logprobs[start:], lengths, correct[start:])
+            data[name] = {"confidence": cart.confidence, "variability": cart.variability,
+                          "correctness": cart.correctness, "region": np.asarray(cart.region, dtype=object),
+                          "first_step": np.int64(steps[start])}
+    hists = [read_analysis(a, ["errors"]).errors.histogram if stage_ok(a, "analysis") else None for a in archives]
+    if all(h is not None for h in hists):
+        trend = error_position_trend(steps, hists)
+        data["error_trend"] = {"first": trend.first, "last": trend.last, "change": trend.change,
+                               "improving": np.asarray(trend.improving, dtype=np.int64)}
+    hard = [i for i, sk in enumerate(meta["probe_skill"]) if sk == "hard_examples"]
+    answers = np.asarray([[r["greedy_answer"][i] for i in hard] for r in reads], dtype=object)
+    board = hard_example_board(steps, [meta["probe_ids"][i] for i in hard], [meta["prompt"][i] for i in hard],
+                               [meta["expected"][i] for i in hard], [cats[i] for i in hard], correct[:, hard], answers)
+    data["hard_examples"] = {"ids": np.asarray(board.ids, dtype=object), "correct": np.asarray(board.correct),
+                             "first_right": np.asarray([-1 if x is None else x for x in board.first_right]),
+                             "regressed": np.asarray(board.regressed, dtype=bool)}
+    return data, board.to_json()
+
+
+def assert_same(got, want, where="series"):
+    if isinstance(want, dict):
+        assert set(got) == set(want), f"{where}: {sorted(got)} != {sorted(want)}"
+        for k in want:
+            assert_same(got[k], want[k], f"{where}/{k}")
+    elif isinstance(want, arc.Ragged):
+        assert_same(got.values, want.values, f"{where}/values")
+        assert_same(got.offsets, want.offsets, f"{where}/offsets")
+    else:
+        g, w = np.asarray(got), np.asarray(want)
+        assert g.shape == w.shape, f"{where}: shape {g.shape} != {w.shape}"
+        if w.dtype.kind in "OUS" or g.dtype.kind in "OUS":
+            assert [str(x) for x in g.ravel()] == [str(x) for x in w.ravel()], where
+        else:
+            assert np.array_equal(g, w, equal_nan=True), f"{where}: {g} != {w}"
+
+
+def check(settings: Settings) -> int:
+    """Run the series stage with its kept rows; assert it equals a full recompute. Returns how
+    many rows it read from archives."""
+    archives = series(settings.archive_dir())
+    an.run_series(archives, settings)
+    path = settings.archive_dir() / arc.SERIES_NAME
+    stored = arc.Archive(path).read(SERIES)
+    rows = stored.pop("rows")
+    want, board = full_recompute(archives, settings)
+    assert_same(stored, want)
+    assert json.loads((settings.archive_dir() / BOARD_FILE).read_text()) == board
+    assert [int(s) for s in rows["step"]] == [a.step for a in archives]
+    with h5py.File(path, "r") as f:
+        return int(f[SERIES].attrs["rows_read"])
+
+
+def test_kept_rows_equal_a_full_recompute(tmp_path):
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 400, 500):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    assert check(s) == 4                        # no rows yet: every archive read
+
+    write_extract(tmp_path, 600, seed=600)      # a new checkpoint at the end
+    analyse(s)
+    assert check(s) == 1
+
+    write_extract(tmp_path, 300, seed=300)      # one out of order: its row, and 400's (re-analysed:
+    analyse(s)                                  # its previous checkpoint changed)
+    assert check(s) == 2
+
+    write_extract(tmp_path, 200, seed=7)        # an archive rewritten (new weights): its row, 300's
+    analyse(s)                                  # (previous changed) and every later one's (base...)
+    read = check(s)
+    assert 2 <= read <= 6
+
+    (tmp_path / "checkpoint-100.h5").unlink()   # the base leaves the run: every analysis is redone
+    analyse(s)
+    check(s)
+    assert check(s) == 0                         # nothing new: nothing read
+
+
+def test_changed_threshold_reads_every_row_again(tmp_path):
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    check(s)
+    assert check(Settings(archive=str(tmp_path), learned_threshold=0.3)) == 3
+
+
+def test_differing_answer_tokens_fail_with_the_file_named(tmp_path):
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200):
+        write_extract(tmp_path, step, seed=step)
+    data = arc.Archive(tmp_path / "checkpoint-100.h5").read(EXTRACT)
+    for k in ("answer_ids", "token_text", "token_logprob", "token_entropy", "token_top1_prob", "token_argmax"):
+        r = data[k]     # the first answer one token shorter (another tokenizer)
+        data[k] = arc.Ragged(r.values[1:], np.concatenate([[0], r.offsets[1:] - 1]).astype(np.int64))
+    arc.write_stage(tmp_path / "checkpoint-100.h5", EXTRACT, key=arc.StageKey("fp-short", "probes1"),
+                    root_attrs={"step": 100, "checkpoint": "/gone", "checkpoint_name": "checkpoint-100"}, data=data,
+                    attrs={"layers": [0], "n_layers": 1})
+    with pytest.raises(ValueError, match="checkpoint-100.h5: its answer tokens differ"):
+        an.run_series(series(tmp_path), s)
+
+
+def test_figures_read_the_kept_rows_as_they_would_the_archives(tmp_path):
+    """The canonical heatmap and the entropy figure take the series' rows instead of reading every
+    archive: the same data either way; rows behind the archives are not used."""
+    from learnviz.plots import sources
+
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    an.run_series(series(tmp_path), s)
+    run = sources.Run(tmp_path)
+    probe = sources.canonical_probe(run, None)
+    assert run.probes["probe_skill"][probe] == "hard_examples"
+    assert sources._hard_rows(run, probe) is not None           # served from series.h5
+    kept = sources.canonical_data(run, None), sources.entropy_data(run)
+
+    write_extract(tmp_path, 400, seed=400)                      # series.h5 now behind: not used
+    analyse(s)
+    run = sources.Run(tmp_path)
+    assert sources._hard_rows(run, probe) is None
+    assert sources.canonical_data(run, None)["logprobs"].shape[0] == 4
+    (tmp_path / "checkpoint-400.h5").unlink()
+    (tmp_path / arc.SERIES_NAME).unlink()
+    run = sources.Run(tmp_path)
+    read = sources.canonical_data(run, None), sources.entropy_data(run)
+    for got, want in zip(kept, read):
+        assert_same(got, want)
+
+
+def test_a_new_process_lists_unchanged_archives_from_the_folder_index(tmp_path, monkeypatch):
+    """`learnviz status` and the CPU stages of a fresh process read headers and accuracies from the
+    folder's index file, not from the archives; a rewritten archive's entry is not used."""
+    from learnviz import readout
+
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    first = readout.status_rows(tmp_path)
+    assert (tmp_path / arc.INDEX_NAME).exists()
+    arc.clear_memo()                                  # as a new process
+    opened = []
+    real = h5py.File
+    monkeypatch.setattr(arc.h5py, "File", lambda path, *a, **kw: opened.append(str(path)) or real(path, *a, **kw))
+    again = readout.status_rows(tmp_path)
+    assert opened == []
+    assert [(r.step, r.stages, r.accuracy, r.skills) for r in again] == \
+        [(r.step, r.stages, r.accuracy, r.skills) for r in first]
+    write_extract(tmp_path, 200, seed=9)              # rewritten: its entry is stale
+    arc.clear_memo()
+    opened.clear()
+    rows = readout.status_rows(tmp_path)
+    assert [p.rsplit("/", 1)[-1] for p in opened] == ["checkpoint-200.h5", "checkpoint-200.h5"]  # header, accuracy
+    assert arc.Archive(tmp_path / "checkpoint-200.h5").key.fingerprint == "fp-200-9"
+    assert rows[1].accuracy == pytest.approx(float(np.mean(
+        arc.Archive(tmp_path / "checkpoint-200.h5").read(EXTRACT, ["correct"])["correct"])))
+    # past max(8, 1/20 of the entries) changes (at most half) the index is written again, with
+    # removed archives dropped; fewer are left to the next process to open (not O(N) bytes each time)
+    for step in range(400, 1400, 100):
+        write_extract(tmp_path, step, seed=step)
+    (tmp_path / "checkpoint-300.h5").unlink()
+    arc.clear_memo()
+    readout.status_rows(tmp_path)
+    entries = json.loads((tmp_path / arc.INDEX_NAME).read_text())["archives"]
+    assert "checkpoint-300.h5" not in entries and len(entries) == 12
+    assert entries["checkpoint-200.h5"]["attrs"]["fingerprint"] == "fp-200-9"
