@@ -114,6 +114,13 @@ def full_recompute(archives, s: Settings) -> tuple[dict, dict | None]:
     data["hard_examples"] = {"ids": np.asarray(board.ids, dtype=object), "correct": np.asarray(board.correct),
                              "first_right": np.asarray([-1 if x is None else x for x in board.first_right]),
                              "regressed": np.asarray(board.regressed, dtype=bool)}
+    # health flags and data impact (issue 15) from the same full reads
+    from learnviz import insight
+    health = insight.series_health(archives, s, correct)
+    data["health"] = insight.health_to_archive(health, steps)
+    impact = insight.series_data_impact(archives, reads, meta, health)
+    if impact is not None:
+        data["data_impact"] = impact
     return data, board.to_json()
 
 
