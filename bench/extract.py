@@ -19,12 +19,14 @@ checkpoint as transformers builds it; learnviz's load fuses GPT-2's op-by-op GEL
     python bench/extract.py --checkpoint DIR      # any checkpoint
     python bench/extract.py --model gpt2-small --device cuda --dtype bfloat16   # GPT-2-small from a config
     python bench/extract.py --peer                # against lm-eval-harness on the demo's last checkpoint
+    python bench/extract.py --model gpt2-small-trained --device cuda --dtype bfloat16 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -66,6 +68,34 @@ def gpt2_small_checkpoint(tokenizer_from: Path) -> Path:
         model.save_pretrained(path, safe_serialization=True)
         tok.save_pretrained(path)
     return path
+
+
+def trained_gpt2_small(device: str, steps: int = 300) -> Path:
+    """A GPT-2-small-sized model (12 layers, 768 wide; the demo's 512-token vocabulary) *trained*
+    on the demo's task for `steps` steps on `device`, so that most greedy answers stop where the
+    expected one does and decoding is realistic (a random model decodes every probe)."""
+    from learnviz.demo.train import DemoConfig, train
+    cfg = DemoConfig(steps=steps, n_checkpoints=1, n_layer=12, n_embd=768, n_head=12, lr=6e-4, warmup=30,
+                     fault_at=0, device=device)
+    root = CACHE / f"gpt2-small-trained-{steps}"
+    last = root / f"checkpoint-{steps}"
+    if not (last / "model.safetensors").exists():
+        print(f"training a GPT-2-small-sized model for {steps} steps on {device} (once) ...", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
+        train(root, cfg, progress=False)
+    return last
+
+
+def profile_once(lm, probes: ProbeSet, opts, rows: int = 15) -> None:
+    """One extraction under torch.profiler: the top `rows` operators by self time (device time on
+    CUDA), what the issue asks the GPU run to report."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if lm.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        ex.extract(lm, probes, opts)
+        sync(lm.device)
+    key = "self_cuda_time_total" if lm.device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 def sync(device) -> None:
@@ -170,7 +200,13 @@ def timed(fn, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: the demo's last)")
-    ap.add_argument("--model", choices=["demo", "gpt2-small"], default="demo")
+    ap.add_argument("--model", choices=["demo", "gpt2-small", "gpt2-small-trained"], default="demo",
+                    help="demo: the demo's last checkpoint; gpt2-small: GPT-2-small from a config, random init; "
+                         "gpt2-small-trained: the same size trained --train-steps steps on the demo task "
+                         "(on --device; realistic decoding)")
+    ap.add_argument("--train-steps", type=int, default=300, help="steps for gpt2-small-trained (default 300)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the top operators of one extraction (torch.profiler)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -188,6 +224,8 @@ def main() -> None:
     ckpt = args.checkpoint or demo_checkpoint()
     if args.model == "gpt2-small":
         ckpt = gpt2_small_checkpoint(ckpt)
+    elif args.model == "gpt2-small-trained":
+        ckpt = trained_gpt2_small(args.device, args.train_steps)
     probes = ProbeSet(tuple(read_probe_file(SHIPPED_CONFIG_DIR / "probes.jsonl")))
     lm = load(ckpt, device=args.device, dtype=args.dtype)
     opts = ex.ExtractOptions(batch_size=args.batch_size)
@@ -196,6 +234,9 @@ def main() -> None:
           f"{sum(p.numel() for p in lm.model.parameters()) / 1e6:.1f}M "
           f"params, {lm.n_layers} layers), {len(probes)} probes, device {lm.device}, dtype {lm.dtype}, "
           f"batch {args.batch_size}")
+    if args.profile:
+        ex.extract(lm, probes, opts)      # warm-up
+        profile_once(lm, probes, opts)
     if args.peer:
         run_peer(lm, probes, opts, args.rounds)
         return

@@ -55,6 +55,7 @@ class DemoConfig:
     hard_end: float = 0.7       # ... ramping up to this at the last step
     fault_at: int = 8           # the planted fault: this checkpoint (1-based) is saved with noisy weights; 0: none
     fault_noise: float = 1.0    # its noise: per tensor, Gaussian with this times the tensor's standard deviation
+    device: str = "cpu"         # where it trains (bench/extract.py --trained trains a GPT-2-small on "cuda")
 
 
 def hard_share(step: int, cfg: DemoConfig) -> float:
@@ -159,7 +160,7 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=cfg.n_positions, n_embd=cfg.n_embd,
                         n_layer=cfg.n_layer, n_head=cfg.n_head, bos_token_id=eos_id, eos_token_id=eos_id,
                         pad_token_id=eos_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config).to(cfg.device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
 
@@ -167,7 +168,8 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     fault_step = planted_fault_step(cfg)
     fed: dict[str, int] = {}        # examples per source since the last data log row
     eval_rng = random.Random(cfg.seed + 7)
-    eval_batch = _batch([syllo.training_example(eval_rng) for _ in range(256)], tokenizer, eos_id)
+    eval_batch = tuple(t.to(cfg.device) for t in
+                       _batch([syllo.training_example(eval_rng) for _ in range(256)], tokenizer, eos_id))
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
     log_history: list[dict] = []
     written: list[Path] = []
@@ -181,7 +183,7 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
         drawn = [_example(data_rng, step, cfg) for _ in range(cfg.batch_size)]
         for source, _ in drawn:
             fed[source] = fed.get(source, 0) + 1
-        ids, mask, labels = _batch([ex for _, ex in drawn], tokenizer, eos_id)
+        ids, mask, labels = (t.to(cfg.device) for t in _batch([ex for _, ex in drawn], tokenizer, eos_id))
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,7 +228,7 @@ def _planted_fault(model, cfg: DemoConfig):
     with torch.no_grad():
         for p in broken.parameters():
             if p.is_floating_point() and p.numel() > 1:
-                p.add_(torch.randn(p.shape, generator=gen) * (cfg.fault_noise * float(p.std())))
+                p.add_((torch.randn(p.shape, generator=gen) * (cfg.fault_noise * float(p.std()))).to(p.device))
     return broken
 
 
