@@ -527,6 +527,7 @@ class FolderIndex:
         max(8, 1/20 of its entries) (at most half of them) were added or updated since it was read (entries of files not
         `present` are dropped then). Rewriting the whole file for every new checkpoint would cost
         O(N) per checkpoint; until the next write, a new process opens those few archives itself."""
+        present = present if present is not None else getattr(self, "present", None)
         few = min(max(8, len(self.entries) // 20), len(self.entries) // 2)
         if not self.dirty or (self.path.exists() and self.changed <= few):
             return
@@ -771,9 +772,9 @@ def scan_archives(archive_dir: str | Path) -> Listing:
             if p.exists():
                 bad.append(_unreadable(p, exc))
     index = _indexes.get(archive_dir)
-    if index is not None:
+    if index is not None:     # what flush_index keeps: the dashboard's listings write nothing
         with _memo_lock:
-            index.flush(present={a.path.name for a in out})
+            index.present = {a.path.name for a in out}
     out.sort(key=lambda a: (a.step, a.path.name))
     bad.sort(key=lambda u: (u.step is None, u.step or 0, u.path.name))
     return Listing(out, bad)

@@ -274,6 +274,7 @@ def cmd_status(args) -> int:
     for name, rs in runs:
         archive_dir = rs.archive_dir()
         rows = readout.status_rows(archive_dir)
+        readout.keep_index(archive_dir)
         everything = rows
         if args.flags:
             rows = readout.filter_flags(rows, args.flags)

@@ -105,7 +105,7 @@ def append_health_rows(archives: list[arc.Archive], h) -> None:
     probe_hash = archives[-1].key.probe_hash
     known = {r["step"]: r.get("health_flags") for r in history.read(archive_dir, probe_hash)}
     for a, flags in zip(archives, h.flags):
-        if known.get(a.step) != flags:
+        if (known.get(a.step) or {}) != flags:       # no row yet means no flags: nothing to say
             history.append(archive_dir, {"step": a.step, "probe_hash": probe_hash, "health_flags": flags})
 
 

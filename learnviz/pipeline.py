@@ -170,6 +170,7 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
             with run_lock(rs.archive_dir()):
                 report = _update(rs, which=which, stages=stages, force=force, figures=figures,
                                  require_checkpoints=require_checkpoints, progress=progress, probes=probes)
+                arc.flush_index(rs.archive_dir())   # headers and accuracies, for the next process
         except LearnvizError as exc:   # `--checkpoint 2000` that one run of several lacks
             if len(every) == 1:
                 raise

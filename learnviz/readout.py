@@ -47,9 +47,9 @@ from .results import (
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
            "chosen_steps", "extracted", "filter_flags", "format_status", "health_flags", "history_rows",
-           "read_analysis", "read_board", "read_data_impact", "read_geometry", "row_stamp", "run_archives",
-           "scan_archives", "series", "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows",
-           "training_status", "unreadable_row"]
+           "keep_index", "read_analysis", "read_board", "read_data_impact", "read_geometry", "row_stamp",
+           "run_archives", "scan_archives", "series", "series_rows", "series_of", "skill_accuracy", "stage_ok",
+           "status_rows", "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -207,8 +207,15 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
     for r in rows:
         if r.step in flags and not r.unreadable:
             r.flags = flags[r.step]
-    arc.flush_index(archive_dir)      # the accuracies, for the next process (the folder's index)
     return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
+
+
+def keep_index(archive_dir: str | Path) -> None:
+    """Write the folder's index file (`.learnviz-index.json`: each archive's header and accuracy by
+    file version, a cache) when this process added enough to it, so that the next process lists
+    the folder without opening every archive. The one write of the read side, and only for the
+    CLI: the dashboard never calls it (its requests write nothing); the pipeline does after a run."""
+    arc.flush_index(archive_dir)
 
 
 def health_flags(archive_dir: str | Path) -> dict[int, dict[str, str]]:
@@ -237,7 +244,7 @@ def format_status(rows: list[StatusRow]) -> str:
         cells = ["?" if r.step is None else str(r.step), r.name, stages,
                  "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
         cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
-        cells.append(",".join(r.flags) if r.flags else "ok")
+        cells.append(",".join(r.flags) if r.flags else ("-" if r.unreadable else "ok"))
         table.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]

@@ -41,9 +41,13 @@ def settings(ckpt_root, tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """The trained demo series: checkpoints, archives and the settings they ran with."""
+    """The trained demo series: checkpoints, archives and the settings they ran with.
+
+    TEST_DEMO_OUT=DIR (for a developer iterating on demo tests): use DIR as the demo's
+    folder; checkpoints already there are not trained again (`learnviz demo` reuses them), only
+    brought through the pipeline."""
     from learnviz.demo.run import run_demo
 
-    out = tmp_path_factory.mktemp("demo")
+    out = os.environ.get("TEST_DEMO_OUT") or tmp_path_factory.mktemp("demo")
     base = dataclasses.replace(load_settings(environ={}), demo_out=str(out))
     return run_demo(base, serve=False, progress=False)

@@ -68,3 +68,11 @@ def doc_blocks(doc: str, marker: str) -> list[str]:
     text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text(encoding="utf-8")
     pattern = re.compile(r"<!-- " + re.escape(marker) + r" -->\n```\w*\n(.*?)```", re.S)
     return pattern.findall(text)
+
+
+def demo_fault_step(demo) -> int | None:
+    """The step of the demo's planted bad checkpoint (weights perturbed by noise, issue 15), which
+    tests of what training does leave out."""
+    from learnviz.demo.train import DemoConfig, planted_fault_step
+    return planted_fault_step(DemoConfig(steps=demo.demo_steps, n_checkpoints=demo.demo_checkpoints,
+                                         seed=demo.demo_seed))

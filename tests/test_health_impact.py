@@ -27,7 +27,7 @@ def test_health_and_data_impact_in_the_series(settings):
     assert flags[0] == {} and flags[1] == {"weights_dead": "head"}
     assert health["reference_step"].tolist() == [-1, 10, 20]
     rows = history.read(settings.archive_dir())
-    assert [r["health_flags"] for r in rows] == flags
+    assert [r.get("health_flags", {}) for r in rows] == flags     # a checkpoint without flags gets no row
     assert read_data_impact(settings.archive_dir()) is None            # no data log: no group ...
     vis = generate(settings)
     assert "data_impact.png" in vis["skipped"] and "data_impact.png" not in vis["failed"]   # ... no panel, no error

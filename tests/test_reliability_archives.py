@@ -137,7 +137,7 @@ def test_archive_of_another_schema_is_left_byte_identical_and_reported(copy, run
     rc, out, _ = learnviz(capsys, "status", "--archive", str(archive))
     assert rc == 0
     lines = out.splitlines()
-    assert lines[2].split() == ["20", "checkpoint-20", "archive:unreadable", "-", "-", "-"], out
+    assert lines[2].split() == ["20", "checkpoint-20", "archive:unreadable", "-", "-", "-", "-"], out   # health: -
     assert f"step 20 (checkpoint-20) unreadable: {newer} field 'schema_version': schema_version 2" in out
     rows = status_json(capsys, archive)
     assert [(r["step"], r["stages"]) for r in rows] == [

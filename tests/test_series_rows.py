@@ -244,6 +244,8 @@ def test_a_new_process_lists_unchanged_archives_from_the_folder_index(tmp_path, 
     for step in (100, 200, 300):
         write_extract(tmp_path, step, seed=step)
     first = readout.status_rows(tmp_path)
+    assert not (tmp_path / arc.INDEX_NAME).exists()   # reading writes nothing (the dashboard) ...
+    readout.keep_index(tmp_path)                      # ... `learnviz status` and the pipeline keep it
     assert (tmp_path / arc.INDEX_NAME).exists()
     arc.clear_memo()                                  # as a new process
     opened = []
@@ -268,6 +270,7 @@ def test_a_new_process_lists_unchanged_archives_from_the_folder_index(tmp_path, 
     (tmp_path / "checkpoint-300.h5").unlink()
     arc.clear_memo()
     readout.status_rows(tmp_path)
+    readout.keep_index(tmp_path)
     entries = json.loads((tmp_path / arc.INDEX_NAME).read_text())["archives"]
     assert "checkpoint-300.h5" not in entries and len(entries) == 12
     assert entries["checkpoint-200.h5"]["attrs"]["fingerprint"] == "fp-200-9"

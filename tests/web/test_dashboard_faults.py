@@ -68,7 +68,8 @@ def test_truncated_archive_is_a_failure_with_its_reason_everywhere(archive):
     rows = {r["step"]: r for r in d["rows"]}
     assert sorted(rows) == list(STEPS)
     assert rows[20] == {"step": 20, "name": "checkpoint-20", "stages": {"archive": "unreadable"},
-                        "reason": f["reason"], "failed": ["archive"], "accuracy": None, "skills": {}}
+                        "reason": f["reason"], "failed": ["archive"], "accuracy": None, "skills": {},
+                        "flags": {}}
 
     html = page(c, "/checkpoints/20")
     assert "No archived checkpoint" not in html
