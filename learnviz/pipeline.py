@@ -170,7 +170,9 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
             with run_lock(rs.archive_dir()):
                 report = _update(rs, which=which, stages=stages, force=force, figures=figures,
                                  require_checkpoints=require_checkpoints, progress=progress, probes=probes)
-                arc.flush_index(rs.archive_dir())   # headers and accuracies, for the next process
+                if report.done or report.failed or report.set_aside or (report.cpu is not None and report.cpu.changed):
+                    arc.flush_index(rs.archive_dir())   # headers and accuracies, for the next process;
+                    # a run that found everything current writes nothing
         except LearnvizError as exc:   # `--checkpoint 2000` that one run of several lacks
             if len(every) == 1:
                 raise
