@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from learnviz import archive as arc  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT / "bench"))   # after ROOT: bench/dashboard.py must not shadow the dashboard package
 from _synthetic import API_HIDDEN as HIDDEN  # noqa: E402
 from _synthetic import API_LAYERS as LAYERS  # noqa: E402
 from _synthetic import API_PROBES as PROBES  # noqa: E402

@@ -78,3 +78,23 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "it"):
         return _NoBar()
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit=unit, leave=False)
+
+
+def append_lines(path: Path, lines: list[str], lock: Path) -> None:
+    """Append text lines to a JSON-lines file under a file lock, fsynced: safe against concurrent
+    appenders, and a torn last line (a writer killed mid-line) is ended first, so these lines
+    stand on their own."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        with open(path, "ab+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+            fh.write(("\n".join(lines) + "\n").encode())
+            fh.flush()
+            os.fsync(fh.fileno())

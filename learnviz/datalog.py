@@ -17,13 +17,13 @@ line and field): a bad row is reported and skipped, never fatal.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from filelock import FileLock
+
+from .common import append_lines
 
 FILE_NAME = "data_log.jsonl"
 
@@ -80,17 +80,7 @@ def append(run_folder: str | Path, step: int, counts: Mapping[str, int]) -> None
     if not lines:
         return
     path = log_path(run_folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.parent / f".{FILE_NAME}.lock")):
-        with open(path, "ab+") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > 0:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")   # end a torn line so these rows stand on their own
-            fh.write(("\n".join(lines) + "\n").encode())
-            fh.flush()
-            os.fsync(fh.fileno())
+    append_lines(path, lines, path.parent / f".{FILE_NAME}.lock")
 
 
 def _check(row: object) -> tuple[str, str] | None:

@@ -15,9 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
-from .common import clean_json
+from .common import append_lines, clean_json
 
 FILE_NAME = "learning_history.jsonl"
 
@@ -31,20 +29,8 @@ def append(archive_dir: str | Path, row: dict[str, Any]) -> None:
     if "step" not in row:
         raise ValueError("a history row needs a 'step'")
     path = history_path(archive_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(clean_json(row), sort_keys=False, allow_nan=False)
-    lock = path.parent / ".locks" / (FILE_NAME + ".lock")
-    lock.parent.mkdir(exist_ok=True)
-    with FileLock(str(lock)):
-        with open(path, "ab+") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > 0:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")  # end a torn line so this row stands on its own
-            fh.write(line.encode() + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+    append_lines(path, [line], path.parent / ".locks" / (FILE_NAME + ".lock"))
 
 
 # Rows already parsed, per file: a reader that comes back reads only what was appended since.
