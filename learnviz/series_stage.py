@@ -166,6 +166,7 @@ class Rows:
     stamps: list[str]
     values: dict[str, np.ndarray]
     read: int = 0                   # rows read from archives this time (the others were kept)
+    derived: dict = field(default_factory=dict)   # what several results share, built once (the board)
 
     def to_archive(self) -> dict:
         return {"stamp": np.asarray(self.stamps, dtype=object), "step": self.steps, **self.values}
@@ -256,7 +257,14 @@ def _error_trend(rows: Rows, ctx: Context) -> dict:
 
 
 def board(rows: Rows, ctx: Context):
-    """The hard-example board from the rows (None without hard examples)."""
+    """The hard-example board from the rows (None without hard examples); built once per `rows`
+    (the `hard_examples` result and the board's JSON file both take it)."""
+    if "board" not in rows.derived:
+        rows.derived["board"] = _board(rows, ctx)
+    return rows.derived["board"]
+
+
+def _board(rows: Rows, ctx: Context):
     from .analysis.hard_examples import hard_example_board
     if not ctx.hard:
         return None
@@ -332,6 +340,6 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
                     timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
     b = board(stacked, ctx)
     if b is not None:
-        write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json())
+        write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json(), indent=None)
     insight.append_health_rows(archives, health)
     return path

@@ -30,6 +30,7 @@ nothing, never, and any word ending in "n't"); the rules, in order:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -216,7 +217,10 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
         hits = np.flatnonzero(ok[j])
         first_right.append(step_list[hits[0]] if len(hits) else None)
         regressed[j] = bool(len(hits)) and not ok[j, hits[0]:].all()
-    counts = [{t: sum(errors[j][i] == t for j in range(m)) for t in ERROR_TYPES} for i in range(k)]
+    counts = []
+    for i in range(k):     # one pass over the examples per checkpoint (not one per error type)
+        seen = Counter(errors[j][i] for j in range(m))
+        counts.append({t: seen.get(t, 0) for t in ERROR_TYPES})
     return HardExampleBoard(steps=step_list, ids=id_list, prompts=prompts_l, expected=expected_l,
                             categories=categories_l, correct=ok, answers=ans, error_types=errors,
                             first_right=first_right, regressed=regressed, error_type_counts=counts)

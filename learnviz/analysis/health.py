@@ -39,6 +39,7 @@ change which checkpoint is the reference of the next.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -52,13 +53,28 @@ METHOD = "robust z-score (median, 1.4826 MAD) against the trailing window of unf
 
 def robust_z(value: float, window: Sequence[float], floor: float) -> float:
     """(value - median(window)) / max(1.4826 * MAD(window), floor). NaN for a NaN value or an
-    empty window."""
-    w = np.asarray([x for x in window if x is not None and np.isfinite(x)], dtype=np.float64)
-    if not len(w) or value is None or not np.isfinite(value):
+    empty window. (Plain Python: a window holds a handful of values, where numpy's median costs
+    ten times more; the health of a 500-checkpoint run takes thousands of them.)"""
+    w = [float(x) for x in window if x is not None and math.isfinite(x)]
+    if not w or value is None or not math.isfinite(value):
         return math.nan
-    med = float(np.median(w))
-    scale = max(MAD_SCALE * float(np.median(np.abs(w - med))), floor)
+    med = statistics.median(w)
+    scale = max(MAD_SCALE * statistics.median([abs(x - med) for x in w]), floor)
     return (float(value) - med) / scale
+
+
+def _trailing(values: np.ndarray, healthy: list[int], window: int) -> list[float]:
+    """The last `window` finite values of `values` at the `healthy` indices, oldest first: read
+    from the end, so a checkpoint costs O(window), not O(run)."""
+    out: list[float] = []
+    for j in reversed(healthy):
+        v = float(values[j])
+        if math.isfinite(v):
+            out.append(v)
+            if len(out) == window:
+                break
+    out.reverse()
+    return out
 
 
 @dataclass(frozen=True)
@@ -153,7 +169,7 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
             for s in SIGNALS:
                 v = _signal(s, inp, last_ok, i)
                 values[s][i] = v
-                past = [values[s][j] for j in healthy if np.isfinite(values[s][j])][-window:]
+                past = _trailing(values[s], healthy, window)
                 if len(past) < min_history or not np.isfinite(v):
                     continue
                 z = robust_z(v, past, floor)
@@ -162,7 +178,7 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
                 if bad:
                     mine[s] = (f"{_WHAT[s].format(v=v, x=math.exp(min(v, 700)))} against the last healthy "
                                f"checkpoint; the trailing "
-                               f"window's median is {float(np.median(past)):+.3f} (robust z {z:+.1f})")
+                               f"window's median is {statistics.median(past):+.3f} (robust z {z:+.1f})")
         z_flagged = bool(mine)
         if z_flagged and reference[-1] >= 0 and reference[-1] != i - 1:
             z_flagged = False       # the second flagged in a row: the new normal (flags kept, see above)

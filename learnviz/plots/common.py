@@ -88,6 +88,7 @@ def tick_positions(n: int, max_labels: int = MAX_TICK_LABELS) -> np.ndarray:
 # longer run is binned (means over runs of consecutive checkpoints) or thinned (evenly spaced).
 MAX_CHECKPOINTS = 40
 MAX_WIDTH = 24.0        # inches (2400 px): a figure wider than a screen is read by scrolling
+MAX_HEIGHT = 10.0       # inches: a checkpoint-per-row heatmap taller than a screen is read by scrolling
 
 
 def evenly_spaced(n: int, most: int) -> np.ndarray:
@@ -97,17 +98,22 @@ def evenly_spaced(n: int, most: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, max(most, 2)).round().astype(int))
 
 
-def bin_checkpoints(values: np.ndarray, steps: Sequence[int], axis: int, *, most: int = MAX_CHECKPOINTS
-                    ) -> tuple[np.ndarray, list[str], str]:
+def checkpoint_bins(k: int, most: int = MAX_CHECKPOINTS) -> np.ndarray:
+    """Edges (most + 1,) of `most` bins of consecutive checkpoints among k (k > most)."""
+    return np.linspace(0, k, most + 1).round().astype(int)
+
+
+def bin_checkpoints(values: np.ndarray, steps: Sequence[int], axis: int, *, most: int = MAX_CHECKPOINTS,
+                    reduce: str = "mean") -> tuple[np.ndarray, list[str], str]:
     """`values` with its checkpoint axis (`axis`, one entry per step) cut to at most `most`
-    entries: consecutive checkpoints binned, each bin the mean of its finite values (NaN where it
-    has none). Returns (values, one label per entry: "step" or "first–last step" of the bin, a
-    note for the title: "" when nothing was binned)."""
+    entries: consecutive checkpoints binned, each bin the mean (`reduce="max"`: the largest) of
+    its finite values (NaN where it has none). Returns (values, one label per entry: "step" or
+    "first–last step" of the bin, a note for the title: "" when nothing was binned)."""
     v = np.asarray(values, dtype=np.float64)
     k = len(steps)
     if k <= most:
         return v, [str(s) for s in steps], ""
-    edges = np.linspace(0, k, most + 1).round().astype(int)
+    edges = checkpoint_bins(k, most)
     moved = np.moveaxis(v, axis, 0)
     out = np.full((most,) + moved.shape[1:], np.nan)
     for b in range(most):
@@ -115,10 +121,14 @@ def bin_checkpoints(values: np.ndarray, steps: Sequence[int], axis: int, *, most
         finite = np.isfinite(chunk)
         n = finite.sum(0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[b] = np.where(n > 0, np.where(finite, chunk, 0).sum(0) / np.maximum(n, 1), np.nan)
+            if reduce == "max":
+                out[b] = np.where(n > 0, np.where(finite, chunk, -np.inf).max(0), np.nan)
+            else:
+                out[b] = np.where(n > 0, np.where(finite, chunk, 0).sum(0) / np.maximum(n, 1), np.nan)
     labels = [f"{steps[edges[b]]}–{steps[edges[b + 1] - 1]}" if edges[b + 1] - edges[b] > 1 else str(steps[edges[b]])
               for b in range(most)]
-    note = f"{k} checkpoints binned into {most} (each the mean of ~{k / most:.0f} consecutive checkpoints)"
+    what = "the largest" if reduce == "max" else "the mean"
+    note = f"{k} checkpoints binned into {most} (each {what} of ~{k / most:.0f} consecutive checkpoints)"
     return np.moveaxis(out, 0, axis), labels, note
 
 

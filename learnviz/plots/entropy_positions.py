@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from .common import bin_checkpoints, figure, heatmap, no_data, title
+from .common import MAX_HEIGHT, bin_checkpoints, figure, heatmap, no_data, title
 
-VERSION = 2
+VERSION = 3
 FLOOR = 1e-3            # nats; lower means show as the floor of the log scale
 
 
@@ -26,7 +26,7 @@ def entropy_positions_figure(steps: Sequence[int], means: np.ndarray, counts: Se
         raise ValueError(f"means has shape {m.shape}, expected (checkpoints, positions) with {len(steps)} checkpoints")
     width = m.shape[1]
     m, labels, note = bin_checkpoints(m, steps, axis=0)
-    fig = figure(max(8, 3.8 + 0.8 * width), max(4.5, 2.6 + 0.34 * len(labels)))
+    fig = figure(max(8, 3.8 + 0.8 * width), min(MAX_HEIGHT, max(4.5, 2.6 + 0.34 * len(labels))))
     title(fig, "Uncertainty per answer position: mean next-token entropy over training"
           + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()

@@ -11,9 +11,9 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .common import bin_checkpoints, figure, heatmap, no_data, tick_positions, title
+from .common import MAX_HEIGHT, bin_checkpoints, figure, heatmap, no_data, tick_positions, title
 
-VERSION = 3
+VERSION = 4
 
 
 def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figure:
@@ -28,7 +28,7 @@ def error_positions_figure(steps: Sequence[int], histograms: np.ndarray) -> Figu
         raise ValueError("histograms hold negative counts")
     width = h.shape[1]
     h, labels, note = bin_checkpoints(h, steps, axis=0)
-    fig = figure(max(8, 4.2 + 0.75 * width), max(4.5, 2.6 + 0.34 * len(labels)))
+    fig = figure(max(8, 4.2 + 0.75 * width), min(MAX_HEIGHT, max(4.5, 2.6 + 0.34 * len(labels))))
     title(fig, "Where wrong answers go wrong: first departing answer token, per checkpoint"
           + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()

@@ -19,9 +19,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .common import NAN_COLOR, bin_checkpoints, figure, heatmap, no_data, shorten, tick_positions, title
+from .common import MAX_HEIGHT, NAN_COLOR, bin_checkpoints, figure, heatmap, no_data, shorten, tick_positions, title
 
-VERSION = 2
+VERSION = 3
 FLOOR = -12.0          # colour scale floor in nats (p ~ 6e-6): lower values show as the floor
 MAX_PANELS = 36
 TILE_CHECKPOINTS = 20   # rows of a category tile: a longer run is binned (up to 36 tiles share the page)
@@ -51,7 +51,7 @@ def canonical_heatmap(steps: Sequence[int], logprobs: np.ndarray, tokens: Sequen
     if lp.shape != (len(steps), len(tokens)):
         raise ValueError(f"logprobs has shape {lp.shape}, expected (checkpoints, tokens) = {(len(steps), len(tokens))}")
     lp, rows, note = bin_checkpoints(lp, steps, axis=0)
-    fig = figure(max(8, 3.5 + 0.9 * len(tokens)), max(4.5, 2.6 + 0.32 * len(rows)))
+    fig = figure(max(8, 3.5 + 0.9 * len(tokens)), min(MAX_HEIGHT, max(4.5, 2.6 + 0.32 * len(rows))))
     title(fig, "Per-token log-probability of a canonical answer over training" + (f"\n{note}" if note else ""))
     ax = fig.add_subplot()
     ax.set_title(f"{shorten(probe_id, 30)}: {shorten(prompt, 70)}\nexpected: {shorten(expected, 60)}", fontsize=9.5)

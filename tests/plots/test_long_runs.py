@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from learnviz.plots.common import MAX_CHECKPOINTS, bin_checkpoints, evenly_spaced
+from learnviz.plots.common import MAX_CHECKPOINTS, MAX_HEIGHT, bin_checkpoints, evenly_spaced
 from learnviz.plots.gif import capped, write_gif
 
 
@@ -61,6 +61,8 @@ def test_heatmaps_of_500_checkpoints_are_binned_and_say_so(figure):
     assert f"{k} checkpoints binned into {most}" in fig._suptitle.get_text()
     w, h = fig.get_size_inches()
     assert w <= 24 and h <= 24
+    if figure in ("errors", "entropy", "canonical"):      # a row per checkpoint: no taller than a screen
+        assert h <= MAX_HEIGHT
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert images and all(most in im.get_array().shape for im in images)
 
@@ -95,3 +97,39 @@ def test_gif_frames_are_capped_and_named(tmp_path):
         assert gif.n_frames == 3
         assert gif.info.get("comment") == b"steps 100, 400, 700"
     assert capped(frames) == frames                          # under the cap: every frame
+
+
+def test_health_timeline_of_500_checkpoints_bins_to_the_worst_and_keeps_every_flag():
+    """Binned by the worst z of each bin (a mean would hide the one broken checkpoint), a bin
+    outlined when any checkpoint in it is flagged, the weight flags of a bin kept."""
+    from matplotlib.patches import Rectangle
+
+    from learnviz.plots.common import checkpoint_bins
+    from learnviz.plots.health import health_timeline
+    k = 500
+    steps = [100 * (i + 1) for i in range(k)]
+    signals = ["accuracy_drop", "regression_burst"]
+    z = np.zeros((2, k))
+    z[1, 321] = 9.0                                          # one burst
+    z[0, 77] = -8.0                                          # one drop (bad is negative: shown as +8)
+    flags = [{} for _ in range(k)]
+    flags[321] = {"regression_burst": "why"}
+    flags[77] = {"accuracy_drop": "why"}
+    flags[400] = {"weights_dead": "block.0"}
+    fig = health_timeline(steps, signals, z, flags, 3.5)
+    assert f"{k} checkpoints binned into {MAX_CHECKPOINTS}" in fig._suptitle.get_text()
+    w, _ = fig.get_size_inches()
+    assert w <= 24
+    ax = fig.axes[0]
+    (im,) = ax.get_images()
+    grid = np.ma.filled(im.get_array(), np.nan)
+    assert grid.shape == (3, MAX_CHECKPOINTS)
+    edges = checkpoint_bins(k, MAX_CHECKPOINTS)
+    burst, drop, dead = (int(np.searchsorted(edges, i, side="right") - 1) for i in (321, 77, 400))
+    assert grid[1, burst] == pytest.approx(9.0) and grid[0, drop] == pytest.approx(8.0)
+    assert np.nanmax(np.delete(grid[1], burst)) == 0.0       # the other bins of that row: no spike
+    outlined = {(round(p.get_x() + 0.5), round(p.get_y() + 0.5)) for p in ax.patches if isinstance(p, Rectangle)}
+    assert outlined == {(burst, 1), (drop, 0)}
+    assert [t.get_text() for t in ax.texts if t.get_text() == "dead"] == ["dead"]
+    texts = {round(t.get_position()[0]) for t in ax.texts if t.get_text() == "dead"}
+    assert texts == {dead}
