@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -59,25 +60,65 @@ def root_attrs_of(a: arc.Archive) -> dict:
 
 # ---------------------------------------------------------------- keys
 
+def _analysis_settings(s: Settings) -> tuple:
+    return (s.calibration_bins, s.entropy_low, s.entropy_high, s.weight_exploding, s.weight_vanishing, s.weight_dead)
+
+
+def _geometry_settings(s: Settings) -> tuple:
+    from .analysis import umap_layout as ul  # constants only; umap itself is imported lazily
+    return (s.umap_method, s.umap_neighbors, s.umap_min_dist, s.umap_seed, ul.REFINE_EPOCHS, ul.REFINE_LEARNING_RATE,
+            ul.DEFAULT_METRIC, ul.REFINE_OPTIMIZER)
+
+
+_SEP = "\x1f"
+
+
+@lru_cache(maxsize=64)
+def _text(values: tuple) -> str:
+    return _SEP.join(map(str, values))
+
+
+def analysis_keys(archives: list[arc.Archive], indices: list[int], s: Settings) -> dict[int, arc.StageKey]:
+    """`analysis_key` of each of `indices`. Each hash is remembered in the folder index
+    (`FolderIndex.hashed`): a long run is planned again without hashing every checkpoint's key."""
+    if not indices:
+        return {}
+    index = arc.folder_index(archives[0].path.parent)
+    fixed = _analysis_settings(s)
+    tail, first = _text(fixed), archives[0].key.fingerprint
+    out = {}
+    for i in indices:
+        prev = archives[i - 1].key.fingerprint if i else ""
+        inputs = index.hashed(_SEP.join((ANALYSIS, prev, first, tail)),
+                              lambda prev=prev: _hash(ANALYSIS, prev, first, *fixed))
+        out[i] = archives[i].key.with_inputs(inputs)
+    return out
+
+
 def analysis_key(archives: list[arc.Archive], i: int, s: Settings) -> arc.StageKey:
-    prev = archives[i - 1].key.fingerprint if i else ""
-    inputs = _hash(ANALYSIS, prev, archives[0].key.fingerprint, s.calibration_bins, s.entropy_low,
-                   s.entropy_high, s.weight_exploding, s.weight_vanishing, s.weight_dead)
-    return archives[i].key.with_inputs(inputs)
+    return analysis_keys(archives, [i], s)[i]
 
 
 def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey]:
-    """Chained: checkpoint i's key includes checkpoint i-1's, because its layout starts there."""
-    from .analysis import umap_layout as ul  # constants only; umap itself is imported lazily
+    """Chained: checkpoint i's key includes checkpoint i-1's, because its layout starts there.
+    (Hashes remembered as in `analysis_keys`.)"""
+    if not archives:
+        return []
+    index = arc.folder_index(archives[0].path.parent)
+    fixed = _geometry_settings(s)
+    tail, first = _text(fixed), archives[0].key.fingerprint
     keys, prev = [], ""
     for a in archives:
-        inputs = _hash(GEOMETRY, archives[0].key.fingerprint, prev, s.umap_method, s.umap_neighbors,
-                       s.umap_min_dist, s.umap_seed, ul.REFINE_EPOCHS, ul.REFINE_LEARNING_RATE, ul.DEFAULT_METRIC,
-                       ul.REFINE_OPTIMIZER)
+        inputs = index.hashed(_SEP.join((GEOMETRY, first, prev, tail)),
+                              lambda prev=prev: _hash(GEOMETRY, first, prev, *fixed))
         key = a.key.with_inputs(inputs)
         keys.append(key)
-        prev = _hash(key)
+        prev = index.hashed(_SEP.join(("key", key.fingerprint, key.probe_hash, str(key.schema_version), inputs)),
+                            lambda key=key: _hash(key))
     return keys
+
+
+_series_keys: dict[tuple, arc.StageKey] = {}     # the last series keys computed, by what they hash
 
 
 def series_key(archives: list[arc.Archive], s: Settings) -> arc.StageKey:
@@ -86,8 +127,15 @@ def series_key(archives: list[arc.Archive], s: Settings) -> arc.StageKey:
     fps = [(a.step, a.key.fingerprint,
             a.stage(ANALYSIS).key.inputs if a.stage(ANALYSIS) and a.stage(ANALYSIS).ok else None)
            for a in archives]
-    return arc.StageKey(_hash(fps), archives[-1].key.probe_hash,
-                        inputs=_hash(SERIES, s.learned_threshold, insight.health_inputs_key(archives, s)))
+    health = insight.health_inputs_key(archives, s)
+    memo = (str(archives[0].path.parent), tuple(fps), archives[-1].key.probe_hash, s.learned_threshold, health)
+    key = _series_keys.get(memo)
+    if key is None:
+        if len(_series_keys) >= 16:
+            _series_keys.clear()
+        key = _series_keys[memo] = arc.StageKey(_hash(fps), archives[-1].key.probe_hash,
+                                                inputs=_hash(SERIES, s.learned_threshold, health))
+    return key
 
 
 # ---------------------------------------------------------------- analysis (per checkpoint)

@@ -29,6 +29,7 @@ their reason, so that readers show them instead of leaving them out.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import h5py
 import numpy as np
@@ -473,12 +474,92 @@ def clear_memo() -> None:
     with _memo_lock:
         _memo.clear()
         _indexes.clear()
+        _listings.clear()
 
 
 # ---------------------------------------------------------------- the folder index (across processes)
 
 INDEX_NAME = ".learnviz-index.json"
-INDEX_VERSION = 2
+INDEX_VERSION = 3
+
+# What an index entry leaves out of an archive's header: provenance and per-stage details that a
+# reader wants of one archive at a time (a checkpoint page, a stage being written), never of every
+# archive of a listing. An archive listed from its entry reads them from its file when asked
+# (`_Attrs`). Left out too: a group's fingerprint, probe_hash and schema_version where they equal
+# the root's, and the standard encoding. What stays is what planning, `learnviz status`, the
+# series' row stamps and the figures read of every archive; a third of the bytes, so a new process
+# (`learnviz run` from cron, `learnviz status`) lists a 500-checkpoint run three times as fast.
+_ROOT_LEFT_OUT = frozenset({"created", "updated", "learnviz_version", "model_class", "probe_count", "probe_sources"})
+_GROUP_LEFT_OUT = frozenset({"timings", "worker", "weight_flags", "calibration_direction", "answer_match", "device",
+                             "dtype", "umap_method"})
+_SHARED = ("fingerprint", "probe_hash", "schema_version")
+_ENCODING = {"encoding-type": "stage", "encoding-version": STAGE_VERSION}
+_STAGE_KEYS = ("fingerprint", "probe_hash", "schema_version", "inputs", "status", "reason")
+
+
+def _compact_header(attrs: dict[str, Any], groups: dict[str, dict[str, Any]]) -> tuple[dict, dict]:
+    root = {k: v for k, v in attrs.items() if k not in _ROOT_LEFT_OUT}
+    out = {}
+    for name, a in groups.items():
+        out[name] = {k: v for k, v in a.items()
+                     if k not in _GROUP_LEFT_OUT and _ENCODING.get(k, _ENCODING) != v
+                     and not (k in _SHARED and k in attrs and attrs[k] == v)}
+    return root, out
+
+
+def _expand_groups(root: dict[str, Any], groups: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    shared = {k: root[k] for k in _SHARED if k in root}
+    return {name: {**_ENCODING, **shared, **g} for name, g in groups.items()}
+
+
+class _Attrs(Mapping):
+    """Attributes of which `known` holds all but the keys in `left_out`: those are read (`load()`,
+    once) when one of them is asked for or the whole mapping is walked."""
+
+    __slots__ = ("_known", "_left_out", "_load", "_full")
+
+    def __init__(self, known: dict[str, Any], left_out: frozenset, load: Callable[[], dict[str, Any]]):
+        self._known, self._left_out, self._load, self._full = known, left_out, load, None
+
+    def _all(self) -> dict[str, Any]:
+        if self._full is None:
+            self._full = self._load()
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        if self._full is None and (key in self._known or key not in self._left_out):
+            return self._known[key]
+        return self._all()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if self._full is None and (key in self._known or key not in self._left_out):
+            return self._known.get(key, default)
+        return self._all().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if self._full is None and (key in self._known or key not in self._left_out):
+            return key in self._known
+        return key in self._all()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _stage_rest(a: dict[str, Any]) -> dict[str, Any]:
+    """A stage group's attributes beyond its key, status and reason (`StageInfo.attrs`), timings decoded."""
+    rest = {k: v for k, v in a.items() if k not in _STAGE_KEYS}
+    if isinstance(rest.get("timings"), str):
+        try:
+            rest["timings"] = json.loads(rest["timings"])
+        except ValueError:
+            pass
+    return rest
 
 
 class FolderIndex:
@@ -493,14 +574,29 @@ class FolderIndex:
     def __init__(self, folder: Path):
         self.path = folder / INDEX_NAME
         self.entries: dict[str, dict] = {}
+        self.hashes: dict[str, str] = {}        # `hashed`: the stage keys' hashes, by what they hash
+        self.used: set[str] = set()
         self.dirty = False
         self.changed = 0
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if data.get("version") == INDEX_VERSION and isinstance(data.get("archives"), dict):
                 self.entries = data["archives"]
+                if isinstance(data.get("hashes"), dict):
+                    self.hashes = data["hashes"]
         except (OSError, ValueError, AttributeError):
             pass
+
+    def hashed(self, text: str, compute: Callable[[], str]) -> str:
+        """`compute()`, a hash of what `text` spells out in full, remembered across processes: the
+        stage keys of a long run chain hundreds of hashes, which a new process need not compute
+        again (learnviz.analyze)."""
+        value = self.hashes.get(text)
+        if not isinstance(value, str):
+            value = self.hashes[text] = compute()
+            self.dirty = True
+        self.used.add(text)
+        return value
 
     @staticmethod
     def _version(version: tuple) -> list:
@@ -534,9 +630,12 @@ class FolderIndex:
         if present is not None:
             for name in set(self.entries) - present:
                 del self.entries[name]
+        if len(self.hashes) > 4 * len(self.entries) + 64:     # those of archives gone or rewritten
+            self.hashes = {k: v for k, v in self.hashes.items() if k in self.used}
         tmp = self.path.with_name(f"{INDEX_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_text(json.dumps({"version": INDEX_VERSION, "archives": self.entries}), encoding="utf-8")
+            tmp.write_text(json.dumps({"version": INDEX_VERSION, "archives": self.entries, "hashes": self.hashes},
+                                      separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.path)
             self.dirty, self.changed = False, 0
         except OSError:
@@ -544,6 +643,9 @@ class FolderIndex:
 
 
 _indexes: dict[Path, FolderIndex] = {}
+# The last listing of each folder (`scan_archives`): file name -> its view, reused while the file's
+# version is the same, so that listing a 500-checkpoint run again costs a stat per file.
+_listings: dict[Path, dict[str, "Archive"]] = {}
 
 
 def folder_index(folder: Path) -> FolderIndex:
@@ -589,8 +691,8 @@ class Archive:
     `learnviz status`) opens none of them. Treat `attrs`, `stages` and memoised values as read-only.
     """
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    def __init__(self, path: str | Path, *, index: FolderIndex | None = None):
+        self.path = path if isinstance(path, Path) else Path(path)
         self.version = file_version(self.path)
         hit, header = _memo_get((self.version, "header")) if self.version else (False, None)
         if hit and isinstance(header, ArchiveError):
@@ -598,15 +700,15 @@ class Archive:
         if hit:
             self.attrs, self.stages = header
             return
-        index = folder_index(self.path.parent) if self.version and self.path.name != SERIES_NAME else None
-        entry = index.get(self.path.name, self.version) if index is not None else None
+        if index is None:
+            index = folder_index(self.path.parent) if self.version and self.path.name != SERIES_NAME else None
+        entry = index.get(self.path.name, self.version) if index is not None and self.version else None
+        if entry is not None and self._from_entry(entry):
+            return
         try:
-            if entry is not None and "attrs" in entry:
-                attrs, groups = entry["attrs"], entry["groups"]
-            else:
-                with self._open() as f:
-                    attrs = _root_attrs(f)
-                    groups = {name: _group_attrs(f[name]) for name in f.keys()}
+            with self._open() as f:
+                attrs = _root_attrs(f)
+                groups = {name: _group_attrs(f[name]) for name in f.keys()}
         except OSError as exc:
             error = ArchiveError(f"cannot be read as HDF5: {exc}", path=self.path, hint=DAMAGED_HINT)
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -623,12 +725,33 @@ class Archive:
             raise copy.copy(error)
         self.attrs = attrs
         self.stages = {name: _stage_info(name, a) for name, a in groups.items()}
-        self._keep("header", (self.attrs, self.stages))
-        if index is not None and entry is None and file_version(self.path) == self.version:
-            with _memo_lock:
-                index.put(self.path.name, self.version, attrs=attrs,
-                          groups={name: {**a, "timings": self.stages[name].attrs.get("timings", {})}
-                                  for name, a in groups.items()})
+        if self.version is not None and file_version(self.path) == self.version:   # not replaced meanwhile
+            _memo_put((self.version, "header"), (self.attrs, self.stages))
+            _memo_put((self.version, "full-header"), (attrs, groups))
+            if index is not None and entry is None:
+                root, compact = _compact_header(attrs, groups)
+                with _memo_lock:
+                    index.put(self.path.name, self.version, attrs=root, groups=compact)
+
+    def _from_entry(self, entry: dict) -> bool:
+        """The header from the folder index's entry for this version (what it left out is read
+        from the file when asked for: `_Attrs`). False when the entry is not usable (another
+        layout, or a header that fails the checks): the file is read instead."""
+        attrs, compact = entry.get("attrs"), entry.get("groups")
+        if not isinstance(attrs, dict) or not isinstance(compact, dict) or \
+                not all(isinstance(g, dict) for g in compact.values()):
+            return False
+        groups = _expand_groups(attrs, compact)
+        try:
+            _check_header(self.path, attrs, groups)
+        except ArchiveError:
+            return False
+        path, version = self.path, self.version
+        self.attrs = _Attrs(attrs, _ROOT_LEFT_OUT, lambda: _full_header(path, version)[0])
+        self.stages = {name: _stage_info(name, a, lambda name=name: _stage_rest(
+            _full_header(path, version)[1].get(name, {}))) for name, a in groups.items()}
+        _memo_put((self.version, "header"), (self.attrs, self.stages))    # nothing was read from the file: no race
+        return True
 
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", locking=False)
@@ -637,7 +760,7 @@ class Archive:
     def step(self) -> int:
         return int(self.attrs.get("step", -1))
 
-    @property
+    @functools.cached_property
     def key(self) -> StageKey:
         return StageKey(self.attrs.get("fingerprint", ""), self.attrs.get("probe_hash", ""),
                         self.attrs.get("schema_version", 0))
@@ -702,16 +825,30 @@ class Archive:
             return list(f[name].keys())
 
 
-def _stage_info(name: str, group_attrs: dict[str, Any]) -> StageInfo:
-    a = dict(group_attrs)
-    key = StageKey(a.pop("fingerprint", ""), a.pop("probe_hash", ""), a.pop("schema_version", 0),
-                   a.pop("inputs", ""))
-    if isinstance(a.get("timings", "{}"), str):     # the folder index keeps them decoded
-        try:
-            a["timings"] = json.loads(a.get("timings", "{}"))
-        except ValueError:
-            pass
-    return StageInfo(name, a.pop("status", "unknown"), a.pop("reason", ""), key, a)
+def _stage_info(name: str, group_attrs: dict[str, Any],
+                load: Callable[[], dict[str, Any]] | None = None) -> StageInfo:
+    """`load`: the group's attributes are an index entry's, which leaves some out (`_Attrs`)."""
+    a = group_attrs
+    key = StageKey(a.get("fingerprint", ""), a.get("probe_hash", ""), a.get("schema_version", 0), a.get("inputs", ""))
+    rest = _stage_rest(a)
+    return StageInfo(name, a.get("status", "unknown"), a.get("reason", ""), key,
+                     rest if load is None else _Attrs(rest, _GROUP_LEFT_OUT, load))
+
+
+def _full_header(path: Path, version: tuple | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """An archive's whole header (root attributes, each group's), read from its file once per
+    version; what an index entry left out is taken from here. ({}, {}) when the file is gone."""
+    hit, header = _memo_get((version, "full-header")) if version else (False, None)
+    if hit:
+        return header
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            header = _root_attrs(f), {name: _group_attrs(f[name]) for name in f.keys()}
+    except (OSError, KeyError, RuntimeError, ValueError):
+        return {}, {}
+    if version is not None and file_version(path) == version:
+        _memo_put((version, "full-header"), header)
+    return header
 
 
 SERIES_NAME = "series" + SUFFIX  # the run-level archive (results across all checkpoints)
@@ -760,21 +897,33 @@ def scan_archives(archive_dir: str | Path) -> Listing:
     ones with their reason (sorted by step, unknown steps last). A file that vanishes while it is
     listed (moved aside by a writer) is left out."""
     archive_dir = Path(archive_dir)
-    if not archive_dir.is_dir():
+    try:
+        names = [e.name for e in os.scandir(archive_dir)]
+    except OSError:           # no folder (yet), or not a folder
         return Listing([], [])
     out, bad = [], []
-    for p in archive_dir.glob("*" + SUFFIX):
-        if p.name == SERIES_NAME:
+    index = folder_index(archive_dir)
+    before = _listings.get(archive_dir, {})
+    now: dict[str, Archive] = {}
+    for name in names:
+        if not name.endswith(SUFFIX) or name.startswith(".") or name == SERIES_NAME:
             continue
+        seen = before.get(name)
+        if seen is not None and file_version(seen.path) == seen.version:
+            now[name] = seen          # unchanged since the last listing: the same view
+            continue
+        p = archive_dir / name
         try:
-            out.append(Archive(p))
+            now[name] = Archive(p, index=index)
         except ArchiveError as exc:
             if p.exists():
                 bad.append(_unreadable(p, exc))
-    index = _indexes.get(archive_dir)
-    if index is not None:     # what flush_index keeps: the dashboard's listings write nothing
-        with _memo_lock:
-            index.present = {a.path.name for a in out}
+    out = list(now.values())
+    with _memo_lock:          # what flush_index keeps: the dashboard's listings write nothing
+        index.present = set(now)
+        if len(_listings) >= 64 and archive_dir not in _listings:
+            _listings.clear()
+        _listings[archive_dir] = now
     out.sort(key=lambda a: (a.step, a.path.name))
     bad.sort(key=lambda u: (u.step is None, u.step or 0, u.path.name))
     return Listing(out, bad)

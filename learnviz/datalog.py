@@ -17,6 +17,8 @@ line and field): a bad row is reported and skipped, never fatal.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -49,11 +51,13 @@ class DataLog:
     sources: list[str]                # (r,)
     examples: np.ndarray              # (r,) int64
     problems: list[Problem] = field(default_factory=list)
+    codes: np.ndarray | None = None   # (r,) int64: each row's source as an index into `source_names`
+    names: list[str] | None = None    # `source_names`, when known
 
     @property
     def source_names(self) -> list[str]:
         """Every source, in order of first appearance."""
-        return list(dict.fromkeys(self.sources))
+        return list(self.names) if self.names is not None else list(dict.fromkeys(self.sources))
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -100,30 +104,97 @@ def _check(row: object) -> tuple[str, str] | None:
     return None
 
 
+@dataclass
+class _Parsed:
+    """What `read` parsed of one file so far: its complete lines up to `offset`."""
+    ident: tuple[int, int]
+    offset: int
+    check: bytes                      # the bytes before `offset`: a file rewritten in place is parsed anew
+    lines: int
+    steps: np.ndarray
+    sources: list[str]
+    examples: np.ndarray
+    codes: np.ndarray
+    names: dict[str, int]
+    problems: list[Problem]
+
+
+_parsed: dict[str, _Parsed] = {}
+_parsed_lock = threading.Lock()
+_CHECK = 64
+
+
+def _parse_lines(path: str, data: bytes, first_line: int, names: dict[str, int]) -> tuple:
+    steps, sources, examples, codes, problems = [], [], [], [], []
+    n = first_line - 1
+    for raw in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        n += 1
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            problems.append(Problem(path, n, "", f"not JSON ({exc.msg})"))
+            continue
+        bad = _check(row)
+        if bad is not None:
+            problems.append(Problem(path, n, *bad))
+            continue
+        source = row["source"].strip()
+        steps.append(row["step"])
+        sources.append(source)
+        examples.append(row["examples"])
+        codes.append(names.setdefault(source, len(names)))
+    return steps, sources, examples, codes, problems, n
+
+
 def read(path: str | Path) -> DataLog:
     """The rows of a data log file. Bad rows (not JSON, not an object, a missing or ill-typed
-    field) are skipped and listed in `problems`; a missing file raises FileNotFoundError."""
-    path = Path(path)
-    steps, sources, examples, problems = [], [], [], []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                problems.append(Problem(str(path), n, "", f"not JSON ({exc.msg})"))
-                continue
-            bad = _check(row)
-            if bad is not None:
-                problems.append(Problem(str(path), n, *bad))
-                continue
-            steps.append(row["step"])
-            sources.append(row["source"].strip())
-            examples.append(row["examples"])
-    return DataLog(str(path), np.asarray(steps, dtype=np.int64), sources, np.asarray(examples, dtype=np.int64),
-                   problems)
+    field) are skipped and listed in `problems`; a missing file raises FileNotFoundError.
+
+    The file only grows while a run trains (a row per logging step, tens of thousands in a long
+    run), and the planning of every checkpoint reads it: a process that read it before parses
+    only the lines appended since (a file replaced or rewritten is parsed whole again)."""
+    key = os.fspath(path)
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        ident = (st.st_dev, st.st_ino)
+        with _parsed_lock:
+            hit = _parsed.get(key)
+        if hit is not None and hit.ident == ident and hit.offset <= st.st_size:
+            fh.seek(hit.offset - len(hit.check))
+            if fh.read(len(hit.check)) != hit.check:
+                hit = None
+        else:
+            hit = None
+        offset = hit.offset if hit is not None else 0
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1                 # complete lines are kept; a line being written is not
+    names = dict(hit.names) if hit is not None else {}
+    steps, sources, examples, codes, problems, lines = _parse_lines(key, data[:end], (hit.lines if hit else 0) + 1,
+                                                                    names)
+    done = _Parsed(ident, offset + end, ((hit.check if hit else b"") + data[:end])[-_CHECK:], lines,
+                   np.concatenate([hit.steps if hit else np.zeros(0, np.int64), np.asarray(steps, dtype=np.int64)]),
+                   (hit.sources if hit else []) + sources,
+                   np.concatenate([hit.examples if hit else np.zeros(0, np.int64),
+                                   np.asarray(examples, dtype=np.int64)]),
+                   np.concatenate([hit.codes if hit else np.zeros(0, np.int64), np.asarray(codes, dtype=np.int64)]),
+                   names, (hit.problems if hit else []) + problems)
+    with _parsed_lock:
+        if len(_parsed) >= 16 and key not in _parsed:
+            _parsed.clear()
+        _parsed[key] = done
+    if end < len(data):       # the last line, not ended yet: read now, kept for next time only once ended
+        names = dict(names)
+        t_steps, t_sources, t_examples, t_codes, t_problems, _ = _parse_lines(key, data[end:], lines + 1, names)
+        return DataLog(key, np.concatenate([done.steps, np.asarray(t_steps, dtype=np.int64)]),
+                       done.sources + t_sources,
+                       np.concatenate([done.examples, np.asarray(t_examples, dtype=np.int64)]),
+                       done.problems + t_problems,
+                       np.concatenate([done.codes, np.asarray(t_codes, dtype=np.int64)]), list(names))
+    return DataLog(key, done.steps, list(done.sources), done.examples, list(done.problems), done.codes, list(names))
 
 
 def find(folders: Sequence[str | Path | None]) -> Path | None:
@@ -143,9 +214,11 @@ def interval_mix(log: DataLog, steps: Sequence[int]) -> tuple[list[str], np.ndar
     out = np.zeros((max(len(edges) - 1, 0), len(names)), dtype=np.int64)
     if len(edges) < 2 or not len(log):
         return names, out
-    col = {s: j for j, s in enumerate(names)}
+    codes = log.codes
+    if codes is None or len(codes) != len(log.sources):
+        col = {s: j for j, s in enumerate(names)}
+        codes = np.asarray([col[s] for s in log.sources], dtype=np.int64)
     where = np.searchsorted(edges, log.steps, side="left") - 1   # steps[i] < step <= steps[i + 1] -> i
-    for i, s, k in zip(where, log.sources, log.examples):
-        if 0 <= i < len(out):
-            out[i, col[s]] += k
+    inside = (where >= 0) & (where < len(out))
+    np.add.at(out, (where[inside], codes[inside]), log.examples[inside])
     return names, out

@@ -357,7 +357,7 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         report.seconds = time.perf_counter() - t0
         return report
     chosen = [i for i, a in enumerate(archives) if steps is None or a.step in steps]
-    akeys = {i: an.analysis_key(archives, i, settings) for i in chosen} if analysis else {}
+    akeys = an.analysis_keys(archives, chosen, settings) if analysis else {}
     todo_a = [i for i in chosen if analysis and (force or not archives[i].is_current(ANALYSIS, akeys[i]))]
     gkeys = an.geometry_keys(archives, settings)
     last_needed = max(chosen) if chosen else -1
@@ -377,15 +377,17 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         report.analysed.append(archives[i].step)
         bar.update(1)
     cache: dict = {}
+    ran = set(todo_a)
     for i in todo_g:
         ok = guarded(report, archives[i], GEOMETRY, partial(an.run_geometry, archives, i, settings, gkeys[i], cache),
                      gkeys[i])
         report.geometry.append(archives[i].step)
+        ran.add(i)
         bar.update(1)
         if not ok:
             break  # later layouts start from this one
     bar.close()
-    archives = series(archive_dir)   # re-read: stage statuses changed
+    archives = _reread(archives, ran, archive_dir)   # their stage statuses changed
     skey = an.series_key(archives, settings)
     if force or report.analysed or not _series_current(archive_dir, skey):
         if hold.unreadable:    # it covers every checkpoint: it would be rebuilt without one
@@ -395,6 +397,19 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
             report.series = True
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _reread(archives: list[arc.Archive], ran: set[int], archive_dir: Path) -> list[arc.Archive]:
+    """`archives` with those at the indices `ran` (whose stages were just written) read again; the
+    others are as listed (the run lock keeps other learnviz writers out). The folder is listed
+    again when one of them cannot be read now."""
+    out = list(archives)
+    try:
+        for i in ran:
+            out[i] = arc.Archive(archives[i].path)
+    except arc.ArchiveError:
+        return series(archive_dir)
+    return out
 
 
 @dataclass

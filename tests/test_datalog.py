@@ -52,3 +52,36 @@ def test_append_refuses_bad_values_and_finds_the_log(tmp_path):
     assert datalog.find([None, tmp_path]) is None
     datalog.append(tmp_path / "run", 1, {"a": np.int64(2)})
     assert datalog.find([tmp_path, tmp_path / "run"]) == tmp_path / "run" / datalog.FILE_NAME
+
+
+def _same(a, b):
+    return (a.steps.tolist(), a.sources, a.examples.tolist(), a.source_names,
+            [(p.line, p.field) for p in a.problems]) == \
+        (b.steps.tolist(), b.sources, b.examples.tolist(), b.source_names, [(p.line, p.field) for p in b.problems])
+
+
+def test_a_second_read_parses_only_what_was_appended_and_equals_a_fresh_read(tmp_path, monkeypatch):
+    """The planning of every checkpoint reads the data log, which grows by a row per logging step:
+    a process reads each line once. What it returns equals a whole read, line numbers of the bad
+    rows included; a half-written last line is read but not kept; a file rewritten is read anew."""
+    path = datalog.log_path(tmp_path)
+    datalog.append(tmp_path, 10, {"a": 3, "b": 1})
+    first = datalog.read(path)
+    with open(path, "a") as fh:
+        fh.write('oops\n{"step": 20, "source": "c", "examples": 4}\n{"step": 30, "sou')   # a line being written
+    parsed = []
+    real = datalog._parse_lines
+    monkeypatch.setattr(datalog, "_parse_lines", lambda p, data, *a: parsed.append(data) or real(p, data, *a))
+    again = datalog.read(path)
+    assert b"a" not in b"".join(parsed).split(b"oops")[0]       # the first rows were not parsed again
+    datalog._parsed.clear()
+    whole = datalog.read(path)
+    assert _same(again, whole) and again.sources == ["a", "b", "c"] and [p.line for p in again.problems] == [3, 5]
+    with open(path, "a") as fh:
+        fh.write('rce": "a", "examples": 6}\n')
+    datalog.read(path)
+    assert datalog.read(path).examples.tolist() == [3, 1, 4, 6]
+    names, mix = datalog.interval_mix(datalog.read(path), [5, 20, 30])
+    assert names == ["a", "b", "c"] and mix.tolist() == [[3, 1, 4], [6, 0, 0]]
+    path.write_text('{"step": 10, "source": "z", "examples": 9}\n')     # rewritten, shorter
+    assert datalog.read(path).sources == ["z"] and len(first) == 2
