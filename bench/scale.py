@@ -22,6 +22,9 @@ run is put back as it was (the new archive, history lines, series.h5, the board 
 figures), so every round measures the same step. Rounds are interleaved across N and each is a
 subprocess; the table shows medians, then each stage's time at the largest N over the smallest.
 
+Each round runs twice: as a long-lived worker (the run's headers memoised from its earlier tasks)
+and as a new process (nothing memoised, the folder index read), and the table has a block for each.
+
     python bench/scale.py                      # N = 10, 100, 500; 3 rounds
     python bench/scale.py --sizes 10,100 --repeat 5
 """
@@ -113,8 +116,9 @@ class Snapshot:
             raise RuntimeError(f"adding one checkpoint rewrote other archives: {changed[:5]}")
 
 
-def measure(n: int) -> dict:
-    """One round at N = n (run in its own process)."""
+def measure(n: int, warm: bool = False) -> dict:
+    """One round at N = n (run in its own process). `warm`: as a long-lived worker, whose memo
+    holds the run's headers from its earlier tasks; else as a new process (nothing memoised)."""
     from learnviz import analyze as an
     from learnviz import archive as arc
     from learnviz import cli, history, pipeline, visualize
@@ -134,7 +138,8 @@ def measure(n: int) -> dict:
     step = syn.STEP * (n + 1)
     try:
         new = syn.write_checkpoint(run, n, n)              # the GPU stage's output, not timed
-        arc.clear_memo()
+        if not warm:
+            arc.clear_memo()
         gc.collect()        # before each timed step: a collection of the previous step's garbage is not its cost
         _peak_reset()
         spent = dict.fromkeys(STAGES, 0.0)
@@ -183,7 +188,8 @@ def measure(n: int) -> dict:
         spent["figures"] = time.perf_counter() - t
         if vis["failed"]:
             raise RuntimeError(f"figures failed: {vis['failed']}")
-        arc.clear_memo()
+        if not warm:
+            arc.clear_memo()
         gc.collect()
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()) as out:
@@ -195,7 +201,11 @@ def measure(n: int) -> dict:
         drawn = {k: round(v, 3) for k, v in vis["timings"].items()}
     finally:
         snap.restore(step)
-    return {"n": n, "seconds": spent, "peak_mib": peak, "archive_bytes": size, "drawn": drawn}
+    return {"n": n, "warm": warm, "seconds": spent, "peak_mib": peak, "archive_bytes": size, "drawn": drawn}
+
+
+MODES = {"worker": "in a worker (its memo warm: a Celery CPU worker, `learnviz run --watch`, the Trainer callback)",
+         "new process": "in a new process (nothing memoised: `learnviz run` from cron, `learnviz status`)"}
 
 
 def main() -> None:
@@ -203,35 +213,42 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,500", help="run lengths N, comma-separated (default 10,100,500)")
     ap.add_argument("--repeat", type=int, default=3, metavar="K", help="interleaved rounds (default 3)")
     ap.add_argument("--one", type=int, metavar="N", help=argparse.SUPPRESS)     # one round, as JSON (internal)
+    ap.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)      # with --one: as a worker
     args = ap.parse_args()
     if args.one is not None:
-        print("RESULT " + json.dumps(measure(args.one)))
+        print("RESULT " + json.dumps(measure(args.one, warm=args.warm)))
         return
     sizes = [int(x) for x in args.sizes.split(",")]
     for n in sizes:                                       # build before timing anything
         syn.cached_run(CACHE, n)
-    results: dict[int, list[dict]] = {n: [] for n in sizes}
+    results: dict[tuple[str, int], list[dict]] = {(m, n): [] for m in MODES for n in sizes}
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for r in range(args.repeat):
         for n in sizes:
-            proc = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, env=env)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode or line is None:
-                sys.exit(f"round {r + 1} at N={n} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-            results[n].append(json.loads(line[len("RESULT "):]))
-            print(f"  round {r + 1}/{args.repeat} N={n}: "
-                  + " ".join(f"{k} {v:.3f}" for k, v in results[n][-1]["seconds"].items()), flush=True)
-    med = {n: {s: statistics.median(x["seconds"][s] for x in results[n]) for s in STAGES} for n in sizes}
+            for mode in MODES:
+                cmd = [sys.executable, __file__, "--one", str(n)] + (["--warm"] if mode == "worker" else [])
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if proc.returncode or line is None:
+                    sys.exit(f"round {r + 1} at N={n} ({mode}) failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+                results[mode, n].append(json.loads(line[len("RESULT "):]))
+                print(f"  round {r + 1}/{args.repeat} N={n} {mode}: "
+                      + " ".join(f"{k} {v:.3f}" for k, v in results[mode, n][-1]["seconds"].items()), flush=True)
     lo, hi = sizes[0], sizes[-1]
     print(f"\none new checkpoint at the end of a run of N checkpoints (seconds, median of {args.repeat}; "
           f"{len(syn.probe_set())} probes, {len(syn.LAYERS)} layers of {syn.HIDDEN})")
     print(f"{'stage':10s}" + "".join(f"{'N=' + str(n):>10s}" for n in sizes) + f"{f'{hi}/{lo}':>10s}")
     ratios = {}
-    for s in STAGES:
-        ratios[s] = med[hi][s] / med[lo][s] if med[lo][s] > 0 else float("inf")
-        print(f"{s:10s}" + "".join(f"{med[n][s]:10.3f}" for n in sizes) + f"{ratios[s]:9.2f}x")
-    print(f"{'peak RSS':10s}" + "".join(f"{max(x['peak_mib'] for x in results[n]):8.0f}MB" for n in sizes))
-    print(f"{'archive':10s}" + "".join(f"{results[n][0]['archive_bytes'] / 2**20:8.2f}MB" for n in sizes)
+    for mode, what in MODES.items():
+        print(what)
+        med = {n: {s: statistics.median(x["seconds"][s] for x in results[mode, n]) for s in STAGES} for n in sizes}
+        for s in STAGES:
+            ratio = med[hi][s] / med[lo][s] if med[lo][s] > 0 else float("inf")
+            ratios[f"{s}, {mode}"] = ratio
+            print(f"{s:10s}" + "".join(f"{med[n][s]:10.3f}" for n in sizes) + f"{ratio:9.2f}x")
+    every = [x for rs in results.values() for x in rs]
+    print(f"{'peak RSS':10s}" + "".join(f"{max(x['peak_mib'] for x in every if x['n'] == n):8.0f}MB" for n in sizes))
+    print(f"{'archive':10s}" + "".join(f"{results['worker', n][0]['archive_bytes'] / 2**20:8.2f}MB" for n in sizes)
           + "   (the new checkpoint's archive)")
     worst = max(ratios, key=ratios.get)
     print(f"worst stage at {hi} / at {lo}: {ratios[worst]:.2f}x ({worst})")

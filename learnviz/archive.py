@@ -665,6 +665,19 @@ def flush_index(folder: str | Path) -> None:
             idx.flush()
 
 
+def file_memo(path: str | Path, name: str, compute: Callable[[], T]) -> T:
+    """`compute()`, a value derived from the file at `path` (any file, not only an archive), computed
+    once per version of the file and kept in-process; an exception is raised, not kept."""
+    version = file_version(Path(path))
+    hit, value = _memo_get((version, name)) if version else (False, None)
+    if hit:
+        return value
+    value = compute()
+    if version is not None and file_version(Path(path)) == version:
+        _memo_put((version, name), value)
+    return value
+
+
 def _memo_get(key: tuple) -> tuple[bool, Any]:
     with _memo_lock:
         if key in _memo:

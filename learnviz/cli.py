@@ -73,14 +73,21 @@ def _info_commands(sub) -> None:
     p = sub.add_parser("status", help="one row per archived checkpoint, with per-skill accuracy",
                        description="One row per archived checkpoint: its step, the state of each stage "
                                    "(ok/failed, with the reason) and the accuracy of the greedy answers "
-                                   "per skill of the probe set. Reads the archives only; never loads a model.",
+                                   "per skill of the probe set. A long run shows its newest checkpoints "
+                                   "(--last) and every failed, unreadable or flagged one, and says how many "
+                                   "it left out (--all: every one). Reads the archives only; never loads a model.",
                        epilog=examples("learnviz status --checkpoints runs/gpt2-small",
+                                       "learnviz status --checkpoints runs/pythia --all",
                                        "learnviz status --archive runs/gpt2-small/learnviz-archive --json",
                                        "learnviz status --checkpoints runs/gpt2-small --flags",
                                        "learnviz status --archive runs/a/archive --flags loss_spike,accuracy_drop"),
                        formatter_class=FORMATTER)
     add_paths(p)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (every checkpoint)")
+    p.add_argument("--last", type=int, default=readout.STATUS_LAST, metavar="N",
+                   help=f"the newest checkpoints the table shows, besides every failed, unreadable or flagged one "
+                        f"(default {readout.STATUS_LAST})")
+    p.add_argument("--all", action="store_true", help="every checkpoint in the table")
     p.add_argument("--flags", nargs="?", const="all", metavar="FLAG,FLAG",
                    help="only the checkpoints with a health flag (any, or one of these: accuracy_drop, "
                         "regression_burst, loss_spike, geometry_drift_spike, calibration_jump, weights_exploding, "
@@ -273,25 +280,29 @@ def cmd_status(args) -> int:
     out = {}
     for name, rs in runs:
         archive_dir = rs.archive_dir()
-        rows = readout.status_rows(archive_dir)
+        counts = {}
+
+        def shown(rows, counts=counts):     # which rows the output has (their accuracy is read)
+            counts["all"] = len(rows)
+            if args.flags:
+                return readout.filter_flags(rows, args.flags)
+            if args.json or args.all:
+                return rows
+            return readout.newest_and_notable(rows, args.last)
+
+        rows = readout.status_rows(archive_dir, select=shown)
         readout.keep_index(archive_dir)
-        everything = rows
-        if args.flags:
-            rows = readout.filter_flags(rows, args.flags)
         out[name] = rows
-        try:
-            readout.read_board(archive_dir, strict=True)
-            board_problem = None
-        except LearnvizError as exc:
-            board_problem = f"unreadable: {exc}"
+        board_problem = readout.board_problem(archive_dir)
         if not args.json:
             if several:
                 print(f"run {name or '(root)'}: {archive_dir}")
-            if args.flags and not rows and everything:
+            if args.flags and not rows and counts.get("all"):
                 print(f"no checkpoint flagged{'' if args.flags == 'all' else ' ' + args.flags} "
-                      f"({len(everything)} archived in {archive_dir})")
+                      f"({counts['all']} archived in {archive_dir})")
             else:
-                print(readout.format_status(rows) if rows else f"no archives in {archive_dir}")
+                print(readout.format_status(rows, total=counts.get("all", 0)) if rows
+                      else f"no archives in {archive_dir}")
             for line in readout.format_training_status(readout.training_status(archive_dir)):
                 print(line)
         if board_problem:   # on stderr with --json, which prints the rows alone

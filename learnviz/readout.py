@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,11 +45,11 @@ from .results import (
 )
 
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
-           "HISTORY_FILE", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy", "checkpoint_of",
-           "chosen_steps", "extracted", "filter_flags", "format_status", "health_flags", "history_rows",
-           "keep_index", "read_analysis", "read_board", "read_data_impact", "read_geometry", "row_stamp",
-           "run_archives", "scan_archives", "series", "series_rows", "series_of", "skill_accuracy", "stage_ok",
-           "status_rows", "training_status", "unreadable_row"]
+           "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy",
+           "board_problem", "checkpoint_of", "chosen_steps", "extracted", "filter_flags", "format_status",
+           "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis", "read_board",
+           "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series", "series_rows",
+           "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -195,19 +195,54 @@ def unreadable_row(u: Unreadable) -> StatusRow:
 
 
 def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
-                unreadable: list[Unreadable] | None = None, *, accuracy: bool = True) -> list[StatusRow]:
-    """One row per archive file, in step order: stage states and per-skill accuracy, or for an
-    unreadable file why it cannot be read (`archives`, `unreadable`: the folder's listing when the
-    caller has it already; `accuracy=False` reads no archive beyond its header)."""
+                unreadable: list[Unreadable] | None = None, *, accuracy: bool = True,
+                select: Callable[[list[StatusRow]], list[StatusRow]] | None = None) -> list[StatusRow]:
+    """One row per archive file, in step order: stage states, health flags and per-skill accuracy,
+    or for an unreadable file why it cannot be read (`archives`, `unreadable`: the folder's listing
+    when the caller has it already; `accuracy=False` reads no archive beyond its header).
+    `select`: which of the rows to return (and read the accuracy of)."""
     if archives is None:
         listing = scan_archives(archive_dir)
         archives, unreadable = listing.archives, listing.unreadable
-    rows = [status_row(a, accuracy=accuracy) for a in archives] + [unreadable_row(u) for u in unreadable or []]
+    rows = [status_row(a, accuracy=False) for a in archives]
+    of = {id(r): a for r, a in zip(rows, archives)}
+    rows += [unreadable_row(u) for u in unreadable or []]
     flags = health_flags(archive_dir)
     for r in rows:
         if r.step in flags and not r.unreadable:
             r.flags = flags[r.step]
-    return sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
+    rows = sorted(rows, key=lambda r: (r.step is None, r.step if r.step is not None else 0))
+    if select is not None:
+        rows = select(rows)
+    if accuracy:
+        for r in rows:
+            if id(r) in of:
+                r.accuracy, r.skills = archive_accuracy(of[id(r)])
+    return rows
+
+
+STATUS_LAST = 20      # the newest checkpoints `learnviz status` shows of a long run
+
+
+def newest_and_notable(rows: list[StatusRow], last: int = STATUS_LAST) -> list[StatusRow]:
+    """The rows a table of a long run shows: the newest `last` and every failed, unreadable or
+    flagged one (in step order)."""
+    cut = max(len(rows) - max(last, 0), 0)
+    return [r for i, r in enumerate(rows) if i >= cut or r.reason or r.unreadable or r.flags
+            or any(v != "ok" for v in r.stages.values())]
+
+
+def board_problem(archive_dir: str | Path) -> str | None:
+    """Why hard_example_board.json cannot be read ("unreadable: ..."), or None (also when absent).
+    Checked once per version of the file (a long run's board is megabytes)."""
+    def check() -> str | None:
+        try:
+            read_board(archive_dir, strict=True)
+            return None
+        except LearnvizError as exc:
+            return f"unreadable: {exc}"
+    path = Path(archive_dir) / BOARD_FILE
+    return arc.file_memo(path, "board-problem", check) if path.exists() else None
 
 
 def keep_index(archive_dir: str | Path) -> None:
@@ -234,8 +269,9 @@ def filter_flags(rows: list[StatusRow], wanted: str) -> list[StatusRow]:
     return [r for r in rows if names & set(r.flags)]
 
 
-def format_status(rows: list[StatusRow]) -> str:
-    """The `learnviz status` table: one line per checkpoint, then each failure with its reason."""
+def format_status(rows: list[StatusRow], *, total: int = 0) -> str:
+    """The `learnviz status` table: one line per checkpoint, then each failure with its reason.
+    `total`: the rows there are, when `rows` shows some of them (a line says how many are left out)."""
     skills = list(dict.fromkeys(s for r in rows for s in r.skills))
     head = ["step", "checkpoint", "stages", "acc"] + skills + ["health"]
     table = []
@@ -247,7 +283,11 @@ def format_status(rows: list[StatusRow]) -> str:
         cells.append(",".join(r.flags) if r.flags else ("-" if r.unreadable else "ok"))
         table.append(cells)
     widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines = []
+    if total > len(rows):
+        lines.append(f"{total} checkpoints; showing the newest and every failed or flagged one, "
+                     f"{total - len(rows)} more all ok (--all shows every one, --last N the newest N)")
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
     lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in table]
     for r in rows:
         if r.reason:

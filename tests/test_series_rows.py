@@ -18,7 +18,7 @@ from learnviz.analysis.errors import error_position_trend
 from learnviz.analysis.hard_examples import hard_example_board
 from learnviz.analysis.trajectories import logprob_trajectories
 from learnviz.readout import read_analysis, series, stage_ok
-from learnviz.results import BOARD_FILE, EXTRACT, SERIES
+from learnviz.results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
 from learnviz.settings import Settings
 
 SKILLS = ["syllo_easy"] * 5 + ["edge_cases"] * 3 + ["hard_examples"] * 4
@@ -274,3 +274,34 @@ def test_a_new_process_lists_unchanged_archives_from_the_folder_index(tmp_path, 
     entries = json.loads((tmp_path / arc.INDEX_NAME).read_text())["archives"]
     assert "checkpoint-300.h5" not in entries and len(entries) == 12
     assert entries["checkpoint-200.h5"]["attrs"]["fingerprint"] == "fp-200-9"
+
+
+def test_status_of_a_long_run_shows_the_newest_and_every_failed_or_flagged_one(tmp_path, capsys):
+    """`learnviz status` on 30 checkpoints: the newest --last, plus the failed and the flagged ones,
+    and a line that says how many it left out; --all and --json give every one."""
+    from learnviz import cli, history
+
+    for step in range(100, 3100, 100):
+        write_extract(tmp_path, step, seed=step)
+    arc.write_stage(tmp_path / "checkpoint-500.h5", ANALYSIS, key=arc.StageKey("fp-500-500", "probes1"),
+                    root_attrs={"step": 500}, status="failed", reason="boom")
+    history.append(tmp_path, {"step": 800, "probe_hash": "probes1", "health_flags": {"loss_spike": "why"}})
+
+    def status(*extra):
+        assert cli.main(["status", "--archive", str(tmp_path), *extra]) == 0
+        return capsys.readouterr().out
+
+    def steps(out):
+        return [int(w[0]) for w in map(str.split, out.splitlines()) if len(w) > 1 and w[1].startswith("checkpoint-")]
+
+    out = status("--last", "5")
+    assert steps(out) == [500, 800, 2600, 2700, 2800, 2900, 3000]
+    assert out.splitlines()[0].startswith("30 checkpoints; showing the newest and every failed or flagged one, 23 more")
+    assert "step 500 (checkpoint-500) failed: boom" in out and "step 800 (checkpoint-800) flagged loss_spike" in out
+    assert steps(status()) == [500, 800] + list(range(1100, 3100, 100))       # default: the newest 20
+    assert steps(status("--all")) == list(range(100, 3100, 100))
+    assert "more all ok" not in status("--all")
+    cli.main(["status", "--archive", str(tmp_path), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["step"] for r in rows] == list(range(100, 3100, 100))
+    assert all(r["accuracy"] is not None for r in rows)
