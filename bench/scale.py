@@ -131,7 +131,9 @@ def measure(n: int, warm: bool = False) -> dict:
     visualize.generate(settings, steps=[syn.STEP * n])
     # what a long-lived worker has done before its first task: numba's JIT of UMAP, the imports
     from learnviz.analysis.umap_layout import warm_up
+    from learnviz.common import settle_heap
     warm_up()
+    settle_heap()        # as workers.signals.ensure_warm ends (and the CLI once it has parsed its arguments)
     with contextlib.redirect_stdout(io.StringIO()):
         cli.main(["status", "--archive", str(settings.archive_dir())])
     snap = Snapshot(run)

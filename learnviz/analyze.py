@@ -78,12 +78,25 @@ def _text(values: tuple) -> str:
     return _SEP.join(map(str, values))
 
 
+class _Unkept:
+    """`FolderIndex.hashed` for archives that are not files of a folder (views built in memory)."""
+
+    @staticmethod
+    def hashed(text: str, compute):
+        return compute()
+
+
+def _index_of(archives: list[arc.Archive]):
+    path = getattr(archives[0], "path", None)
+    return arc.folder_index(Path(path).parent) if path is not None else _Unkept
+
+
 def analysis_keys(archives: list[arc.Archive], indices: list[int], s: Settings) -> dict[int, arc.StageKey]:
     """`analysis_key` of each of `indices`. Each hash is remembered in the folder index
     (`FolderIndex.hashed`): a long run is planned again without hashing every checkpoint's key."""
     if not indices:
         return {}
-    index = arc.folder_index(archives[0].path.parent)
+    index = _index_of(archives)
     fixed = _analysis_settings(s)
     tail, first = _text(fixed), archives[0].key.fingerprint
     out = {}
@@ -104,7 +117,7 @@ def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey
     (Hashes remembered as in `analysis_keys`.)"""
     if not archives:
         return []
-    index = arc.folder_index(archives[0].path.parent)
+    index = _index_of(archives)
     fixed = _geometry_settings(s)
     tail, first = _text(fixed), archives[0].key.fingerprint
     keys, prev = [], ""

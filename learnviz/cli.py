@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import pipeline, readout
+from .common import settle_heap
 from .errors import LearnvizError
 from .flags import EPILOG, FORMATTER, add_checkpoint_choice, add_extract_flags, add_paths, examples, settings_from
 from .version import __version__
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    settle_heap()
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)

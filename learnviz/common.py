@@ -68,6 +68,24 @@ def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1) -> 
                                          separators=(",", ":") if indent is None else None))
 
 
+def settle_heap() -> None:
+    """Put every object alive now (the imported libraries, warmed-up caches) out of the cyclic
+    garbage collector's reach (`gc.freeze`). Planning a long run makes tens of thousands of small
+    objects, and each full collection they set off would otherwise walk again the millions that
+    torch, numba and umap import: most of the time of listing 500 checkpoints in a process that has
+    loaded umap. Called where a process has finished starting (the CLI after parsing its arguments,
+    a worker after its warm-up); once per process, the later calls do nothing."""
+    import gc
+    if _settled.get("pid") == os.getpid():
+        return
+    _settled["pid"] = os.getpid()
+    gc.collect()
+    gc.freeze()
+
+
+_settled: dict[str, int] = {}
+
+
 def short_hash(*parts: Any) -> str:
     """16 hex digits of sha256 over the JSON of `parts` (keys sorted; non-JSON values as str)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

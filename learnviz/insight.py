@@ -5,6 +5,7 @@ learnviz.analysis.data_impact; this module gathers their inputs from the run."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from . import archive as arc
 from . import history
 from .common import short_hash
-from .readout import read_geometry, stage_ok
+from .readout import read_geometry, row_stamp, stage_ok
 from .results import GEOMETRY
 from .settings import Settings
 
@@ -79,20 +80,52 @@ def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray)
                           correct=correct, loss=np.asarray([num(r, "eval_loss", "train_loss") for r in mine]),
                           ece=np.asarray([num(r, "ece") for r in mine]), drift=drift,
                           weight_flags=[r.get("weight_flags") or {} for r in mine])
-    return health(inputs, window=s.health_window, z_threshold=s.health_z, min_history=s.health_min_history,
-                  floor=s.health_floor)
+    # What each checkpoint's judging reads of its own: its row (extraction, analysis), its geometry
+    # (drift against a reference further back), and its history values. The earlier result of this
+    # run holds for the checkpoints up to the first whose inputs differ (learnviz.analysis.health).
+    digests = [(row_stamp(a), _geometry_inputs(a), float(inputs.loss[i]), float(inputs.ece[i]),
+                num(mine[i], "geometry_drift"), json.dumps(inputs.weight_flags[i], sort_keys=True, default=str))
+               for i, a in enumerate(archives)]
+    folder = str(archives[0].path.parent)
+    before_digests, before = _health_memo.get(folder, ([], None))
+    same = 0
+    for x, y in zip(digests, before_digests):
+        if not _same_digest(x, y):
+            break
+        same += 1
+    h = health(inputs, window=s.health_window, z_threshold=s.health_z, min_history=s.health_min_history,
+               floor=s.health_floor, resume=before, same=same)
+    if len(_health_memo) >= 16 and folder not in _health_memo:
+        _health_memo.clear()
+    _health_memo[folder] = (digests, h)
+    return h
+
+
+# The last health of each run folder, with what each checkpoint's judging read (series_health)
+_health_memo: dict[str, tuple[list[tuple], object]] = {}
+
+
+def _geometry_inputs(a: arc.Archive) -> tuple | None:
+    info = a.stage(GEOMETRY)
+    return None if info is None else (info.status, info.key.fingerprint, info.key.inputs,
+                                      str(info.attrs.get("finished", "")))
+
+
+def _same_digest(x: tuple, y: tuple) -> bool:
+    """Equal, NaN equal to NaN (a loss not logged)."""
+    return all(a == b or (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b))
+               for a, b in zip(x, y))
 
 
 def health_to_archive(h, steps: np.ndarray) -> dict:
     """The `health` group: per signal its values and z-scores (k,), the flags per checkpoint as
     JSON text, the reference checkpoint of each, and the settings they were judged with."""
-    import json
 
     from .analysis.health import SIGNALS
     return {"signals": np.asarray(SIGNALS, dtype=object),
             "values": np.stack([h.values[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
             "z": np.stack([h.z[k] for k in SIGNALS]) if len(steps) else np.zeros((len(SIGNALS), 0)),
-            "flags": np.asarray([json.dumps(f, sort_keys=True) for f in h.flags], dtype=object),
+            "flags": np.asarray([json.dumps(f, sort_keys=True) if f else "{}" for f in h.flags], dtype=object),
             "reference_step": np.asarray([int(steps[r]) if r >= 0 else -1 for r in h.reference], dtype=np.int64),
             "settings": {"window": np.int64(h.window), "z_threshold": np.float64(h.z_threshold),
                          "min_history": np.int64(h.min_history), "floor": np.float64(h.floor)}}

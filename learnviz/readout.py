@@ -369,7 +369,12 @@ def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, An
 
 def row_stamp(a: Archive) -> str:
     """What identifies the inputs of one checkpoint's row in series.h5 (learnviz.series_stage):
-    the archive, its step, and the key, status and times of its extract and analysis stages."""
+    the archive, its step, and the key, status and times of its extract and analysis stages.
+    Made once per version of the archive file."""
+    return a.memo("row-stamp", lambda: _row_stamp(a))
+
+
+def _row_stamp(a: Archive) -> str:
     parts: list[Any] = [a.path.name, a.step]
     for name in (EXTRACT, ANALYSIS):
         info = a.stage(name)

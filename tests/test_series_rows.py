@@ -116,6 +116,7 @@ def full_recompute(archives, s: Settings) -> tuple[dict, dict | None]:
                              "regressed": np.asarray(board.regressed, dtype=bool)}
     # health flags and data impact (issue 15) from the same full reads
     from learnviz import insight
+    insight._health_memo.clear()          # a full recompute: nothing resumed from an earlier result
     health = insight.series_health(archives, s, correct)
     data["health"] = insight.health_to_archive(health, steps)
     impact = insight.series_data_impact(archives, reads, meta, health)

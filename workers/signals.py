@@ -17,6 +17,8 @@ import time
 
 from celery.signals import beat_init, celeryd_after_setup, celeryd_init, worker_process_init
 
+from learnviz.common import settle_heap
+
 log = logging.getLogger(__name__)
 
 _QUEUES: set[str] = set()     # what this worker consumes; set in the parent, inherited by children
@@ -86,6 +88,7 @@ def ensure_warm() -> None:
                 done.append("umap")
     except Exception as exc:  # noqa: BLE001 - a failed warm-up costs time later, not correctness
         log.warning("learnviz: warm-up failed: %s: %s", type(exc).__name__, exc)
+    settle_heap()      # what the warm-up imported stays: later full collections skip it
     log.info("learnviz: process %d ready for queues %s (warm-up: %s, %.1fs)", os.getpid(),
                 ",".join(sorted(queues)), "+".join(done) or "none", time.perf_counter() - t0)
 

@@ -94,6 +94,7 @@ class Health:
     min_history: int
     floor: float
     method: str = METHOD
+    moved_on: list[bool] = field(default_factory=list)   # per checkpoint: judged by z and not the run's new normal
 
     @property
     def flagged(self) -> list[int]:
@@ -150,8 +151,13 @@ _WHAT = {"accuracy_drop": "accuracy changed by {v:+.3f}",
 
 
 def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_history: int = 3,
-           floor: float = 0.02) -> Health:
-    """The health flags of every checkpoint of a run (see the module docstring)."""
+           floor: float = 0.02, resume: Health | None = None, same: int = 0) -> Health:
+    """The health flags of every checkpoint of a run (see the module docstring).
+
+    `resume`, `same`: an earlier result (of the same settings) whose first `same` checkpoints had
+    the inputs these have: their results are kept and the judging goes on from there (checkpoint
+    i depends on checkpoints 0..i only), so a new checkpoint at the end costs one step, not a
+    pass over the run."""
     if window < 1 or min_history < 1 or z_threshold <= 0 or floor <= 0:
         raise ValueError(f"health: window ({window}), min_history ({min_history}), z_threshold ({z_threshold}) "
                          f"and floor ({floor}) must be positive")
@@ -160,9 +166,23 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
     zs = {s: np.full(k, np.nan) for s in SIGNALS}
     flags: list[dict[str, str]] = []
     reference: list[int] = []
+    moved_on: list[bool] = []
     healthy: list[int] = []          # unflagged checkpoints with signals, in order
     last_ok = -1
-    for i in range(k):
+    start = 0
+    if resume is not None and (resume.window, resume.z_threshold, resume.min_history, resume.floor) == \
+            (window, z_threshold, min_history, floor) and len(resume.moved_on) == len(resume.flags):
+        start = max(0, min(same, k, len(resume.flags)))
+        for s in SIGNALS:
+            values[s][:start] = resume.values[s][:start]
+            zs[s][:start] = resume.z[s][:start]
+        flags = [dict(f) for f in resume.flags[:start]]
+        reference = list(resume.reference[:start])
+        moved_on = list(resume.moved_on[:start])
+        healthy = [j for j in range(start) if moved_on[j] and reference[j] >= 0]
+        if start:
+            last_ok = start - 1 if moved_on[start - 1] else reference[start - 1]
+    for i in range(start, k):
         mine: dict[str, str] = {}
         reference.append(last_ok)
         if last_ok >= 0:
@@ -188,8 +208,9 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
             if layers:
                 mine[f"weights_{name}"] = ", ".join(layers)
         flags.append(mine)
+        moved_on.append(not z_flagged)
         if not z_flagged:
             if last_ok >= 0:
                 healthy.append(i)
             last_ok = i
-    return Health(values, zs, flags, reference, window, z_threshold, min_history, floor)
+    return Health(values, zs, flags, reference, window, z_threshold, min_history, floor, moved_on=moved_on)

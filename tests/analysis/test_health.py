@@ -91,3 +91,39 @@ def test_a_plateau_after_a_climb_is_no_drop():
     inp.accuracy[9:] = inp.accuracy[8] + 0.003          # learning stops: unusual, but nothing dropped
     h = health(inp, z_threshold=2.5)
     assert h.z["accuracy_drop"][9] < -2.5 and "accuracy_drop" not in h.flags[9], h.z["accuracy_drop"]
+
+
+def _equal(a, b):
+    assert a.flags == b.flags and a.reference == b.reference and a.moved_on == b.moved_on
+    for s in SIGNALS:
+        np.testing.assert_array_equal(a.values[s], b.values[s])
+        np.testing.assert_array_equal(a.z[s], b.z[s])
+
+
+@pytest.mark.parametrize("bad", [None, 6, 13, 14])
+def test_resuming_from_an_earlier_result_equals_judging_the_whole_run(bad):
+    """A new checkpoint at the end resumes from the earlier result of the run (checkpoint i depends
+    on 0..i only); a changed checkpoint resumes from just before it. Both equal a whole pass."""
+    whole = health(climb(k=16, bad=bad), min_history=3)
+    head = climb(k=16, bad=bad)
+    short = HealthInputs(accuracy=head.accuracy[:15], correct=head.correct[:15], loss=head.loss[:15],
+                         ece=head.ece[:15], drift=head.drift, weight_flags=head.weight_flags[:15])
+    earlier = health(short, min_history=3)
+    _equal(health(climb(k=16, bad=bad), min_history=3, resume=earlier, same=15), whole)
+    # the earlier result of another run, resumed from a checkpoint before where it differs
+    other = health(climb(k=16, bad=3, seed=1), min_history=3)
+    _equal(health(climb(k=16, bad=bad), min_history=3, resume=other, same=0), whole)
+    # other settings: nothing is kept
+    _equal(health(climb(k=16, bad=bad), min_history=3, resume=health(short, min_history=4), same=15), whole)
+
+
+@pytest.mark.parametrize("changed", [1, 8, 15])
+def test_resuming_before_a_changed_checkpoint_equals_judging_the_whole_run(changed):
+    before = health(climb(k=16, bad=9), min_history=3)
+    after_inputs = climb(k=16, bad=9)
+    after_inputs.ece[changed] += 0.4                      # a recomputed analysis: a calibration jump
+    after_inputs.correct[changed] = ~after_inputs.correct[changed]
+    after_inputs.accuracy[changed] = after_inputs.correct[changed].mean()
+    whole = health(after_inputs, min_history=3)
+    assert not np.array_equal(whole.values["calibration_jump"], before.values["calibration_jump"], equal_nan=True)
+    _equal(health(after_inputs, min_history=3, resume=before, same=changed), whole)
