@@ -84,7 +84,8 @@ def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray)
     # (drift against a reference further back), and its history values. The earlier result of this
     # run holds for the checkpoints up to the first whose inputs differ (learnviz.analysis.health).
     digests = [(row_stamp(a), _geometry_inputs(a), float(inputs.loss[i]), float(inputs.ece[i]),
-                num(mine[i], "geometry_drift"), json.dumps(inputs.weight_flags[i], sort_keys=True, default=str))
+                num(mine[i], "geometry_drift"),
+                json.dumps(inputs.weight_flags[i], sort_keys=True, default=str) if inputs.weight_flags[i] else "{}")
                for i, a in enumerate(archives)]
     folder = str(archives[0].path.parent)
     before_digests, before = _health_memo.get(folder, ([], None))
