@@ -475,6 +475,16 @@ def clear_memo() -> None:
         _memo.clear()
         _indexes.clear()
         _listings.clear()
+    for forget in _on_clear:
+        forget()
+
+
+_on_clear: list[Callable[[], None]] = []     # other in-process caches of what files hold (`on_clear`)
+
+
+def on_clear(forget: Callable[[], None]) -> None:
+    """Have `clear_memo` call `forget` too (a module's own cache of file contents)."""
+    _on_clear.append(forget)
 
 
 # ---------------------------------------------------------------- the folder index (across processes)

@@ -173,7 +173,14 @@ class Rows:
 
 
 def stored_rows(path: Path, ctx: Context) -> dict[str, Any] | None:
-    """series.h5's rows when they were made under `ctx`'s signature; None otherwise."""
+    """series.h5's rows when they were made under `ctx`'s signature; None otherwise. A process
+    that wrote this version of the file (a worker, the series stage of the last checkpoint) has
+    them in memory (`_remember_rows`): megabytes at 500 checkpoints, not read again."""
+    version = arc.file_version(path)
+    if version is not None:
+        hit = _kept_rows.get(str(path))
+        if hit is not None and hit[0] == version and hit[1] == ctx.signature:
+            return hit[2]
     try:
         s = arc.Archive(path) if path.exists() else None
         info = s.stage(SERIES) if s is not None else None
@@ -187,6 +194,19 @@ def stored_rows(path: Path, ctx: Context) -> dict[str, Any] | None:
     if set(rows) != set(ROW_FIELDS) | {"stamp", "step"}:
         return None
     return rows
+
+
+# series.h5 -> (its file version, the rows' signature, the rows): the rows this process wrote last
+_kept_rows: dict[str, tuple[tuple, str, dict[str, Any]]] = {}
+arc.on_clear(_kept_rows.clear)
+
+
+def _remember_rows(path: Path, ctx: Context, rows: Rows) -> None:
+    version = arc.file_version(path)
+    if version is not None:
+        if len(_kept_rows) >= 8 and str(path) not in _kept_rows:
+            _kept_rows.clear()
+        _kept_rows[str(path)] = (version, ctx.signature, rows.to_archive())
 
 
 def collect_rows(archives: list[arc.Archive], ctx: Context, stored: dict[str, Any] | None) -> Rows:
@@ -338,6 +358,7 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
                     data=data, attrs={"learned_threshold": s.learned_threshold, "rows_signature": ctx.signature,
                                       "rows_read": stacked.read},
                     timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
+    _remember_rows(path, ctx, stacked)
     b = board(stacked, ctx)
     if b is not None:
         write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json(), indent=None)
