@@ -605,6 +605,7 @@ class FolderIndex:
         if not isinstance(value, str):
             value = self.hashes[text] = compute()
             self.dirty = True
+            self.changed += 1
         self.used.add(text)
         return value
 
@@ -637,9 +638,10 @@ class FolderIndex:
         few = min(max(8, len(self.entries) // 20), len(self.entries) // 2)
         if not self.dirty or (self.path.exists() and self.changed <= few):
             return
-        if present is not None:
+        if present is not None:      # archives gone (the entries of other files: while they exist)
             for name in set(self.entries) - present:
-                del self.entries[name]
+                if name.endswith(SUFFIX) or not (self.path.parent / name).exists():
+                    del self.entries[name]
         if len(self.hashes) > 4 * len(self.entries) + 64:     # those of archives gone or rewritten
             self.hashes = {k: v for k, v in self.hashes.items() if k in self.used}
         tmp = self.path.with_name(f"{INDEX_NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -675,15 +677,27 @@ def flush_index(folder: str | Path) -> None:
             idx.flush()
 
 
-def file_memo(path: str | Path, name: str, compute: Callable[[], T]) -> T:
+def file_memo(path: str | Path, name: str, compute: Callable[[], T], *, persist: bool = False) -> T:
     """`compute()`, a value derived from the file at `path` (any file, not only an archive), computed
-    once per version of the file and kept in-process; an exception is raised, not kept."""
-    version = file_version(Path(path))
+    once per version of the file and kept in-process; an exception is raised, not kept. `persist`:
+    also kept in the folder index for later processes (a JSON value; see `Archive.memo`)."""
+    path = Path(path)
+    version = file_version(path)
     hit, value = _memo_get((version, name)) if version else (False, None)
     if hit:
         return value
-    value = compute()
-    if version is not None and file_version(Path(path)) == version:
+    index = folder_index(path.parent) if persist and version else None
+    entry = index.get(path.name, version) if index is not None else None
+    if entry is not None and isinstance(entry.get("memo"), dict) and name in entry["memo"]:
+        value = entry["memo"][name]
+    else:
+        value = compute()
+        if index is not None and file_version(path) == version:
+            with _memo_lock:
+                memo = dict((index.get(path.name, version) or {}).get("memo", {}))
+                memo[name] = value
+                index.put(path.name, version, memo=memo)
+    if version is not None and file_version(path) == version:
         _memo_put((version, name), value)
     return value
 

@@ -85,6 +85,19 @@ def read_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
     return rows + _parse(data[end:])
 
 
+def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The intact rows, in file order, that hold any of `keys` (a subset of `read_rows`): only the
+    lines that spell one of the keys are parsed, so a reader of a few rows (the health flags, the
+    status files' rows) does not parse a long run's whole history."""
+    try:
+        data = history_path(archive_dir).read_bytes()
+    except FileNotFoundError:
+        return []
+    wanted = [json.dumps(k).encode() for k in keys]
+    lines = [line for line in data.split(b"\n") if any(w in line for w in wanted)]
+    return [row for row in _parse(b"\n".join(lines)) if any(k in row for k in keys)]
+
+
 def read(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
     """One merged row per step, sorted by step. With `probe_hash`, only rows of that probe set."""
     merged: dict[int, dict[str, Any]] = {}

@@ -22,6 +22,7 @@ unchanged archive.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,16 +70,19 @@ def run_archives(archive_dir: str | Path) -> list[tuple[str, Path]]:
     command that takes --archive accepts either kind of folder."""
     archive_dir = Path(archive_dir)
     out = [("", archive_dir)] if holds_run(archive_dir) else []
-    if archive_dir.is_dir():
-        out += [(sub.name, sub) for sub in sorted(archive_dir.iterdir())
-                if not sub.name.startswith(".") and holds_run(sub)]
+    try:        # the folder's file types from the listing itself: no stat of its 500 archives
+        with os.scandir(archive_dir) as entries:
+            subs = sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+    except OSError:
+        subs = []
+    out += [(name, archive_dir / name) for name in subs if holds_run(archive_dir / name)]
     return out or [("", archive_dir)]
 
 
 def training_status(archive_dir: str | Path) -> dict[str, Any]:
     """The latest checkpoint ranking (model_comparisons.json) and deployed checkpoint
     (deployment_status.json) the history holds (learnviz.status_files.summary); {} when none."""
-    return status_files.summary(history.read_rows(archive_dir))
+    return status_files.summary(history.read_rows_having(archive_dir, status_files.HISTORY_KEYS))
 
 
 def format_training_status(summary: dict[str, Any]) -> list[str]:
@@ -242,7 +246,7 @@ def board_problem(archive_dir: str | Path) -> str | None:
         except LearnvizError as exc:
             return f"unreadable: {exc}"
     path = Path(archive_dir) / BOARD_FILE
-    return arc.file_memo(path, "board-problem", check) if path.exists() else None
+    return arc.file_memo(path, "board-problem", check, persist=True) if path.exists() else None
 
 
 def keep_index(archive_dir: str | Path) -> None:
@@ -256,8 +260,10 @@ def keep_index(archive_dir: str | Path) -> None:
 def health_flags(archive_dir: str | Path) -> dict[int, dict[str, str]]:
     """step -> {flag: why} of every checkpoint with a health flag, from the learning history
     (the series stage appends them; learnviz.analysis.health says what each flag means)."""
-    return {r["step"]: dict(r["health_flags"]) for r in history.read(archive_dir)
-            if isinstance(r.get("health_flags"), dict) and r["health_flags"]}
+    flags: dict[int, Any] = {}
+    for r in history.read_rows_having(archive_dir, ("health_flags",)):   # a later row of a step wins
+        flags[r["step"]] = r["health_flags"]
+    return {step: dict(f) for step, f in sorted(flags.items()) if isinstance(f, dict) and f}
 
 
 def filter_flags(rows: list[StatusRow], wanted: str) -> list[StatusRow]:

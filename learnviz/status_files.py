@@ -146,6 +146,9 @@ def ingest(status_dir: str | Path, archive_dir: str | Path) -> Ingested:
     return out
 
 
+HISTORY_KEYS = ("checkpoint_ranking", "deployed_checkpoint")    # what `summary` reads of the history's rows
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The latest ranking and deployed checkpoint among history rows (`learnviz status`, dashboard):
     {"ranking": [...], "ranking_metric": str | None, "ranking_step": int, "deployed": str,
