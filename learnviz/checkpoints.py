@@ -19,14 +19,17 @@ checkpoint still needs a key, so that its failure is recorded once and retried w
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import re
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 STEP_PATTERNS = (
     re.compile(r"^checkpoint-(\d+)$"),
@@ -327,8 +330,30 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 def has_tokenizer(folder: Path) -> bool:
-    """True when `folder` holds any of the tokenizer's files (TOKENIZER_FILES)."""
-    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+    """True when `folder` holds any of the tokenizer's files (TOKENIZER_FILES). Within one scan
+    (`scan_memo`) each folder is looked at once: the run folder of 500 checkpoints without their
+    own tokenizer is asked about for each of them."""
+    seen = _scan_memo.get()
+    if seen is not None and ("tok", str(folder)) in seen:
+        return seen["tok", str(folder)]
+    found = any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+    if seen is not None:
+        seen["tok", str(folder)] = found
+    return found
+
+
+_scan_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar("learnviz_scan_memo", default=None)
+
+
+@contextmanager
+def scan_memo() -> Iterator[None]:
+    """Within it, what a scan of many checkpoints asks again of the same folder is answered once
+    (`has_tokenizer`). A scan is short: files that change meanwhile are seen by the next one."""
+    token = _scan_memo.set({})
+    try:
+        yield
+    finally:
+        _scan_memo.reset(token)
 
 
 def tokenizer_dir(ck_path: str | Path, tokenizer: str | Path | None = None) -> Path | None:

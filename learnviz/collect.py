@@ -16,7 +16,7 @@ import numpy as np
 
 from . import archive as arc
 from . import history
-from .checkpoints import Checkpoint, checkpoint_tokenizer, discover, fingerprint, training_metrics
+from .checkpoints import Checkpoint, checkpoint_tokenizer, discover, fingerprint, scan_memo, training_metrics
 from .common import progress_bar, short_hash
 from .errors import LearnvizError
 from .probes import ProbeSet, load_probe_set
@@ -59,6 +59,12 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     so do the checkpoints whose archive another learnviz wrote, which are never overwritten
     (`refused`: (checkpoint, reason)), and the damaged archives that must be moved aside before
     their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed)."""
+    with scan_memo():
+        return _plan(settings, probes, incomplete=incomplete, current=current, refused=refused, damaged=damaged)
+
+
+def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, current: list | None,
+          refused: list | None, damaged: list | None) -> list[Job]:
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     jobs = []

@@ -9,6 +9,7 @@ different hashes are never compared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -62,9 +63,10 @@ class ProbeSet:
         """Skills in first-seen order."""
         return list(dict.fromkeys(p.skill for p in self.probes))
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
-        """sha256 of the canonical JSON of every probe, in order (order matters: arrays follow it)."""
+        """sha256 of the canonical JSON of every probe, in order (order matters: arrays follow it).
+        Computed once per probe set: planning asks it of every checkpoint of a run."""
         h = hashlib.sha256()
         for p in self.probes:
             h.update(json.dumps([p.id, p.prompt, p.expected, p.skill, p.category],
