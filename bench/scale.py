@@ -6,6 +6,8 @@ extraction (synthetic, not timed: the GPU stage), then, in a fresh process with 
 (as `learnviz run` starts; UMAP's JIT compiled and the modules imported beforehand, as in a
 worker), the bench times:
 
+  scan       which checkpoint folders lack a current extraction (`collect.plan`: what `learnviz run`,
+             each `--watch` pass and the beat's scan do first; fingerprints every checkpoint)
   planning   run_cpu_stages' own work: listing the archives, the stage keys, what is current
   analysis   the analysis stage of the new checkpoint (real: skills, calibration, weight drift)
   geometry   its geometry stage (real: similarity, RSA drift, CKA, the aligned UMAP layout)
@@ -62,7 +64,7 @@ def _load_synthetic():
 syn = _load_synthetic()
 
 CACHE = ROOT / ".bench-cache"
-STAGES = ("planning", "analysis", "geometry", "series", "history", "figures", "status")
+STAGES = ("scan", "planning", "analysis", "geometry", "series", "history", "figures", "status")
 
 
 def _peak_reset() -> None:
@@ -121,7 +123,7 @@ def measure(n: int, warm: bool = False) -> dict:
     holds the run's headers from its earlier tasks; else as a new process (nothing memoised)."""
     from learnviz import analyze as an
     from learnviz import archive as arc
-    from learnviz import cli, history, pipeline, visualize
+    from learnviz import cli, collect, history, pipeline, visualize
     from learnviz import readout as ro
 
     run = syn.cached_run(CACHE, n)
@@ -142,6 +144,13 @@ def measure(n: int, warm: bool = False) -> dict:
         new = syn.write_checkpoint(run, n, n)              # the GPU stage's output, not timed
         if not warm:
             arc.clear_memo()
+        probes = collect.load_probes(settings)
+        gc.collect()
+        t = time.perf_counter()
+        left = collect.plan(settings, probes)
+        scan = time.perf_counter() - t
+        if left:
+            raise RuntimeError(f"the scan found checkpoints to extract: {[j.checkpoint.path.name for j in left][:5]}")
         gc.collect()        # before each timed step: a collection of the previous step's garbage is not its cost
         _peak_reset()
         spent = dict.fromkeys(STAGES, 0.0)
@@ -181,6 +190,7 @@ def measure(n: int, warm: bool = False) -> dict:
             raise RuntimeError(f"unexpected CPU work for one new checkpoint: analysed {report.analysed}, "
                                f"geometry {report.geometry}, series {report.series}, failed {report.failed}")
         spent["history"] = inside["history"]
+        spent["scan"] = scan
         spent["planning"] = total - spent["analysis"] - spent["geometry"] - spent["series"] - spent["history"]
         rows = ro.history_rows(settings.archive_dir())
         assert rows[-1]["step"] == step and "geometry" in rows[-1] and "ece" in rows[-1]

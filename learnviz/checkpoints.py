@@ -184,10 +184,11 @@ def inspect(path: str | Path, *, settle_seconds: float = 10.0, now: float | None
     """Classify one folder as complete, incomplete or broken (see the module docstring)."""
     path = Path(path)
     now = time.time() if now is None else now
-    state = read_trainer_state(path)
     step = step_from_name(path.name)
-    if step is None and state and isinstance(state.get("global_step"), int):
-        step = state["global_step"]
+    if step is None:     # trainer_state.json grows with the run (its log history): read only when needed
+        state = read_trainer_state(path)
+        if state and isinstance(state.get("global_step"), int):
+            step = state["global_step"]
     ck = Checkpoint(path=path, step=step if step is not None else -1)
     try:
         return _classify(ck, settle_seconds, now)
