@@ -385,6 +385,13 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
     is extracted again once it is back. Never raises: a file that cannot be parsed is hashed by
     what can be read of it, so a broken checkpoint gets a key like any other.
     """
+    tok = checkpoint_tokenizer(ck, tokenizer, base_model) or ck.files
+    files = _fingerprinted_files(ck, tok, base_model)
+    key = (str(ck.files), str(ck.path), str(tok), str(base_model))
+    before = _signature(files)
+    kept = _fingerprints.get(key)
+    if before is not None and kept is not None and kept[0] == before:
+        return kept[1]        # the same files, unchanged (inode, size, modification and change times)
     h = hashlib.sha256()
     h.update(_read_or_mark(ck.files / "config.json"))
     for w in ck.weight_files:
@@ -396,8 +403,47 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
             h.update(_read_or_mark(base / "config.json"))
             for w in weight_files(base) or []:
                 _hash_weight_file(h, w)
-    h.update(tokenizer_hash(checkpoint_tokenizer(ck, tokenizer, base_model) or ck.files).encode())
-    return h.hexdigest()[:16]
+    h.update(tokenizer_hash(tok).encode())
+    fp = h.hexdigest()[:16]
+    if before is not None and _signature(files) == before:    # not changed while it was read
+        if len(_fingerprints) >= 100_000:
+            _fingerprints.clear()
+        _fingerprints[key] = (before, fp)
+    return fp
+
+
+# A long-lived process (`learnviz run --watch`, the beat, a worker) scans the same checkpoints
+# again and again: their fingerprints are kept with what identifies the files they read, and a
+# file written since (new inode, size or times; the change time cannot be set back) reads again.
+_fingerprints: dict[tuple, tuple[tuple, str]] = {}
+
+
+def forget_fingerprints() -> None:
+    _fingerprints.clear()
+
+
+def _fingerprinted_files(ck: Checkpoint, tok: Path, base_model: str | Path | None) -> list[Path]:
+    files = [ck.files / "config.json", *ck.weight_files]
+    if is_adapter(ck.files):
+        files.append(ck.files / ADAPTER_CONFIG)
+        base = adapter_base(ck.files, base_model)
+        if base is not None:
+            files += [base / "config.json", *(weight_files(base) or [])]
+    return files + [tok / name for name in TOKENIZER_FILES]
+
+
+def _signature(files: list[Path]) -> tuple | None:
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        except OSError:
+            return None
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
 
 
 def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None,

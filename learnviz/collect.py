@@ -16,13 +16,23 @@ import numpy as np
 
 from . import archive as arc
 from . import history
-from .checkpoints import Checkpoint, checkpoint_tokenizer, discover, fingerprint, scan_memo, training_metrics
+from .checkpoints import (
+    Checkpoint,
+    checkpoint_tokenizer,
+    discover,
+    fingerprint,
+    forget_fingerprints,
+    scan_memo,
+    training_metrics,
+)
 from .common import progress_bar, short_hash
 from .errors import LearnvizError
 from .probes import ProbeSet, load_probe_set
 from .readout import skill_accuracy
 from .results import EXTRACT
 from .settings import Settings
+
+arc.on_clear(forget_fingerprints)     # what `archive.clear_memo` forgets: the fingerprints kept too
 
 STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow it
 

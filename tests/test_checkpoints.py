@@ -86,3 +86,30 @@ def test_training_metrics_from_log_history(tmp_path, tokenizer):
     assert training_metrics(ck, 10)["train_loss"] == 1.5
     (ck / "trainer_state.json").write_text("{torn")
     assert training_metrics(ck, 10) == {}
+
+
+def test_a_long_lived_process_reads_each_checkpoint_once_until_a_file_changes(tmp_path, tokenizer, monkeypatch):
+    """`learnviz run --watch` and the beat fingerprint the same checkpoints on every pass: the
+    fingerprint is kept with the files' inodes, sizes and times, and any write since (in place,
+    its modification time even set back, or a tokenizer file that appears) reads them again."""
+    from learnviz import checkpoints as cks
+
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1, seed=0)
+    cks.forget_fingerprints()
+    reads = []
+    real = cks._hash_weight_file
+    monkeypatch.setattr(cks, "_hash_weight_file", lambda h, w: reads.append(w.name) or real(h, w))
+    first = fingerprint(inspect(ck, settle_seconds=0))
+    assert fingerprint(inspect(ck, settle_seconds=0)) == first and reads == ["model.safetensors"]
+    w = ck / "model.safetensors"
+    st = os.stat(w)
+    other = make_checkpoint(tmp_path / "other" / "checkpoint-1", tokenizer, step=1, seed=1)
+    data = (other / "model.safetensors").read_bytes()      # same shapes, new values, same size ...
+    assert len(data) == st.st_size
+    with open(w, "r+b") as fh:                              # ... written in place
+        fh.write(data)
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns))        # ... and its modification time set back
+    second = fingerprint(inspect(ck, settle_seconds=0))
+    assert len(reads) == 2 and second != first
+    (ck / "tokenizer.json").write_text((ck / "tokenizer.json").read_text() + " ")
+    assert fingerprint(inspect(ck, settle_seconds=0)) not in (first, second) and len(reads) == 3
