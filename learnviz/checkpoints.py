@@ -386,7 +386,15 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
     what can be read of it, so a broken checkpoint gets a key like any other.
     """
     tok = checkpoint_tokenizer(ck, tokenizer, base_model) or ck.files
-    files = _fingerprinted_files(ck, tok, base_model)
+    adapter = is_adapter(ck.files)
+    base = adapter_base(ck.files, base_model) if adapter else None   # an adapter's model is its base's too
+    base_weights = (weight_files(base) or []) if base is not None else []
+    files = [ck.files / "config.json", *ck.weight_files]
+    if adapter:
+        files.append(ck.files / ADAPTER_CONFIG)
+    if base is not None:
+        files += [base / "config.json", *base_weights]
+    files += [tok / name for name in TOKENIZER_FILES]
     key = (str(ck.files), str(ck.path), str(tok), str(base_model))
     before = _signature(files)
     kept = _fingerprints.get(key)
@@ -396,12 +404,11 @@ def fingerprint(ck: Checkpoint, tokenizer: str | Path | None = None,
     h.update(_read_or_mark(ck.files / "config.json"))
     for w in ck.weight_files:
         _hash_weight_file(h, w)
-    if is_adapter(ck.files):   # an adapter's model is its base's weights too
+    if adapter:
         h.update(_read_or_mark(ck.files / ADAPTER_CONFIG))
-        base = adapter_base(ck.files, base_model)
         if base is not None:
             h.update(_read_or_mark(base / "config.json"))
-            for w in weight_files(base) or []:
+            for w in base_weights:
                 _hash_weight_file(h, w)
     h.update(tokenizer_hash(tok).encode())
     fp = h.hexdigest()[:16]
@@ -420,16 +427,6 @@ _fingerprints: dict[tuple, tuple[tuple, str]] = {}
 
 def forget_fingerprints() -> None:
     _fingerprints.clear()
-
-
-def _fingerprinted_files(ck: Checkpoint, tok: Path, base_model: str | Path | None) -> list[Path]:
-    files = [ck.files / "config.json", *ck.weight_files]
-    if is_adapter(ck.files):
-        files.append(ck.files / ADAPTER_CONFIG)
-        base = adapter_base(ck.files, base_model)
-        if base is not None:
-            files += [base / "config.json", *(weight_files(base) or [])]
-    return files + [tok / name for name in TOKENIZER_FILES]
 
 
 def _signature(files: list[Path]) -> tuple | None:
