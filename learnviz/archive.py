@@ -677,12 +677,14 @@ def flush_index(folder: str | Path) -> None:
             idx.flush()
 
 
-def file_memo(path: str | Path, name: str, compute: Callable[[], T], *, persist: bool = False) -> T:
+def file_memo(path: str | Path, name: str, compute: Callable[[], T], *, persist: bool = False,
+              version: tuple | None = None) -> T:
     """`compute()`, a value derived from the file at `path` (any file, not only an archive), computed
-    once per version of the file and kept in-process; an exception is raised, not kept. `persist`:
-    also kept in the folder index for later processes (a JSON value; see `Archive.memo`)."""
+    once per version of the file (`version`: the one the caller read; default: the file's now) and
+    kept in-process; an exception is raised, not kept. `persist`: also kept in the folder's index
+    for later processes (a JSON value, returned as JSON reads it back; `flush_index` writes it)."""
     path = Path(path)
-    version = file_version(path)
+    version = version if version is not None else file_version(path)
     hit, value = _memo_get((version, name)) if version else (False, None)
     if hit:
         return value
@@ -693,11 +695,15 @@ def file_memo(path: str | Path, name: str, compute: Callable[[], T], *, persist:
     else:
         value = compute()
         if index is not None and file_version(path) == version:
+            try:
+                value = json.loads(json.dumps(value))      # as a later process will read it
+            except (TypeError, ValueError):
+                pass
             with _memo_lock:
                 memo = dict((index.get(path.name, version) or {}).get("memo", {}))
                 memo[name] = value
                 index.put(path.name, version, memo=memo)
-    if version is not None and file_version(path) == version:
+    if version is not None and file_version(path) == version:    # not replaced meanwhile
         _memo_put((version, name), value)
     return value
 
@@ -819,29 +825,10 @@ class Archive:
 
     def memo(self, name: str, compute: Callable[[], T], *, persist: bool = False) -> T:
         """`compute()` (a value derived from this archive, e.g. its accuracy), computed once per
-        version of the file and kept in-process; an exception is raised, not kept. `persist`: also
-        kept in the folder's index for later processes (a JSON value, returned as JSON reads it
-        back; `flush_index` writes it)."""
-        hit, value = _memo_get((self.version, name)) if self.version else (False, None)
-        if hit:
-            return value
-        index = folder_index(self.path.parent) if persist and self.version else None
-        entry = index.get(self.path.name, self.version) if index is not None else None
-        if entry is not None and name in entry.get("memo", {}):
-            value = entry["memo"][name]
-        else:
-            value = compute()
-            if index is not None and file_version(self.path) == self.version:
-                try:
-                    value = json.loads(json.dumps(value))      # as a later process will read it
-                except (TypeError, ValueError):
-                    pass
-                with _memo_lock:
-                    memo = dict((index.get(self.path.name, self.version) or {}).get("memo", {}))
-                    memo[name] = value
-                    index.put(self.path.name, self.version, memo=memo)
-        self._keep(name, value)
-        return value
+        version of the file this view was made from (`file_memo`)."""
+        if self.version is None:
+            return compute()
+        return file_memo(self.path, name, compute, persist=persist, version=self.version)
 
     def read(self, name: str, keys: list[str] | None = None, *, missing_ok: bool = False) -> dict[str, Any]:
         """The elements of a stage group (all, or just `keys`, which may be paths such as
