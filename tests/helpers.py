@@ -76,3 +76,15 @@ def demo_fault_step(demo) -> int | None:
     from learnviz.demo.train import DemoConfig, planted_fault_step
     return planted_fault_step(DemoConfig(steps=demo.demo_steps, n_checkpoints=demo.demo_checkpoints,
                                          seed=demo.demo_seed))
+
+
+def stop_process(proc) -> None:
+    """End a server the test started: SIGTERM, then SIGKILL when it has not exited in 10 s."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_run import build, free_port, learnviz_command, make_app
+from helpers import stop_process
 
 
 @pytest.fixture(scope="session")
@@ -66,9 +67,4 @@ def server(built_archive, tmp_path_factory):
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", port, archive, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from dashboard_run import learnviz_command
+from helpers import stop_process
 
 from dashboard import ADDRESSES_KEY, HOSTS_KEY, create_app, host_name
 from learnviz.cli import build_parser
@@ -162,12 +163,7 @@ def port_zero_server(built_archive, tmp_path):
             pytest.fail(f"learnviz serve printed {line!r}; log:\n{(tmp_path / 'serve.log').read_text()}")
         yield int(line.split("http://127.0.0.1:")[1].split("/")[0])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_run import XSS_EXPECTED, XSS_PROMPT, free_port, learnviz_command
+from helpers import stop_process
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (apt-get install -y chromium)")
@@ -54,12 +55,7 @@ def served(archive: Path, log: Path):
                 time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def api(base: str, path: str) -> dict:
