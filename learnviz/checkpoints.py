@@ -93,8 +93,8 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def _looks_like_checkpoint(path: Path) -> bool:
-    return ((path / "config.json").exists() or (path / ADAPTER_CONFIG).exists()
-            or step_from_name(path.name) is not None)
+    return (step_from_name(path.name) is not None or (path / "config.json").exists()
+            or (path / ADAPTER_CONFIG).exists())
 
 
 def is_adapter(path: Path) -> bool:
@@ -116,13 +116,29 @@ def adapter_base(path: Path, base_model: str | Path | None = None) -> Path | Non
 
 def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]:
     """The sub-folders of `folder` that are not in-flight writes ('.' or 'tmp' names) nor excluded,
-    sorted; a folder that vanishes while it is listed has none."""
+    sorted; a folder that vanishes while it is listed has none. The listing's own file types say
+    which entries are folders (no stat each), and only a symbolic link is resolved to be compared
+    with `excluded` (a run of 500 checkpoints is listed at every scan)."""
     try:
-        children = sorted(folder.iterdir())
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith((".", "tmp"))), key=lambda e: e.name)
     except OSError:
         return []
-    return [c for c in children
-            if c.is_dir() and not c.name.startswith((".", "tmp")) and c.resolve() not in excluded]
+    real = os.path.realpath(folder) if excluded else ""
+    excluded_names = {str(p) for p in excluded}
+    out = []
+    for e in entries:
+        try:
+            if not e.is_dir():
+                continue
+            if excluded_names:
+                where = os.path.realpath(e.path) if e.is_symlink() else os.path.join(real, e.name)
+                if where in excluded_names:
+                    continue
+        except OSError:
+            continue
+        out.append(folder / e.name)
+    return out
 
 
 @dataclass
@@ -159,24 +175,30 @@ def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Pa
     Folders whose name starts with '.' or 'tmp' are in-flight writes (the HF Trainer and the demo
     write into a temporary folder, then rename) and are ignored.
     """
-    root = Path(root)
-    if not root.is_dir():
-        from .errors import CheckpointError
-        raise CheckpointError("checkpoint folder not found", path=root, field="checkpoints")
-    excluded = {p.resolve() for p in (exclude or [])}
     found: list[Checkpoint] = []
-    candidates = [root] if (root / "config.json").exists() else []
-    for child in _visible_dirs(root, excluded):
-        if _looks_like_checkpoint(child):
-            candidates.append(child)
-        elif nested:  # one level down: runs/<name>/checkpoint-N
-            candidates.extend(g for g in _visible_dirs(child) if _looks_like_checkpoint(g))
-    for path in candidates:
+    for path in candidates(root, exclude=exclude, nested=nested):
         ck = inspect(path, settle_seconds=settle_seconds, now=now)
         if ck.state == "gone":
             continue   # deleted while it was looked at (a Trainer's save_total_limit rotation)
         found.append(ck)
     found.sort(key=lambda c: (c.step, str(c.path)))
+    return found
+
+
+def candidates(root: str | Path, *, exclude: list[Path] | None = None, nested: bool = True) -> list[Path]:
+    """The folders under `root` that `discover` looks at (the root itself when it holds a
+    config.json), in listing order. Raises CheckpointError when `root` is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        from .errors import CheckpointError
+        raise CheckpointError("checkpoint folder not found", path=root, field="checkpoints")
+    excluded = {p.resolve() for p in (exclude or [])}
+    found = [root] if (root / "config.json").exists() else []
+    for child in _visible_dirs(root, excluded):
+        if _looks_like_checkpoint(child):
+            found.append(child)
+        elif nested:  # one level down: runs/<name>/checkpoint-N
+            found.extend(g for g in _visible_dirs(child) if _looks_like_checkpoint(g))
     return found
 
 
@@ -346,6 +368,12 @@ def has_tokenizer(folder: Path) -> bool:
 _scan_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar("learnviz_scan_memo", default=None)
 
 
+def scan_memo_dict() -> dict:
+    """The memo of the scan under way (`scan_memo`); a new empty one outside a scan."""
+    seen = _scan_memo.get()
+    return seen if seen is not None else {}
+
+
 @contextmanager
 def scan_memo() -> Iterator[None]:
     """Within it, what a scan of many checkpoints asks again of the same folder is answered once
@@ -365,6 +393,11 @@ def tokenizer_dir(ck_path: str | Path, tokenizer: str | Path | None = None) -> P
     ck_path = Path(ck_path)
     if has_tokenizer(ck_path):
         return ck_path
+    return shared_tokenizer_dir(ck_path, tokenizer)
+
+
+def shared_tokenizer_dir(ck_path: Path, tokenizer: str | Path | None = None) -> Path | None:
+    """`tokenizer_dir` of a checkpoint folder without tokenizer files of its own."""
     if tokenizer:
         return Path(tokenizer)
     for folder in (ck_path.parent, ck_path.parent.parent):

@@ -8,6 +8,7 @@ its history row. The orchestrator (learnviz.pipeline) calls these; so does nothi
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from . import archive as arc
-from . import history
+from . import history, scan_cache
 from .checkpoints import (
     Checkpoint,
+    candidates,
     checkpoint_tokenizer,
-    discover,
     fingerprint,
     forget_fingerprints,
+    inspect,
     scan_memo,
+    scan_memo_dict,
+    shared_tokenizer_dir,
     training_metrics,
 )
 from .common import progress_bar, short_hash
@@ -32,7 +36,8 @@ from .readout import skill_accuracy
 from .results import EXTRACT
 from .settings import Settings
 
-arc.on_clear(forget_fingerprints)     # what `archive.clear_memo` forgets: the fingerprints kept too
+arc.on_clear(forget_fingerprints)     # what `archive.clear_memo` forgets: the fingerprints kept too,
+arc.on_clear(scan_cache.forget)       # and the scan cache's content (its file stays, as the index does)
 
 STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow it
 
@@ -49,6 +54,7 @@ class Job:
     archive_path: Path
     key: arc.StageKey
     stages: list[str]
+    archive_version: tuple | None = None   # the version of the archive read to decide `stages`
 
 
 def load_probes(settings: Settings) -> ProbeSet:
@@ -77,47 +83,89 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
           refused: list | None, damaged: list | None) -> list[Job]:
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
+    inputs = extract_inputs(settings)
+    # a checkpoint looked at by an earlier scan, whose files and archive are as they were, is not
+    # read again (learnviz.scan_cache)
+    cache = scan_cache.ScanCache(archive_dir, short_hash(str(root.resolve()), str(settings.tokenizer),
+                                                         str(settings.base_model), inputs))
+    seen = scan_memo_dict()
+
+    shared: dict[str, str | None] = {}
+
+    def tok_folder_of(path: str) -> str:       # for a checkpoint without tokenizer files of its own
+        parent = os.path.dirname(path)         # the same for every checkpoint of a run folder
+        if parent not in shared:
+            found = shared_tokenizer_dir(Path(path), settings.tokenizer)
+            shared[parent] = str(found) if found is not None else None
+        return shared[parent] or path
+
+    found = []       # (step, path, the checkpoint looked at or None, its scan_cache entry or None)
+    for path in candidates(root, exclude=[archive_dir], nested=False):
+        e = cache.lookup(str(path), tok_folder_of, seen)
+        if e is not None:
+            found.append((e["step"], str(path), path, None, e))
+            continue
+        ck = inspect(path, settle_seconds=settings.settle_seconds)
+        if ck.state != "gone":   # deleted while it was looked at (a Trainer's save_total_limit rotation)
+            found.append((ck.step, str(ck.path), path, ck, None))
+    found.sort(key=lambda f: f[:2])
     jobs = []
-    for ck in discover(root, settle_seconds=settings.settle_seconds, exclude=[archive_dir], nested=False):
+    for _, _, path, ck, e in found:
+        if e is not None:
+            if cache.current(e, (e["fingerprint"], probes.hash, arc.SCHEMA_VERSION, inputs, settings.retry_failed)):
+                if current is not None:
+                    current.append(archive_dir / e["archive"])
+                continue
+            ck = Checkpoint(path=path, step=e["step"], state=e["state"], reason=e["reason"],
+                            weight_files=[path / w for w in e["weights"]])
         if ck.state == "incomplete":
             if incomplete is not None:
                 incomplete.append((ck.path, ck.reason))
             continue
         try:
-            job = job_for(ck, settings, probes, root, damaged=damaged)
+            job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None)
         except arc.ForeignArchiveError as exc:   # one such archive must not stop the others
             if refused is not None:
                 refused.append((ck, str(exc)))
             continue
+        if e is None:
+            tok = checkpoint_tokenizer(ck, settings.tokenizer, settings.base_model) or ck.files
+            e = cache.keep(ck, job.key.fingerprint, str(tok), job.archive_path.name, seen)
         if job.stages:
             jobs.append(job)
-        elif current is not None:
-            current.append(job.archive_path)
+        else:
+            cache.keep_current(e, (job.key.fingerprint, probes.hash, arc.SCHEMA_VERSION, inputs,
+                                   settings.retry_failed), job.archive_version)
+            if current is not None:
+                current.append(job.archive_path)
+    cache.save()
     return jobs
 
 
 def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
-            damaged: list | None = None) -> Job:
+            damaged: list | None = None, fp: str | None = None) -> Job:
     """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none).
 
     An archive this learnviz cannot read is never overwritten: one of another schema_version or an
     unknown encoding raises archive.ForeignArchiveError (it may hold all there is of that
     checkpoint); a damaged one needs every stage and goes to `damaged` as (path, reason), for the
     caller to move it aside (`archive.set_aside`) and say so before rebuilding it."""
-    key = arc.StageKey(fingerprint(ck, settings.tokenizer, settings.base_model), probes.hash,
+    key = arc.StageKey(fp or fingerprint(ck, settings.tokenizer, settings.base_model), probes.hash,
                        inputs=extract_inputs(settings))
     path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
+    version = None
     if path.exists():
         try:
             existing = arc.Archive(path)
             needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
+            version = existing.version
         except arc.ForeignArchiveError:
             raise
         except arc.ArchiveError as exc:
             if damaged is not None and path.exists():
                 damaged.append((path, str(exc)))
-    return Job(ck, path, key, needed)
+    return Job(ck, path, key, needed, version)
 
 
 def extract_inputs(s: Settings) -> str:

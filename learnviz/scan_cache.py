@@ -1,0 +1,206 @@
+"""What earlier scans for checkpoints found, kept across processes: `<archive>/.learnviz-scan.json`.
+
+A scan (`collect.plan`: each `learnviz run`, each `--watch` pass, the beat's scan) looks at every
+checkpoint folder of a run. Classifying one (its config parsed, each weight file's header checked
+against the file's size) and fingerprinting it (64 KiB sampled per weight file) cost about a
+millisecond, which at 500 checkpoints was most of a scan. So a checkpoint's step, state, weight
+files and fingerprint are kept with what identifies the files they were read from: the folder's
+and each read file's device, inode, size, modification and change time. A file written since, even
+in place with its modification time set back, has another change time (which cannot be set); a
+file added to or removed from the folder changes the folder's. Whether the checkpoint's archive was
+current for its key is kept too, with the archive file's version (writers replace an archive, never
+change it in place). A scan then stats a known checkpoint's folder, read files and archive, and
+reads none of them.
+
+What is kept was read before the scan began: a file changed less than `MARGIN_NS` before the scan
+started or during it is looked at again by the next scan, so that nothing read while it was being
+written is kept. Incomplete checkpoints (still being written) and adapter checkpoints (whose model
+includes a base model's files) are not kept: they are looked at each time.
+
+It is a cache: a missing, unreadable or foreign file is ignored and written again; the entries of
+checkpoints that are gone are dropped. A long-lived process keeps the file's content in memory and
+reads it again only when another process has replaced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .checkpoints import ADAPTER_CONFIG, TOKENIZER_FILES, Checkpoint, has_tokenizer, step_from_name
+from .common import write_json_atomic
+
+NAME = ".learnviz-scan.json"
+VERSION = 1
+MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock: it may lag a few ms
+
+# archive folder -> (the file's version, entries): what this process last read or wrote
+_kept: dict[str, tuple[tuple | None, dict[str, dict]]] = {}
+
+
+def forget() -> None:
+    _kept.clear()
+
+
+def stat_id(path: str) -> tuple | None:
+    """What identifies one version of a file or folder; None when it does not exist (or cannot be
+    looked at: it is then never taken for the version that was kept)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def tokenizer_signature(folder: str, seen: dict) -> tuple:
+    """The stats of `folder`'s tokenizer files (TOKENIZER_FILES, None where absent): once per scan."""
+    key = ("toksig", folder)
+    if key not in seen:
+        seen[key] = tuple(stat_id(os.path.join(folder, name)) for name in TOKENIZER_FILES)
+    return seen[key]
+
+
+class ScanCache:
+    """The entries of one archive folder (one run), keyed by checkpoint path. `lookup` gives a known
+    checkpoint whose files are as they were; `keep` records one just looked at; `save` writes the
+    file when anything changed (and drops the entries of checkpoints this scan did not see)."""
+
+    def __init__(self, archive_dir: Path, context: str):
+        self.archive_dir = Path(archive_dir)
+        self.path = self.archive_dir / NAME
+        self.context = context        # what fingerprints and archive names depend on (settings, root)
+        self.started_ns = time.time_ns()
+        self.seen: set[str] = set()
+        self.changed = False
+        self.version, entries = self._load()
+        self.entries: dict[str, dict] = dict(entries)
+
+    def _load(self) -> tuple[tuple | None, dict[str, dict]]:
+        version = stat_id(str(self.path))
+        kept = _kept.get(str(self.archive_dir))
+        if kept is not None and version is not None and kept[0] == version:
+            return version, kept[1]
+        if version is None:
+            return None, {}
+        try:
+            data = json.loads(self.path.read_bytes())
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                return version, {}
+            entries = {}
+            for path, e in dict(data["entries"]).items():
+                entry = _entry_from_json(e)
+                if entry is not None:
+                    entries[path] = entry
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return version, {}       # a damaged cache is as good as none: everything is looked at again
+        _kept[str(self.archive_dir)] = (version, entries)
+        return version, entries
+
+    def lookup(self, path: str, tok_folder_of, seen: dict) -> dict | None:
+        """The entry of the checkpoint folder `path` when it is known and its files are as they
+        were (and its tokenizer is read from the same folder, unchanged); else None.
+        `tok_folder_of(path)`: where a checkpoint without its own tokenizer reads one from."""
+        self.seen.add(path)
+        e = self.entries.get(path)
+        if e is None or e["context"] != self.context:
+            return None
+        for rel, kept in zip(e["files"], e["sig"]):
+            if stat_id(f"{path}/{rel}" if rel else path) != kept:
+                return None
+        if not e["own"]:      # no tokenizer of its own (its folder unchanged): from around it
+            tok = tok_folder_of(path)
+            if tok != e["tok"] or (tok != path and tokenizer_signature(tok, seen) != e["toksig"]):
+                return None
+        return e
+
+    def keep(self, ck: Checkpoint, fingerprint: str, tok: str, archive: str, seen: dict) -> dict | None:
+        """Record a complete or broken checkpoint just looked at: its fingerprint, the folder its
+        tokenizer was read from and its archive's file name. None when it cannot be kept (an
+        adapter, or a file changed since shortly before the scan began)."""
+        path = str(ck.path)
+        self.seen.add(path)
+        folder = Path(path)
+        if ck.source is not None or ck.state not in ("complete", "broken") or (folder / ADAPTER_CONFIG).exists():
+            return None
+        weights = [os.path.relpath(w, path) for w in ck.weight_files]
+        files = ["", "config.json", *weights]
+        own = has_tokenizer(folder)
+        if own:
+            files += [n for n in TOKENIZER_FILES if (folder / n).is_file()]
+        if step_from_name(folder.name) is None:
+            files.append("trainer_state.json")      # the step comes from it
+        sig = [stat_id(f"{path}/{rel}" if rel else path) for rel in files]
+        toksig = None if own or tok == path else tokenizer_signature(tok, seen)
+        newest = max([s[4] for s in sig if s] + [s[4] for s in toksig or () if s])
+        if sig[0] is None or newest >= self.started_ns - MARGIN_NS:
+            if self.entries.pop(path, None) is not None:
+                self.changed = True
+            return None
+        e = {"context": self.context, "files": files, "sig": tuple(sig), "own": own, "tok": tok, "toksig": toksig,
+             "step": ck.step, "state": ck.state, "reason": ck.reason, "weights": weights,
+             "fingerprint": fingerprint, "archive": archive, "current": None}
+        self.entries[path] = e
+        self.changed = True
+        return e
+
+    def current(self, e: dict, key: tuple) -> bool:
+        """True when the checkpoint's archive was current for `key` and is the same file still."""
+        c = e["current"]
+        if c is None or c[0] != key:
+            return False
+        v = stat_id(os.path.join(self.archive_dir, e["archive"]))
+        return v is not None and v[:4] == c[1]
+
+    def keep_current(self, e: dict | None, key: tuple, version: tuple | None) -> None:
+        """Record that the checkpoint's archive at `version` (archive.file_version) is current for `key`."""
+        if e is None or version is None:
+            return
+        c = (key, tuple(version[1:5]))
+        if e["current"] != c:
+            e["current"] = c
+            self.changed = True
+
+    def save(self) -> None:
+        gone = [p for p in self.entries if p not in self.seen]
+        for p in gone:
+            del self.entries[p]
+        if not (self.changed or gone) or not self.archive_dir.is_dir():
+            return
+        data = {"version": VERSION, "entries": {p: _entry_to_json(e) for p, e in self.entries.items()}}
+        try:
+            write_json_atomic(self.path, data, indent=None)
+        except OSError:
+            return            # a read-only archive folder: the next scan looks at everything again
+        _kept[str(self.archive_dir)] = (stat_id(str(self.path)), dict(self.entries))
+
+
+def _tuples(rows) -> tuple:
+    return tuple(tuple(r) if r is not None else None for r in rows)
+
+
+def _entry_from_json(e: dict) -> dict | None:
+    if not isinstance(e, dict) or not isinstance(e.get("files"), list) or not isinstance(e.get("sig"), list):
+        return None
+    if len(e["files"]) != len(e["sig"]) or not isinstance(e.get("step"), int) or not isinstance(e.get("tok"), str):
+        return None
+    if (e.get("state") not in ("complete", "broken") or not isinstance(e.get("fingerprint"), str)
+            or not isinstance(e.get("archive"), str) or not isinstance(e.get("weights"), list)):
+        return None
+    cur = e.get("current")
+    current = None
+    if isinstance(cur, list) and len(cur) == 2 and isinstance(cur[0], list) and isinstance(cur[1], list):
+        current = (tuple(cur[0]), tuple(cur[1]))
+    return {"context": e.get("context"), "files": [str(f) for f in e["files"]], "sig": _tuples(e["sig"]),
+            "own": bool(e.get("own")), "tok": e["tok"],
+            "toksig": _tuples(e["toksig"]) if isinstance(e.get("toksig"), list) else None,
+            "step": e["step"], "state": e["state"], "reason": str(e.get("reason", "")),
+            "weights": [str(w) for w in e["weights"]], "fingerprint": e["fingerprint"],
+            "archive": os.path.basename(e["archive"]), "current": current}
+
+
+def _entry_to_json(e: dict) -> dict:
+    return {**e, "sig": [list(s) if s else None for s in e["sig"]],
+            "toksig": [list(s) if s else None for s in e["toksig"]] if e["toksig"] is not None else None,
+            "current": [list(e["current"][0]), list(e["current"][1])] if e["current"] else None}

@@ -1,0 +1,151 @@
+"""The scan cache (learnviz.scan_cache): a scan reads only the checkpoints and archives that changed
+since an earlier scan, in this process or another, and plans exactly what a scan without it plans."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import learnviz_run, make_checkpoint, write_small_probes
+
+from learnviz import archive as arc
+from learnviz import checkpoints as cks
+from learnviz import collect, scan_cache
+from learnviz.checkpoints import TOKENIZER_FILES
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The checkpoint files a scan reads: each weight file fingerprinted or checked, by folder."""
+    reads: list[str] = []
+    real_hash, real_check = cks._hash_weight_file, cks.safetensors_problem
+    monkeypatch.setattr(cks, "_hash_weight_file", lambda h, w: reads.append(w.parent.name) or real_hash(h, w))
+    monkeypatch.setattr(cks, "safetensors_problem", lambda w: reads.append(w.parent.name) or real_check(w))
+    monkeypatch.setattr(scan_cache, "MARGIN_NS", 0)    # the files below were written a moment ago
+    return reads
+
+
+def _plan(settings, *, new_process: bool = True):
+    """What a scan plans, as comparable values: (checkpoint, key, stages) of each job, the archives
+    found current, and the incomplete checkpoints."""
+    if new_process:
+        arc.clear_memo()        # what a new process has: only the files (the scan cache's included)
+    current, incomplete = [], []
+    jobs = collect.plan(settings, collect.load_probes(settings), current=current, incomplete=incomplete)
+    return ([(j.checkpoint.name, j.checkpoint.step, j.key, j.stages, [w.name for w in j.checkpoint.weight_files])
+             for j in jobs], sorted(p.name for p in current), incomplete)
+
+
+def _fresh_plan(settings):
+    """The same scan with nothing known beforehand: no cache file, nothing kept in-process."""
+    cache = settings.archive_dir() / scan_cache.NAME
+    kept = cache.read_bytes() if cache.exists() else None
+    cache.unlink(missing_ok=True)
+    try:
+        return _plan(settings)
+    finally:
+        if kept is not None:
+            cache.write_bytes(kept)
+
+
+def test_a_scan_reads_only_what_changed_and_plans_as_a_fresh_scan(settings, tmp_path, tokenizer, counted):
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
+                                   hard_examples="")
+    root = Path(settings.checkpoints)
+    report = learnviz_run(settings, cpu_stages=False, progress=False)
+    assert report.ok and len(report.done) == 3
+    counted.clear()
+    first = _plan(settings)            # a new process: the first scan since the extractions
+    assert first == ([], ["checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"], [])
+    entries = json.loads((settings.archive_dir() / scan_cache.NAME).read_text())["entries"]
+    assert sorted(os.path.basename(p) for p in entries) == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
+    assert all(e["current"] for e in entries.values())
+    counted.clear()
+    assert _plan(settings) == first and counted == []                        # another new process
+    assert _plan(settings, new_process=False) == first and counted == []    # a long-lived one
+
+    # checkpoint-20's weights rewritten in place, same size, modification time set back
+    w = f"{root}/checkpoint-20/model.safetensors"
+    st = os.stat(w)
+    other = make_checkpoint(tmp_path / "other" / "checkpoint-20", tokenizer, step=20, seed=7)
+    data = (other / "model.safetensors").read_bytes()
+    assert len(data) == st.st_size
+    with open(w, "r+b") as fh:
+        fh.write(data)
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns))
+    # checkpoint-10's archive deleted; checkpoint-30's tokenizer changed; a new checkpoint-40
+    (settings.archive_dir() / "checkpoint-10.h5").unlink()
+    tok = f"{root}/checkpoint-30/tokenizer_config.json"
+    with open(tok, "a") as fh:
+        fh.write(" ")
+    make_checkpoint(root / "checkpoint-40", tokenizer, step=40, seed=4)
+    counted.clear()
+    changed = _plan(settings)
+    jobs = {name: (step, stages) for name, step, _, stages, _ in changed[0]}
+    assert jobs == {"checkpoint-10": (10, ["extract"]), "checkpoint-20": (20, ["extract"]),
+                    "checkpoint-30": (30, ["extract"]), "checkpoint-40": (40, ["extract"])}
+    assert changed[1] == []
+    # checkpoint-10's files are as they were: its fingerprint is kept, only its archive is gone
+    assert sorted(counted) == ["checkpoint-20", "checkpoint-20", "checkpoint-30", "checkpoint-30",
+                               "checkpoint-40", "checkpoint-40"]
+    assert changed == _fresh_plan(settings)
+    keys = {name: key for name, _, key, _, _ in changed[0]}
+    assert keys["checkpoint-10"].fingerprint == next(k for n, _, k, _, _ in _fresh_plan(settings)[0]
+                                                     if n == "checkpoint-10").fingerprint
+
+    # a checkpoint deleted: its entry is dropped
+    shutil.rmtree(root / "checkpoint-40")
+    _plan(settings)
+    entries = json.loads((settings.archive_dir() / scan_cache.NAME).read_text())["entries"]
+    assert sorted(os.path.basename(p) for p in entries) == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b'{"version": 1, "entries": {"x": 5}}', b"[1, 2]",
+                                    b'{"version": 1, "entries": {"/a": {"files": [""], "sig": [7], "step": 1}}}'])
+def test_a_damaged_cache_is_as_good_as_none(settings, counted, damage):
+    settings.archive_dir().mkdir(parents=True)
+    expected = _fresh_plan(settings)
+    cache = settings.archive_dir() / scan_cache.NAME
+    assert sorted(os.path.basename(p) for p in json.loads(cache.read_text())["entries"]) == [
+        "checkpoint-10", "checkpoint-20", "checkpoint-30"]
+    cache.write_bytes(damage)
+    counted.clear()
+    assert _plan(settings) == expected and len(counted) == 6      # every checkpoint read again ...
+    assert len(json.loads(cache.read_text())["entries"]) == 3      # ... and the cache written again
+    counted.clear()
+    assert _plan(settings) == expected and counted == []
+
+
+def test_a_tokenizer_that_appears_beside_the_checkpoints_changes_their_key(settings, tokenizer, counted):
+    root = Path(settings.checkpoints)
+    settings.archive_dir().mkdir(parents=True)
+    for step in (10, 20, 30):
+        for name in TOKENIZER_FILES:
+            (root / f"checkpoint-{step}" / name).unlink(missing_ok=True)
+    before = _plan(settings)
+    counted.clear()
+    assert _plan(settings) == before and counted == []
+    tokenizer.save_pretrained(root)         # the run folder gets the tokenizer's files
+    after = _plan(settings)
+    assert after == _fresh_plan(settings)
+    assert [k.fingerprint for _, _, k, _, _ in after[0]] != [k.fingerprint for _, _, k, _, _ in before[0]]
+    (root / "tokenizer.json").write_text((root / "tokenizer.json").read_text() + " ")   # changed in place
+    again = _plan(settings)
+    assert again == _fresh_plan(settings)
+    assert [k.fingerprint for _, _, k, _, _ in again[0]] != [k.fingerprint for _, _, k, _, _ in after[0]]
+
+
+def test_files_written_shortly_before_a_scan_are_looked_at_again(settings, monkeypatch):
+    """The cache keeps nothing read while it may still have been written: a checkpoint whose files
+    changed within MARGIN_NS of the scan's start is read again by the next scan."""
+    settings.archive_dir().mkdir(parents=True)
+    monkeypatch.setattr(scan_cache, "MARGIN_NS", 3600 * 10**9)
+    _plan(settings)
+    assert not (settings.archive_dir() / scan_cache.NAME).exists()      # nothing kept: nothing written
+    monkeypatch.setattr(scan_cache, "MARGIN_NS", 0)
+    _plan(settings)
+    assert len(json.loads((settings.archive_dir() / scan_cache.NAME).read_text())["entries"]) == 3
