@@ -47,8 +47,9 @@ from .results import (
 
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy",
-           "board_problem", "checkpoint_of", "chosen_steps", "extracted", "filter_flags", "format_status",
-           "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis", "read_board",
+           "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted", "filter_flags",
+           "format_status", "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis",
+           "read_board",
            "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series", "series_rows",
            "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status", "unreadable_row"]
 
@@ -246,7 +247,16 @@ def board_problem(archive_dir: str | Path) -> str | None:
         except LearnvizError as exc:
             return f"unreadable: {exc}"
     path = Path(archive_dir) / BOARD_FILE
-    return arc.file_memo(path, "board-problem", check, persist=True) if path.exists() else None
+    return arc.file_memo(path, BOARD_CHECK, check, persist=True) if path.exists() else None
+
+
+BOARD_CHECK = "board-problem"
+
+
+def board_written(archive_dir: str | Path) -> None:
+    """The series stage has just written hard_example_board.json (a JSON object, by construction):
+    `board_problem` of that version is None without reading it back."""
+    arc.file_memo(Path(archive_dir) / BOARD_FILE, BOARD_CHECK, lambda: None, persist=True)
 
 
 def keep_index(archive_dir: str | Path) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from . import archive as arc
 from . import insight
 from .common import short_hash, write_json_atomic
-from .readout import read_analysis, row_stamp, stage_ok
+from .readout import board_written, read_analysis, row_stamp, stage_ok
 from .results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
 from .settings import Settings
 
@@ -362,5 +362,6 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
     b = board(stacked, ctx)
     if b is not None:
         write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json(), indent=None)
+        board_written(archives[0].path.parent)
     insight.append_health_rows(archives, health)
     return path

@@ -184,6 +184,23 @@ def test_kept_rows_equal_a_full_recompute(tmp_path):
     assert check(s) == 0                         # nothing new: nothing read
 
 
+def test_status_does_not_read_back_the_board_the_series_wrote(tmp_path, monkeypatch):
+    """The board is megabytes at 500 checkpoints: the series stage records that the version it wrote
+    is readable, so `learnviz status` checks only a board written since (by someone else)."""
+    from learnviz import readout
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    check(s)
+    reads = []
+    real = readout.read_board
+    monkeypatch.setattr(readout, "read_board", lambda *a, **kw: reads.append(a) or real(*a, **kw))
+    assert readout.board_problem(tmp_path) is None and reads == []
+    (tmp_path / BOARD_FILE).write_text('{"steps": [10,')
+    assert readout.board_problem(tmp_path).startswith("unreadable: ") and len(reads) == 1
+
+
 def test_changed_threshold_reads_every_row_again(tmp_path):
     s = Settings(archive=str(tmp_path))
     for step in (100, 200, 300):
