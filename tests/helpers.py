@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from learnviz.demo.train import build_tokenizer
+from learnviz.scan_cache import NAME as SCAN_CACHE
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,10 +38,13 @@ def make_checkpoint(path: Path, tokenizer, *, step: int, seed: int = 0, n_layer:
     return path
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime_ns) of every file under a folder: equal snapshots mean nothing was written."""
+def snapshot(folder: Path, *, scan_cache: bool = False) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file under a folder: equal snapshots mean nothing was written.
+    The scan cache (.learnviz-scan.json) is left out unless asked for: it learns checkpoints once
+    their files are a few seconds old, whenever a scan comes then (test_rerun_writes_nothing holds
+    it to a steady state)."""
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and (scan_cache or p.name != SCAN_CACHE)}
 
 
 def learnviz_run(settings, *, cpu_stages: bool = True, **kw):

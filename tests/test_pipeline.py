@@ -47,17 +47,17 @@ def test_run_archives_every_checkpoint(settings):
 def test_rerun_writes_nothing(settings):
     # (how fast a re-run is belongs to bench/, not to a test on a shared machine)
     run(settings, progress=False)
-    before = snapshot(settings.archive_dir())
+    before = snapshot(settings.archive_dir(), scan_cache=True)
     out = subprocess.run(CLI + ["-q", "run"], env=_env(settings), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "0 archived, 3 already current" in out.stdout
-    after = snapshot(settings.archive_dir())
+    after = snapshot(settings.archive_dir(), scan_cache=True)
     # the scan cache (.learnviz-scan.json) learns the checkpoints once their files are older than
     # its margin; nothing else is written, and a third run writes nothing at all
     assert {k: v for k, v in after.items() if k != SCAN_CACHE} == {k: v for k, v in before.items() if k != SCAN_CACHE}
     out = subprocess.run(CLI + ["-q", "run"], env=_env(settings), capture_output=True, text=True, timeout=300)
     assert "0 archived, 3 already current" in out.stdout
-    assert snapshot(settings.archive_dir()) == after
+    assert snapshot(settings.archive_dir(), scan_cache=True) == after
 
 
 def test_changed_weights_and_new_checkpoints_are_recomputed(settings, tokenizer):
