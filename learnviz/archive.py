@@ -683,7 +683,7 @@ def file_memo(path: str | Path, name: str, compute: Callable[[], T], *, persist:
     once per version of the file (`version`: the one the caller read; default: the file's now) and
     kept in-process; an exception is raised, not kept. `persist`: also kept in the folder's index
     for later processes (a JSON value, returned as JSON reads it back; `flush_index` writes it)."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)     # Path(a Path) parses it again
     version = version if version is not None else file_version(path)
     hit, value = _memo_get((version, name)) if version else (False, None)
     if hit:

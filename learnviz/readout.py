@@ -386,8 +386,12 @@ def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, An
 def row_stamp(a: Archive) -> str:
     """What identifies the inputs of one checkpoint's row in series.h5 (learnviz.series_stage):
     the archive, its step, and the key, status and times of its extract and analysis stages.
-    Made once per version of the archive file."""
-    return a.memo("row-stamp", lambda: _row_stamp(a))
+    Made once per version of the archive file, and kept on the view (made of the view's own header,
+    it holds for as long as the view: the series asks twice per checkpoint of every checkpoint)."""
+    kept = a.__dict__.get("_row_stamp")
+    if kept is None:
+        kept = a.__dict__["_row_stamp"] = a.memo("row-stamp", lambda: _row_stamp(a))
+    return kept
 
 
 def _row_stamp(a: Archive) -> str:
