@@ -29,11 +29,20 @@ import os
 import time
 from pathlib import Path
 
-from .checkpoints import ADAPTER_CONFIG, TOKENIZER_FILES, Checkpoint, has_tokenizer, step_from_name
+from .checkpoints import (
+    ADAPTER_CONFIG,
+    PICKLE_WEIGHTS,
+    TOKENIZER_FILES,
+    WEIGHT_NAMES,
+    Checkpoint,
+    has_tokenizer,
+    step_from_name,
+)
 from .common import write_json_atomic
 
 NAME = ".learnviz-scan.json"
 VERSION = 1
+SHARD_INDEXES = (WEIGHT_NAMES[1], PICKLE_WEIGHTS[1])
 MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock: it may lag a few ms
 
 # archive folder -> (the file's version, entries): what this process last read or wrote
@@ -126,6 +135,7 @@ class ScanCache:
             return None
         weights = [os.path.relpath(w, path) for w in ck.weight_files]
         files = ["", "config.json", *weights]
+        files += [n for n in SHARD_INDEXES if n not in weights and (folder / n).exists()]   # what lists the shards
         own = has_tokenizer(folder)
         if own:
             files += [n for n in TOKENIZER_FILES if (folder / n).is_file()]

@@ -149,3 +149,30 @@ def test_files_written_shortly_before_a_scan_are_looked_at_again(settings, monke
     monkeypatch.setattr(scan_cache, "MARGIN_NS", 0)
     _plan(settings)
     assert len(json.loads((settings.archive_dir() / scan_cache.NAME).read_text())["entries"]) == 3
+
+
+def test_a_sharded_checkpoint_is_known_by_every_shard(tmp_path, tokenizer, counted):
+    """A checkpoint saved in shards (model.safetensors.index.json): each shard is one of the files
+    a known checkpoint is checked by; a shard that goes missing makes it incomplete again."""
+    from learnviz.settings import load_settings
+
+    root = tmp_path / "run"
+    ck = make_checkpoint(root / "step_5", tokenizer, step=5)
+    from transformers import GPT2LMHeadModel
+    GPT2LMHeadModel.from_pretrained(ck).save_pretrained(ck, max_shard_size="40KB")   # in shards instead
+    (ck / "model.safetensors").unlink(missing_ok=True)
+    shards = sorted(p.name for p in ck.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and (ck / "model.safetensors.index.json").exists()
+    s = load_settings(overrides={"checkpoints": str(root), "archive": str(tmp_path / "archive"),
+                                 "settle_seconds": 0.0, "device": "cpu"}, environ={})
+    s.archive_dir().mkdir(parents=True)
+    first = _plan(s)
+    assert first[0][0][:2] == ("step_5", 5) and first[0][0][4] == shards
+    counted.clear()
+    assert _plan(s) == first and counted == []
+    entry, = json.loads((s.archive_dir() / scan_cache.NAME).read_text())["entries"].values()
+    assert entry["weights"] == shards and set(shards) | {"model.safetensors.index.json"} <= set(entry["files"])
+    (ck / shards[-1]).unlink()
+    jobs, current, incomplete = _plan(s)
+    assert jobs == [] and current == [] and [(p.name, why) for p, why in incomplete] == [
+        ("step_5", f"weight shard {shards[-1]} is missing")]
