@@ -90,6 +90,9 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
                                                          str(settings.base_model), inputs))
     seen = scan_memo_dict()
 
+    def currency(fp: str) -> tuple:     # what an archive being current depends on, besides its file
+        return (fp, probes.hash, arc.SCHEMA_VERSION, inputs, settings.retry_failed)
+
     shared: dict[str, str | None] = {}
 
     def tok_folder_of(path: str) -> str:       # for a checkpoint without tokenizer files of its own
@@ -112,7 +115,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     jobs = []
     for _, _, path, ck, e in found:
         if e is not None:
-            if cache.current(e, (e["fingerprint"], probes.hash, arc.SCHEMA_VERSION, inputs, settings.retry_failed)):
+            if cache.current(e, currency(e["fingerprint"])):
                 if current is not None:
                     current.append(archive_dir / e["archive"])
                 continue
@@ -134,8 +137,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         if job.stages:
             jobs.append(job)
         else:
-            cache.keep_current(e, (job.key.fingerprint, probes.hash, arc.SCHEMA_VERSION, inputs,
-                                   settings.retry_failed), job.archive_version)
+            cache.keep_current(e, currency(job.key.fingerprint), job.archive_version)
             if current is not None:
                 current.append(job.archive_path)
     cache.save()

@@ -49,9 +49,9 @@ __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", 
            "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy",
            "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted", "filter_flags",
            "format_status", "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis",
-           "read_board",
-           "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series", "series_rows",
-           "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status", "unreadable_row"]
+           "read_board", "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series",
+           "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status",
+           "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -237,6 +237,9 @@ def newest_and_notable(rows: list[StatusRow], last: int = STATUS_LAST) -> list[S
             or any(v != "ok" for v in r.stages.values())]
 
 
+BOARD_CHECK = "board-problem"     # board_problem's memo of each version of the board
+
+
 def board_problem(archive_dir: str | Path) -> str | None:
     """Why hard_example_board.json cannot be read ("unreadable: ..."), or None (also when absent).
     Checked once per version of the file (a long run's board is megabytes)."""
@@ -249,8 +252,6 @@ def board_problem(archive_dir: str | Path) -> str | None:
     path = Path(archive_dir) / BOARD_FILE
     return arc.file_memo(path, BOARD_CHECK, check, persist=True) if path.exists() else None
 
-
-BOARD_CHECK = "board-problem"
 
 
 def board_written(archive_dir: str | Path) -> None:
