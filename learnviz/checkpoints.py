@@ -462,18 +462,22 @@ def forget_fingerprints() -> None:
     _fingerprints.clear()
 
 
+def file_identity(path: str | Path) -> tuple | None:
+    """What identifies one version of a file or folder: device, inode, size, modification and change
+    time (a write in place changes the change time, which cannot be set back); None when it does
+    not exist. Other OSErrors pass through."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _signature(files: list[Path]) -> tuple | None:
-    out = []
-    for f in files:
-        try:
-            st = os.stat(f)
-        except FileNotFoundError:
-            out.append(None)
-            continue
-        except OSError:
-            return None
-        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(out)
+    try:
+        return tuple(file_identity(f) for f in files)
+    except OSError:
+        return None
 
 
 def checkpoint_tokenizer(ck: Checkpoint, tokenizer: str | Path | None = None,

@@ -25,7 +25,6 @@ from .checkpoints import (
     forget_fingerprints,
     inspect,
     scan_memo,
-    scan_memo_dict,
     shared_tokenizer_dir,
     training_metrics,
 )
@@ -88,7 +87,6 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     # read again (learnviz.scan_cache)
     cache = scan_cache.ScanCache(archive_dir, short_hash(str(root.resolve()), str(settings.tokenizer),
                                                          str(settings.base_model), inputs))
-    seen = scan_memo_dict()
 
     def currency(fp: str) -> tuple:     # what an archive being current depends on, besides its file
         return (fp, probes.hash, arc.SCHEMA_VERSION, inputs, settings.retry_failed)
@@ -104,7 +102,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
 
     found = []       # (step, path, the checkpoint looked at or None, its scan_cache entry or None)
     for path in candidates(root, exclude=[archive_dir], nested=False):
-        e = cache.lookup(str(path), tok_folder_of, seen)
+        e = cache.lookup(str(path), tok_folder_of)
         if e is not None:
             found.append((e["step"], str(path), path, None, e))
             continue
@@ -133,7 +131,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             continue
         if e is None:
             tok = checkpoint_tokenizer(ck, settings.tokenizer, settings.base_model) or ck.files
-            e = cache.keep(ck, job.key.fingerprint, str(tok), job.archive_path.name, seen)
+            e = cache.keep(ck, job.key.fingerprint, str(tok), job.archive_path.name)
         if job.stages:
             jobs.append(job)
         else:

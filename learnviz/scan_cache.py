@@ -35,7 +35,9 @@ from .checkpoints import (
     TOKENIZER_FILES,
     WEIGHT_NAMES,
     Checkpoint,
+    file_identity,
     has_tokenizer,
+    scan_memo_dict,
     step_from_name,
 )
 from .common import write_json_atomic
@@ -54,13 +56,12 @@ def forget() -> None:
 
 
 def stat_id(path: str) -> tuple | None:
-    """What identifies one version of a file or folder; None when it does not exist (or cannot be
-    looked at: it is then never taken for the version that was kept)."""
+    """`checkpoints.file_identity`; None too when it cannot be looked at (it is then never taken
+    for the version that was kept)."""
     try:
-        st = os.stat(path)
+        return file_identity(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def tokenizer_signature(folder: str, seen: dict) -> tuple:
@@ -81,7 +82,8 @@ class ScanCache:
         self.path = self.archive_dir / NAME
         self.context = context        # what fingerprints and archive names depend on (settings, root)
         self.started_ns = time.time_ns()
-        self.seen: set[str] = set()
+        self.seen: set[str] = set()       # the checkpoint folders this scan looked at
+        self.memo = scan_memo_dict()      # the scan's memo (checkpoints.scan_memo): each folder once
         self.changed = False
         self.version, entries = self._load()
         self.entries: dict[str, dict] = dict(entries)
@@ -107,7 +109,7 @@ class ScanCache:
         _kept[str(self.archive_dir)] = (version, entries)
         return version, entries
 
-    def lookup(self, path: str, tok_folder_of, seen: dict) -> dict | None:
+    def lookup(self, path: str, tok_folder_of) -> dict | None:
         """The entry of the checkpoint folder `path` when it is known and its files are as they
         were (and its tokenizer is read from the same folder, unchanged); else None.
         `tok_folder_of(path)`: where a checkpoint without its own tokenizer reads one from."""
@@ -120,11 +122,11 @@ class ScanCache:
                 return None
         if not e["own"]:      # no tokenizer of its own (its folder unchanged): from around it
             tok = tok_folder_of(path)
-            if tok != e["tok"] or (tok != path and tokenizer_signature(tok, seen) != e["toksig"]):
+            if tok != e["tok"] or (tok != path and tokenizer_signature(tok, self.memo) != e["toksig"]):
                 return None
         return e
 
-    def keep(self, ck: Checkpoint, fingerprint: str, tok: str, archive: str, seen: dict) -> dict | None:
+    def keep(self, ck: Checkpoint, fingerprint: str, tok: str, archive: str) -> dict | None:
         """Record a complete or broken checkpoint just looked at: its fingerprint, the folder its
         tokenizer was read from and its archive's file name. None when it cannot be kept (an
         adapter, or a file changed since shortly before the scan began)."""
@@ -142,7 +144,7 @@ class ScanCache:
         if step_from_name(folder.name) is None:
             files.append("trainer_state.json")      # the step comes from it
         sig = [stat_id(f"{path}/{rel}" if rel else path) for rel in files]
-        toksig = None if own or tok == path else tokenizer_signature(tok, seen)
+        toksig = None if own or tok == path else tokenizer_signature(tok, self.memo)
         newest = max([s[4] for s in sig if s] + [s[4] for s in toksig or () if s])
         if sig[0] is None or newest >= self.started_ns - MARGIN_NS:
             if self.entries.pop(path, None) is not None:
