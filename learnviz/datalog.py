@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import archive as arc
 from .common import append_lines
 
 FILE_NAME = "data_log.jsonl"
@@ -121,6 +122,7 @@ class _Parsed:
 
 _parsed: dict[str, _Parsed] = {}
 _parsed_lock = threading.Lock()
+arc.on_clear(_parsed.clear)          # what a new process starts from
 _CHECK = 64
 
 

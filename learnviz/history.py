@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from . import archive as arc
 from .common import append_lines, clean_json
 
 FILE_NAME = "learning_history.jsonl"
@@ -34,7 +35,8 @@ def append(archive_dir: str | Path, row: dict[str, Any]) -> None:
 
 
 # Rows already parsed, per file: a reader that comes back reads only what was appended since.
-_parsed: dict[str, tuple[tuple[int, int], int, bytes, list[dict[str, Any]]]] = {}
+# file -> ((dev, inode), offset parsed to, the bytes before it, the rows, the parse they belong to)
+_parsed: dict[str, tuple[tuple[int, int], int, bytes, list[dict[str, Any]], object]] = {}
 _parsed_lock = threading.Lock()
 _CHECK = 64   # bytes before the parsed offset compared again, so a file rewritten in place is parsed anew
 
@@ -54,35 +56,44 @@ def _parse(data: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def read_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
-    """Every intact row in file order (treat them as read-only). Unparseable lines (a torn
-    write) are skipped. The file is append-only, so a second read of the same file parses only
-    the lines appended since (a file replaced or rewritten is parsed whole again)."""
+def _read(archive_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], object]:
+    """(the complete lines' rows, the rows of a last line without its newline, the parse the
+    first belong to: the same object as long as the file is only appended to)."""
     path = history_path(archive_dir)
     key = os.fspath(path)
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
-        return []
+        return [], [], None
     with fh:
         st = os.fstat(fh.fileno())
         ident = (st.st_dev, st.st_ino)
         with _parsed_lock:
             hit = _parsed.get(key)
-        offset, rows, before = 0, [], b""
+        offset, rows, before, parse = 0, [], b"", object()
         if hit is not None and hit[0] == ident and hit[1] <= st.st_size:
             fh.seek(hit[1] - len(hit[2]))
             if fh.read(len(hit[2])) == hit[2]:
-                offset, rows, before = hit[1], list(hit[3]), hit[2]
+                offset, rows, before, parse = hit[1], hit[3], hit[2], hit[4]
         fh.seek(offset)
         data = fh.read()
     end = data.rfind(b"\n") + 1                 # complete lines only are kept; a line being written is not
-    rows += _parse(data[:end])
+    added = _parse(data[:end])
+    if added:
+        rows = rows + added
     with _parsed_lock:
         if len(_parsed) >= 64 and key not in _parsed:
             _parsed.clear()
-        _parsed[key] = (ident, offset + end, (before + data[:end])[-_CHECK:], list(rows))
-    return rows + _parse(data[end:])
+        _parsed[key] = (ident, offset + end, (before + data[:end])[-_CHECK:], rows, parse)
+    return rows, _parse(data[end:]), parse
+
+
+def read_rows(archive_dir: str | Path) -> list[dict[str, Any]]:
+    """Every intact row in file order (treat them as read-only). Unparseable lines (a torn
+    write) are skipped. The file is append-only, so a second read of the same file parses only
+    the lines appended since (a file replaced or rewritten is parsed whole again)."""
+    rows, tail, _ = _read(archive_dir)
+    return rows + tail
 
 
 def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -98,11 +109,44 @@ def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dic
     return [row for row in _parse(b"\n".join(lines)) if any(k in row for k in keys)]
 
 
-def read(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
-    """One merged row per step, sorted by step. With `probe_hash`, only rows of that probe set."""
-    merged: dict[int, dict[str, Any]] = {}
-    for row in read_rows(archive_dir):
+# (file, probe hash) -> (the parse, how many of its rows are merged, step -> merged row): `read`
+# merges only the rows appended since its last call
+_merged: dict[tuple[str, str | None], tuple[object, int, dict[int, dict[str, Any]]]] = {}
+_merged_lock = threading.Lock()
+
+
+def _merge(into: dict[int, dict[str, Any]], rows: list[dict[str, Any]], probe_hash: str | None) -> None:
+    for row in rows:
         if probe_hash is not None and row.get("probe_hash") not in (None, probe_hash):
             continue
-        merged.setdefault(row["step"], {}).update(row)
-    return [merged[s] for s in sorted(merged)]
+        into.setdefault(row["step"], {}).update(row)
+
+
+def read(archive_dir: str | Path, probe_hash: str | None = None) -> list[dict[str, Any]]:
+    """One merged row per step, sorted by step (the caller's own copies). With `probe_hash`,
+    only rows of that probe set."""
+    rows, tail, parse = _read(archive_dir)
+    key = (os.fspath(history_path(archive_dir)), probe_hash)
+    with _merged_lock:
+        hit = _merged.get(key)
+        if hit is None or hit[0] is not parse or hit[1] > len(rows):
+            hit = (parse, 0, {})
+        merged = hit[2]
+        _merge(merged, rows[hit[1]:], probe_hash)
+        if len(_merged) >= 64 and key not in _merged:
+            _merged.clear()
+        _merged[key] = (parse, len(rows), merged)
+        out = {step: dict(row) for step, row in merged.items()}
+    _merge(out, tail, probe_hash)
+    return [out[s] for s in sorted(out)]
+
+
+def forget() -> None:
+    """Drop what this process parsed and merged (what a new process starts from)."""
+    with _parsed_lock:
+        _parsed.clear()
+    with _merged_lock:
+        _merged.clear()
+
+
+arc.on_clear(forget)

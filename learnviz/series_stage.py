@@ -32,7 +32,8 @@ import numpy as np
 
 from . import archive as arc
 from . import insight
-from .common import short_hash, write_json_atomic
+from .analysis.hard_examples import forget_row_text
+from .common import short_hash, write_atomic
 from .readout import board_written, read_analysis, row_stamp, stage_ok
 from .results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
 from .settings import Settings
@@ -199,6 +200,7 @@ def stored_rows(path: Path, ctx: Context) -> dict[str, Any] | None:
 # series.h5 -> (its file version, the rows' signature, the rows): the rows this process wrote last
 _kept_rows: dict[str, tuple[tuple, str, dict[str, Any]]] = {}
 arc.on_clear(_kept_rows.clear)
+arc.on_clear(forget_row_text)       # the board's text, kept by its writer
 
 
 def _remember_rows(path: Path, ctx: Context, rows: Rows) -> None:
@@ -289,7 +291,7 @@ def _board(rows: Rows, ctx: Context):
     if not ctx.hard:
         return None
     m = ctx.meta
-    types = [[ERROR_CODES[c] for c in r] for r in rows.values["hard_error"]]
+    types = np.asarray(ERROR_CODES, dtype=object)[np.asarray(rows.values["hard_error"], dtype=np.int64)]
     return hard_example_board(rows.steps, [m["probe_ids"][i] for i in ctx.hard], [m["prompt"][i] for i in ctx.hard],
                               [m["expected"][i] for i in ctx.hard], [m["probe_category"][i] for i in ctx.hard],
                               rows.values["correct"][:, ctx.hard], rows.values["hard_answer"], error_types=types)
@@ -361,7 +363,7 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
     _remember_rows(path, ctx, stacked)
     b = board(stacked, ctx)
     if b is not None:
-        write_json_atomic(archives[0].path.parent / BOARD_FILE, b.to_json(), indent=None)
+        write_atomic(archives[0].path.parent / BOARD_FILE, b.to_json_text())
         board_written(archives[0].path.parent)
     insight.append_health_rows(archives, health)
     return path

@@ -43,3 +43,33 @@ def test_rereads_parse_appended_rows_and_notice_a_rewritten_file(tmp_path):
                                                                                    (8, 1.0)]
     path.write_text(json.dumps({"step": 1}) + "\n")   # shorter
     assert [r["step"] for r in history.read_rows(tmp_path)] == [1]
+
+
+def test_merged_rows_follow_appends_and_rewrites_and_are_the_callers_own(tmp_path):
+    """`read` merges only what was appended since its last call: the result must equal a merge
+    of the whole file at every point, a caller changing its rows changes nothing kept, and a
+    file replaced by another is merged anew."""
+    from learnviz import archive as arc
+
+    def fresh(probe_hash=None):
+        arc.clear_memo()          # forgets what history kept: a new process's read
+        return history.read(tmp_path, probe_hash)
+
+    history.append(tmp_path, {"step": 20, "accuracy": 0.5, "probe_hash": "a"})
+    history.append(tmp_path, {"step": 10, "accuracy": 0.1, "probe_hash": "a"})
+    first = history.read(tmp_path, "a")
+    assert [(r["step"], r["accuracy"]) for r in first] == [(10, 0.1), (20, 0.5)]
+    first[1]["accuracy"] = 99.0                                   # the caller's copy
+    history.append(tmp_path, {"step": 20, "geometry_drift": 0.3, "probe_hash": "a"})
+    history.append(tmp_path, {"step": 30, "accuracy": 0.9, "probe_hash": "other"})
+    history.append(tmp_path, {"step": 10, "accuracy": 0.2})       # no probe hash: every probe set's
+    kept_a, kept_all = history.read(tmp_path, "a"), history.read(tmp_path)
+    assert kept_a == [{"step": 10, "accuracy": 0.2, "probe_hash": "a"},
+                      {"step": 20, "accuracy": 0.5, "probe_hash": "a", "geometry_drift": 0.3}]
+    assert kept_a == fresh("a") and kept_all == fresh() and [r["step"] for r in kept_all] == [10, 20, 30]
+    history.read(tmp_path, "a")
+    path = history.history_path(tmp_path)
+    tmp = tmp_path / "other.jsonl"
+    tmp.write_text(json.dumps({"step": 40, "accuracy": 0.4, "probe_hash": "a"}) + "\n")
+    tmp.replace(path)                                             # another file in its place
+    assert history.read(tmp_path, "a") == [{"step": 40, "accuracy": 0.4, "probe_hash": "a"}]

@@ -30,7 +30,7 @@ nothing, never, and any word ending in "n't"); the rules, in order:
 
 from __future__ import annotations
 
-from collections import Counter
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -136,8 +136,8 @@ class HardExampleBoard:
         with a row per checkpoint (the content of hard_example_board.json)."""
         examples = []
         for j, pid in enumerate(self.ids):
-            rows = [{"step": int(s), "answer": self.answers[j][i], "correct": bool(self.correct[j, i]),
-                     "error_type": self.error_types[j][i]} for i, s in enumerate(self.steps)]
+            rows = [{"step": s, "answer": a, "correct": c, "error_type": e}
+                    for s, a, c, e in zip(self.steps, self.answers[j], self.correct[j].tolist(), self.error_types[j])]
             fr = self.first_right[j]
             examples.append({"id": pid, "prompt": self.prompts[j], "expected": self.expected[j],
                              "category": self.categories[j], "first_right": None if fr is None else int(fr),
@@ -145,11 +145,70 @@ class HardExampleBoard:
         return {"method": self.method, "steps": [int(s) for s in self.steps],
                 "error_type_counts": [dict(c) for c in self.error_type_counts], "examples": examples}
 
+    def to_json_text(self) -> str:
+        """`to_json` as compact JSON text, the same document (a test holds them equal). A board of
+        500 checkpoints has tens of thousands of cells, and the series stage writes it after every
+        checkpoint: each example's row text is kept (`_ROW_TEXT`) with the cells it was made of,
+        and the next board whose cells start with those same cells (the run one checkpoint
+        longer) formats only the new ones."""
+        dumps = json.dumps
+        if len(_ROW_TEXT) > _ROW_TEXT_MAX:
+            _ROW_TEXT.clear()
+        quoted: dict[str, str] = {}
+        examples = []
+        for j, pid in enumerate(self.ids):
+            cols = (self.steps, self.answers[j], self.correct[j].tolist(), self.error_types[j])
+            prev = _ROW_TEXT.get(pid)
+            n, text = 0, ""
+            if prev is not None and len(prev[0][0]) <= len(self.steps) and all(
+                    now[:len(before)] == before for now, before in zip(cols, prev[0])):
+                n, text = len(prev[0][0]), prev[1]
+            cells = []
+            for s, a, c, e in zip(*(col[n:] for col in cols)):
+                q = quoted.get(a)
+                if q is None:
+                    q = quoted[a] = dumps(a)
+                cells.append('{"step":%d,"answer":%s,"correct":%s,"error_type":%s}'
+                             % (s, q, "true" if c else "false", "null" if e is None else dumps(e)))
+            if cells:
+                text = (text + "," if text else "") + ",".join(cells)
+            _ROW_TEXT[pid] = (cols, text)
+            fr = self.first_right[j]
+            head = dumps({"id": pid, "prompt": self.prompts[j], "expected": self.expected[j],
+                          "category": self.categories[j], "first_right": None if fr is None else int(fr),
+                          "regressed": bool(self.regressed[j])}, separators=(",", ":"))
+            examples.append(head[:-1] + ',"rows":[' + text + "]}")
+        head = dumps({"method": self.method, "steps": [int(s) for s in self.steps],
+                      "error_type_counts": [dict(c) for c in self.error_type_counts]}, separators=(",", ":"))
+        return head[:-1] + ',"examples":[' + ",".join(examples) + "]}"
+
+
+# example id -> (its columns: steps, answers, correct, error types; their cells' JSON text), the
+# last board's (HardExampleBoard.to_json_text)
+_ROW_TEXT: dict[str, tuple[tuple[list, ...], str]] = {}
+_ROW_TEXT_MAX = 10_000
+
+
+def forget_row_text() -> None:
+    """Drop the kept row texts (what a new process starts from)."""
+    _ROW_TEXT.clear()
+
 
 def _str_list(values, name: str, m: int) -> list[str]:
     out = ["" if v is None else str(v) for v in (values.tolist() if isinstance(values, np.ndarray) else list(values))]
     if len(out) != m:
         raise ValueError(f"hard_example_board: {name} has {len(out)} entries for {m} examples")
+    return out
+
+
+def _cells(values, k: int, m: int, name: str) -> np.ndarray:
+    """`values` (k checkpoints x m examples, lists or an array) as a (k, m) object array."""
+    rows = values.tolist() if isinstance(values, np.ndarray) else [list(r) for r in values]
+    if len(rows) != k or any(len(r) != m for r in rows):
+        raise ValueError(f"hard_example_board: {name} must be {k} checkpoints x {m} examples")
+    out = np.empty((k, m), dtype=object)
+    if k and m:
+        out[...] = rows
     return out
 
 
@@ -195,19 +254,16 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
         if ok.dtype.kind not in "iu" or not np.isin(ok, (0, 1)).all():
             raise ValueError("hard_example_board: correct must hold booleans")
         ok = ok.astype(bool)
-    ans_rows = [list(r) for r in (answers.tolist() if isinstance(answers, np.ndarray) else answers)]
-    if len(ans_rows) != k or any(len(r) != m for r in ans_rows):
-        raise ValueError(f"hard_example_board: answers must be {k} checkpoints x {m} examples")
-
+    ans_rows = _cells(answers, k, m, "answers")
     order = sorted(range(k), key=lambda i: step_list[i])
     step_list = [step_list[i] for i in order]
     ok = ok[order].T.copy()                                   # (m, k)
-    ans = [["" if ans_rows[i][j] is None else str(ans_rows[i][j]) for i in order] for j in range(m)]
+    if not set(map(type, ans_rows.ravel().tolist())) <= {str}:
+        ans_rows = np.asarray(["" if x is None else str(x) for x in ans_rows.ravel().tolist()],
+                              dtype=object).reshape(k, m)
+    ans = ans_rows[order].T.tolist()                          # m lists of k
     if error_types is not None:
-        kept = [list(r) for r in error_types]
-        if len(kept) != k or any(len(r) != m for r in kept):
-            raise ValueError(f"hard_example_board: error_types must be {k} checkpoints x {m} examples")
-        errors = [[kept[i][j] for i in order] for j in range(m)]
+        errors = _cells(error_types, k, m, "error_types")[order].T.tolist()
     else:
         errors = [[cell_error(ok[j, i], ans[j][i], expected_l[j]) for i in range(k)] for j in range(m)]
 
@@ -217,10 +273,11 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
         hits = np.flatnonzero(ok[j])
         first_right.append(step_list[hits[0]] if len(hits) else None)
         regressed[j] = bool(len(hits)) and not ok[j, hits[0]:].all()
-    counts = []
-    for i in range(k):     # one pass over the examples per checkpoint (not one per error type)
-        seen = Counter(errors[j][i] for j in range(m))
-        counts.append({t: seen.get(t, 0) for t in ERROR_TYPES})
+    cells = np.empty((m, k), dtype=object)
+    cells[...] = errors if m and k else None
+    counts = [dict(zip(ERROR_TYPES, col))            # per checkpoint: how many examples of each type
+              for col in np.stack([(cells == t).sum(axis=0) for t in ERROR_TYPES]).reshape(len(ERROR_TYPES), k)
+              .T.tolist()]
     return HardExampleBoard(steps=step_list, ids=id_list, prompts=prompts_l, expected=expected_l,
                             categories=categories_l, correct=ok, answers=ans, error_types=errors,
                             first_right=first_right, regressed=regressed, error_type_counts=counts)

@@ -100,6 +100,33 @@ def test_board_json_round_trip():
     assert "polarity" in doc["method"]
 
 
+def test_board_text_equals_its_json_as_the_run_grows_and_changes():
+    """to_json_text keeps each example's row text and formats only new cells: a board one
+    checkpoint longer, one with a cell changed in the middle, one with a checkpoint inserted
+    before the others and one given with codes as an array must still read as to_json says."""
+    from learnviz.analysis import hard_examples as he
+    he.forget_row_text()
+    ids, prompts, expected, cats = ["a", "b"], ["p \"q\"", "r"], ["Yes", "No"], ["c", "d"]
+
+    def board(steps, correct, answers, **kw):
+        return hard_example_board(steps, ids, prompts, expected, cats, np.asarray(correct, dtype=bool), answers, **kw)
+
+    boards = [board([10, 20], [[0, 1], [1, 1]], [["No", "No"], ["Yes", "No"]]),
+              board([10, 20, 30], [[0, 1], [1, 1], [1, 0]], [["No", "No"], ["Yes", "No"], ["Yes", "Ünï \u2028"]]),
+              board([10, 20, 30], [[0, 1], [0, 1], [1, 0]], [["No", "No"], ["Maybe", "No"], ["Yes", "Ünï \u2028"]]),
+              board([5, 10, 20, 30], [[1, 1], [0, 1], [0, 1], [1, 0]],
+                    [["Yes", "No"], ["No", "No"], ["Maybe", "No"], ["Yes", "Ünï \u2028"]]),
+              board([5, 10], [[1, 1], [0, 0]], [["Yes", "No"], ["No", "Yes"]],
+                    error_types=np.array([[None, None], ["wrong_polarity", "malformed"]], dtype=object))]
+    for b in boards:
+        assert json.loads(b.to_json_text()) == json.loads(json.dumps(b.to_json()))
+    last = json.loads(boards[2].to_json_text())
+    assert [r["answer"] for r in last["examples"][0]["rows"]] == ["No", "Maybe", "Yes"]
+    assert last["examples"][0]["rows"][1]["error_type"] == "malformed"
+    assert boards[4].error_type_counts == [dict.fromkeys(he.ERROR_TYPES, 0),
+                                           {"empty": 0, "wrong_polarity": 1, "wrong_token": 0, "malformed": 1}]
+
+
 def test_run_verdict_wins_over_text():
     # prefix matching marked a longer answer right; an answer marked wrong is never "right"
     b = hard_example_board([5], ["x", "y"], ["p", "q"], ["No", "Yes"], ["c", "c"],
