@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,16 @@ def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dic
         data = history_path(archive_dir).read_bytes()
     except FileNotFoundError:
         return []
-    wanted = [json.dumps(k).encode() for k in keys]
-    lines = [line for line in data.split(b"\n") if any(w in line for w in wanted)]
+    if not keys:
+        return []
+    lines, seen = [], -1
+    for hit in re.finditer(b"|".join(re.escape(json.dumps(k).encode()) for k in keys), data):
+        if hit.start() <= seen:
+            continue                        # another key on a line already taken
+        start = data.rfind(b"\n", 0, hit.start()) + 1
+        end = data.find(b"\n", hit.end())
+        seen = len(data) if end < 0 else end
+        lines.append(data[start:seen])
     return [row for row in _parse(b"\n".join(lines)) if any(k in row for k in keys)]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from . import archive as arc
 from . import history, status_files
 from .archive import SERIES_NAME, Archive, ArchiveError, Listing, Unreadable, scan_archives
+from .common import write_atomic
 from .errors import LearnvizError
 from .results import (
     ANALYSIS,
@@ -238,26 +239,46 @@ def newest_and_notable(rows: list[StatusRow], last: int = STATUS_LAST) -> list[S
 
 
 BOARD_CHECK = "board-problem"     # board_problem's memo of each version of the board
+BOARD_MARK = ".learnviz-board.json"   # the identity of the board file the series stage wrote last
+
+
+def _identity(path: Path) -> list[int]:
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def board_problem(archive_dir: str | Path) -> str | None:
     """Why hard_example_board.json cannot be read ("unreadable: ..."), or None (also when absent).
-    Checked once per version of the file (a long run's board is megabytes)."""
+    Checked once per version of the file (a long run's board is megabytes), and not at all when
+    it is the file the series stage wrote (`board_written`): any change to it, even one that sets
+    its mtime back, changes its ctime."""
+    path = Path(archive_dir) / BOARD_FILE
+
     def check() -> str | None:
+        try:
+            if json.loads((Path(archive_dir) / BOARD_MARK).read_text(encoding="utf-8")) == {
+                    "board": _identity(path)}:
+                return None
+        except (OSError, ValueError):
+            pass              # no mark, or a damaged one: the board is read
         try:
             read_board(archive_dir, strict=True)
             return None
         except LearnvizError as exc:
             return f"unreadable: {exc}"
-    path = Path(archive_dir) / BOARD_FILE
     return arc.file_memo(path, BOARD_CHECK, check, persist=True) if path.exists() else None
-
 
 
 def board_written(archive_dir: str | Path) -> None:
     """The series stage has just written hard_example_board.json (a JSON object, by construction):
-    `board_problem` of that version is None without reading it back."""
-    arc.file_memo(Path(archive_dir) / BOARD_FILE, BOARD_CHECK, lambda: None, persist=True)
+    `board_problem` of that version is None without reading it back, in this process and (by the
+    mark file, BOARD_MARK) in any later one."""
+    path = Path(archive_dir) / BOARD_FILE
+    arc.file_memo(path, BOARD_CHECK, lambda: None, persist=True)
+    try:
+        write_atomic(Path(archive_dir) / BOARD_MARK, json.dumps({"board": _identity(path)}))
+    except OSError:
+        pass                  # a read-only folder: later processes read the board to check it
 
 
 def keep_index(archive_dir: str | Path) -> None:

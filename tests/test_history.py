@@ -73,3 +73,23 @@ def test_merged_rows_follow_appends_and_rewrites_and_are_the_callers_own(tmp_pat
     tmp.write_text(json.dumps({"step": 40, "accuracy": 0.4, "probe_hash": "a"}) + "\n")
     tmp.replace(path)                                             # another file in its place
     assert history.read(tmp_path, "a") == [{"step": 40, "accuracy": 0.4, "probe_hash": "a"}]
+
+
+def test_rows_having_keys_are_the_rows_that_hold_them(tmp_path):
+    """read_rows_having parses only the lines that spell a key: it must return exactly the rows of
+    read_rows that hold one, once each, in file order (a key as a value is not a key)."""
+    rows = [{"step": 1, "accuracy": 0.1},
+            {"step": 2, "health_flags": {"accuracy_drop": "z -6"}, "deployed": "checkpoint-1"},   # both keys
+            {"step": 3, "note": "health_flags"},                                               # a value only
+            {"step": 4, "ränking": "ü", "health_flags": {}},
+            {"step": 5, "deployed": "checkpoint-4"}]
+    for r in rows:
+        history.append(tmp_path, r)
+    with open(history.history_path(tmp_path), "a") as fh:
+        fh.write('{"step": 6, "health_flags": {"x"')                # torn: not a row
+    keys = ("health_flags", "deployed")
+    want = [r for r in history.read_rows(tmp_path) if any(k in r for k in keys)]
+    assert [r["step"] for r in want] == [2, 4, 5]
+    assert history.read_rows_having(tmp_path, keys) == want
+    assert history.read_rows_having(tmp_path, ("deployed",)) == [rows[1], rows[4]]
+    assert history.read_rows_having(tmp_path, ()) == [] and history.read_rows_having(tmp_path / "none", keys) == []

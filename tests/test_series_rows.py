@@ -6,6 +6,7 @@ out of order, after an archive is rewritten, and after one leaves the run."""
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -197,8 +198,24 @@ def test_status_does_not_read_back_the_board_the_series_wrote(tmp_path, monkeypa
     real = readout.read_board
     monkeypatch.setattr(readout, "read_board", lambda *a, **kw: reads.append(a) or real(*a, **kw))
     assert readout.board_problem(tmp_path) is None and reads == []
-    (tmp_path / BOARD_FILE).write_text('{"steps": [10,')
-    assert readout.board_problem(tmp_path).startswith("unreadable: ") and len(reads) == 1
+    arc.clear_memo()                      # a new process: the mark file says it is the board written
+    assert readout.board_problem(tmp_path) is None and reads == []
+    mark = tmp_path / readout.BOARD_MARK
+    good = mark.read_text()
+    mark.write_text("{damaged")           # a damaged mark: the board is read (and is fine)
+    arc.clear_memo()
+    assert readout.board_problem(tmp_path) is None and len(reads) == 1
+    mark.write_text(good)
+    board = tmp_path / BOARD_FILE
+    st = board.stat()                     # rewritten in place, same size, mtime set back
+    text = board.read_text()
+    board.write_text("[" + " " * (len(text) - 2) + "]")     # valid JSON, not an object
+    os.utime(board, ns=(st.st_atime_ns, st.st_mtime_ns))
+    arc.clear_memo()
+    assert readout.board_problem(tmp_path) == f"unreadable: {board}: is not a JSON object " \
+        "(`learnviz analyze --force` rewrites it)" and len(reads) == 2
+    board.write_text('{"steps": [10,')
+    assert readout.board_problem(tmp_path).startswith("unreadable: ") and len(reads) == 3
 
 
 def test_changed_threshold_reads_every_row_again(tmp_path):
