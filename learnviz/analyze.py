@@ -91,6 +91,37 @@ def _index_of(archives: list[arc.Archive]):
     return arc.folder_index(Path(path).parent) if path is not None else _Unkept
 
 
+# (what, run folder) -> (the folder index and settings they were computed with, the archive views,
+# one value per view): the last per-checkpoint values of a run's keys. A view stands for one
+# version of its file, so over a prefix of the same view objects the values hold again: a worker
+# planning a run one checkpoint longer computes only the new checkpoint's.
+_by_views: dict[tuple[str, str], tuple[tuple, list, list]] = {}
+arc.on_clear(_by_views.clear)
+
+
+def _kept(what: str, archives: list[arc.Archive], index, text: str) -> list:
+    """The values kept for the longest prefix of `archives` that is the same views as last time
+    (computed with the same folder index and settings)."""
+    if index is _Unkept:
+        return []
+    hit = _by_views.get((what, str(index.path)))
+    if hit is None or hit[0][0] is not index or hit[0][1] != text:
+        return []
+    n = 0
+    for a, b in zip(archives, hit[1]):
+        if a is not b:
+            break
+        n += 1
+    return hit[2][:n]
+
+
+def _keep(what: str, archives: list[arc.Archive], index, text: str, values: list) -> None:
+    if index is not _Unkept:
+        if len(_by_views) >= 64:
+            _by_views.clear()
+        _by_views[(what, str(index.path))] = ((index, text), list(archives), list(values))
+
+
 def analysis_keys(archives: list[arc.Archive], indices: list[int], s: Settings) -> dict[int, arc.StageKey]:
     """`analysis_key` of each of `indices`. Each hash is remembered in the folder index
     (`FolderIndex.hashed`): a long run is planned again without hashing every checkpoint's key."""
@@ -99,12 +130,19 @@ def analysis_keys(archives: list[arc.Archive], indices: list[int], s: Settings) 
     index = _index_of(archives)
     fixed = _analysis_settings(s)
     tail, first = _text(fixed), archives[0].key.fingerprint
+    kept = _kept(ANALYSIS, archives, index, tail)
+    every = [None] * len(archives) if len(kept) < len(archives) else list(kept)
+    every[:len(kept)] = kept
     out = {}
     for i in indices:
-        prev = archives[i - 1].key.fingerprint if i else ""
-        inputs = index.hashed(_SEP.join((ANALYSIS, prev, first, tail)),
-                              lambda prev=prev: _hash(ANALYSIS, prev, first, *fixed))
-        out[i] = archives[i].key.with_inputs(inputs)
+        if every[i] is None:
+            prev = archives[i - 1].key.fingerprint if i else ""
+            inputs = index.hashed(_SEP.join((ANALYSIS, prev, first, tail)),
+                                  lambda prev=prev: _hash(ANALYSIS, prev, first, *fixed))
+            every[i] = archives[i].key.with_inputs(inputs)
+        out[i] = every[i]
+    done = next((i for i, k in enumerate(every) if k is None), len(every))
+    _keep(ANALYSIS, archives[:done], index, tail, every[:done])
     return out
 
 
@@ -120,15 +158,17 @@ def geometry_keys(archives: list[arc.Archive], s: Settings) -> list[arc.StageKey
     index = _index_of(archives)
     fixed = _geometry_settings(s)
     tail, first = _text(fixed), archives[0].key.fingerprint
-    keys, prev = [], ""
-    for a in archives:
+    chain = _kept(GEOMETRY, archives, index, tail)       # (key, its hash: the next one's `prev`)
+    prev = chain[-1][1] if chain else ""
+    for a in archives[len(chain):]:
         inputs = index.hashed(_SEP.join((GEOMETRY, first, prev, tail)),
                               lambda prev=prev: _hash(GEOMETRY, first, prev, *fixed))
         key = a.key.with_inputs(inputs)
-        keys.append(key)
         prev = index.hashed(_SEP.join(("key", key.fingerprint, key.probe_hash, str(key.schema_version), inputs)),
                             lambda key=key: _hash(key))
-    return keys
+        chain.append((key, prev))
+    _keep(GEOMETRY, archives, index, tail, chain)
+    return [key for key, _ in chain]
 
 
 _series_keys: dict[tuple, arc.StageKey] = {}     # the last series keys computed, by what they hash
@@ -137,10 +177,14 @@ _series_keys: dict[tuple, arc.StageKey] = {}     # the last series keys computed
 def series_key(archives: list[arc.Archive], s: Settings) -> arc.StageKey:
     """The series reads every extraction, every analysis (error positions) and geometry (the health
     flags' drift), and the run's data log: all in the key."""
-    fps = [(a.step, a.key.fingerprint,
-            a.stage(ANALYSIS).key.inputs if a.stage(ANALYSIS) and a.stage(ANALYSIS).ok else None)
-           for a in archives]
-    health = insight.health_inputs_key(archives, s)
+    index = _index_of(archives)
+    kept = _kept(SERIES, archives, index, "")        # (its fps entry, its geometry entry) per view
+    per = kept + [((a.step, a.key.fingerprint,
+                    a.stage(ANALYSIS).key.inputs if a.stage(ANALYSIS) and a.stage(ANALYSIS).ok else None),
+                   insight.geometry_input(a)) for a in archives[len(kept):]]
+    _keep(SERIES, archives, index, "", per)
+    fps = [f for f, _ in per]
+    health = insight.health_inputs_key(archives, s, geo=[g for _, g in per])
     memo = (str(archives[0].path.parent), tuple(fps), archives[-1].key.probe_hash, s.learned_threshold, health)
     key = _series_keys.get(memo)
     if key is None:

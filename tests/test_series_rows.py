@@ -340,3 +340,37 @@ def test_status_of_a_long_run_shows_the_newest_and_every_failed_or_flagged_one(t
     rows = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in rows] == list(range(100, 3100, 100))
     assert all(r["accuracy"] is not None for r in rows)
+
+
+def test_keys_kept_over_the_same_views_equal_keys_computed_afresh(tmp_path):
+    """A worker keeps each checkpoint's analysis, geometry and series key inputs by archive view
+    (learnviz.analyze._kept): as the run grows, a checkpoint is rewritten in the middle, or the
+    settings change, the keys must equal those a new process computes."""
+    def keys(s):
+        archives = series(s.archive_dir())
+        return (an.analysis_keys(archives, list(range(len(archives))), s), an.geometry_keys(archives, s),
+                an.series_key(archives, s))
+
+    def afresh(s):
+        arc.clear_memo()
+        return keys(s)
+
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    first = keys(s)
+    assert keys(s) == first == afresh(s)
+    keys(s)                                               # kept by this process from here on
+    write_extract(tmp_path, 400, seed=400)                # the run one checkpoint longer
+    longer = keys(s)
+    assert longer == afresh(s) and longer[1][:3] == first[1] and longer[2] != first[2]
+    keys(s)
+    write_extract(tmp_path, 200, seed=7)                  # a checkpoint rewritten in the middle
+    changed = keys(s)
+    assert changed == afresh(s)
+    assert changed[1][0] == longer[1][0] and [k.inputs for k in changed[1][2:]] != [k.inputs for k in longer[1][2:]]
+    assert changed[0][2] != longer[0][2] and changed[0][3] == longer[0][3]   # the next one's key reads its weights
+    keys(s)
+    other = Settings(archive=str(tmp_path), umap_seed=s.umap_seed + 1)       # other settings
+    assert keys(other) == afresh(other) and keys(other)[1][0] != changed[1][0]
