@@ -128,7 +128,8 @@ def measure(n: int, warm: bool = False) -> dict:
 
     run = syn.cached_run(CACHE, n)
     settings = syn.settings_for(run)
-    collect.plan(settings, collect.load_probes(settings))  # a worker's earlier scans (its fingerprints kept)
+    for _ in range(2):      # a worker's earlier scans (its fingerprints kept; from the second on, its watches)
+        collect.plan(settings, collect.load_probes(settings))
     pipeline.run_cpu_stages(settings)                      # settle: every stage current (no-op when so)
     an.run_series(ro.series(settings.archive_dir()), settings)   # the series' rows stored (once: a steady state)
     visualize.generate(settings, steps=[syn.STEP * n])

@@ -93,8 +93,12 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 def _looks_like_checkpoint(path: Path) -> bool:
-    return (step_from_name(path.name) is not None or (path / "config.json").exists()
-            or (path / ADAPTER_CONFIG).exists())
+    return _looks_like(str(path))
+
+
+def _looks_like(path: str) -> bool:
+    return (step_from_name(os.path.basename(path)) is not None or os.path.exists(os.path.join(path, "config.json"))
+            or os.path.exists(os.path.join(path, ADAPTER_CONFIG)))
 
 
 def is_adapter(path: Path) -> bool:
@@ -116,16 +120,20 @@ def adapter_base(path: Path, base_model: str | Path | None = None) -> Path | Non
 
 def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]:
     """The sub-folders of `folder` that are not in-flight writes ('.' or 'tmp' names) nor excluded,
-    sorted; a folder that vanishes while it is listed has none. The listing's own file types say
-    which entries are folders (no stat each), and only a symbolic link is resolved to be compared
-    with `excluded` (a run of 500 checkpoints is listed at every scan)."""
+    sorted; a folder that vanishes while it is listed has none (`_visible_dir_paths`)."""
+    return [folder / os.path.basename(p) for p in _visible_dir_paths(str(folder), {str(p) for p in excluded})]
+
+
+def _visible_dir_paths(folder: str, excluded_names: set[str] = frozenset()) -> list[str]:
+    """`_visible_dirs` as path strings. The listing's own file types say which entries are folders
+    (no stat each), and only a symbolic link is resolved to be compared with `excluded_names` (a
+    run of 500 checkpoints is listed at every scan, in a worker every few seconds)."""
     try:
         with os.scandir(folder) as it:
             entries = sorted((e for e in it if not e.name.startswith((".", "tmp"))), key=lambda e: e.name)
     except OSError:
         return []
-    real = os.path.realpath(folder) if excluded else ""
-    excluded_names = {str(p) for p in excluded}
+    real = os.path.realpath(folder) if excluded_names else ""
     out = []
     for e in entries:
         try:
@@ -137,7 +145,7 @@ def _visible_dirs(folder: Path, excluded: set[Path] = frozenset()) -> list[Path]
                     continue
         except OSError:
             continue
-        out.append(folder / e.name)
+        out.append(e.path)
     return out
 
 
@@ -188,17 +196,23 @@ def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Pa
 def candidates(root: str | Path, *, exclude: list[Path] | None = None, nested: bool = True) -> list[Path]:
     """The folders under `root` that `discover` looks at (the root itself when it holds a
     config.json), in listing order. Raises CheckpointError when `root` is not a folder."""
+    return [Path(p) for p in candidate_paths(root, exclude=exclude, nested=nested)]
+
+
+def candidate_paths(root: str | Path, *, exclude: list[Path] | None = None, nested: bool = True) -> list[str]:
+    """`candidates` as path strings (a scan of a long run makes no Path of a checkpoint it knows)."""
     root = Path(root)
     if not root.is_dir():
         from .errors import CheckpointError
         raise CheckpointError("checkpoint folder not found", path=root, field="checkpoints")
-    excluded = {p.resolve() for p in (exclude or [])}
-    found = [root] if (root / "config.json").exists() else []
-    for child in _visible_dirs(root, excluded):
-        if _looks_like_checkpoint(child):
+    excluded = {str(p.resolve()) for p in (exclude or [])}
+    top = str(root)
+    found = [top] if os.path.exists(os.path.join(top, "config.json")) else []
+    for child in _visible_dir_paths(top, excluded):
+        if _looks_like(child):
             found.append(child)
         elif nested:  # one level down: runs/<name>/checkpoint-N
-            found.extend(g for g in _visible_dirs(child) if _looks_like_checkpoint(g))
+            found.extend(g for g in _visible_dir_paths(child) if _looks_like(g))
     return found
 
 

@@ -19,7 +19,7 @@ from . import archive as arc
 from . import history, scan_cache
 from .checkpoints import (
     Checkpoint,
-    candidates,
+    candidate_paths,
     checkpoint_tokenizer,
     fingerprint,
     forget_fingerprints,
@@ -94,29 +94,30 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     shared: dict[str, str | None] = {}
 
     def tok_folder_of(path: str) -> str:       # for a checkpoint without tokenizer files of its own
-        parent = os.path.dirname(path)         # the same for every checkpoint of a run folder
+        parent = path.rpartition(os.sep)[0]    # the same for every checkpoint of a run folder
         if parent not in shared:
             found = shared_tokenizer_dir(Path(path), settings.tokenizer)
             shared[parent] = str(found) if found is not None else None
         return shared[parent] or path
 
     found = []       # (step, path, the checkpoint looked at or None, its scan_cache entry or None)
-    for path in candidates(root, exclude=[archive_dir], nested=False):
-        e = cache.lookup(str(path), tok_folder_of)
+    for where in candidate_paths(root, exclude=[archive_dir], nested=False):
+        e = cache.lookup(where, tok_folder_of)
         if e is not None:
-            found.append((e["step"], str(path), path, None, e))
+            found.append((e["step"], where, None, e))
             continue
-        ck = inspect(path, settle_seconds=settings.settle_seconds)
+        ck = inspect(Path(where), settle_seconds=settings.settle_seconds)
         if ck.state != "gone":   # deleted while it was looked at (a Trainer's save_total_limit rotation)
-            found.append((ck.step, str(ck.path), path, ck, None))
+            found.append((ck.step, str(ck.path), ck, None))
     found.sort(key=lambda f: f[:2])
     jobs = []
-    for _, _, path, ck, e in found:
+    for _, where, ck, e in found:
         if e is not None:
             if cache.current(e, currency(e["fingerprint"])):
                 if current is not None:
                     current.append(archive_dir / e["archive"])
                 continue
+            path = Path(where)
             ck = Checkpoint(path=path, step=e["step"], state=e["state"], reason=e["reason"],
                             weight_files=[path / w for w in e["weights"]])
         if ck.state == "incomplete":

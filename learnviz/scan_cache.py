@@ -41,9 +41,10 @@ from .checkpoints import (
     step_from_name,
 )
 from .common import write_json_atomic
+from .fswatch import watcher
 
 NAME = ".learnviz-scan.json"
-VERSION = 1
+VERSION = 2
 SHARD_INDEXES = (WEIGHT_NAMES[1], PICKLE_WEIGHTS[1])
 MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock: it may lag a few ms
 
@@ -51,8 +52,14 @@ MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock:
 _kept: dict[str, tuple[tuple | None, dict[str, dict]]] = {}
 
 
+_scans: dict[str, int] = {}     # archive folder -> the scans of it this process began
+
+
 def forget() -> None:
+    from .fswatch import forget as forget_watches
     _kept.clear()
+    _scans.clear()
+    forget_watches()
 
 
 def stat_id(path: str) -> tuple | None:
@@ -87,6 +94,16 @@ class ScanCache:
         self.changed = False
         self.version, entries = self._load()
         self.entries: dict[str, dict] = dict(entries)
+        # A process that scans this run again is a long-lived one (a worker, `--watch`): from its
+        # second scan on it watches the folders it checked, and then checks only those the kernel
+        # reports changed (learnviz.fswatch). A one-off scan adds no watches: they would outlive it.
+        again = _scans.get(str(self.archive_dir), 0)
+        _scans[str(self.archive_dir)] = again + 1
+        self.watch = watcher() if again else None
+        self.since = 0.0
+        if self.watch is not None:
+            self.watch.drain()
+            self.since = self.watch.trusted_since()
 
     def _load(self) -> tuple[tuple | None, dict[str, dict]]:
         version = stat_id(str(self.path))
@@ -117,9 +134,14 @@ class ScanCache:
         e = self.entries.get(path)
         if e is None or e["context"] != self.context:
             return None
-        for rel, kept in zip(e["files"], e["sig"]):
-            if stat_id(f"{path}/{rel}" if rel else path) != kept:
-                return None
+        w = self.watch if not e["links"] else None
+        if w is None or not w.checked(path, since=self.since):
+            watched = w is not None and w.watch(path)          # before the check: a change during it is reported
+            for rel, kept in zip(e["files"], e["sig"]):
+                if stat_id(f"{path}/{rel}" if rel else path) != kept:
+                    return None
+            if watched:
+                w.mark(path)
         if not e["own"]:      # no tokenizer of its own (its folder unchanged): from around it
             tok = tok_folder_of(path)
             if tok != e["tok"] or (tok != path and tokenizer_signature(tok, self.memo) != e["toksig"]):
@@ -144,13 +166,15 @@ class ScanCache:
         if step_from_name(folder.name) is None:
             files.append("trainer_state.json")      # the step comes from it
         sig = [stat_id(f"{path}/{rel}" if rel else path) for rel in files]
+        links = any(os.path.islink(f"{path}/{rel}") for rel in files if rel)   # a change to its target: not reported
         toksig = None if own or tok == path else tokenizer_signature(tok, self.memo)
         newest = max([s[4] for s in sig if s] + [s[4] for s in toksig or () if s])
         if sig[0] is None or newest >= self.started_ns - MARGIN_NS:
             if self.entries.pop(path, None) is not None:
                 self.changed = True
             return None
-        e = {"context": self.context, "files": files, "sig": tuple(sig), "own": own, "tok": tok, "toksig": toksig,
+        e = {"context": self.context, "files": files, "sig": tuple(sig), "links": links, "own": own, "tok": tok,
+             "toksig": toksig,
              "step": ck.step, "state": ck.state, "reason": ck.reason, "weights": weights,
              "fingerprint": fingerprint, "archive": archive, "current": None}
         self.entries[path] = e
@@ -162,8 +186,16 @@ class ScanCache:
         c = e["current"]
         if c is None or c[0] != key:
             return False
-        v = stat_id(os.path.join(self.archive_dir, e["archive"]))
-        return v is not None and v[:4] == c[1]
+        folder, name, w = str(self.archive_dir), e["archive"], self.watch
+        if w is not None and w.checked(folder, name, since=self.since):
+            return True
+        watched = w is not None and w.watch(folder)
+        v = stat_id(os.path.join(folder, name))
+        if v is None or v[:4] != c[1]:
+            return False
+        if watched:
+            w.mark(folder, name)
+        return True
 
     def keep_current(self, e: dict | None, key: tuple, version: tuple | None) -> None:
         """Record that the checkpoint's archive at `version` (archive.file_version) is current for `key`."""
@@ -205,7 +237,7 @@ def _entry_from_json(e: dict) -> dict | None:
     if isinstance(cur, list) and len(cur) == 2 and isinstance(cur[0], list) and isinstance(cur[1], list):
         current = (tuple(cur[0]), tuple(cur[1]))
     return {"context": e.get("context"), "files": [str(f) for f in e["files"]], "sig": _tuples(e["sig"]),
-            "own": bool(e.get("own")), "tok": e["tok"],
+            "links": e.get("links") is not False, "own": bool(e.get("own")), "tok": e["tok"],
             "toksig": _tuples(e["toksig"]) if isinstance(e.get("toksig"), list) else None,
             "step": e["step"], "state": e["state"], "reason": str(e.get("reason", "")),
             "weights": [str(w) for w in e["weights"]], "fingerprint": e["fingerprint"],

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,124 @@ def test_a_sharded_checkpoint_is_known_by_every_shard(tmp_path, tokenizer, count
     jobs, current, incomplete = _plan(s)
     assert jobs == [] and current == [] and [(p.name, why) for p, why in incomplete] == [
         ("step_5", f"weight shard {shards[-1]} is missing")]
+
+
+# ---------------------------------------------------------------- a long-lived process's watches (learnviz.fswatch)
+
+@pytest.fixture
+def stats(monkeypatch):
+    """The checkpoint folders, files and archives whose identity a scan looks up, by base name (the
+    cache file's own, once a scan, left out)."""
+    seen: list[str] = []
+    real = scan_cache.stat_id
+
+    def stat_id(p):
+        if os.path.basename(p) != scan_cache.NAME:
+            seen.append(os.path.basename(p.rstrip("/")))
+        return real(p)
+    monkeypatch.setattr(scan_cache, "stat_id", stat_id)
+    return seen
+
+
+def test_a_long_lived_scan_checks_only_what_the_kernel_reports_changed(settings, tmp_path, tokenizer, counted, stats):
+    """From its second scan of a run on, a process watches the folders it checked: a third scan
+    stats nothing unchanged, and still finds an in-place rewrite with the mtime set back, a deleted
+    archive and a new checkpoint, planning exactly what a fresh scan plans."""
+    from learnviz import fswatch
+    if fswatch.watcher() is None:
+        pytest.skip("no inotify here")
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
+                                   hard_examples="")
+    root = Path(settings.checkpoints)
+    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
+    arc.clear_memo()
+    first = _plan(settings, new_process=False)        # a new process's first scan: no watches
+    assert len(stats) > 6
+    _plan(settings, new_process=False)                # its second: it checks, with the watches in place
+    stats.clear()
+    counted.clear()
+    assert _plan(settings, new_process=False) == first and stats == [] and counted == []
+
+    w = f"{root}/checkpoint-20/model.safetensors"     # rewritten in place, same size, mtime set back
+    st = os.stat(w)
+    data = (make_checkpoint(tmp_path / "other" / "checkpoint-20", tokenizer, step=20, seed=7)
+            / "model.safetensors").read_bytes()
+    with open(w, "r+b") as fh:
+        fh.write(data)
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (settings.archive_dir() / "checkpoint-10.h5").unlink()
+    make_checkpoint(root / "checkpoint-40", tokenizer, step=40, seed=4)
+    stats.clear()
+    counted.clear()
+    changed = _plan(settings, new_process=False)
+    assert {name: stages for name, _, _, stages, _ in changed[0]} == {
+        "checkpoint-10": ["extract"], "checkpoint-20": ["extract"], "checkpoint-40": ["extract"]}
+    assert sorted(set(counted)) == ["checkpoint-20", "checkpoint-40"]
+    assert "checkpoint-30" not in stats and "checkpoint-30.h5" not in stats and "checkpoint-10.h5" in stats
+    assert changed == _fresh_plan(settings)
+
+
+def test_watches_are_not_trusted_for_linked_files_remote_folders_or_when_turned_off(settings, counted, stats,
+                                                                                     monkeypatch):
+    from learnviz import fswatch
+    if fswatch.watcher() is None:
+        pytest.skip("no inotify here")
+    root = Path(settings.checkpoints)
+    settings.archive_dir().mkdir(parents=True)
+    real = root / "checkpoint-30" / "model.safetensors"
+    kept = root.parent / "blobs"
+    kept.mkdir()
+    real.rename(kept / "w.safetensors")
+    real.symlink_to(kept / "w.safetensors")          # a weight file that is a link (the hub's cache layout)
+    for _ in range(3):
+        _plan(settings, new_process=False)
+    stats.clear()
+    _plan(settings, new_process=False)
+    assert stats == ["checkpoint-30", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+
+    arc.clear_memo()                                  # a new process on a network file system
+    monkeypatch.setattr(fswatch, "_fs_type", lambda path: "nfs4")
+    for _ in range(3):
+        _plan(settings, new_process=False)
+    stats.clear()
+    _plan(settings, new_process=False)
+    assert {"checkpoint-10", "checkpoint-20", "checkpoint-30"} <= set(stats)
+
+    arc.clear_memo()
+    monkeypatch.setenv("LEARNVIZ_NO_WATCH", "1")
+    assert fswatch.watcher() is None
+    fswatch.forget()
+
+
+def test_a_lost_event_unmarks_everything(tmp_path):
+    """The kernel's queue overflowed: nothing is known to be unchanged any more. (The events are
+    fed through a pipe in the kernel's own layout.)"""
+    import struct
+
+    from learnviz import fswatch
+    if not sys.platform.startswith("linux"):
+        pytest.skip("inotify is Linux's")
+    w = fswatch.Watcher()
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            assert w.watch(str(tmp_path / name))
+            w.mark(str(tmp_path / name))
+            w.mark(str(tmp_path / name), "f.h5")
+        (tmp_path / "a" / "other").write_text("x")        # a real event: a's folder, not a's f.h5
+        w.drain()
+        assert not w.checked(str(tmp_path / "a")) and w.checked(str(tmp_path / "a"), "f.h5")
+        assert w.checked(str(tmp_path / "b"))
+        os.replace(tmp_path / "a" / "other", tmp_path / "a" / "f.h5")
+        w.drain()
+        assert not w.checked(str(tmp_path / "a"), "f.h5") and w.checked(str(tmp_path / "b"), "f.h5")
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.close(w.fd)
+        w.fd = read
+        os.write(write, struct.pack("iIII", -1, fswatch.IN_Q_OVERFLOW, 0, 0))
+        w.drain()
+        assert not w.checked(str(tmp_path / "b")) and not w.checked(str(tmp_path / "b"), "f.h5")
+        os.close(write)
+    finally:
+        w.close()
