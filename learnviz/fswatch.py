@@ -191,3 +191,18 @@ def forget() -> None:
         if _watcher is not None:
             _watcher.close()
         _watcher, _tried = None, False
+
+
+def _after_fork() -> None:
+    """A forked child (a Celery pool process) must not share its parent's inotify instance: the
+    events one of them reads, the other never sees. The child closes its copy and makes its own."""
+    global _watcher, _tried, _watcher_lock
+    _watcher_lock = threading.Lock()
+    if _watcher is not None:
+        _watcher._lock = threading.Lock()
+        _watcher.close()
+    _watcher, _tried = None, False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -298,3 +298,31 @@ def test_a_lost_event_unmarks_everything(tmp_path):
         os.close(write)
     finally:
         w.close()
+
+
+def test_a_forked_child_gets_its_own_watches(tmp_path):
+    """A Celery pool process is forked: it must not read its parent's inotify events (each would
+    miss the changes the other read)."""
+    from learnviz import fswatch
+    if not hasattr(os, "fork") or fswatch.watcher() is None:
+        pytest.skip("no fork or no inotify here")
+    parent = fswatch.watcher()
+    (tmp_path / "a").mkdir()
+    assert parent.watch(str(tmp_path / "a"))
+    parent.mark(str(tmp_path / "a"))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:       # the child: a watcher of its own, with nothing marked
+        try:
+            child = fswatch.watcher()
+            ok = child is not None and child is not parent and child.fd != parent.fd \
+                and not child.checked(str(tmp_path / "a"))
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    (tmp_path / "a" / "f").write_text("x")                  # the parent still reads its own events
+    parent.drain()
+    assert not parent.checked(str(tmp_path / "a")) and fswatch.watcher() is parent
+    fswatch.forget()
