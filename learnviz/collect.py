@@ -86,7 +86,8 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     # a checkpoint looked at by an earlier scan, whose files and archive are as they were, is not
     # read again (learnviz.scan_cache)
     cache = scan_cache.ScanCache(archive_dir, short_hash(str(root.resolve()), str(settings.tokenizer),
-                                                         str(settings.base_model), inputs))
+                                                         str(settings.base_model), inputs),
+                                 watch=settings.watch_folders)
 
     def currency(fp: str) -> tuple:     # what an archive being current depends on, besides its file
         return (fp, probes.hash, arc.SCHEMA_VERSION, inputs, settings.retry_failed)

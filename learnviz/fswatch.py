@@ -14,7 +14,8 @@ a checkpoint with a linked file). A lost event (the kernel's queue overflowed) m
 unchecked again, and no folder is trusted for more than `TRUST_SECONDS` since it was last
 checked: a long-lived process still looks at everything every few minutes.
 
-`LEARNVIZ_NO_WATCH=1` turns watches off (every scan then stats every file, as a new process does).
+The setting `watch_folders: false` turns watches off (every scan then stats every file, as a new
+process does).
 """
 
 from __future__ import annotations
@@ -171,12 +172,12 @@ _watcher_lock = threading.Lock()
 
 
 def watcher() -> Watcher | None:
-    """This process's watcher; None where there is none (not Linux, LEARNVIZ_NO_WATCH, no inotify)."""
+    """This process's watcher; None where there is none (not Linux, no inotify)."""
     global _watcher, _tried
     with _watcher_lock:
         if not _tried:
             _tried = True
-            if sys.platform.startswith("linux") and os.environ.get("LEARNVIZ_NO_WATCH", "") in ("", "0"):
+            if sys.platform.startswith("linux"):
                 try:
                     _watcher = Watcher()
                 except (OSError, AttributeError):

@@ -84,7 +84,7 @@ class ScanCache:
     checkpoint whose files are as they were; `keep` records one just looked at; `save` writes the
     file when anything changed (and drops the entries of checkpoints this scan did not see)."""
 
-    def __init__(self, archive_dir: Path, context: str):
+    def __init__(self, archive_dir: Path, context: str, *, watch: bool = True):
         self.archive_dir = Path(archive_dir)
         self.path = self.archive_dir / NAME
         self.context = context        # what fingerprints and archive names depend on (settings, root)
@@ -99,7 +99,7 @@ class ScanCache:
         # reports changed (learnviz.fswatch). A one-off scan adds no watches: they would outlive it.
         again = _scans.get(str(self.archive_dir), 0)
         _scans[str(self.archive_dir)] = again + 1
-        self.watch = watcher() if again else None
+        self.watch = watcher() if again and watch else None
         self.since = 0.0
         if self.watch is not None:
             self.watch.drain()

@@ -79,6 +79,10 @@ class Settings:
     # --- checkpoint discovery ---
     settle_seconds: float = _f(10.0, "A checkpoint whose files changed less than this many "
                                      "seconds ago is still being written and is skipped for now.")
+    watch_folders: bool = _f(True, "A long-lived process (a worker, `learnviz run --watch`) has the kernel report "
+                                   "which checkpoint folders and archives changed (Linux inotify; never on a "
+                                   "network file system) and from its second scan on looks only at those, and at "
+                                   "everything every 10 minutes; false: every scan stats every checkpoint's files.")
 
     # --- extraction (the GPU stage) ---
     layers: list[Union[int, str]] = _f(["mid", "last"], "Layers whose mean-pooled hidden states are kept: block "

@@ -237,6 +237,7 @@ def test_a_long_lived_scan_checks_only_what_the_kernel_reports_changed(settings,
 def test_watches_are_not_trusted_for_linked_files_remote_folders_or_when_turned_off(settings, counted, stats,
                                                                                      monkeypatch):
     from learnviz import fswatch
+    local = fswatch._fs_type
     if fswatch.watcher() is None:
         pytest.skip("no inotify here")
     root = Path(settings.checkpoints)
@@ -260,10 +261,14 @@ def test_watches_are_not_trusted_for_linked_files_remote_folders_or_when_turned_
     _plan(settings, new_process=False)
     assert {"checkpoint-10", "checkpoint-20", "checkpoint-30"} <= set(stats)
 
-    arc.clear_memo()
-    monkeypatch.setenv("LEARNVIZ_NO_WATCH", "1")
-    assert fswatch.watcher() is None
-    fswatch.forget()
+    arc.clear_memo()                                  # a local file system, the setting off
+    monkeypatch.setattr(fswatch, "_fs_type", local)
+    off = dataclasses.replace(settings, watch_folders=False)
+    for _ in range(3):
+        _plan(off, new_process=False)
+    stats.clear()
+    _plan(off, new_process=False)
+    assert {"checkpoint-10", "checkpoint-20", "checkpoint-30"} <= set(stats)
 
 
 def test_a_lost_event_unmarks_everything(tmp_path):
