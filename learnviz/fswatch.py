@@ -12,7 +12,9 @@ to a network file system (NFS, SMB, sshfs, ...: such folders are never watched),
 memory map, and changes to the target of a symbolic link (the scan cache never trusts a watch for
 a checkpoint with a linked file). A lost event (the kernel's queue overflowed) makes every folder
 unchecked again, and no folder is trusted for more than `TRUST_SECONDS` since it was last
-checked: a long-lived process still looks at everything every few minutes.
+checked: a long-lived process still looks at everything every few minutes. A process watches at
+most `MAX_WATCHES` folders (and a quarter of the user's inotify watches); beyond, folders are
+checked as without watches.
 
 The setting `watch_folders: false` turns watches off (every scan then stats every file, as a new
 process does).
@@ -29,6 +31,8 @@ import threading
 import time
 
 TRUST_SECONDS = 600.0
+MAX_WATCHES = 4096        # per process, and at most a quarter of the user's (fs.inotify.max_user_watches):
+                          # editors and other tools need theirs; a folder beyond it is statted each scan
 REMOTE = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "fuse.sshfs", "fuse.rclone", "fuse.s3fs",
           "fuse.gcsfuse", "glusterfs", "fuse.glusterfs", "lustre", "ceph", "fuse.ceph", "gpfs", "beegfs", "virtiofs")
 
@@ -58,6 +62,12 @@ class Watcher:
         self._by_wd: dict[int, str] = {}
         self._marks: dict[tuple[str, str], float] = {}   # (folder, "" or a file name) -> when checked
         self._local: dict[int, bool] = {}            # device -> not a network file system
+        self.cap = MAX_WATCHES
+        try:
+            with open("/proc/sys/fs/inotify/max_user_watches") as fh:
+                self.cap = min(MAX_WATCHES, int(fh.read()) // 4)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         with self._lock:
@@ -74,7 +84,7 @@ class Watcher:
         with self._lock:
             if folder in self._folders:
                 return True
-            if self.fd < 0 or not self._is_local(folder):
+            if self.fd < 0 or len(self._folders) >= self.cap or not self._is_local(folder):
                 return False
             wd = self._libc.inotify_add_watch(self.fd, os.fsencode(folder), MASK | IN_ONLYDIR)
             if wd < 0:

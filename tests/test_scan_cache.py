@@ -293,6 +293,9 @@ def test_a_lost_event_unmarks_everything(tmp_path):
         os.replace(tmp_path / "a" / "other", tmp_path / "a" / "f.h5")
         w.drain()
         assert not w.checked(str(tmp_path / "a"), "f.h5") and w.checked(str(tmp_path / "b"), "f.h5")
+        w.cap = len(w._folders)                            # no more watches than the cap
+        (tmp_path / "c").mkdir()
+        assert not w.watch(str(tmp_path / "c")) and w.watch(str(tmp_path / "a"))
         read, write = os.pipe()
         os.set_blocking(read, False)
         os.close(w.fd)
