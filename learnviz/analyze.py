@@ -131,8 +131,7 @@ def analysis_keys(archives: list[arc.Archive], indices: list[int], s: Settings) 
     fixed = _analysis_settings(s)
     tail, first = _text(fixed), archives[0].key.fingerprint
     kept = _kept(ANALYSIS, archives, index, tail)
-    every = [None] * len(archives) if len(kept) < len(archives) else list(kept)
-    every[:len(kept)] = kept
+    every = kept + [None] * (len(archives) - len(kept))
     out = {}
     for i in indices:
         if every[i] is None:
@@ -181,7 +180,7 @@ def series_key(archives: list[arc.Archive], s: Settings) -> arc.StageKey:
     kept = _kept(SERIES, archives, index, "")        # (its fps entry, its geometry entry) per view
     per = kept + [((a.step, a.key.fingerprint,
                     a.stage(ANALYSIS).key.inputs if a.stage(ANALYSIS) and a.stage(ANALYSIS).ok else None),
-                   insight.geometry_input(a)) for a in archives[len(kept):]]
+                   insight.geometry_key_inputs(a)) for a in archives[len(kept):]]
     _keep(SERIES, archives, index, "", per)
     fps = [f for f, _ in per]
     health = insight.health_inputs_key(archives, s, geo=[g for _, g in per])

@@ -101,11 +101,11 @@ def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dic
     """The intact rows, in file order, that hold any of `keys` (a subset of `read_rows`): only the
     lines that spell one of the keys are parsed, so a reader of a few rows (the health flags, the
     status files' rows) does not parse a long run's whole history."""
+    if not keys:
+        return []
     try:
         data = history_path(archive_dir).read_bytes()
     except FileNotFoundError:
-        return []
-    if not keys:
         return []
     lines, seen = [], -1
     for hit in re.finditer(b"|".join(re.escape(json.dumps(k).encode()) for k in keys), data):

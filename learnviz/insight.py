@@ -27,7 +27,7 @@ def data_log_of(archives: list[arc.Archive]) -> Path | None:
     return datalog.find([run_folder, archives[0].path.parent])
 
 
-def geometry_input(a: arc.Archive) -> str | None:
+def geometry_key_inputs(a: arc.Archive) -> str | None:
     """What `health_inputs_key` reads of one archive: its geometry stage's key inputs (None
     without a successful one)."""
     info = a.stage(GEOMETRY)
@@ -37,8 +37,8 @@ def geometry_input(a: arc.Archive) -> str | None:
 def health_inputs_key(archives: list[arc.Archive], s: Settings, *, geo: list[str | None] | None = None) -> str:
     """What the health and data impact groups read beyond the series' own inputs: every
     geometry stage, the data log (the examples per source in each interval) and the health settings.
-    `geo`: `geometry_input` of each archive, when the caller has it."""
-    geo = geo if geo is not None else [geometry_input(a) for a in archives]
+    `geo`: `geometry_key_inputs` of each archive, when the caller has it."""
+    geo = geo if geo is not None else [geometry_key_inputs(a) for a in archives]
     mix = None
     path = data_log_of(archives)
     if path is not None:   # what the log says about the archived checkpoints' intervals, not the file's

@@ -32,6 +32,7 @@ import numpy as np
 from . import archive as arc
 from . import history, status_files
 from .archive import SERIES_NAME, Archive, ArchiveError, Listing, Unreadable, scan_archives
+from .checkpoints import file_identity
 from .common import write_atomic
 from .errors import LearnvizError
 from .results import (
@@ -242,11 +243,6 @@ BOARD_CHECK = "board-problem"     # board_problem's memo of each version of the 
 BOARD_MARK = ".learnviz-board.json"   # the identity of the board file the series stage wrote last
 
 
-def _identity(path: Path) -> list[int]:
-    st = os.stat(path)
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
 def board_problem(archive_dir: str | Path) -> str | None:
     """Why hard_example_board.json cannot be read ("unreadable: ..."), or None (also when absent).
     Checked once per version of the file (a long run's board is megabytes), and not at all when
@@ -257,7 +253,7 @@ def board_problem(archive_dir: str | Path) -> str | None:
     def check() -> str | None:
         try:
             if json.loads((Path(archive_dir) / BOARD_MARK).read_text(encoding="utf-8")) == {
-                    "board": _identity(path)}:
+                    "board": list(file_identity(path) or ())}:
                 return None
         except (OSError, ValueError):
             pass              # no mark, or a damaged one: the board is read
@@ -276,7 +272,7 @@ def board_written(archive_dir: str | Path) -> None:
     path = Path(archive_dir) / BOARD_FILE
     arc.file_memo(path, BOARD_CHECK, lambda: None, persist=True)
     try:
-        write_atomic(Path(archive_dir) / BOARD_MARK, json.dumps({"board": _identity(path)}))
+        write_atomic(Path(archive_dir) / BOARD_MARK, json.dumps({"board": list(file_identity(path) or ())}))
     except OSError:
         pass                  # a read-only folder: later processes read the board to check it
 

@@ -41,6 +41,7 @@ from .checkpoints import (
     step_from_name,
 )
 from .common import write_json_atomic
+from .fswatch import forget as forget_watches
 from .fswatch import watcher
 
 NAME = ".learnviz-scan.json"
@@ -50,13 +51,10 @@ MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock:
 
 # archive folder -> (the file's version, entries): what this process last read or wrote
 _kept: dict[str, tuple[tuple | None, dict[str, dict]]] = {}
-
-
 _scans: dict[str, int] = {}     # archive folder -> the scans of it this process began
 
 
 def forget() -> None:
-    from .fswatch import forget as forget_watches
     _kept.clear()
     _scans.clear()
     forget_watches()
@@ -134,14 +132,9 @@ class ScanCache:
         e = self.entries.get(path)
         if e is None or e["context"] != self.context:
             return None
-        w = self.watch if not e["links"] else None
-        if w is None or not w.checked(path, since=self.since):
-            watched = w is not None and w.watch(path)          # before the check: a change during it is reported
-            for rel, kept in zip(e["files"], e["sig"]):
-                if stat_id(f"{path}/{rel}" if rel else path) != kept:
-                    return None
-            if watched:
-                w.mark(path)
+        if not self._unchanged(path, "", not e["links"], lambda: all(
+                stat_id(f"{path}/{rel}" if rel else path) == kept for rel, kept in zip(e["files"], e["sig"]))):
+            return None
         if not e["own"]:      # no tokenizer of its own (its folder unchanged): from around it
             tok = tok_folder_of(path)
             if tok != e["tok"] or (tok != path and tokenizer_signature(tok, self.memo) != e["toksig"]):
@@ -186,12 +179,21 @@ class ScanCache:
         c = e["current"]
         if c is None or c[0] != key:
             return False
-        folder, name, w = str(self.archive_dir), e["archive"], self.watch
+        folder, name = str(self.archive_dir), e["archive"]
+
+        def same() -> bool:
+            v = stat_id(os.path.join(folder, name))
+            return v is not None and v[:4] == c[1]
+        return self._unchanged(folder, name, True, same)
+
+    def _unchanged(self, folder: str, name: str, trust: bool, check) -> bool:
+        """`check()` (the stats: the files are as kept), skipped when `trust` and the folder (its
+        file `name`, when given) has reported no change since it last passed (learnviz.fswatch)."""
+        w = self.watch if trust else None
         if w is not None and w.checked(folder, name, since=self.since):
             return True
-        watched = w is not None and w.watch(folder)
-        v = stat_id(os.path.join(folder, name))
-        if v is None or v[:4] != c[1]:
+        watched = w is not None and w.watch(folder)     # before the check: a change during it is reported
+        if not check():
             return False
         if watched:
             w.mark(folder, name)
