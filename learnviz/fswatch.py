@@ -158,7 +158,8 @@ class Watcher:
 
 
 def _fs_type(path: str) -> str:
-    """The file system type of the mount that holds `path` (/proc/self/mountinfo; "" when unknown)."""
+    """The file system type of the mount that holds `path` (/proc/self/mountinfo; "" when no mount
+    matches, "unknown" when it cannot be read: both count as local)."""
     path = os.path.realpath(path)
     best, kind = "", ""
     try:

@@ -263,9 +263,12 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
                               dtype=object).reshape(k, m)
     ans = ans_rows[order].T.tolist()                          # m lists of k
     if error_types is not None:
-        errors = _cells(error_types, k, m, "error_types")[order].T.tolist()
+        cells = _cells(error_types, k, m, "error_types")[order].T       # (m, k)
     else:
-        errors = [[cell_error(ok[j, i], ans[j][i], expected_l[j]) for i in range(k)] for j in range(m)]
+        cells = np.empty((m, k), dtype=object)
+        if m and k:
+            cells[...] = [[cell_error(ok[j, i], ans[j][i], expected_l[j]) for i in range(k)] for j in range(m)]
+    errors = cells.tolist()
 
     first_right: list[int | None] = []
     regressed = np.zeros(m, dtype=bool)
@@ -273,11 +276,8 @@ def hard_example_board(steps: Sequence[int] | np.ndarray, ids: Sequence[str] | n
         hits = np.flatnonzero(ok[j])
         first_right.append(step_list[hits[0]] if len(hits) else None)
         regressed[j] = bool(len(hits)) and not ok[j, hits[0]:].all()
-    cells = np.empty((m, k), dtype=object)
-    cells[...] = errors if m and k else None
-    counts = [dict(zip(ERROR_TYPES, col))            # per checkpoint: how many examples of each type
-              for col in np.stack([(cells == t).sum(axis=0) for t in ERROR_TYPES]).reshape(len(ERROR_TYPES), k)
-              .T.tolist()]
+    per_type = np.stack([(cells == t).sum(axis=0) for t in ERROR_TYPES])     # (types, k)
+    counts = [dict(zip(ERROR_TYPES, col)) for col in per_type.T.tolist()]     # per checkpoint
     return HardExampleBoard(steps=step_list, ids=id_list, prompts=prompts_l, expected=expected_l,
                             categories=categories_l, correct=ok, answers=ans, error_types=errors,
                             first_right=first_right, regressed=regressed, error_type_counts=counts)
