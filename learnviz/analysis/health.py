@@ -17,14 +17,19 @@ run has moved on (a lasting change, not one broken checkpoint) and the next is c
 last of them, which then counts as healthy, so one alarm never turns into a flag on every later
 checkpoint:
 
-    accuracy_drop         accuracy_i - accuracy_r                     z < -threshold and the change < -floor
+    accuracy_drop         accuracy_i - accuracy_r                     z < -threshold and the change < -floor,
+                                                                      or half of accuracy_r lost (and 5 floors)
     regression_burst      share of probes right at r and wrong at i   z > threshold
     loss_spike            log(loss_i / loss_r), eval loss else training loss   z > threshold and > floor
-    geometry_drift_spike  RSA drift of the last pooled layer, r -> i  z > threshold
-    calibration_jump      ECE_i - ECE_r                               z > threshold and > floor (worse)
+    geometry_drift_spike  RSA drift of the last pooled layer, r -> i  z > threshold, not on a learning step
+    calibration_jump      ECE_i - ECE_r                               z > threshold and > floor (worse),
+                                                                      not on a learning step
 
 (For the changes, the value itself must go the bad way too: accuracy that plateaus after a climb
-is unusual, but it is no drop.)
+is unusual, but it is no drop. A learning step is one whose accuracy rose by more than the floor:
+a model taking off moves its representation and grows confident before it grows right, which
+is no fault. A checkpoint that lost half its reference's accuracy has dropped even when the run's
+recent steps were so unsteady, a take-off among them, that the z-score alone would not say so.)
 
 A signal is judged once its window holds at least `min_history` values; before that (the first
 checkpoints of a run), or where a value is missing (no loss logged), it is not. Every value in
@@ -133,11 +138,23 @@ def _signal(name: str, inp: HealthInputs, r: int, i: int) -> float:
     raise ValueError(f"unknown health signal {name!r}")
 
 
-def _bad(signal: str, value: float, z: float, z_threshold: float, floor: float) -> bool:
+GROSS_DROP = 5           # accuracy_drop: a loss of half the reference's accuracy and of this many floors
+
+
+def _bad(signal: str, value: float, z: float, z_threshold: float, floor: float, *,
+         learned: float = math.nan, before: float = math.nan) -> bool:
     """Beyond the threshold in the bad direction, and for the changes a real change that way: a
-    plateau after a climb is unusual but no drop, a loss that falls more slowly no spike."""
+    plateau after a climb is unusual but no drop, a loss that falls more slowly no spike.
+    `learned`: the accuracy change over the same step; on a step where accuracy climbs by more
+    than `floor` the representation moves and confidence runs ahead of accuracy (a model taking
+    off), so drift and calibration are not judged there. `before`: the reference's accuracy; a
+    checkpoint that lost half of it (and GROSS_DROP floors) has dropped, however unsteady the
+    run's recent steps were."""
     if signal == "accuracy_drop":
-        return z < -z_threshold and value < -floor
+        gross = value < -GROSS_DROP * floor and value < -before / 2
+        return (z < -z_threshold and value < -floor) or gross
+    if signal in ("geometry_drift_spike", "calibration_jump") and learned > floor:
+        return False
     if signal in ("loss_spike", "calibration_jump"):
         return z > z_threshold and value > floor
     return z > z_threshold
@@ -194,11 +211,14 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
                     continue
                 z = robust_z(v, past, floor)
                 zs[s][i] = z
-                bad = _bad(s, v, z, z_threshold, floor)
+                bad = _bad(s, v, z, z_threshold, floor, learned=values["accuracy_drop"][i],
+                           before=float(inp.accuracy[last_ok]))
                 if bad:
+                    gross = (" (half the reference's accuracy lost)" if s == "accuracy_drop" and z >= -z_threshold
+                             else "")
                     mine[s] = (f"{_WHAT[s].format(v=v, x=math.exp(min(v, 700)))} against the last healthy "
                                f"checkpoint; the trailing "
-                               f"window's median is {statistics.median(past):+.3f} (robust z {z:+.1f})")
+                               f"window's median is {statistics.median(past):+.3f} (robust z {z:+.1f}){gross}")
         z_flagged = bool(mine)
         if z_flagged and reference[-1] >= 0 and reference[-1] != i - 1:
             z_flagged = False       # the second flagged in a row: the new normal (flags kept, see above)

@@ -173,7 +173,7 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
     save_at = set(checkpoint_steps(cfg.steps, cfg.n_checkpoints))
     log_history: list[dict] = []
     written: list[Path] = []
-    running = 0.0
+    running, since = 0.0, 0
     t0 = time.time()
     bar = tqdm(total=cfg.steps, desc="train demo model", unit="step", disable=not progress)
     for step in range(1, cfg.steps + 1):
@@ -190,13 +190,14 @@ def train(out_dir: str | Path, cfg: DemoConfig | None = None, *, progress: bool 
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
         opt.step()
         running += loss.item()
+        since += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step in save_at:
-            n = cfg.log_every if step % cfg.log_every == 0 else 1
+            n = since       # the steps since the last row (a checkpoint between two log steps writes one)
             log_history.append({"epoch": round(step / cfg.steps, 4), "grad_norm": round(grad_norm, 4),
                                 "learning_rate": lr, "loss": round(running / n, 4), "step": step})
             bar.set_postfix(loss=f"{running / n:.3f}")
-            running = 0.0
+            running, since = 0.0, 0
             datalog.append(out_dir, step, fed)
             fed = {}
         if step in save_at:

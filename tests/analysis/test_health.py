@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from learnviz.analysis.health import SIGNALS, HealthInputs, health, robust_z
+from learnviz.analysis.health import SIGNALS, HealthInputs, _bad, health, robust_z
 
 
 def climb(k: int = 12, n: int = 400, seed: int = 0, bad: int | None = None) -> HealthInputs:
@@ -127,3 +127,45 @@ def test_resuming_before_a_changed_checkpoint_equals_judging_the_whole_run(chang
     whole = health(after_inputs, min_history=3)
     assert not np.array_equal(whole.values["calibration_jump"], before.values["calibration_jump"], equal_nan=True)
     _equal(health(after_inputs, min_history=3, resume=before, same=changed), whole)
+
+
+def plateau_then_takeoff(k: int = 12, n: int = 400, fault: int | None = None) -> HealthInputs:
+    """Accuracy flat near 0.1 for six checkpoints, then a take-off (0.1 -> 0.55 -> 0.8) with its
+    representation moving and its calibration worsening (confidence ahead of accuracy), then a
+    plateau; checkpoint `fault` (if any) loses most of what was learned."""
+    acc = np.asarray([0.1, 0.11, 0.1, 0.12, 0.11, 0.12, 0.55, 0.8, 0.81, 0.82, 0.82, 0.83][:k])
+    rng = np.random.default_rng(1)
+    order = rng.permutation(n)
+    correct = np.zeros((k, n), dtype=bool)
+    for i, a in enumerate(acc):
+        correct[i, order[: int(a * n)]] = True
+    if fault is not None:
+        correct[fault] = False
+        correct[fault, order[: int(0.15 * n)]] = True
+    ece = np.asarray([0.05, 0.05, 0.06, 0.05, 0.05, 0.06, 0.40, 0.25, 0.12, 0.1, 0.1, 0.1][:k])
+    drift = np.asarray([0.1, 0.1, 0.11, 0.1, 0.1, 0.1, 0.6, 0.4, 0.1, 0.1, 0.1, 0.1][:k])
+    return HealthInputs(accuracy=correct.mean(axis=1), correct=correct, loss=np.full(k, np.nan), ece=ece,
+                        drift=lambda r, i: float(drift[i]), weight_flags=[{} for _ in range(k)])
+
+
+def test_a_take_off_is_not_flagged_for_its_drift_or_calibration():
+    """Where accuracy climbs by more than the floor, the representation's drift and the
+    calibration's worsening are how a model learns: no flag. The same spikes on a flat step are."""
+    h = health(plateau_then_takeoff())
+    assert h.flagged == [], h.flags
+    assert h.z["calibration_jump"][6] > 3.5 and h.z["geometry_drift_spike"][6] > 3.5   # judged, and large
+    flat = plateau_then_takeoff()
+    flat.accuracy[6:] = flat.accuracy[5]
+    flat.correct[6:] = flat.correct[5]
+    assert {"calibration_jump", "geometry_drift_spike"} <= set(health(flat).flags[6])
+
+
+def test_a_checkpoint_that_loses_half_its_accuracy_is_flagged_after_a_take_off():
+    """After a take-off the trailing window of accuracy changes is unsteady, so a z-score alone
+    misses a collapse from 0.81 to 0.15; losing half the reference's accuracy is a drop."""
+    h = health(plateau_then_takeoff(fault=9))
+    assert h.flagged == [9] and "accuracy_drop" in h.flags[9], h.flags
+    # the demo's planted fault with today's libraries: -0.63 from 0.77, robust z -3.1
+    assert _bad("accuracy_drop", -0.63, -3.1, 3.5, 0.02, before=0.77)
+    assert not _bad("accuracy_drop", -0.08, -3.1, 3.5, 0.02, before=0.77)    # neither a z nor half
+    assert not _bad("accuracy_drop", -0.06, -3.1, 3.5, 0.02, before=0.1)     # half, but of little
