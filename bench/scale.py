@@ -87,6 +87,9 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+KEPT = ("series.h5", "hard_example_board.json", ".learnviz-rows.bin")    # what the series stage writes
+
+
 class Snapshot:
     """The run-level files one new checkpoint changes, kept to put the run back afterwards."""
 
@@ -97,7 +100,7 @@ class Snapshot:
         shutil.rmtree(self.keep, ignore_errors=True)
         self.keep.mkdir()
         self.history = (self.archive / "learning_history.jsonl").stat().st_size
-        for name in ("series.h5", "hard_example_board.json"):
+        for name in KEPT:
             if (self.archive / name).exists():
                 shutil.copy2(self.archive / name, self.keep / name)
         shutil.copytree(self.archive / "visualizations", self.keep / "visualizations")
@@ -108,7 +111,7 @@ class Snapshot:
         shutil.rmtree(self.run / "ckpts" / f"checkpoint-{step}", ignore_errors=True)
         with open(self.archive / "learning_history.jsonl", "r+b") as fh:
             fh.truncate(self.history)
-        for name in ("series.h5", "hard_example_board.json"):
+        for name in KEPT:
             if (self.keep / name).exists():
                 shutil.copy2(self.keep / name, self.archive / name)
         shutil.rmtree(self.archive / "visualizations")

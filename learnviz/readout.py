@@ -402,7 +402,7 @@ def read_board(archive_dir: str | Path, *, strict: bool = False) -> dict[str, An
 
 
 def row_stamp(a: Archive) -> str:
-    """What identifies the inputs of one checkpoint's row in series.h5 (learnviz.series_stage):
+    """What identifies the inputs of one checkpoint's row of the series (learnviz.series_stage):
     the archive, its step, and the key, status and times of its extract and analysis stages.
     Made once per version of the archive file, and kept on the view (made of the view's own header,
     it holds for as long as the view: the series asks twice per checkpoint of every checkpoint)."""
@@ -423,21 +423,27 @@ def _row_stamp(a: Archive) -> str:
 
 
 def series_rows(archive_dir: str | Path, archives: list[Archive], names: list[str]) -> dict[str, Any] | None:
-    """The per-checkpoint rows `names` that series.h5 keeps (each (k, ...), checkpoints in step
-    order), when they are those of exactly `archives` as they are now; None when series.h5 is
-    absent, unreadable or behind (a figure then reads the archives themselves)."""
+    """The per-checkpoint rows `names` that the series stage keeps (learnviz.row_log; each
+    (k, ...), checkpoints in step order), when the row log holds those of exactly `archives` as
+    they are now, made under the signature of the current series.h5; None when series.h5 is
+    absent, unreadable or failed, or a row is missing (a figure then reads the archives)."""
+    from . import row_log
     try:
         s = open_series_archive(archive_dir)
         info = s.stage(SERIES) if s is not None else None
-        if info is None or not info.ok:
+        if info is None or not info.ok or not archives:
             return None
-        rows = s.read(SERIES, [f"rows/{n}" for n in ["stamp", *names]])
+        signature = info.attrs.get("rows_signature")
     except (ArchiveError, OSError, KeyError, ValueError):
         return None
-    stamps = [str(x) for x in rows["rows/stamp"]]
-    if stamps != [row_stamp(a) for a in archives]:
+    log = row_log.load(row_log.log_path(archive_dir))
+    records = [log.rows.get(row_stamp(a)) for a in archives]
+    if any(r is None or r.signature != signature or r.step != a.step for r, a in zip(records, archives)):
         return None
-    return {n: rows[f"rows/{n}"] for n in names}
+    try:
+        return {n: np.stack([r.values[n] for r in records]) for n in names}
+    except (KeyError, ValueError):      # rows of differing shapes: a damaged log
+        return None
 
 
 def open_series_archive(archive_dir: str | Path) -> Archive | None:

@@ -2,18 +2,18 @@
 hard_example_board.json beside the archives.
 
 A new checkpoint must cost the same at checkpoint 500 as at checkpoint 10, so the stage does not
-read every archive again. It keeps one compact row per checkpoint in series.h5 (element `rows`):
-what the run-level results need from that checkpoint's extraction and analysis, a few kilobytes
-(which answer tokens are above the learned threshold, the category means of the token
-logprobs, the answers' logprobs and correctness, the hard examples' answers and error types, the
-error-position histogram and the mean entropy per answer position; the hard examples' token
-logprobs, which the figures read from here: learnviz.plots.sources). Each row
-is keyed by the checkpoint's stamp: its archive's file name, step and the key, status and times
-of its `extract` and `analysis` stages. A run of the stage reads only the archives whose stamp
-has no row (the new checkpoint, one inserted out of order, one rewritten), drops rows whose
-checkpoint left the series, and computes every result from the stacked rows with the same
-functions a full recompute uses (`series_data(..., rows=False)`, which reads every archive); a
-test holds the two equal.
+read every archive again. It keeps one compact row per checkpoint in an append-only log beside
+the archives (`.learnviz-rows.bin`, learnviz.row_log): what the run-level results need from that
+checkpoint's extraction and analysis, a few kilobytes (which answer tokens are above the learned
+threshold, the category means of the token logprobs, the answers' logprobs and correctness, the
+hard examples' answers and error types, the error-position histogram and the mean entropy per
+answer position; the hard examples' token logprobs, which the figures read from there:
+learnviz.plots.sources). Each row is keyed by the checkpoint's stamp: its archive's file name,
+step and the key, status and times of its `extract` and `analysis` stages. A run of the stage
+reads only the archives whose stamp has no row (the new checkpoint, one inserted out of order,
+one rewritten) and appends their rows, leaves out rows whose checkpoint left the series, and
+computes every result from the stacked rows with the same functions a full recompute uses
+(`series_data(...)` without a log, which reads every archive); a test holds the two equal.
 
 Extending it: a per-checkpoint value is one more entry of ROW_FIELDS (a function of the
 checkpoint's `Row` returning a fixed-shape array); a series-level result is one more entry of
@@ -23,7 +23,9 @@ row's content changes: stored rows of another version are computed again.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import archive as arc
-from . import insight
+from . import insight, row_log
 from .analysis.hard_examples import forget_row_text
 from .common import short_hash, write_atomic
 from .readout import board_written, read_analysis, row_stamp, stage_ok
@@ -39,7 +41,8 @@ from .results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
 from .settings import Settings
 
 ROW_VERSION = 2
-ROWS = "rows"
+REWRITE_AFTER = 32      # the row log is rewritten when it holds more dead records than this and than live ones
+log_ = logging.getLogger(__name__)
 EXTRACT_ELEMENTS = ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"]
 META_ELEMENTS = ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"]
 ERROR_CODES = (None, "empty", "wrong_polarity", "wrong_token", "malformed")   # hard_error: index into this
@@ -168,71 +171,53 @@ class Rows:
     values: dict[str, np.ndarray]
     read: int = 0                   # rows read from archives this time (the others were kept)
     derived: dict = field(default_factory=dict)   # what several results share, built once (the board)
-
-    def to_archive(self) -> dict:
-        return {"stamp": np.asarray(self.stamps, dtype=object), "step": self.steps, **self.values}
+    fresh: list[int] = field(default_factory=list)   # the indices of the rows read this time
 
 
-def stored_rows(path: Path, ctx: Context) -> dict[str, Any] | None:
-    """series.h5's rows when they were made under `ctx`'s signature; None otherwise. A process
-    that wrote this version of the file (a worker, the series stage of the last checkpoint) has
-    them in memory (`_remember_rows`): megabytes at 500 checkpoints, not read again."""
-    version = arc.file_version(path)
-    if version is not None:
-        hit = _kept_rows.get(str(path))
-        if hit is not None and hit[0] == version and hit[1] == ctx.signature:
-            return hit[2]
-    try:
-        s = arc.Archive(path) if path.exists() else None
-        info = s.stage(SERIES) if s is not None else None
-        if info is None or not info.ok or info.attrs.get("rows_signature") != ctx.signature:
-            return None
-        if ROWS not in s.read_keys(SERIES):
-            return None
-        rows = s.read(SERIES, [ROWS])[ROWS]
-    except (arc.ArchiveError, OSError, KeyError, ValueError):
-        return None      # unreadable or of another layout: every row is read again
-    if set(rows) != set(ROW_FIELDS) | {"stamp", "step"}:
-        return None
-    return rows
 
-
-# series.h5 -> (its file version, the rows' signature, the rows): the rows this process wrote last
-_kept_rows: dict[str, tuple[tuple, str, dict[str, Any]]] = {}
-arc.on_clear(_kept_rows.clear)
 arc.on_clear(forget_row_text)       # the board's text, kept by its writer
 
 
-def _remember_rows(path: Path, ctx: Context, rows: Rows) -> None:
-    version = arc.file_version(path)
-    if version is not None:
-        if len(_kept_rows) >= 8 and str(path) not in _kept_rows:
-            _kept_rows.clear()
-        _kept_rows[str(path)] = (version, ctx.signature, rows.to_archive())
-
-
-def collect_rows(archives: list[arc.Archive], ctx: Context, stored: dict[str, Any] | None) -> Rows:
-    """The rows of `archives` (in step order): kept ones from `stored` where the stamp matches,
-    the others read from their archives."""
+def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | None) -> Rows:
+    """The rows of `archives` (in step order): those the row log holds for their stamps (made
+    under `ctx`'s signature, of the same layout), the others read from their archives
+    (`Rows.fresh`: to be appended to the log)."""
+    sig = ctx.signature
     stamps = [stamp(a) for a in archives]
-    where = {str(s): i for i, s in enumerate(stored["stamp"])} if stored is not None else {}
-    kept = [(j, where[s]) for j, s in enumerate(stamps) if s in where]
-    fresh = {j: read_row(a, ctx) for j, (a, s) in enumerate(zip(archives, stamps)) if s not in where}
-    k = len(archives)
+    kept: dict[int, row_log.Record] = {}
+    if log is not None:
+        for j, (a, s) in enumerate(zip(archives, stamps)):
+            rec = log.rows.get(s)
+            if rec is not None and rec.signature == sig and rec.step == a.step:
+                kept[j] = rec
+    fresh = {j: read_row(a, ctx) for j, a in enumerate(archives) if j not in kept}
+    # every row has one layout: a row read now has the right one; without any, the most common
+    # kept one. A kept row of another (a damaged log) is read again; when that row disagrees with
+    # the most common layout, the log is not trusted at all.
+    if fresh:
+        layout = row_log.layout_of(next(iter(fresh.values())))
+    else:
+        layout = max(Counter(rec.layout for rec in kept.values()).items(), key=lambda kv: kv[1])[0]
+    odd = [j for j, rec in kept.items() if rec.layout is not layout and rec.layout != layout]
+    for j in odd:
+        del kept[j]
+        fresh[j] = read_row(archives[j], ctx)
+    if any(row_log.layout_of(fresh[j]) != layout for j in odd):
+        fresh.update((j, read_row(archives[j], ctx)) for j in kept)
+        kept.clear()
+        layout = row_log.layout_of(fresh[len(archives) - 1])
+    for j, row in fresh.items():
+        if row_log.layout_of(row) != layout:
+            name, shape = next((n, np.shape(v)) for n, v in row.items()
+                               if (n, np.shape(v)) not in {(x[0], x[2]) for x in layout})
+            want = next(x[2] for x in layout if x[0] == name)
+            raise ValueError(f"{archives[j].path.name}: its {name} has shape {shape}, the other checkpoints' {want}")
     values: dict[str, np.ndarray] = {}
     for name in ROW_FIELDS:
-        sample = next(iter(fresh.values()))[name] if fresh else stored[name][0]
-        out = np.empty((k,) + np.shape(sample), dtype=np.asarray(sample).dtype if name != "hard_answer" else object)
-        if kept:
-            dst, src = zip(*kept)
-            out[list(dst)] = np.asarray(stored[name])[list(src)]
-        for j, row in fresh.items():
-            if np.shape(row[name]) != np.shape(sample):
-                raise ValueError(f"{archives[j].path.name}: its {name} has shape {np.shape(row[name])}, the "
-                                 f"other checkpoints' {np.shape(sample)}")
-            out[j] = row[name]
-        values[name] = out
-    return Rows(np.asarray([a.step for a in archives], dtype=np.int64), stamps, values, read=len(fresh))
+        parts = [kept[j].values[name] if j in kept else fresh[j][name] for j in range(len(archives))]
+        values[name] = np.stack(parts)
+    return Rows(np.asarray([a.step for a in archives], dtype=np.int64), stamps, values, read=len(fresh),
+                fresh=sorted(fresh))
 
 
 # ---------------------------------------------------------------- the results, from the rows
@@ -324,26 +309,46 @@ def context(archives: list[arc.Archive], s: Settings) -> Context:
     return Context(meta, offsets, float(s.learned_threshold))
 
 
-def series_data(archives: list[arc.Archive], s: Settings, *, rows: bool = True,
-                path: Path | None = None) -> tuple[dict, Rows, Context]:
-    """(series.h5's elements, the rows, their context). `rows`: keep the rows stored in `path`
-    whose stamps match; False reads every archive."""
+def series_data(archives: list[arc.Archive], s: Settings, *,
+                log: row_log.Log | None = None) -> tuple[dict, Rows, Context]:
+    """(series.h5's elements, the rows, their context). The rows that `log` (learnviz.row_log)
+    holds for the archives' stamps are taken from it; without a log every archive is read."""
     ctx = context(archives, s)
-    stored = stored_rows(path, ctx) if rows and path is not None else None
-    stacked = collect_rows(archives, ctx, stored)
+    stacked = collect_rows(archives, ctx, log)
     data: dict = {"steps": stacked.steps}
     for fn in RESULTS.values():
         data.update(fn(stacked, ctx))
-    data[ROWS] = stacked.to_archive()
     return data, stacked, ctx
+
+
+def store_rows(folder: Path, ctx: Context, rows: Rows, log: row_log.Log | None) -> None:
+    """Append the rows read this time to the row log; rewrite it with only the live rows when
+    it is not clean, `log` is None (every row was read again) or it would hold more records of
+    rows no checkpoint has any more than live ones (amortised: a constant cost per checkpoint)."""
+    path = row_log.log_path(folder)
+    sig, live = ctx.signature, len(rows.stamps)
+
+    def record(j: int) -> tuple:
+        return sig, rows.stamps[j], int(rows.steps[j]), {n: rows.values[n][j] for n in ROW_FIELDS}
+
+    dead = (log.records if log is not None else 0) + len(rows.fresh) - live
+    try:
+        if log is None or not log.clean or log.ident is None or dead > max(live, REWRITE_AFTER):
+            row_log.rewrite(path, [record(j) for j in range(live)])
+        else:
+            row_log.append(path, [record(j) for j in rows.fresh])
+    except OSError as exc:      # a read-only archive folder: the next run reads every row again
+        log_.warning("%s: the series rows could not be kept (%s)", path, exc)
 
 
 def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, rows: bool = True) -> Path:
     """Results across every checkpoint -> series.h5 (+ hard_example_board.json). `rows=False`
-    reads every archive again instead of keeping the stored rows (`learnviz analyze --force`)."""
+    reads every archive again instead of keeping the logged rows (`learnviz analyze --force`)."""
     t0 = time.perf_counter()
     path = archives[0].path.parent / arc.SERIES_NAME
-    data, stacked, ctx = series_data(archives, s, rows=rows, path=path)
+    log = row_log.load(row_log.log_path(path.parent)) if rows else None
+    data, stacked, ctx = series_data(archives, s, log=log)
+    store_rows(path.parent, ctx, stacked, log)
     # health flags and data impact (learnviz.insight): from the same rows, apart from RESULTS
     # because they also read the history, the data log and a geometry or two
     health = insight.series_health(archives, s, stacked.values["correct"])
@@ -360,7 +365,6 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
                     data=data, attrs={"learned_threshold": s.learned_threshold, "rows_signature": ctx.signature,
                                       "rows_read": stacked.read},
                     timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
-    _remember_rows(path, ctx, stacked)
     b = board(stacked, ctx)
     if b is not None:
         write_atomic(archives[0].path.parent / BOARD_FILE, b.to_json_text())

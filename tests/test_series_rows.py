@@ -14,6 +14,7 @@ import pytest
 
 from learnviz import analyze as an
 from learnviz import archive as arc
+from learnviz import row_log, series_stage
 from learnviz.analysis.cartography import cartography
 from learnviz.analysis.errors import error_position_trend
 from learnviz.analysis.hard_examples import hard_example_board
@@ -150,11 +151,18 @@ def check(settings: Settings) -> int:
     an.run_series(archives, settings)
     path = settings.archive_dir() / arc.SERIES_NAME
     stored = arc.Archive(path).read(SERIES)
-    rows = stored.pop("rows")
     want, board = full_recompute(archives, settings)
     assert_same(stored, want)
     assert json.loads((settings.archive_dir() / BOARD_FILE).read_text()) == board
-    assert [int(s) for s in rows["step"]] == [a.step for a in archives]
+    # the logged rows are those read afresh from every archive, in this process and in a new one
+    ctx = series_stage.context(archives, settings)
+    afresh = series_stage.collect_rows(archives, ctx, None)
+    for new_process in (False, True):
+        if new_process:
+            arc.clear_memo()
+        logged = series_stage.collect_rows(archives, ctx, row_log.load(row_log.log_path(settings.archive_dir())))
+        assert logged.read == 0 and logged.stamps == afresh.stamps
+        assert_same(logged.values, afresh.values)
     with h5py.File(path, "r") as f:
         return int(f[SERIES].attrs["rows_read"])
 
@@ -183,6 +191,83 @@ def test_kept_rows_equal_a_full_recompute(tmp_path):
     analyse(s)
     check(s)
     assert check(s) == 0                         # nothing new: nothing read
+
+
+def test_a_new_checkpoint_appends_its_row_and_nothing_else(tmp_path):
+    """The row log is appended to: a new checkpoint adds one record, the bytes before it are
+    untouched, and rows of checkpoints that left the run are dropped once they outnumber the live
+    ones (a rewrite), so the log stays within about twice its live size."""
+    s = Settings(archive=str(tmp_path))
+    log = row_log.log_path(tmp_path)
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    check(s)
+    before = log.read_bytes()
+    write_extract(tmp_path, 400, seed=400)
+    analyse(s)
+    assert check(s) == 1
+    after = log.read_bytes()
+    assert after[:len(before)] == before and len(after) > len(before)
+    arc.clear_memo()
+    assert row_log.load(log).records == 4
+    for seed in range(40):                  # checkpoint 400's archive rewritten again and again
+        write_extract(tmp_path, 400, seed=1000 + seed)
+        analyse(s)
+        an.run_series(series(tmp_path), s)
+        arc.clear_memo()
+        assert row_log.load(log).records <= 4 + series_stage.REWRITE_AFTER + 1
+    check(s)
+
+
+@pytest.mark.parametrize("fault", ["torn", "damaged", "misshapen", "replaced"])
+def test_a_torn_or_damaged_row_log_is_read_up_to_the_fault_and_rewritten(tmp_path, fault):
+    """A writer stopped mid-append leaves a torn record; a flipped byte fails its checksum; a record
+    of another shape (checksum and all) cannot be stacked; another process may replace the log.
+    Each reads as far as it can, the rows it lacks are read from their archives, and the series
+    equals a full recompute."""
+    s = Settings(archive=str(tmp_path))
+    log = row_log.log_path(tmp_path)
+    for step in (100, 200, 300, 400):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    check(s)
+    row_log.load(log)                        # this process has parsed it: what changes must be noticed
+    data = log.read_bytes()
+    if fault == "torn":
+        log.write_bytes(data[: len(data) - 7])
+    elif fault == "damaged":
+        at = len(data) // 2
+        log.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+    elif fault == "misshapen":                # the newest row again, one value short, checksum valid
+        rec = row_log.load(log).rows[series_stage.stamp(series(tmp_path)[-1])]
+        values = dict(rec.values)
+        values["answer_logprob"] = values["answer_logprob"][:-1]
+        with open(log, "ab") as fh:
+            fh.write(row_log.encode(rec.signature, rec.stamp, rec.step, values))
+    else:                                     # another process rewrote it: the same size, other bytes
+        records = list(row_log.load(log).rows.values())
+        log.unlink()
+        row_log.rewrite(log, [(r.signature, r.stamp, r.step, r.values) for r in reversed(records)])
+        arc.clear_memo()
+        row_log.load(log)
+        other = row_log.encode("other", "stamp", 1, {})
+        log.write_bytes(other + b"\0" * (len(data) - len(other)))     # in place: the same size
+    got = row_log.load(log)
+    if fault == "replaced":
+        assert set(got.rows) == {"stamp"}
+    else:
+        assert len(got.rows) == (4 if fault == "misshapen" else 3 if fault == "torn" else len(got.rows))
+        assert fault == "misshapen" or not got.clean
+    archives = series(tmp_path)
+    read = check(s)
+    assert read == {"torn": 1, "misshapen": 1, "replaced": 4}.get(fault, read) and read >= 1
+    clean = row_log.load(log)
+    assert clean.clean and clean.records == (4 if fault != "misshapen" else 6)    # + the bad one, its fix
+    arc.clear_memo()
+    again = row_log.load(log)
+    assert again.clean and sorted(again.rows) == sorted(series_stage.stamp(a) for a in archives)
+    assert check(s) == 0
 
 
 def test_status_does_not_read_back_the_board_the_series_wrote(tmp_path, monkeypatch):
