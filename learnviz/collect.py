@@ -19,7 +19,6 @@ from . import archive as arc
 from . import history, scan_cache
 from .checkpoints import (
     Checkpoint,
-    candidate_paths,
     checkpoint_tokenizer,
     fingerprint,
     forget_fingerprints,
@@ -102,7 +101,13 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         return shared[parent] or path
 
     found = []       # (step, path, the checkpoint looked at or None, its scan_cache entry or None)
-    for where in candidate_paths(root, exclude=[archive_dir], nested=False):
+    known = []       # (step, path, entry): current by the watches alone (a long-lived process)
+    tail = currency("")[1:]
+    for where in cache.candidates(root, [archive_dir]):
+        e = cache.known_current(where, tail, tok_folder_of)
+        if e is not None:
+            known.append((e["step"], where, e))
+            continue
         e = cache.lookup(where, tok_folder_of)
         if e is not None:
             found.append((e["step"], where, None, e))
@@ -112,11 +117,11 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             found.append((ck.step, str(ck.path), ck, None))
     found.sort(key=lambda f: f[:2])
     jobs = []
-    for _, where, ck, e in found:
+    now_current = [(step, where, e["archive"]) for step, where, e in known]    # ... and their archives' names
+    for step, where, ck, e in found:
         if e is not None:
             if cache.current(e, currency(e["fingerprint"])):
-                if current is not None:
-                    current.append(archive_dir / e["archive"])
+                now_current.append((step, where, e["archive"]))
                 continue
             path = Path(where)
             ck = Checkpoint(path=path, step=e["step"], state=e["state"], reason=e["reason"],
@@ -138,8 +143,9 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             jobs.append(job)
         else:
             cache.keep_current(e, currency(job.key.fingerprint), job.archive_version)
-            if current is not None:
-                current.append(job.archive_path)
+            now_current.append((step, where, job.archive_path.name))
+    if current is not None:      # in step order, as the jobs
+        current.extend(archive_dir / name for _, _, name in sorted(now_current))
     cache.save()
     return jobs
 

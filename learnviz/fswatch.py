@@ -33,6 +33,7 @@ import time
 TRUST_SECONDS = 600.0
 MAX_WATCHES = 4096        # per process, and at most a quarter of the user's (fs.inotify.max_user_watches):
                           # editors and other tools need theirs; a folder beyond it is statted each scan
+SUBSCRIBED_EVENTS = 100_000   # names kept for a subscriber that has not taken them; beyond: lost
 REMOTE = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "fuse.sshfs", "fuse.rclone", "fuse.s3fs",
           "fuse.gcsfuse", "glusterfs", "fuse.glusterfs", "lustre", "ceph", "fuse.ceph", "gpfs", "beegfs", "virtiofs")
 
@@ -62,6 +63,8 @@ class Watcher:
         self._by_wd: dict[int, str] = {}
         self._marks: dict[tuple[str, str], float] = {}   # (folder, "" or a file name) -> when checked
         self._local: dict[int, bool] = {}            # device -> not a network file system
+        # subscriber -> (its folder, the names reported in it since its last `take`; None: some were lost)
+        self._subs: dict[object, tuple[str, set[str] | None]] = {}
         self.cap = MAX_WATCHES
         try:
             with open("/proc/sys/fs/inotify/max_user_watches") as fh:
@@ -77,6 +80,7 @@ class Watcher:
             self._folders.clear()
             self._by_wd.clear()
             self._marks.clear()
+            self._subs.clear()
 
     def watch(self, folder: str) -> bool:
         """Watch `folder` (a path as the caller names it); False when it cannot be (gone, on a
@@ -109,6 +113,23 @@ class Watcher:
         when = self._marks.get((folder, name))       # one lookup: atomic, no lock needed
         return when is not None and when > (since if since is not None else self.trusted_since())
 
+    def subscribe(self, key: object, folder: str) -> None:
+        """Record for `key` the names of the entries of `folder` (watched) that the events read from
+        now on concern (`take`): a caller that keeps something derived from the folder (its
+        listing) updates it from those names instead of listing the folder again."""
+        with self._lock:
+            self._subs[key] = (folder, set())
+
+    def take(self, key: object) -> set[str] | None:
+        """The names reported in `key`'s folder since its last `take` ("" for the folder itself),
+        and recording goes on; None when `key` never subscribed or events were lost."""
+        with self._lock:
+            if key not in self._subs:
+                return None
+            folder, got = self._subs[key]
+            self._subs[key] = (folder, set() if got is not None else None)
+            return got
+
     @staticmethod
     def trusted_since() -> float:
         return time.monotonic() - TRUST_SECONDS
@@ -133,10 +154,17 @@ class Watcher:
                     at += _EVENT.size + n
                     if mask & IN_Q_OVERFLOW:       # events were lost: nothing is known to be unchanged
                         self._marks.clear()
+                        for key, (f, _) in self._subs.items():
+                            self._subs[key] = (f, None)
                         continue
                     folder = self._by_wd.get(wd)
                     if folder is None:
                         continue
+                    for key, (f, got) in self._subs.items():
+                        if f == folder and got is not None:
+                            got.add(os.fsdecode(name) if name else "")
+                            if len(got) > SUBSCRIBED_EVENTS:      # nobody takes them: stop keeping
+                                self._subs[key] = (f, None)
                     self._marks.pop((folder, ""), None)
                     if name:
                         self._marks.pop((folder, os.fsdecode(name)), None)

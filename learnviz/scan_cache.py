@@ -35,6 +35,8 @@ from .checkpoints import (
     TOKENIZER_FILES,
     WEIGHT_NAMES,
     Checkpoint,
+    _looks_like,
+    candidate_paths,
     file_identity,
     has_tokenizer,
     scan_memo_dict,
@@ -52,11 +54,16 @@ MARGIN_NS = 2_000_000_000   # a file's change time is the kernel's coarse clock:
 # archive folder -> (the file's version, entries): what this process last read or wrote
 _kept: dict[str, tuple[tuple | None, dict[str, dict]]] = {}
 _scans: dict[str, int] = {}     # archive folder -> the scans of it this process began
+LISTING = "\0listing"           # the mark of a watched run folder's listing (no file has this name)
+# (run folder, excluded paths) -> (its candidate checkpoint folders, sorted; the other entries that
+# are looked at again each scan: folders that do not look like checkpoints yet, and links)
+_listings: dict[tuple, tuple[list[str], list[str]]] = {}
 
 
 def forget() -> None:
     _kept.clear()
     _scans.clear()
+    _listings.clear()
     forget_watches()
 
 
@@ -90,6 +97,8 @@ class ScanCache:
         self.seen: set[str] = set()       # the checkpoint folders this scan looked at
         self.memo = scan_memo_dict()      # the scan's memo (checkpoints.scan_memo): each folder once
         self.changed = False
+        self._folder = str(self.archive_dir)
+        self._tok: dict[str, tuple] = {}      # run folder -> where its checkpoints without a tokenizer read one
         self.version, entries = self._load()
         self.entries: dict[str, dict] = dict(entries)
         # A process that scans this run again is a long-lived one (a worker, `--watch`): from its
@@ -139,6 +148,68 @@ class ScanCache:
             tok = tok_folder_of(path)
             if tok != e["tok"] or (tok != path and tokenizer_signature(tok, self.memo) != e["toksig"]):
                 return None
+        return e
+
+    def candidates(self, root: Path, exclude: list[Path]) -> list[str]:
+        """`checkpoints.candidate_paths(root, exclude=exclude, nested=False)`. In a long-lived process
+        (from its second scan of the run on) the run folder is watched: its listing is kept, and a
+        scan looks again only at the entries the kernel reported (a checkpoint folder added, removed
+        or renamed) and at those that were no checkpoint folder (one may become one: its
+        config.json written), not at every folder of a run of 500."""
+        w = self.watch
+        if w is None:
+            return candidate_paths(root, exclude=exclude, nested=False)
+        top = str(root)
+        if not os.path.isdir(top):
+            return candidate_paths(root, exclude=exclude, nested=False)     # says what is wrong
+        excluded = frozenset(str(p.resolve()) for p in exclude)
+        key = ("listing", top, excluded)
+        kept = _listings.get(key)
+        names = w.take(key)
+        if kept is not None and names is not None and w.checked(top, LISTING, since=self.since):
+            found, others = _relist(top, excluded, kept, names)
+        else:
+            watched = w.watch(top)      # before the listing: a change while it lists is reported
+            if watched:
+                w.subscribe(key, top)
+            found, others = _list(top, excluded)
+            if watched:
+                w.mark(top, LISTING)
+        _listings[key] = (found, others)
+        return ([top] if os.path.exists(os.path.join(top, "config.json")) else []) + found
+
+    def known_current(self, path: str, tail: tuple, tok_folder_of) -> dict | None:
+        """The entry of the checkpoint folder `path` when the watches alone say that its files and
+        its archive are as they were and that the archive was current for (its fingerprint,
+        *`tail`): what `lookup` and `current` find without a stat, at a fraction of their cost
+        (a scan of a long run asks this of every checkpoint). None: ask them."""
+        w = self.watch
+        e = self.entries.get(path)
+        if w is None or e is None or e["links"] or e["context"] != self.context:
+            return None
+        c = e["current"]
+        if c is None or c[0][0] != e["fingerprint"] or c[0][1:] != tail:
+            return None
+        marks, since = w._marks, self.since          # Watcher.checked, inlined: 500 checkpoints a scan
+        t = marks.get((path, ""))
+        if t is None or t <= since:
+            return None
+        t = marks.get((self._folder, e["archive"]))
+        if t is None or t <= since:
+            return None
+        if not e["own"]:
+            parent = path.rpartition(os.sep)[0]
+            shared = self._tok.get(parent)
+            if shared is None:            # the same for every checkpoint of the folder (None: its own folder)
+                where = tok_folder_of(path)
+                shared = self._tok[parent] = ((None, None) if where == path
+                                              else (where, tokenizer_signature(where, self.memo)))
+            if shared[0] is None:
+                if e["tok"] != path:
+                    return None
+            elif shared[0] != e["tok"] or shared[1] != e["toksig"]:
+                return None
+        self.seen.add(path)
         return e
 
     def keep(self, ck: Checkpoint, fingerprint: str, tok: str, archive: str) -> dict | None:
@@ -220,6 +291,61 @@ class ScanCache:
         except OSError:
             return            # a read-only archive folder: the next scan looks at everything again
         _kept[str(self.archive_dir)] = (stat_id(str(self.path)), dict(self.entries))
+
+
+def _classify(top: str, real: str, path: str, excluded: frozenset) -> tuple[bool, bool]:
+    """(whether the entry `path` of `top` is a candidate checkpoint folder, whether it is to be
+    looked at again next time: a visible folder that is no candidate yet, or a link)."""
+    name = os.path.basename(path)
+    if name.startswith((".", "tmp")):
+        return False, False
+    try:
+        link = os.path.islink(path)
+        if not os.path.isdir(path):
+            return False, link
+        if excluded and (os.path.realpath(path) if link else os.path.join(real, name)) in excluded:
+            return False, False
+    except OSError:
+        return False, False
+    ok = _looks_like(path)
+    return ok, link or not ok
+
+
+def _list(top: str, excluded: frozenset) -> tuple[list[str], list[str]]:
+    try:
+        with os.scandir(top) as it:
+            paths = sorted(e.path for e in it)
+    except OSError:
+        return [], []
+    real = os.path.realpath(top)
+    found, others = [], []
+    for p in paths:
+        ok, again = _classify(top, real, p, excluded)
+        if ok:
+            found.append(p)
+        elif again:
+            others.append(p)
+    return found, others
+
+
+def _relist(top: str, excluded: frozenset, kept: tuple[list[str], list[str]],
+            names: set[str]) -> tuple[list[str], list[str]]:
+    """The kept listing, with the entries `names` (reported changed) and the kept others looked at again."""
+    found, others = kept
+    changed = {os.path.join(top, n) for n in names if n and os.sep not in n}
+    if not changed and not others:
+        return found, others
+    real = os.path.realpath(top)
+    still = [p for p in found if p not in changed] if changed else list(found)
+    new_others = []
+    for p in sorted(changed | set(others)):
+        ok, again = _classify(top, real, p, excluded)
+        if ok:
+            still.append(p)
+        elif again:
+            new_others.append(p)
+    still.sort()
+    return still, new_others
 
 
 def _tuples(rows) -> tuple:

@@ -53,6 +53,18 @@ def _fresh_plan(settings):
             cache.write_bytes(kept)
 
 
+def _fresh_plan_here(settings):
+    """`_fresh_plan` without forgetting what this process keeps (the caller hides it)."""
+    cache = settings.archive_dir() / scan_cache.NAME
+    kept = cache.read_bytes() if cache.exists() else None
+    cache.unlink(missing_ok=True)
+    try:
+        return _plan(settings, new_process=False)
+    finally:
+        if kept is not None:
+            cache.write_bytes(kept)
+
+
 def test_a_scan_reads_only_what_changed_and_plans_as_a_fresh_scan(settings, tmp_path, tokenizer, counted):
     settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
                                    hard_examples="")
@@ -232,6 +244,55 @@ def test_a_long_lived_scan_checks_only_what_the_kernel_reports_changed(settings,
     assert sorted(set(counted)) == ["checkpoint-20", "checkpoint-40"]
     assert "checkpoint-30" not in stats and "checkpoint-30.h5" not in stats and "checkpoint-10.h5" in stats
     assert changed == _fresh_plan(settings)
+
+
+def test_a_long_lived_scan_keeps_the_run_folders_listing_and_follows_what_the_kernel_reports(
+        settings, tmp_path, tokenizer, counted, monkeypatch):
+    """A watched run folder is listed once: later scans look again only at the entries reported
+    changed and at those that were no checkpoint folder yet. A checkpoint added, one renamed into
+    place from a temporary name, one removed, and a folder that becomes a checkpoint when its
+    config.json is written are each found, and every scan plans exactly what a fresh scan plans."""
+    from learnviz import fswatch
+    if fswatch.watcher() is None:
+        pytest.skip("no inotify here")
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
+                                   hard_examples="")
+    root = Path(settings.checkpoints)
+    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
+    listed = []
+    real = scan_cache._list
+    monkeypatch.setattr(scan_cache, "_list", lambda *a: listed.append(a[0]) or real(*a))
+    arc.clear_memo()
+    _plan(settings, new_process=False)
+    _plan(settings, new_process=False)            # watched from here on: listed this once more
+    assert listed == [str(root)]
+
+    def same_as_fresh():
+        got = _plan(settings, new_process=False)
+        kept, scans = dict(scan_cache._kept), dict(scan_cache._scans)    # this process's state, put back after
+        scan_cache._kept.clear()
+        scan_cache._scans.clear()          # a first scan: no watches, nothing kept, the folder listed
+        try:
+            assert got == _fresh_plan_here(settings)
+        finally:
+            scan_cache._kept.clear()
+            scan_cache._kept.update(kept)
+            scan_cache._scans.clear()
+            scan_cache._scans.update(scans)
+        return {name for name, *_ in got[0]}, set(got[1])
+
+    final = make_checkpoint(tmp_path / "staging" / "final", tokenizer, step=50, seed=5)
+    (final / "config.json").rename(tmp_path / "staging" / "config.json")
+    shutil.move(str(final), str(root / "final"))          # a folder that is no checkpoint yet
+    make_checkpoint(root / "tmp-checkpoint-60", tokenizer, step=60, seed=6)
+    jobs, current = same_as_fresh()
+    assert "final" not in jobs and "checkpoint-60" not in jobs
+    (root / "tmp-checkpoint-60").rename(root / "checkpoint-60")           # renamed into place
+    (tmp_path / "staging" / "config.json").rename(root / "final" / "config.json")   # now a checkpoint
+    shutil.rmtree(root / "checkpoint-30")
+    jobs, current = same_as_fresh()
+    assert {"final", "checkpoint-60"} <= jobs and current == {"checkpoint-10.h5", "checkpoint-20.h5"}
+    assert listed == [str(root)]                   # none of it listed the folder again
 
 
 def test_watches_are_not_trusted_for_linked_files_remote_folders_or_when_turned_off(settings, counted, stats,
