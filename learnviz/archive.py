@@ -47,6 +47,7 @@ import h5py
 import numpy as np
 from filelock import FileLock
 
+from . import fswatch
 from .errors import LearnvizError
 from .version import __version__
 
@@ -916,6 +917,9 @@ def _unreadable(path: Path, error: ArchiveError) -> Unreadable:
     return Unreadable(path, step, str(error), error.field, isinstance(error, ForeignArchiveError))
 
 
+VIEW_MARK = "view"     # scan_archives' watch mark: the file is the version of its kept view
+
+
 def scan_archives(archive_dir: str | Path) -> Listing:
     """Every checkpoint archive in the folder: the readable ones sorted by step, and the unreadable
     ones with their reason (sorted by step, unknown steps last). A file that vanishes while it is
@@ -929,13 +933,27 @@ def scan_archives(archive_dir: str | Path) -> Listing:
     index = folder_index(archive_dir)
     before = _listings.get(archive_dir, {})
     now: dict[str, Archive] = {}
+    # A long-lived process that scans this run watches its archive folder (learnviz.fswatch): an
+    # archive that reported nothing since its view was checked is that view, without a stat.
+    folder, w = str(archive_dir), fswatch.existing()
+    if w is not None and before and w.watching(folder):
+        w.drain()
+        since = w.trusted_since()
+    else:
+        w = None
     for name in names:
         if not name.endswith(SUFFIX) or name.startswith(".") or name == SERIES_NAME:
             continue
         seen = before.get(name)
-        if seen is not None and file_version(seen.path) == seen.version:
-            now[name] = seen          # unchanged since the last listing: the same view
-            continue
+        if seen is not None:
+            if w is not None and w.checked(folder, name, VIEW_MARK, since=since):
+                now[name] = seen
+                continue
+            if file_version(seen.path) == seen.version:
+                now[name] = seen          # unchanged since the last listing: the same view
+                if w is not None:
+                    w.mark(folder, name, VIEW_MARK)
+                continue
         p = archive_dir / name
         try:
             now[name] = Archive(p, index=index)

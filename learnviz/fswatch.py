@@ -61,7 +61,8 @@ class Watcher:
         self._lock = threading.Lock()
         self._folders: dict[str, int] = {}          # folder -> watch descriptor
         self._by_wd: dict[int, str] = {}
-        self._marks: dict[tuple[str, str], float] = {}   # (folder, "" or a file name) -> when checked
+        self._marks: dict[tuple, float] = {}   # (folder, "" or a file name[, tag]) -> when checked
+        self._tags: set[str] = set()           # the tags marks were made with
         self._local: dict[int, bool] = {}            # device -> not a network file system
         # subscriber -> (its folder, the names reported in it since its last `take`; None: some were lost)
         self._subs: dict[object, tuple[str, set[str] | None]] = {}
@@ -100,18 +101,25 @@ class Watcher:
             self._by_wd[wd] = folder
             return True
 
-    def mark(self, folder: str, name: str = "") -> None:
-        """The caller checked `folder` (or its file `name`) after `watch(folder)` returned True."""
+    def mark(self, folder: str, name: str = "", tag: str = "") -> None:
+        """The caller checked `folder` (or its file `name`) after `watch(folder)` returned True.
+        `tag`: what was checked, when callers check different things of one file (each has its
+        own mark; an event unmarks them all)."""
         with self._lock:
             if folder in self._folders:
-                self._marks[folder, name] = time.monotonic()
+                self._marks[(folder, name, tag) if tag else (folder, name)] = time.monotonic()
+                if tag:
+                    self._tags.add(tag)
 
-    def checked(self, folder: str, name: str = "", *, since: float | None = None) -> bool:
+    def checked(self, folder: str, name: str = "", tag: str = "", *, since: float | None = None) -> bool:
         """`folder` (or its file `name`) was marked, at most TRUST_SECONDS ago (`since`: the
         earliest mark trusted, `trusted_since()` taken once for a whole scan), and had reported no
         change when the events were last read (`drain`: a scan reads them once, as it starts)."""
-        when = self._marks.get((folder, name))       # one lookup: atomic, no lock needed
+        when = self._marks.get((folder, name, tag) if tag else (folder, name))   # one lookup: atomic
         return when is not None and when > (since if since is not None else self.trusted_since())
+
+    def watching(self, folder: str) -> bool:
+        return folder in self._folders
 
     def subscribe(self, key: object, folder: str) -> None:
         """Record for `key` the names of the entries of `folder` (watched) that the events read from
@@ -167,7 +175,10 @@ class Watcher:
                                 self._subs[key] = (f, None)
                     self._marks.pop((folder, ""), None)
                     if name:
-                        self._marks.pop((folder, os.fsdecode(name)), None)
+                        text = os.fsdecode(name)
+                        self._marks.pop((folder, text), None)
+                        for tag in self._tags:
+                            self._marks.pop((folder, text, tag), None)
                     if mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):    # the folder itself went
                         for key in [k for k in self._marks if k[0] == folder]:
                             del self._marks[key]
@@ -222,6 +233,12 @@ def watcher() -> Watcher | None:
                 except (OSError, AttributeError):
                     _watcher = None
         return _watcher
+
+
+def existing() -> Watcher | None:
+    """This process's watcher when it has one already (a long-lived process that scanned a run
+    twice); never makes one: a one-off process adds no watches."""
+    return _watcher
 
 
 def forget() -> None:

@@ -190,10 +190,13 @@ class StatusRow:
 
 
 def status_row(a: Archive, *, accuracy: bool = True) -> StatusRow:
-    stages = {name: a.stages[name].status for name in stage_order(a.stages)}
-    reason = next((info.reason for info in a.stages.values() if not info.ok), "")
+    kept = a.__dict__.get("_status")     # made of the view's own header: kept for as long as the view
+    if kept is None:                     # (`learnviz status` of a run of 500 in a long-lived process)
+        stages = {name: a.stages[name].status for name in stage_order(a.stages)}
+        reason = next((info.reason for info in a.stages.values() if not info.ok), "")
+        kept = a.__dict__["_status"] = (a.attrs.get("checkpoint_name", a.path.stem), stages, reason)
     acc, skills = archive_accuracy(a) if accuracy else (None, {})
-    return StatusRow(a.step, a.attrs.get("checkpoint_name", a.path.stem), stages, reason, acc, skills)
+    return StatusRow(a.step, kept[0], dict(kept[1]), kept[2], acc, skills)
 
 
 def unreadable_row(u: Unreadable) -> StatusRow:

@@ -295,6 +295,41 @@ def test_a_long_lived_scan_keeps_the_run_folders_listing_and_follows_what_the_ke
     assert listed == [str(root)]                   # none of it listed the folder again
 
 
+def test_a_long_lived_listing_of_the_archives_stats_only_what_the_kernel_reports_changed(
+        settings, tmp_path, tokenizer, counted, monkeypatch):
+    """With the archive folder watched (a process that scanned the run twice), listing the archives
+    again stats none that reported nothing since its view was checked, and still gives a new view
+    of one touched and of one replaced."""
+    from learnviz import fswatch
+    if fswatch.watcher() is None:
+        pytest.skip("no inotify here")
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
+                                   hard_examples="")
+    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
+    arc.clear_memo()
+    _plan(settings, new_process=False)
+    _plan(settings, new_process=False)                 # the archive folder is watched from here on
+    folder = settings.archive_dir()
+    statted = []
+    real = arc.file_version
+    monkeypatch.setattr(arc, "file_version", lambda p: statted.append(Path(p).name) or real(p))
+    first = {a.path.name: a for a in arc.scan_archives(folder).archives}
+    arc.scan_archives(folder)                          # checks each view once more, and marks it
+    statted.clear()
+    again = {a.path.name: a for a in arc.scan_archives(folder).archives}
+    assert statted == [] and all(again[n] is first[n] for n in first)
+    touched, replaced = sorted(first)[:2]
+    os.utime(folder / touched, ns=(1, 1))              # its version changes: a new view
+    shutil.copy2(folder / replaced, tmp_path / "copy.h5")
+    os.replace(tmp_path / "copy.h5", folder / replaced)
+    statted.clear()
+    now = {a.path.name: a for a in arc.scan_archives(folder).archives}
+    assert sorted(set(statted)) == sorted({touched, replaced})
+    assert now[touched] is not first[touched] and now[replaced] is not first[replaced]
+    assert now[touched].version == real(folder / touched)
+    assert all(now[n] is first[n] for n in first if n not in (touched, replaced))
+
+
 def test_watches_are_not_trusted_for_linked_files_remote_folders_or_when_turned_off(settings, counted, stats,
                                                                                      monkeypatch):
     from learnviz import fswatch
