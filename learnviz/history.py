@@ -103,19 +103,47 @@ def read_rows_having(archive_dir: str | Path, keys: tuple[str, ...]) -> list[dic
     status files' rows) does not parse a long run's whole history."""
     if not keys:
         return []
+    path = history_path(archive_dir)
     try:
-        data = history_path(archive_dir).read_bytes()
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            ident = (st.st_dev, st.st_ino)
+            kept = _having.get((str(path), keys))
+            start = 0
+            if kept is not None and kept[0] == ident and st.st_size >= kept[1] > 0:
+                fh.seek(kept[1] - len(kept[3]))
+                if fh.read(len(kept[3])) == kept[3]:      # appended to since: only the new lines are searched
+                    start = kept[1]
+            fh.seek(start)
+            data = fh.read()
     except FileNotFoundError:
         return []
+    pattern = re.compile(b"|".join(re.escape(json.dumps(k).encode()) for k in keys))
+    cut = data.rfind(b"\n") + 1           # whole lines are kept; a last line without its newline is
+    lines = (list(kept[2]) if start else []) + _lines_matching(pattern, data[:cut])   # searched each time
+    if len(_having) >= 64:
+        _having.clear()
+    tail = ((kept[3] if start else b"") + data[max(0, cut - 64):cut])[-64:]    # checked before reading on
+    _having[(str(path), keys)] = (ident, start + cut, lines, tail)
+    rest = _lines_matching(pattern, data[cut:])
+    return [row for row in _parse(b"\n".join(lines + rest)) if any(k in row for k in keys)]
+
+
+def _lines_matching(pattern: re.Pattern, data: bytes) -> list[bytes]:
     lines, seen = [], -1
-    for hit in re.finditer(b"|".join(re.escape(json.dumps(k).encode()) for k in keys), data):
+    for hit in pattern.finditer(data):
         if hit.start() <= seen:
             continue                        # another key on a line already taken
-        start = data.rfind(b"\n", 0, hit.start()) + 1
+        begin = data.rfind(b"\n", 0, hit.start()) + 1
         end = data.find(b"\n", hit.end())
         seen = len(data) if end < 0 else end
-        lines.append(data[start:seen])
-    return [row for row in _parse(b"\n".join(lines)) if any(k in row for k in keys)]
+        lines.append(data[begin:seen])
+    return lines
+
+
+# (file, keys) -> (its identity, the bytes searched, the lines holding a key): `read_rows_having`
+# searches only what was appended since its last call
+_having: dict[tuple[str, tuple[str, ...]], tuple[tuple, int, list[bytes], bytes]] = {}
 
 
 # (file, probe hash) -> (the parse, how many of its rows are merged, step -> merged row): `read`
@@ -156,6 +184,7 @@ def forget() -> None:
         _parsed.clear()
     with _merged_lock:
         _merged.clear()
+    _having.clear()
 
 
 arc.on_clear(forget)

@@ -93,3 +93,19 @@ def test_rows_having_keys_are_the_rows_that_hold_them(tmp_path):
     assert history.read_rows_having(tmp_path, keys) == want
     assert history.read_rows_having(tmp_path, ("deployed",)) == [rows[1], rows[4]]
     assert history.read_rows_having(tmp_path, ()) == [] and history.read_rows_having(tmp_path / "none", keys) == []
+    # a process searches only what was appended since: the torn line completed, rows added, and a
+    # file rewritten in place (the same inode, other bytes) is searched whole again
+    path = history.history_path(tmp_path)
+    with open(path, "a") as fh:
+        fh.write(': "y"}}\n')
+    history.append(tmp_path, {"step": 7, "deployed": "checkpoint-6"})
+    history.append(tmp_path, {"step": 8, "accuracy": 0.8})
+
+    def fresh():
+        return [r for r in history.read_rows(tmp_path) if any(k in r for k in keys)]
+    assert [r["step"] for r in history.read_rows_having(tmp_path, keys)] == [2, 4, 5, 6, 7]
+    assert history.read_rows_having(tmp_path, keys) == fresh()
+    text = path.read_text().replace('"accuracy": 0.8', '"deployed": "checkpoint-X"')
+    path.write_text(text + json.dumps({"step": 9, "health_flags": {}}) + "\n")
+    assert [r["step"] for r in history.read_rows_having(tmp_path, keys)] == [2, 4, 5, 6, 7, 8, 9]
+    assert history.read_rows_having(tmp_path, keys) == fresh()
