@@ -193,6 +193,17 @@ def test_a_sharded_checkpoint_is_known_by_every_shard(tmp_path, tokenizer, count
 
 # ---------------------------------------------------------------- a long-lived process's watches (learnviz.fswatch)
 
+def _archived_run(settings, tmp_path):
+    """The run extracted (a small probe set), for a process's watches; skips without inotify."""
+    from learnviz import fswatch
+    if fswatch.watcher() is None:
+        pytest.skip("no inotify here")
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
+                                   hard_examples="")
+    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
+    return settings
+
+
 @pytest.fixture
 def stats(monkeypatch):
     """The checkpoint folders, files and archives whose identity a scan looks up, by base name (the
@@ -212,13 +223,8 @@ def test_a_long_lived_scan_checks_only_what_the_kernel_reports_changed(settings,
     """From its second scan of a run on, a process watches the folders it checked: a third scan
     stats nothing unchanged, and still finds an in-place rewrite with the mtime set back, a deleted
     archive and a new checkpoint, planning exactly what a fresh scan plans."""
-    from learnviz import fswatch
-    if fswatch.watcher() is None:
-        pytest.skip("no inotify here")
-    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
-                                   hard_examples="")
+    settings = _archived_run(settings, tmp_path)
     root = Path(settings.checkpoints)
-    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
     arc.clear_memo()
     first = _plan(settings, new_process=False)        # a new process's first scan: no watches
     assert len(stats) > 6
@@ -252,13 +258,8 @@ def test_a_long_lived_scan_keeps_the_run_folders_listing_and_follows_what_the_ke
     changed and at those that were no checkpoint folder yet. A checkpoint added, one renamed into
     place from a temporary name, one removed, and a folder that becomes a checkpoint when its
     config.json is written are each found, and every scan plans exactly what a fresh scan plans."""
-    from learnviz import fswatch
-    if fswatch.watcher() is None:
-        pytest.skip("no inotify here")
-    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
-                                   hard_examples="")
+    settings = _archived_run(settings, tmp_path)
     root = Path(settings.checkpoints)
-    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
     listed = []
     real = scan_cache._list
     monkeypatch.setattr(scan_cache, "_list", lambda *a: listed.append(a[0]) or real(*a))
@@ -300,12 +301,7 @@ def test_a_long_lived_listing_of_the_archives_stats_only_what_the_kernel_reports
     """With the archive folder watched (a process that scanned the run twice), listing the archives
     again stats none that reported nothing since its view was checked, and still gives a new view
     of one touched and of one replaced."""
-    from learnviz import fswatch
-    if fswatch.watcher() is None:
-        pytest.skip("no inotify here")
-    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl", every=60)),
-                                   hard_examples="")
-    assert learnviz_run(settings, cpu_stages=False, progress=False).ok
+    settings = _archived_run(settings, tmp_path)
     arc.clear_memo()
     _plan(settings, new_process=False)
     _plan(settings, new_process=False)                 # the archive folder is watched from here on
