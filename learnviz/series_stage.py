@@ -174,7 +174,6 @@ class Rows:
     fresh: list[int] = field(default_factory=list)   # the indices of the rows read this time
 
 
-
 arc.on_clear(forget_row_text)       # the board's text, kept by its writer
 
 
@@ -207,11 +206,11 @@ def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | N
         kept.clear()
         layout = row_log.layout_of(fresh[len(archives) - 1])
     for j, row in fresh.items():
-        if row_log.layout_of(row) != layout:
-            name, shape = next((n, np.shape(v)) for n, v in row.items()
-                               if (n, np.shape(v)) not in {(x[0], x[2]) for x in layout})
-            want = next(x[2] for x in layout if x[0] == name)
-            raise ValueError(f"{archives[j].path.name}: its {name} has shape {shape}, the other checkpoints' {want}")
+        mine = row_log.layout_of(row)
+        if mine != layout:
+            got, want = next(((a, b) for a, b in zip(mine, layout) if a != b), (mine[-1], layout[-1]))
+            raise ValueError(f"{archives[j].path.name}: its {got[0]} is {got[1]} of shape {got[2]}, the other "
+                             f"checkpoints' {want[0]} {want[1]} of shape {want[2]}")
     values: dict[str, np.ndarray] = {}
     for name in ROW_FIELDS:
         parts = [kept[j].values[name] if j in kept else fresh[j][name] for j in range(len(archives))]
