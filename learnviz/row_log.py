@@ -96,6 +96,8 @@ def _decode(head: bytes, body: memoryview) -> Record:
     values, layout, at = {}, [], 0
     for name, dt, shape, n in h["fields"]:
         dtype = np.dtype(dt)
+        if not isinstance(n, int) or n < 0 or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"field {name!r}: a negative or non-integer size")
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if dtype.kind not in _KINDS or count * dtype.itemsize != n or at + n > len(body):
             raise ValueError(f"field {name!r}: {n} bytes do not hold {dt} {shape}")
