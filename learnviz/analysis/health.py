@@ -203,6 +203,7 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
         mine: dict[str, str] = {}
         reference.append(last_ok)
         if last_ok >= 0:
+            learned = _signal("accuracy_drop", inp, last_ok, i)    # the step's accuracy change, for _bad
             for s in SIGNALS:
                 v = _signal(s, inp, last_ok, i)
                 values[s][i] = v
@@ -211,8 +212,7 @@ def health(inp: HealthInputs, *, window: int = 5, z_threshold: float = 3.5, min_
                     continue
                 z = robust_z(v, past, floor)
                 zs[s][i] = z
-                bad = _bad(s, v, z, z_threshold, floor, learned=values["accuracy_drop"][i],
-                           before=float(inp.accuracy[last_ok]))
+                bad = _bad(s, v, z, z_threshold, floor, learned=learned, before=float(inp.accuracy[last_ok]))
                 if bad:
                     gross = (" (half the reference's accuracy lost)" if s == "accuracy_drop" and z >= -z_threshold
                              else "")
