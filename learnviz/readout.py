@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import archive as arc
-from . import history, status_files
+from . import history, row_log, status_files
 from .archive import SERIES_NAME, Archive, ArchiveError, Listing, Unreadable, scan_archives
 from .checkpoints import file_identity
 from .common import write_atomic
@@ -430,7 +430,6 @@ def series_rows(archive_dir: str | Path, archives: list[Archive], names: list[st
     (k, ...), checkpoints in step order), when the row log holds those of exactly `archives` as
     they are now, made under the signature of the current series.h5; None when series.h5 is
     absent, unreadable or failed, or a row is missing (a figure then reads the archives)."""
-    from . import row_log
     try:
         s = open_series_archive(archive_dir)
         info = s.stage(SERIES) if s is not None else None

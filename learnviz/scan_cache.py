@@ -169,12 +169,11 @@ class ScanCache:
         if kept is not None and names is not None and w.checked(top, LISTING, since=self.since):
             found, others = _relist(top, excluded, kept, names)
         else:
-            watched = w.watch(top)      # before the listing: a change while it lists is reported
-            if watched:
-                w.subscribe(key, top)
+            if not w.watch(top):        # no watch (out of watches, a network file system): listed each scan
+                return candidate_paths(root, exclude=exclude, nested=False)
+            w.subscribe(key, top)       # before the listing: a change while it lists is reported
             found, others = _list(top, excluded)
-            if watched:
-                w.mark(top, LISTING)
+            w.mark(top, LISTING)
         _listings[key] = (found, others)
         return ([top] if os.path.exists(os.path.join(top, "config.json")) else []) + found
 
@@ -293,9 +292,10 @@ class ScanCache:
         _kept[str(self.archive_dir)] = (stat_id(str(self.path)), dict(self.entries))
 
 
-def _classify(top: str, real: str, path: str, excluded: frozenset) -> tuple[bool, bool]:
-    """(whether the entry `path` of `top` is a candidate checkpoint folder, whether it is to be
-    looked at again next time: a visible folder that is no candidate yet, or a link)."""
+def _classify(real: str, path: str, excluded: frozenset) -> tuple[bool, bool]:
+    """(whether the entry `path` of the run folder (`real`: its real path) is a candidate checkpoint
+    folder, whether it is to be looked at again next time: a visible folder that is no candidate
+    yet, or a link)."""
     name = os.path.basename(path)
     if name.startswith((".", "tmp")):
         return False, False
@@ -320,7 +320,7 @@ def _list(top: str, excluded: frozenset) -> tuple[list[str], list[str]]:
     real = os.path.realpath(top)
     found, others = [], []
     for p in paths:
-        ok, again = _classify(top, real, p, excluded)
+        ok, again = _classify(real, p, excluded)
         if ok:
             found.append(p)
         elif again:
@@ -330,7 +330,8 @@ def _list(top: str, excluded: frozenset) -> tuple[list[str], list[str]]:
 
 def _relist(top: str, excluded: frozenset, kept: tuple[list[str], list[str]],
             names: set[str]) -> tuple[list[str], list[str]]:
-    """The kept listing, with the entries `names` (reported changed) and the kept others looked at again."""
+    """The kept listing of `top`, with the entries `names` (reported changed) and the kept others
+    looked at again."""
     found, others = kept
     changed = {os.path.join(top, n) for n in names if n and os.sep not in n}
     if not changed and not others:
@@ -339,7 +340,7 @@ def _relist(top: str, excluded: frozenset, kept: tuple[list[str], list[str]],
     still = [p for p in found if p not in changed] if changed else list(found)
     new_others = []
     for p in sorted(changed | set(others)):
-        ok, again = _classify(top, real, p, excluded)
+        ok, again = _classify(real, p, excluded)
         if ok:
             still.append(p)
         elif again:
