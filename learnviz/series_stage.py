@@ -24,6 +24,7 @@ row's content changes: stored rows of another version are computed again.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -171,18 +172,57 @@ class Rows:
     values: dict[str, np.ndarray]
     read: int = 0                   # rows read from archives this time (the others were kept)
     derived: dict = field(default_factory=dict)   # what several results share, built once (the board)
-    fresh: list[int] = field(default_factory=list)   # the indices of the rows read this time
+    fresh: list[int] = field(default_factory=list)   # the indices of the rows to add to the log (read this time)
 
 
 arc.on_clear(forget_row_text)       # the board's text, kept by its writer
 
 
+class _Stack:
+    """A run's rows as the last `collect_rows` stacked them, in buffers with room to grow: a
+    long-lived process adds a new checkpoint's row to them instead of stacking 500 rows again."""
+
+    def __init__(self, sig: str, layout: tuple, stamps: list[str], values: dict[str, np.ndarray]):
+        self.sig, self.layout, self.stamps = sig, layout, stamps
+        self.buffers = {n: v.copy() for n, v in values.items()}
+
+    def extend(self, rows: list[dict[str, np.ndarray]], stamps: list[str]) -> None:
+        k, more = len(self.stamps), len(rows)
+        for name, buf in self.buffers.items():
+            if len(buf) < k + more:       # room doubles: an amortised constant cost per row
+                grown = np.empty((max(2 * len(buf), k + more, 16),) + buf.shape[1:], dtype=buf.dtype)
+                grown[:k] = buf[:k]
+                self.buffers[name] = buf = grown
+            for i, row in enumerate(rows):
+                buf[k + i] = row[name]
+        self.stamps = self.stamps + stamps
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Read-only views of the first rows; rows are only ever added past them."""
+        k, out = len(self.stamps), {}
+        for name, buf in self.buffers.items():
+            v = buf[:k]
+            v.flags.writeable = False
+            out[name] = v
+        return out
+
+
+_stacks: dict[str, _Stack] = {}      # archive folder -> its rows as last stacked (a long-lived process)
+_stacks_lock = threading.Lock()
+arc.on_clear(_stacks.clear)
+
+
 def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | None) -> Rows:
     """The rows of `archives` (in step order): those the row log holds for their stamps (made
     under `ctx`'s signature, of the same layout), the others read from their archives
-    (`Rows.fresh`: to be appended to the log)."""
+    (`Rows.fresh`: to be appended to the log). With a log, a process that stacked the same run's
+    rows before and finds the same checkpoints first adds only the rows after them."""
     sig = ctx.signature
     stamps = [stamp(a) for a in archives]
+    if log is not None and archives:
+        extended = _extend(archives, ctx, log, stamps)
+        if extended is not None:
+            return extended
     kept: dict[int, row_log.Record] = {}
     if log is not None:
         for j, (a, s) in enumerate(zip(archives, stamps)):
@@ -215,8 +255,45 @@ def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | N
     for name in ROW_FIELDS:
         parts = [kept[j].values[name] if j in kept else fresh[j][name] for j in range(len(archives))]
         values[name] = np.stack(parts)
+    if log is not None and archives:
+        with _stacks_lock:
+            if len(_stacks) >= 16:
+                _stacks.clear()
+            _stacks[str(archives[0].path.parent)] = _Stack(sig, layout, stamps, values)
     return Rows(np.asarray([a.step for a in archives], dtype=np.int64), stamps, values, read=len(fresh),
                 fresh=sorted(fresh))
+
+
+def _extend(archives: list[arc.Archive], ctx: Context, log: row_log.Log, stamps: list[str]) -> Rows | None:
+    """`collect_rows` from the rows this process stacked last time, when `archives` begin with
+    the same checkpoints (the same stamps, under the same signature) and every later row has the
+    same layout: those rows are added to the stack. None: stack them all (`collect_rows`)."""
+    folder = str(archives[0].path.parent)
+    with _stacks_lock:
+        st = _stacks.get(folder)
+        if st is None or st.sig != ctx.signature or len(st.stamps) > len(stamps) \
+                or stamps[:len(st.stamps)] != st.stamps:
+            return None
+        k, sig = len(st.stamps), ctx.signature
+        # the stacked rows the log lacks (a torn, damaged or replaced log) are added from the stack
+        missing = [j for j in range(k) if (rec := log.rows.get(stamps[j])) is None or rec.signature != sig
+                   or (rec.layout is not st.layout and rec.layout != st.layout)]
+        rows, read = [], []
+        for j in range(k, len(archives)):
+            rec = log.rows.get(stamps[j])
+            if rec is not None and rec.signature == sig and rec.step == archives[j].step \
+                    and (rec.layout is st.layout or rec.layout == st.layout):
+                rows.append(rec.values)
+                continue
+            row = read_row(archives[j], ctx)
+            if row_log.layout_of(row) != st.layout:
+                return None
+            rows.append(row)
+            read.append(j)
+        st.extend(rows, stamps[k:])
+        values = st.values()
+    return Rows(np.asarray([a.step for a in archives], dtype=np.int64), stamps, values, read=len(read),
+                fresh=missing + read)
 
 
 # ---------------------------------------------------------------- the results, from the rows

@@ -193,6 +193,35 @@ def test_kept_rows_equal_a_full_recompute(tmp_path):
     assert check(s) == 0                         # nothing new: nothing read
 
 
+def test_a_long_lived_process_adds_each_new_row_to_its_stack(tmp_path):
+    """A worker keeps the rows it stacked and adds a new checkpoint's row to them (their buffers
+    grow past their first size): every step equals a full recompute, and the arrays handed out
+    are read-only views that later rows do not change."""
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300):
+        write_extract(tmp_path, step, seed=step)
+    analyse(s)
+    check(s)
+    earlier = None
+    for step in range(400, 2400, 100):
+        write_extract(tmp_path, step, seed=step)
+        analyse(s)
+        an.run_series(series(tmp_path), s)      # (not check: its new-process half clears the memo)
+        with h5py.File(tmp_path / arc.SERIES_NAME, "r") as f:
+            assert int(f[SERIES].attrs["rows_read"]) == 1
+        archives = series(tmp_path)
+        ctx = series_stage.context(archives, s)
+        rows = series_stage.collect_rows(archives, ctx, row_log.load(row_log.log_path(tmp_path)))
+        assert rows.read == 0 and not rows.values["answer_logprob"].flags.writeable
+        if earlier is not None:
+            before, copy = earlier
+            assert_same(before, copy)            # a view handed out before is as it was
+            assert_same(rows.values["answer_logprob"][: len(before)], copy)
+        earlier = (rows.values["answer_logprob"], rows.values["answer_logprob"].copy())
+    assert len(series_stage._stacks[str(tmp_path)].buffers["correct"]) > len(archives)    # grown, with room
+    assert check(s) == 0                       # the series from the stack equals a full recompute
+
+
 def test_a_new_checkpoint_appends_its_row_and_nothing_else(tmp_path):
     """The row log is appended to: a new checkpoint adds one record, the bytes before it are
     untouched, and rows of checkpoints that left the run are dropped once they outnumber the live
@@ -220,11 +249,13 @@ def test_a_new_checkpoint_appends_its_row_and_nothing_else(tmp_path):
     check(s)
 
 
+@pytest.mark.parametrize("stacked", [False, True], ids=["rows-not-stacked", "rows-stacked"])
 @pytest.mark.parametrize("fault", ["torn", "damaged", "misshapen", "replaced"])
-def test_a_torn_or_damaged_row_log_is_read_up_to_the_fault_and_rewritten(tmp_path, fault):
+def test_a_torn_or_damaged_row_log_is_read_up_to_the_fault_and_rewritten(tmp_path, fault, stacked):
     """A writer stopped mid-append leaves a torn record; a flipped byte fails its checksum; a record
     of another shape (checksum and all) cannot be stacked; another process may replace the log.
-    Each reads as far as it can, the rows it lacks are read from their archives, and the series
+    Each reads as far as it can, the rows it lacks are read from their archives (or, in a process
+    that stacked them before, `stacked`, taken from its stack), the log is mended, and the series
     equals a full recompute."""
     s = Settings(archive=str(tmp_path))
     log = row_log.log_path(tmp_path)
@@ -259,9 +290,14 @@ def test_a_torn_or_damaged_row_log_is_read_up_to_the_fault_and_rewritten(tmp_pat
     else:
         assert len(got.rows) == (4 if fault == "misshapen" else 3 if fault == "torn" else len(got.rows))
         assert fault == "misshapen" or not got.clean
+    if not stacked:
+        series_stage._stacks.clear()         # this process kept the log's parse, not the rows it stacked
     archives = series(tmp_path)
     read = check(s)
-    assert read == {"torn": 1, "misshapen": 1, "replaced": 4}.get(fault, read) and read >= 1
+    if stacked and fault != "replaced":      # (replacing it above began with a memo cleared: no stack)
+        assert read == 0
+    else:
+        assert read == {"torn": 1, "misshapen": 1, "replaced": 4}.get(fault, read) and read >= 1
     clean = row_log.load(log)
     assert clean.clean and clean.records == (4 if fault != "misshapen" else 6)    # + the bad one, its fix
     arc.clear_memo()
