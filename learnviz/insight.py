@@ -68,7 +68,7 @@ def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray)
     def num(r: dict, *keys: str) -> float:
         for k in keys:
             v = r.get(k)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if type(v) is float or type(v) is int:     # (JSON's numbers; not a bool)
                 return float(v)
         return np.nan
 
@@ -91,15 +91,15 @@ def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray)
     # What each checkpoint's judging reads of its own: its row (extraction, analysis), its geometry
     # (drift against a reference further back), and its history values. The earlier result of this
     # run holds for the checkpoints up to the first whose inputs differ (learnviz.analysis.health).
-    digests = [(row_stamp(a), _geometry_inputs(a), float(inputs.loss[i]), float(inputs.ece[i]),
-                num(mine[i], "geometry_drift"),
-                json.dumps(inputs.weight_flags[i], sort_keys=True, default=str) if inputs.weight_flags[i] else "{}")
-               for i, a in enumerate(archives)]
+    # (the history's values as read: equal values give equal inputs; a run of 500 checkpoints asks
+    # this of every one for each new checkpoint, so it is kept to lookups)
+    digests = [(row_stamp(a), _geometry_inputs(a), r.get("eval_loss"), r.get("train_loss"), r.get("ece"),
+                r.get("geometry_drift"), r.get("weight_flags")) for a, r in zip(archives, mine)]
     folder = str(archives[0].path.parent)
     before_digests, before = _health_memo.get(folder, ([], None))
     same = 0
     for x, y in zip(digests, before_digests):
-        if not _same_digest(x, y):
+        if x != y and not _same_digest(x, y):
             break
         same += 1
     h = health(inputs, window=s.health_window, z_threshold=s.health_z, min_history=s.health_min_history,
@@ -115,9 +115,13 @@ _health_memo: dict[str, tuple[list[tuple], object]] = {}
 
 
 def _geometry_inputs(a: arc.Archive) -> tuple | None:
-    info = a.stage(GEOMETRY)
-    return None if info is None else (info.status, info.key.fingerprint, info.key.inputs,
-                                      str(info.attrs.get("finished", "")))
+    """What a checkpoint's geometry stage was made from (kept on the view, made of its header)."""
+    kept = a.__dict__.get("_geometry_inputs", False)
+    if kept is False:
+        info = a.stage(GEOMETRY)
+        kept = a.__dict__["_geometry_inputs"] = None if info is None else (
+            info.status, info.key.fingerprint, info.key.inputs, str(info.attrs.get("finished", "")))
+    return kept
 
 
 def _same_digest(x: tuple, y: tuple) -> bool:
