@@ -254,16 +254,32 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     if not settled:
         return _mark(ck, "incomplete", f"files changed {now - newest:.1f}s ago (settle time {settle_seconds}s)")
     try:
-        json.loads((path / config).read_text(encoding="utf-8"))
+        parsed = json.loads((path / config).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
         return _mark(ck, "broken", f"{config} is not valid JSON: {exc}")
+    if not isinstance(parsed, dict):
+        return _mark(ck, "broken", f"{config} is not a JSON object (it holds a {type(parsed).__name__})")
     for w in weights:
         problem = torch_file_problem(w) if w.name.endswith(".bin") else safetensors_problem(w)
         if problem:
             return _mark(ck, "broken", problem)
     if ck.step < 0:
-        return _mark(ck, "broken", "no step: the folder name has none and trainer_state.json has no global_step")
+        return _mark(ck, "broken", f"no step: the folder name has none and {_no_step(path)}")
     return ck
+
+
+def _no_step(path: Path) -> str:
+    """Why trainer_state.json gave no step."""
+    f = path / "trainer_state.json"
+    if not f.exists():
+        return "there is no trainer_state.json"
+    try:
+        state = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:      # UnicodeDecodeError is a ValueError
+        return f"trainer_state.json cannot be read as JSON ({exc})"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json has no global_step"
+    return f"trainer_state.json's global_step is {state['global_step']!r}, not a whole number"
 
 
 def _mark(ck: Checkpoint, state: str, reason: str) -> Checkpoint:

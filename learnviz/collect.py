@@ -28,7 +28,7 @@ from .checkpoints import (
     training_metrics,
 )
 from .common import progress_bar, short_hash
-from .errors import LearnvizError
+from .errors import ConfigError, LearnvizError
 from .probes import ProbeSet, load_probe_set
 from .readout import skill_accuracy
 from .results import EXTRACT
@@ -186,9 +186,9 @@ def root_attrs(ck: Checkpoint, probes: ProbeSet) -> dict:
     model_class = ""
     try:
         config = json.loads((ck.files / "config.json").read_text())
-        model_class = (config.get("architectures") or [config.get("model_type", "")])[0] or ""
-    except (OSError, ValueError):
-        pass
+        model_class = str((config.get("architectures") or [config.get("model_type", "")])[0] or "")
+    except (OSError, ValueError, AttributeError, TypeError, IndexError, KeyError):
+        pass                # (what the model's loader reports, with the file and field)
     return {"step": ck.step, "checkpoint": str(ck.path.resolve()), "checkpoint_name": ck.name,
             "model_class": model_class, "probe_count": len(probes),
             "probe_sources": list(probes.sources)}
@@ -242,8 +242,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
                                "dtype": str(lm.dtype).replace("torch.", ""),
                                "answer_match": settings.answer_match},
                         reason=result.reason, timings=timings, started=started)
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit, ConfigError):
+        raise               # (a setting's fault, not the checkpoint's: nothing is recorded against it)
     except Exception as exc:  # one bad checkpoint must not stop the others
         if not ck.files.exists():
             raise CheckpointGone("deleted while it was processed; nothing recorded", path=ck.path) from exc
