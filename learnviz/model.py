@@ -9,6 +9,7 @@ probing tokenize alike.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +29,35 @@ from .checkpoints import (  # noqa: E402
     tokenizer_dir,
     tokenizer_hash,
 )
-from .errors import CheckpointError  # noqa: E402
+from .errors import CheckpointError, ConfigError  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
+    """The `device` setting as a torch device; ConfigError (the setting's fault, not a checkpoint's:
+    the run stops instead of recording every checkpoint as failed) when it names no device torch
+    knows or one this machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    hint = "'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'"
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{name!r} is no device", field="device", hint=hint) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{name!r}: CUDA is not available here (torch {torch.__version__}, "
+                              f"{'a CPU-only build' if torch.version.cuda is None else 'no GPU found'})",
+                              field="device", hint="use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"{name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                              field="device", hint=hint)
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{name!r}: MPS is not available here", field="device", hint="use --device cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{name!r}: learnviz runs on 'cpu', 'cuda' or 'mps'", field="device", hint=hint)
+    return dev
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -124,9 +145,10 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
         raise CheckpointError(f"a PEFT adapter whose base model is not a local folder (its {ADAPTER_CONFIG} names "
                               f"{_adapter_base_name(path)!r})", path=path, field="--base-model",
                               hint="pass --base-model DIR (or set `base_model`) naming the base model's folder")
+    weights_at = base if adapter else path
+    check_config(weights_at, trust_remote_code=trust_remote_code)
     tok_dir = tokenizer_dir(path, tokenizer)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
-    weights_at = base if adapter else path
     pickle = is_pickle_weights(weights_at)
     if pickle:
         require_safe_torch_load(weights_at)
@@ -139,12 +161,62 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"model cannot be loaded: {exc}", path=path) from exc
+        text = " ".join(str(exc).split())     # (transformers may list every model class it knows)
+        raise CheckpointError(f"model cannot be loaded: {text[:500]}{' ...' if len(text) > 500 else ''}",
+                              path=path) from exc
+    emb = model.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None)
+    if isinstance(rows, int) and len(tokenizer) > rows:
+        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}: "
+                              f"token ids from {rows} on have no embedding (another model's tokenizer?)",
+                              path=weights_at / "config.json", field="vocab_size",
+                              hint="pass --tokenizer DIR naming this model's own tokenizer")
     model.to(dev).eval()
     fuse_activations(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
+
+
+# the heads of models that are not causal language models (transformers' class names end so)
+_NOT_CAUSAL = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
+               "ForConditionalGeneration", "ForPreTraining", "ForMultipleChoice", "ForNextSentencePrediction",
+               "ForImageClassification", "ForSpeechSeq2Seq", "ForCTC", "ForAudioClassification")
+_ENCODER_ONLY = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                 "mpnet", "camembert", "ernie", "modernbert"}
+
+
+def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
+    """The model's config.json, read before anything else that reads it (the tokenizer does too,
+    and would be blamed for it): a JSON object, readable by transformers, of a decoder-only causal
+    language model (learnviz scores answers token by token after a prompt). CheckpointError
+    naming the file and field otherwise."""
+    from transformers import AutoConfig
+
+    where = Path(folder) / "config.json"
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot be read as JSON: {exc}", path=where) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"is not a JSON object (it holds a {type(raw).__name__})", path=where)
+    archs = raw.get("architectures") or []
+    archs = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+    model_type = raw.get("model_type")
+    if raw.get("is_encoder_decoder") is True:
+        raise CheckpointError(f"an encoder-decoder model ({', '.join(archs) or model_type}): learnviz probes "
+                              "decoder-only causal language models", path=where, field="is_encoder_decoder")
+    if (archs and all(a.endswith(_NOT_CAUSAL) for a in archs)) or (
+            not archs and model_type in _ENCODER_ONLY and raw.get("is_decoder") is not True):
+        raise CheckpointError(f"{', '.join(archs) or model_type} is not a causal language model (a ...ForCausalLM "
+                              "or ...LMHeadModel): learnviz probes decoder-only causal language models",
+                              path=where, field="architectures" if archs else "model_type")
+    try:
+        AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises many kinds here
+        text = " ".join(str(exc).split())
+        raise CheckpointError(f"transformers cannot read it: {text[:500]}{' ...' if len(text) > 500 else ''}",
+                              path=where) from None
 
 
 def _adapter_base_name(path: Path) -> str:
