@@ -277,6 +277,9 @@ def cmd_analyze(args) -> int:
 
 def cmd_status(args) -> int:
     settings = settings_from(args)
+    if settings.checkpoints and not Path(settings.checkpoints).exists() and not settings.archive_dir().exists():
+        raise LearnvizError("no such folder, and no archive folder either", path=settings.checkpoints,
+                            field="checkpoints", hint="check the --checkpoints path (or pass --archive DIR)")
     runs = pipeline.runs(settings)
     several = len(runs) > 1 or any(name for name, _ in runs)
     out = {}

@@ -298,6 +298,43 @@ def _unknown(key: str, where: str, field_name: str | None = None) -> ConfigError
     return ConfigError(f"unknown setting '{key}'", path=where, field=field_name or key, hint=hint)
 
 
+# the numeric settings' ranges: (lowest, whether it is allowed, highest or None, whether it is allowed).
+# A value outside would fail far from its cause (a batch size of 0 fails every checkpoint's
+# extraction, and each failure is recorded), so it is refused where it is read.
+_RANGES: dict[str, tuple[float, bool, float | None, bool]] = {
+    **{name: (1, True, None, False) for name in (
+        "batch_size", "max_length", "max_new_tokens", "entropy_chunk", "calibration_bins", "health_window",
+        "health_min_history", "demo_steps", "demo_checkpoints", "cpu_concurrency")},
+    **{name: (0, True, None, False) for name in (
+        "settle_seconds", "umap_min_dist", "entropy_low", "entropy_high", "health_floor", "weight_dead",
+        "task_max_retries", "retry_backoff", "retry_backoff_max", "visualize_delay")},
+    **{name: (0, False, None, False) for name in (
+        "health_z", "scan_interval", "enqueue_ttl", "gpu_soft_time_limit", "gpu_time_limit",
+        "cpu_soft_time_limit", "cpu_time_limit", "weight_exploding")},
+    "umap_neighbors": (2, True, None, False),
+    "learned_threshold": (0, False, 1, False),
+    "weight_vanishing": (0, False, 1, False),
+    "dashboard_port": (0, True, 65535, True),
+}
+
+
+def _out_of_range(key: str, value: Any) -> str | None:
+    """Why `value` is outside `key`'s range (_RANGES), or None."""
+    bounds = _RANGES.get(key)
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, low_in, high, high_in = bounds
+    above = value >= low if low_in else value > low
+    below = high is None or (value <= high if high_in else value < high)
+    if above and below:
+        return None
+    want = f"at least {low:g}" if low_in else f"above {low:g}"
+    if high is not None:
+        want = f"{'from' if low_in else 'between'} {low:g} {'to' if high_in else 'and'} {high:g}" + (
+            "" if high_in else " (both excluded)" if not low_in else " (excluded)")
+    return f"must be {want}, got {value!r}"
+
+
 def _apply(settings: Settings, key: str, value: Any, where: str, *, env_name: str | None = None) -> None:
     names = {f.name for f in public_fields()}
     if key not in names:
@@ -308,6 +345,9 @@ def _apply(settings: Settings, key: str, value: Any, where: str, *, env_name: st
     except TypeError:
         raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", path=where,
                           field=env_name or key) from None
+    problem = _out_of_range(key, coerced)
+    if problem:
+        raise ConfigError(problem, path=where, field=env_name or key)
     setattr(settings, key, coerced)
     settings.sources[key] = where
 
@@ -341,7 +381,11 @@ def load_settings(config_file: str | os.PathLike | None = None,
     path = find_config_file(config_file)
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (byte {exc.start}): save it as UTF-8", path=path) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot be read: {exc.strerror or exc}", path=path) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=path,

@@ -349,3 +349,74 @@ def test_a_latin1_probe_file_names_the_line_and_byte(tmp_path, suffix):
     assert line == (2 if suffix == ".jsonl" else 3 if suffix == ".json" else 5)
     assert info.value.line == line and info.value.path == str(path)
     assert f"byte 0xe9 at byte offset {offset} is not valid UTF-8" in str(info.value)
+
+
+# ---------------------------------------------------------------- config.json, the model's kind, the device
+
+def _config(ck, **changes):
+    path = ck / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def test_a_config_json_that_is_no_object_is_that_checkpoint_broken(settings, tmp_path):
+    """Valid JSON that is not an object (a list): that checkpoint is broken, named with its file;
+    the others are archived (it once stopped the whole run with an AttributeError)."""
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    (root / "checkpoint-20" / "config.json").write_text("[1, 2]")
+    report = run(settings, cpu_stages=False, progress=False)
+    assert [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-30.h5"]
+    assert report.failed == [(root / "checkpoint-20", "config.json is not a JSON object (it holds a list)")]
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"architectures": ["BertForMaskedLM"], "model_type": "bert"}, "architectures",
+     "BertForMaskedLM is not a causal language model"),
+    ({"architectures": ["T5ForConditionalGeneration"], "is_encoder_decoder": True}, "is_encoder_decoder",
+     "an encoder-decoder model (T5ForConditionalGeneration)"),
+    ({"n_layer": "two"}, None, "transformers cannot read it: "),
+])
+def test_a_config_learnviz_cannot_probe_names_config_json_and_its_field(ckpt_root, change, field, words):
+    """An encoder-only or encoder-decoder model, or a field transformers refuses: the error names
+    config.json (not the tokenizer, which reads it too) and the field, before any weight loads."""
+    ck = ckpt_root / "checkpoint-10"
+    _config(ck, **change)
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.path == str(ck / "config.json") and err.value.field == field
+    assert words in str(err.value) and len(str(err.value)) < 700
+
+
+def test_a_tokenizer_larger_than_the_model_s_vocabulary_names_vocab_size(tmp_path, tokenizer):
+    """Token ids past the embedding would fail deep in the forward pass ("index out of range in
+    self"): the loader names config.json's vocab_size and both sizes."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    ck = tmp_path / "checkpoint-1"
+    small = len(tokenizer) - 100
+    GPT2LMHeadModel(GPT2Config(vocab_size=small, n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(ck)
+    tokenizer.save_pretrained(ck)
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.field == "vocab_size" and err.value.path == str(ck / "config.json")
+    assert f"the tokenizer has {len(tokenizer)} tokens but the model embeds only {small}" in str(err.value)
+
+
+@pytest.mark.parametrize("device, words", [("xla", "learnviz runs on 'cpu', 'cuda' or 'mps'"),
+                                           ("tpu", "is no device"),
+                                           ("cuda", "CUDA is not available here")])
+def test_a_device_this_machine_lacks_stops_the_run_and_records_nothing(settings, tmp_path, device, words):
+    """A device setting that cannot work is the setting's fault, not the checkpoints': the run stops
+    with the field named, and no checkpoint is recorded as failed (a later run with a good device
+    then archives them all, without --retry-failed)."""
+    from learnviz.errors import ConfigError
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    settings = _settings(settings, tmp_path, _probes())
+    with pytest.raises(ConfigError) as err:
+        run(dataclasses.replace(settings, device=device), cpu_stages=False, progress=False)
+    assert err.value.field == "device" and words in str(err.value)
+    assert not list(settings.archive_dir().glob("*.h5"))
+    report = run(settings, cpu_stages=False, progress=False)
+    assert len(report.done) == 3 and not report.failed

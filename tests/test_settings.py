@@ -80,3 +80,45 @@ def test_archive_dir_default_and_error():
             == Path("/x/run/learnviz-archive"))
     with pytest.raises(ConfigError, match="archive"):
         load_settings(environ={}).archive_dir()
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("batch_size", 0, "must be at least 1, got 0"),
+    ("batch_size", -3, "must be at least 1, got -3"),
+    ("settle_seconds", -5, "must be at least 0, got -5"),
+    ("learned_threshold", 1.0, "must be between 0 and 1 (both excluded), got 1.0"),
+    ("health_z", ".nan", "must be above 0, got nan"),
+    ("dashboard_port", 70000, "must be from 0 to 65535, got 70000"),
+])
+def test_a_value_outside_its_range_is_refused_where_it_is_read(tmp_path, key, value, words):
+    """A batch size of 0 used to fail every checkpoint's extraction (each failure recorded); every
+    numeric setting with a range is refused in the file, the environment and the command line."""
+    from learnviz.errors import ConfigError
+    path = tmp_path / "learnviz.yaml"
+    path.write_text(f"{key}: {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={})
+    assert err.value.path == str(path) and err.value.field == key and words in str(err.value)
+    env = f"LEARNVIZ_{key.upper()}"
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={env: str(value)})
+    assert err.value.field == env and words.split(", got")[0] in str(err.value)
+    if value != ".nan":
+        with pytest.raises(ConfigError) as err:
+            load_settings(overrides={key: value}, environ={})
+        assert err.value.field == f"--{key.replace('_', '-')}"
+
+
+def test_every_default_is_within_its_range():
+    from learnviz.settings import _out_of_range, public_fields
+    defaults = Settings()
+    assert [f.name for f in public_fields() if _out_of_range(f.name, getattr(defaults, f.name))] == []
+
+
+def test_a_settings_file_that_is_not_utf8_names_the_file(tmp_path):
+    from learnviz.errors import ConfigError
+    path = tmp_path / "learnviz.yaml"
+    path.write_bytes(b"\xff\xfebatch_size: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, environ={})
+    assert err.value.path == str(path) and "not UTF-8 text (byte 0)" in str(err.value)
