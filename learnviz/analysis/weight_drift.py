@@ -1,4 +1,5 @@
-"""Weight drift: how far each layer's weights moved, per checkpoint, streamed from safetensors.
+"""Weight drift: how far each layer's weights moved, per checkpoint, streamed from its weight files
+(safetensors, or PyTorch's pickled `pytorch_model.bin` and its shards).
 
 For every layer (parameter names grouped by `layer_of`: "embeddings", "block.0".."block.N",
 "head") and the checkpoint's weights W, the previous checkpoint's W_prev and the first one's
@@ -21,6 +22,10 @@ Flags (layer names, in layer order):
 Memory: the files are opened with `safetensors.safe_open` (memory-mapped) and read one tensor
 name at a time: at most three tensors (current, previous, first) are loaded at once, and the
 float64 arithmetic runs over chunks of `_CHUNK` elements, so two whole models are never in memory.
+A `.bin` file (torch.save's zip format) is opened with `torch.load(weights_only=True, mmap=True)`:
+its tensors stay memory-mapped views of the file, read the same way, a tensor at a time. Only a
+`.bin` in torch's legacy (pre-zip) format, which cannot be memory-mapped, is loaded whole.
+torch.load runs with `weights_only=True` only: tensors and plain containers, never arbitrary objects.
 
 Tied weights: Hugging Face stores a tied lm_head once (under the embedding's name), so it counts
 once by itself. A file that stores the tied copy too (same shape, dtype and bytes as an
@@ -77,12 +82,63 @@ def _layer_key(layer: str) -> tuple[int, int]:
 
 
 def safetensors_files(checkpoint_dir: str | Path) -> list[Path]:
-    """The weight files of a checkpoint folder: model.safetensors, or its shards, sorted."""
+    """The safetensors files of a checkpoint folder: model.safetensors, or its shards, sorted.
+    (learnviz.checkpoints.weight_files finds pytorch_model.bin and its shards too.)"""
     folder = Path(checkpoint_dir)
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"{folder}: no *.safetensors files (weight drift reads safetensors only)")
+        raise ValueError(f"{folder}: no *.safetensors files")
     return files
+
+
+def is_torch_file(path: str | Path) -> bool:
+    """True for PyTorch's pickled weight files (pytorch_model.bin, its shards, adapter_model.bin)."""
+    return Path(path).name.endswith(".bin")
+
+
+class _TorchFile:
+    """A pytorch_model.bin (or a shard of one) with the part of safe_open's interface `_Files` uses.
+
+    `torch.load(weights_only=True, mmap=True)`: the tensors are views of the memory-mapped file, so
+    nothing is read until a tensor's values are; a legacy (pre-zip) file, which cannot be mapped,
+    is loaded without mmap. ValueError naming the file when it cannot be read, or holds anything
+    but a flat name -> tensor dict.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            try:
+                sd = self._load(mmap=True)
+            except MemoryError:
+                raise
+            except Exception:   # the legacy format cannot be memory-mapped: read it whole
+                sd = self._load(mmap=False)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"weight_drift: {path} is not a readable PyTorch weights file "
+                             f"(torch.load(weights_only=True)): {type(exc).__name__}: {exc}") from None
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in sd.items()):
+            raise ValueError(f"weight_drift: {path} is not a state dict of named tensors "
+                             f"(torch.load gave a {type(sd).__name__})")
+        self.tensors: dict[str, torch.Tensor] | None = sd
+
+    def _load(self, *, mmap: bool):
+        return torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tensors = None   # drops the references to the mapping: unmapped once the tensors handed out go
+
+    def keys(self) -> list[str]:
+        return list(self.tensors or {})
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
 
 
 @dataclass(frozen=True)
@@ -123,11 +179,14 @@ class _Files:
             for i, p in enumerate(paths):
                 if not p.is_file():
                     raise ValueError(f"weight_drift: {role} weight file {p} does not exist")
-                try:
-                    h = safe_open(str(p), framework="pt")
-                    h.__enter__()
-                except (SafetensorError, OSError) as exc:
-                    raise ValueError(f"weight_drift: {p} is not a readable safetensors file: {exc}") from None
+                if is_torch_file(p):
+                    h = _TorchFile(p)
+                else:
+                    try:
+                        h = safe_open(str(p), framework="pt")
+                        h.__enter__()
+                    except (SafetensorError, OSError) as exc:
+                        raise ValueError(f"weight_drift: {p} is not a readable safetensors file: {exc}") from None
                 self.handles.append(h)
                 for name in h.keys():
                     if name in self.where:
@@ -205,9 +264,11 @@ def weight_drift(current: Sequence[str | Path] | str | Path,
                  exploding: float = 10.0, vanishing: float = 0.1, dead: float = 1e-8) -> WeightDrift:
     """Per-layer weight norms and drift of one checkpoint against the previous and the first.
 
-    `current`, `previous`, `first`: safetensors file paths of one checkpoint each (its
-    model.safetensors, or all its shards; a single path is accepted too). Reads the files, one
-    tensor name at a time (see the module docstring for the definitions and the memory bound).
+    `current`, `previous`, `first`: weight file paths of one checkpoint each (its
+    model.safetensors or pytorch_model.bin, or all its shards; a single path is accepted too;
+    a name ending in `.bin` is read with torch.load(weights_only=True), any other as safetensors).
+    Reads the files, one tensor name at a time (see the module docstring for the definitions and
+    the memory bound).
     Raises ValueError for missing or unreadable files, a tensor in two shards, or bad thresholds.
     """
     if not (exploding > 0 and vanishing >= 0 and dead >= 0):

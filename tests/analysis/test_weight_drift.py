@@ -229,3 +229,95 @@ def test_chunked_sums_equal_whole_tensor_sums(ckpts, monkeypatch):
     chunked = weight_drift([ckpts["perturbed"]], [ckpts["base"]], [ckpts["x20"]])
     for f in ("norm", "change_prev", "change_first", "norm_ratio_first"):
         np.testing.assert_allclose(getattr(chunked, f), getattr(whole, f), rtol=1e-12)
+
+
+def _save_bin(sd: dict, folder: Path, shards: int = 1) -> list[Path]:
+    """`sd` as older transformers' save_pretrained(safe_serialization=False) wrote it (transformers 5
+    writes no .bin): torch.save of the state dict, as pytorch_model.bin or as `shards` shards
+    pytorch_model-0000i-of-0000n.bin with pytorch_model.bin.index.json. Found like the pipeline does."""
+    import json
+
+    from learnviz.checkpoints import weight_files
+    folder.mkdir(parents=True)
+    if shards == 1:
+        torch.save(sd, folder / "pytorch_model.bin")
+    else:
+        names = list(sd)
+        weight_map = {}
+        for i in range(shards):
+            shard = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+            part = names[i::shards]
+            torch.save({k: sd[k] for k in part}, folder / shard)
+            weight_map.update(dict.fromkeys(part, shard))
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return weight_files(folder)
+
+
+def _assert_same_drift(a, b):
+    assert a.layers == b.layers and a.parameters.tolist() == b.parameters.tolist()
+    assert a.flags == b.flags and a.skipped == b.skipped and a.mismatched == b.mismatched
+    for f in ("norm", "change_prev", "change_first", "norm_ratio_first"):
+        np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-12, atol=0)
+
+
+def test_pytorch_bin_checkpoints_match_safetensors(ckpts, monkeypatch):
+    """pytorch_model.bin checkpoints (single, and sharded with an index) give the drift that the
+    same weights give as safetensors; torch.load runs weights-only and memory-mapped."""
+    model, root = ckpts["model"], ckpts["root"]
+    base = _save_bin(load_file(ckpts["base"]), root / "bin-base")
+    perturbed = _save_bin(load_file(ckpts["perturbed"]), root / "bin-perturbed")
+    x20 = _save_bin(load_file(ckpts["x20"]), root / "bin-x20", shards=3)
+    assert [p.name for p in base] == ["pytorch_model.bin"]
+    assert [p.name for p in x20] == [f"pytorch_model-0000{i}-of-00003.bin" for i in (1, 2, 3)]
+
+    calls = []
+    real_load = torch.load
+
+    def spy(*a, **k):
+        calls.append(k)
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", spy)
+    from_bin = weight_drift(perturbed, base, x20)
+    monkeypatch.setattr(torch, "load", real_load)
+    from_st = weight_drift([ckpts["perturbed"]], [ckpts["base"]], [ckpts["x20"]])
+    _assert_same_drift(from_bin, from_st)
+    assert from_bin.change_prev[from_bin.layers.index("block.1")] > 1e-4     # really compared
+    assert from_bin.flags["vanishing"] == ["block.0"]                       # 1/20 of the first's norm
+    assert len(calls) == 5 and all(k.get("weights_only") is True and k.get("mmap") is True for k in calls)
+
+    # formats mixed within one call
+    _assert_same_drift(weight_drift(perturbed, [ckpts["base"]], x20), from_st)
+
+    # the whole state dict, with lm_head.weight: the tied copy that old .bin files stored too
+    model.load_state_dict(ckpts["base_sd"])
+    full = model.state_dict()
+    assert full["lm_head.weight"].data_ptr() == full["transformer.wte.weight"].data_ptr()
+    alone = weight_drift(_save_bin(full, root / "bin-tied"))
+    _assert_same_drift(alone, weight_drift([ckpts["base"]]))
+    assert alone.tied == ["lm_head.weight"]                                 # counted once
+
+
+def test_legacy_pickle_bin_read_without_mmap(ckpts, tmp_path):
+    sd = load_file(ckpts["perturbed"])
+    torch.save(sd, tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    _assert_same_drift(weight_drift([tmp_path / "pytorch_model.bin"], [ckpts["base"]], [ckpts["base"]]),
+                       weight_drift([ckpts["perturbed"]], [ckpts["base"]], [ckpts["base"]]))
+
+
+def test_unreadable_pytorch_bin_names_the_file(ckpts, tmp_path):
+    good = tmp_path / "good" / "pytorch_model.bin"
+    good.parent.mkdir()
+    torch.save(load_file(ckpts["base"]), good)
+    cut = tmp_path / "cut" / "pytorch_model.bin"
+    cut.parent.mkdir()
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=f"{cut}.* not a readable PyTorch weights file") as info:
+        weight_drift([good], [cut])
+    assert "safetensors" not in str(info.value)
+    (tmp_path / "junk.bin").write_bytes(b"not a torch file at all")
+    with pytest.raises(ValueError, match="junk.bin is not a readable PyTorch weights file"):
+        weight_drift([tmp_path / "junk.bin"])
+    torch.save([torch.zeros(2)], tmp_path / "list.bin")
+    with pytest.raises(ValueError, match="list.bin is not a state dict"):
+        weight_drift([tmp_path / "list.bin"])
