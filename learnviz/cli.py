@@ -443,6 +443,8 @@ def print_report(report, settings) -> None:
         print(f"  moved aside: {path} was unreadable, now {moved.name}, and archived again: {reason}")
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}")
+    for path, note in report.notes:
+        print(f"  archived with probes failed alone: {path}: {note}")
     for path, reason in report.incomplete:
         print(f"  incomplete: {path}: {reason}")
     for path in report.gone:

@@ -88,6 +88,8 @@ class RunReport:
     run: str = ""                                           # the run's name ("" : the root is the run)
     archive_dir: Path | None = None                         # the run's archive folder
     runs: list["RunReport"] = field(default_factory=list)   # one report per run, when the root holds several
+    notes: list[tuple[Path, str]] = field(default_factory=list)   # (checkpoint, what its ok extraction says:
+                                                                   # the probes that failed alone)
 
     @property
     def ok(self) -> bool:
@@ -323,6 +325,12 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
             continue
         if ok:
             report.done.append(job.archive_path)
+            try:
+                info = arc.Archive(job.archive_path).stage(EXTRACT)
+            except arc.ArchiveError:
+                info = None
+            if info is not None and info.reason:
+                report.notes.append((job.checkpoint.path, info.reason))
         else:
             try:
                 info = arc.Archive(job.archive_path).stage(EXTRACT)

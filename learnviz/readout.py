@@ -182,6 +182,7 @@ class StatusRow:
     accuracy: float | None
     skills: dict[str, float]
     flags: dict[str, str] = field(default_factory=dict)   # health flag -> why (learnviz.analysis.health)
+    notes: str = ""       # what its ok stages say (the probes that failed alone: an answer too long)
 
     @property
     def unreadable(self) -> bool:
@@ -194,9 +195,10 @@ def status_row(a: Archive, *, accuracy: bool = True) -> StatusRow:
     if kept is None:                     # (`learnviz status` of a run of 500 in a long-lived process)
         stages = {name: a.stages[name].status for name in stage_order(a.stages)}
         reason = next((info.reason for info in a.stages.values() if not info.ok), "")
-        kept = a.__dict__["_status"] = (a.attrs.get("checkpoint_name", a.path.stem), stages, reason)
+        notes = "; ".join(info.reason for info in a.stages.values() if info.ok and info.reason)
+        kept = a.__dict__["_status"] = (a.attrs.get("checkpoint_name", a.path.stem), stages, reason, notes)
     acc, skills = archive_accuracy(a) if accuracy else (None, {})
-    return StatusRow(a.step, kept[0], dict(kept[1]), kept[2], acc, skills)
+    return StatusRow(a.step, kept[0], dict(kept[1]), kept[2], acc, skills, notes=kept[3])
 
 
 def unreadable_row(u: Unreadable) -> StatusRow:
@@ -238,7 +240,7 @@ def newest_and_notable(rows: list[StatusRow], last: int = STATUS_LAST) -> list[S
     """The rows a table of a long run shows: the newest `last` and every failed, unreadable or
     flagged one (in step order)."""
     cut = max(len(rows) - max(last, 0), 0)
-    return [r for i, r in enumerate(rows) if i >= cut or r.reason or r.unreadable or r.flags
+    return [r for i, r in enumerate(rows) if i >= cut or r.reason or r.notes or r.unreadable or r.flags
             or any(v != "ok" for v in r.stages.values())]
 
 
@@ -330,6 +332,9 @@ def format_status(rows: list[StatusRow], *, total: int = 0) -> str:
         if r.reason:
             where = f"{r.name}" if r.step is None else f"step {r.step} ({r.name})"
             lines.append(f"{where} {'unreadable' if r.unreadable else 'failed'}: {r.reason}")
+    for r in rows:
+        if r.notes:
+            lines.append(f"step {r.step} ({r.name}) archived, with probes failed alone: {r.notes}")
     for r in rows:
         for flag, why in r.flags.items():
             lines.append(f"step {r.step} ({r.name}) flagged {flag}: {why}")

@@ -2,6 +2,7 @@ import json
 import os
 import time
 
+import pytest
 from helpers import make_checkpoint
 
 from learnviz.checkpoints import discover, fingerprint, inspect, training_metrics
@@ -113,3 +114,19 @@ def test_a_long_lived_process_reads_each_checkpoint_once_until_a_file_changes(tm
     assert len(reads) == 2 and second != first
     (ck / "tokenizer.json").write_text((ck / "tokenizer.json").read_text() + " ")
     assert fingerprint(inspect(ck, settle_seconds=0)) not in (first, second) and len(reads) == 3
+
+
+@pytest.mark.parametrize("state, why", [
+    (None, "there is no trainer_state.json"),
+    ("{torn", "trainer_state.json cannot be read as JSON (Expecting property name"),
+    ('{"log_history": []}', "trainer_state.json has no global_step"),
+    ('{"global_step": "ten"}', "trainer_state.json's global_step is 'ten', not a whole number"),
+])
+def test_a_folder_without_a_step_says_why_trainer_state_gave_none(tmp_path, tokenizer, state, why):
+    ck = make_checkpoint(tmp_path / "final", tokenizer, step=5)
+    if state is None:
+        (ck / "trainer_state.json").unlink()
+    else:
+        (ck / "trainer_state.json").write_text(state)
+    got = inspect(ck, settle_seconds=0)
+    assert got.state == "broken" and got.reason.startswith(f"no step: the folder name has none and {why}")

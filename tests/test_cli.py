@@ -67,3 +67,11 @@ def test_user_probe_file_runs(tmp_path, ckpt_root):
 def test_bad_setting_flag_and_env(tmp_path):
     out = subprocess.run(CLI + ["config"], capture_output=True, text=True, env={"LEARNVIZ_LAYRES": "1", "PATH": ""})
     assert out.returncode == 2 and "LEARNVIZ_LAYRES" in out.stderr and "layers" in out.stderr
+
+
+def test_status_of_a_missing_checkpoint_folder_is_an_error(tmp_path):
+    """A mistyped --checkpoints used to print "no archives in .../learnviz-archive" and exit 0."""
+    missing = tmp_path / "no-such-run"
+    out = subprocess.run(CLI + ["status", "--checkpoints", str(missing)], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{missing} field 'checkpoints': no such folder" in out.stderr

@@ -22,9 +22,9 @@ FIXTURE = Path(__file__).parent / "fixtures" / "archive_v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 # Differ by where and when the fixture lies, not by what it holds.
 LOCAL = {"archive", "version", "url"}
-# Added since the fixture was written (health flags, issue 15; the status files' lines, issue 16):
-# compared apart, empty on this run.
-ADDED = {"flags", "health_flags", "training"}
+# Added since the fixture was written (health flags, issue 15; the status files' lines, issue 16;
+# the notes of ok stages: probes that failed alone): compared apart, empty on this run.
+ADDED = {"flags", "health_flags", "training", "notes"}
 
 
 def normal(value):
@@ -52,6 +52,7 @@ def test_status_rows_unchanged(archive):
     rows = [r.__dict__ for r in readout.status_rows(archive)]
     assert normal(rows) == normal(EXPECTED["status_rows"])
     assert all(r["flags"] == {} for r in rows)        # no series stage of this version: no health flags
+    assert all(r["notes"] == "" for r in rows)        # every probe of every checkpoint was scored
     assert [r["step"] for r in rows] == [10, 20, 40]
 
 

@@ -254,6 +254,14 @@ def test_a_run_with_an_over_long_answer_names_the_probe(settings, tmp_path):
     assert info.ok and info.reason.startswith("probe 'answer_too_long': its answer is ")
     got = arc.Archive(s.archive_dir() / "checkpoint-10.h5").read("extract", ["failed", "correct", "probe_ids"])
     assert got["failed"].tolist() == [False] * 5 + [True] and not got["correct"][-1]
+    # said where people look, not only in the archive: the run's summary and `learnviz status`
+    root = tmp_path / "run"
+    assert [(p, why) for p, why in report.notes] == [(root / f"checkpoint-{k}", info.reason) for k in (10, 20, 30)]
+    from learnviz import readout
+    rows = readout.status_rows(s.archive_dir())
+    assert [r.notes for r in rows] == [info.reason] * 3 and [r.reason for r in rows] == [""] * 3
+    text = readout.format_status(readout.newest_and_notable(rows, 0))
+    assert f"step 10 (checkpoint-10) archived, with probes failed alone: {info.reason}" in text
 
 
 # ---------------------------------------------------------------- 6. a checkpoint without its tokenizer files
