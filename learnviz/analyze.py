@@ -237,7 +237,12 @@ def behaviour(archives: list[arc.Archive], i: int, s: Settings) -> AnalysisResul
     base_correct = archives[0].read(EXTRACT, ["correct"])["correct"] if i else correct
     base = skill_scores(np.asarray(base_correct, dtype=bool), skills, categories)
     confidence = np.clip(extracted["answer_confidence"].astype(np.float64), 0, 1)
-    cal = calibration(confidence, correct, n_bins=s.calibration_bins)
+    # NaN confidences (a broken checkpoint: NaN weights, an overflow) are missing values, as the
+    # entropy's NaNs are: calibration is over the others, so the weight drift still names the
+    # layers that blew up (weights_exploding) instead of the stage failing on the NaN
+    finite = np.isfinite(confidence)
+    cal = (calibration(confidence[finite], correct[finite], n_bins=s.calibration_bins) if finite.any()
+           else _no_calibration(s.calibration_bins))
     ent = entropy_summary(extracted["token_entropy"], correct, categories, low=s.entropy_low, high=s.entropy_high)
     err = localize_errors(extracted["answer_ids"], extracted["token_argmax"], extracted["first_divergence"], correct)
     return AnalysisResult(
@@ -247,6 +252,16 @@ def behaviour(archives: list[arc.Archive], i: int, s: Settings) -> AnalysisResul
         entropy=EntropyProfile(ent.mean_by_position, ent.count_by_position, ent.probe_mean, ent.overconfident,
                                ent.uncertain, ent.mean_by_category),
         errors=ErrorPositions(err.teacher_forced, err.free, err.histogram))
+
+
+def _no_calibration(n_bins: int):
+    """The calibration of a checkpoint without one finite confidence: empty bins, NaN scores."""
+    from .analysis.calibration import Calibration, bin_edges
+    nan = np.full(n_bins, np.nan)
+    return Calibration(n_bins=n_bins, tolerance=0.0, n=0, bin_edges=bin_edges(n_bins), bin_confidence=nan,
+                       bin_accuracy=nan.copy(), bin_count=np.zeros(n_bins, np.int64), n_at_one=0,
+                       accuracy_at_one=np.nan, ece=np.nan, mce=np.nan, brier=np.nan, gap=np.nan,
+                       direction="unknown", accuracy=np.nan, mean_confidence=np.nan)
 
 
 def with_weights(result: AnalysisResult, archives: list[arc.Archive], i: int, s: Settings) -> AnalysisResult:
@@ -273,7 +288,8 @@ def analysis_row(step: int, probe_hash: str, r: AnalysisResult) -> dict:
     cal, ent = r.calibration, r.entropy
     row: dict = {"step": step, "probe_hash": probe_hash, "ece": cal.ece, "mce": cal.mce, "brier": cal.brier,
                  "calibration_gap": cal.gap, "calibration_direction": cal.direction,
-                 "mean_entropy": float(np.nanmean(ent.probe_mean)) if len(ent.probe_mean) else None,
+                 "mean_entropy": (float(np.nanmean(ent.probe_mean)) if np.isfinite(ent.probe_mean).any()
+                                  else None),
                  "overconfident": int(ent.overconfident.sum()), "uncertain": int(ent.uncertain.sum()),
                  "skill_delta_vs_base": r.delta_vs_base, "error_positions": r.errors.histogram.tolist()}
     if r.weights is not None:
@@ -370,9 +386,10 @@ def geometry_row(step: int, probe_hash: str, r: GeometryResult) -> dict:
 # ---------------------------------------------------------------- series (the whole run)
 
 def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey | None = None, *,
-               rows: bool = True) -> Path:
+               rows: bool = True, left_out: list[tuple[int, str]] | None = None) -> Path:
     """Results across every checkpoint -> series.h5 (+ hard_example_board.json), from one compact
     row per checkpoint kept in series.h5: only checkpoints without a current row are read
-    (learnviz.series_stage). `rows=False` reads every archive again."""
+    (learnviz.series_stage). `rows=False` reads every archive again. A broken checkpoint (NaN
+    answer logprobs) is left out of the results and flagged; `left_out` gets its (step, why)."""
     from .series_stage import run_series as run
-    return run(archives, s, key or series_key(archives, s), rows=rows)
+    return run(archives, s, key or series_key(archives, s), rows=rows, left_out=left_out)

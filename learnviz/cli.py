@@ -413,11 +413,15 @@ def cmd_export(args) -> int:
 # ---------------------------------------------------------------- printing
 
 def print_cpu_report(report) -> None:
-    series = "updated" if report.series else "waiting" if report.series_waiting else "current"
+    failed = any(stage == pipeline.SERIES for _, stage, _ in report.failed)
+    series = ("updated" if report.series else "failed" if failed else "waiting" if report.series_waiting
+              else "current")
     print(f"analysis: {len(report.analysed)} checkpoints, geometry: {len(report.geometry)}, "
           f"series: {series} in {report.seconds:.1f}s")
     for step, stage, reason in report.failed:
         print(f"  failed: step {step} {stage}: {reason}")
+    for step, reason in report.left_out:
+        print(f"  broken: step {step}: {reason} (flagged non_finite in `learnviz status`)")
     for u in report.unreadable:
         print(f"  unreadable: {'' if u.step is None else f'step {u.step} '}{u.reason}")
     held = [f"{stage} of step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}"

@@ -144,15 +144,24 @@ def health_to_archive(h, steps: np.ndarray) -> dict:
                          "min_history": np.int64(h.min_history), "floor": np.float64(h.floor)}}
 
 
-def append_health_rows(archives: list[arc.Archive], h) -> None:
+def append_health_rows(archives: list[arc.Archive], h, *, broken: dict[int, str] | None = None) -> None:
     """A history row `{"step", "probe_hash", "health_flags"}` for each checkpoint whose flags
-    differ from what the history says (so a re-run appends nothing)."""
+    differ from what the history says (so a re-run appends nothing). `broken`: step -> why, of the
+    checkpoints the series left out (not judged by `h`): each is flagged `non_finite` with the
+    reason, and with its analysis's weight flags (`weights_exploding` for NaN weights)."""
+    from .analysis.health import WEIGHT_FLAGS
     archive_dir = archives[0].path.parent
     probe_hash = archives[-1].key.probe_hash
-    known = {r["step"]: r.get("health_flags") for r in history.read(archive_dir, probe_hash)}
-    for a, flags in zip(archives, h.flags):
-        if (known.get(a.step) or {}) != flags:       # no row yet means no flags: nothing to say
-            history.append(archive_dir, {"step": a.step, "probe_hash": probe_hash, "health_flags": flags})
+    rows = {r["step"]: r for r in history.read(archive_dir, probe_hash)}
+    todo = list(zip([a.step for a in archives], h.flags))
+    for step, why in (broken or {}).items():
+        wf = rows.get(step, {}).get("weight_flags") or {}
+        flags = {"non_finite": why}
+        flags.update((f"weights_{name}", ", ".join(wf[name])) for name in WEIGHT_FLAGS if wf.get(name))
+        todo.append((step, flags))
+    for step, flags in sorted(todo, key=lambda t: t[0]):
+        if (rows.get(step, {}).get("health_flags") or {}) != flags:   # no row yet means no flags: nothing to say
+            history.append(archive_dir, {"step": step, "probe_hash": probe_hash, "health_flags": flags})
 
 
 def series_data_impact(archives: list[arc.Archive], reads: list[dict], meta: dict, h) -> dict | None:

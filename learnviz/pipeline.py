@@ -62,10 +62,13 @@ class CpuReport:
     unreadable: list[arc.Unreadable] = field(default_factory=list)      # the folder's unreadable archives
     waiting: dict[str, list[int]] = field(default_factory=dict)         # stage -> steps held back by them
     series_waiting: bool = False                                        # the series, held back by them
+    left_out: list[tuple[int, str]] = field(default_factory=list)       # (step, why): broken checkpoints the
+                                                                        # series left out (learnviz.series_stage)
 
     @property
     def changed(self) -> bool:
-        return bool(self.analysed or self.geometry or self.series or self.failed or self.unreadable)
+        return bool(self.analysed or self.geometry or self.series or self.failed or self.unreadable
+                    or self.left_out)
 
 
 @dataclass
@@ -393,7 +396,11 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         ran.add(i)
         bar.update(1)
         if not ok:
-            break  # later layouts start from this one
+            # A failure counts as done until its inputs change (`guarded`), so the next run would
+            # go on with the later checkpoints from the failed one, which has no layout: go on now,
+            # as that run would (what this run kept of it, a layer laid out before the failure, is
+            # not in its archive).
+            cache.pop(archives[i].path, None)
     bar.close()
     archives = _reread(archives, ran, archive_dir)   # their stage statuses changed
     skey = an.series_key(archives, settings)
@@ -401,8 +408,9 @@ def run_cpu_stages(settings: Settings, *, steps: set[int] | None = None, analysi
         if hold.unreadable:    # it covers every checkpoint: it would be rebuilt without one
             report.series_waiting = True
         else:
-            guarded(report, archives[-1], SERIES, lambda: an.run_series(archives, settings, skey, rows=not force))
-            report.series = True
+            report.series = guarded(report, archives[-1], SERIES,
+                                    lambda: an.run_series(archives, settings, skey, rows=not force,
+                                                          left_out=report.left_out))
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -574,6 +582,7 @@ def update_learning_history(settings: Settings) -> dict:
     for name, rs in runs(settings):
         report = run_cpu_stages(rs, analysis=False)   # per-checkpoint analyses are `analyze` tasks
         out[name] = {"geometry": report.geometry, "series": report.series,
+                     "left_out": [list(x) for x in report.left_out],
                      "failed": [list(f) for f in report.failed], "seconds": report.seconds,
                      "unreadable": [u.reason for u in report.unreadable],
                      "waiting": {**report.waiting, **({SERIES: []} if report.series_waiting else {})}}

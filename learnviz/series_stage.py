@@ -391,10 +391,45 @@ def series_data(archives: list[arc.Archive], s: Settings, *,
     holds for the archives' stamps are taken from it; without a log every archive is read."""
     ctx = context(archives, s)
     stacked = collect_rows(archives, ctx, log)
-    data: dict = {"steps": stacked.steps}
+    used, left_out = usable(stacked)
+    data: dict = {"steps": used.steps}
     for fn in RESULTS.values():
-        data.update(fn(stacked, ctx))
+        data.update(fn(used, ctx))
+    if left_out:
+        data["left_out"] = {"steps": stacked.steps[list(left_out)],
+                            "reasons": np.asarray(list(left_out.values()), dtype=object)}
     return data, stacked, ctx
+
+
+def broken_rows(rows: Rows) -> dict[int, str]:
+    """index -> why, of the rows whose answers' logprobs hold NaN: a broken checkpoint (NaN
+    weights, a diverged run, an overflow). No result across checkpoints means anything with one
+    (cartography refuses it), so the series leaves such a checkpoint out and says so."""
+    lp = rows.values["answer_logprob"]
+    if not lp.size:
+        return {}
+    bad = np.isnan(lp)
+    counts = bad.sum(axis=1)
+    return {int(j): f"answer_logprob is NaN for {int(counts[j])} of {lp.shape[1]} probes (NaN weights or an "
+                    f"overflow: a broken checkpoint); left out of the series"
+            for j in np.flatnonzero(counts)}
+
+
+def usable(rows: Rows) -> tuple[Rows, dict[int, str]]:
+    """(the rows the results are computed from, index -> why of the rows left out: `broken_rows`),
+    built once per `rows`. ValueError when no row is left."""
+    if "usable" not in rows.derived:
+        left_out = broken_rows(rows)
+        if not left_out:
+            rows.derived["usable"] = (rows, left_out)
+        else:
+            keep = np.asarray([j for j in range(len(rows.steps)) if j not in left_out], dtype=np.int64)
+            if not len(keep):
+                raise ValueError(f"every checkpoint is broken: {next(iter(left_out.values()))}")
+            used = Rows(rows.steps[keep], [rows.stamps[j] for j in keep],
+                        {n: v[keep] for n, v in rows.values.items()}, read=rows.read)
+            rows.derived["usable"] = (used, left_out)
+    return rows.derived["usable"]
 
 
 def store_rows(folder: Path, ctx: Context, rows: Rows, log: row_log.Log | None) -> None:
@@ -417,33 +452,41 @@ def store_rows(folder: Path, ctx: Context, rows: Rows, log: row_log.Log | None) 
         log_.warning("%s: the series rows could not be kept (%s)", path, exc)
 
 
-def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, rows: bool = True) -> Path:
+def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, rows: bool = True,
+               left_out: list[tuple[int, str]] | None = None) -> Path:
     """Results across every checkpoint -> series.h5 (+ hard_example_board.json). `rows=False`
-    reads every archive again instead of keeping the logged rows (`learnviz analyze --force`)."""
+    reads every archive again instead of keeping the logged rows (`learnviz analyze --force`).
+    A broken checkpoint (`broken_rows`) is left out of every result, kept in series.h5's
+    `left_out` group and flagged `non_finite` in the history; `left_out` gets its (step, why)."""
     t0 = time.perf_counter()
     path = archives[0].path.parent / arc.SERIES_NAME
     log = row_log.load(row_log.log_path(path.parent)) if rows else None
     data, stacked, ctx = series_data(archives, s, log=log)
-    store_rows(path.parent, ctx, stacked, log)
+    store_rows(path.parent, ctx, stacked, log)       # every row, the broken ones too (they are live)
+    used, broken = usable(stacked)
+    if broken:
+        archives = [a for j, a in enumerate(archives) if j not in broken]
     # health flags and data impact (learnviz.insight): from the same rows, apart from RESULTS
     # because they also read the history, the data log and a geometry or two
-    health = insight.series_health(archives, s, stacked.values["correct"])
-    data["health"] = insight.health_to_archive(health, stacked.steps)
+    health = insight.series_health(archives, s, used.values["correct"])
+    data["health"] = insight.health_to_archive(health, used.steps)
     reads = [{"correct": c, "answer_logprob": lp}
-             for c, lp in zip(stacked.values["correct"], stacked.values["answer_logprob"])]
+             for c, lp in zip(used.values["correct"], used.values["answer_logprob"])]
     impact = insight.series_data_impact(archives, reads, ctx.meta, health)
     if impact is not None:
         data["data_impact"] = impact
     t1 = time.perf_counter()
-    steps = stacked.steps
+    steps = used.steps
     arc.write_stage(path, SERIES, key=key, root_attrs={"kind": "series", "steps": steps.tolist(),
                                                       "step": int(steps[-1])},
                     data=data, attrs={"learned_threshold": s.learned_threshold, "rows_signature": ctx.signature,
                                       "rows_read": stacked.read},
                     timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
-    b = board(stacked, ctx)
+    b = board(used, ctx)
     if b is not None:
         write_atomic(archives[0].path.parent / BOARD_FILE, b.to_json_text())
         board_written(archives[0].path.parent)
-    insight.append_health_rows(archives, health)
+    insight.append_health_rows(archives, health, broken={int(stacked.steps[j]): why for j, why in broken.items()})
+    if left_out is not None:
+        left_out.extend((int(stacked.steps[j]), why) for j, why in broken.items())
     return path

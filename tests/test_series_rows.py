@@ -14,13 +14,13 @@ import pytest
 
 from learnviz import analyze as an
 from learnviz import archive as arc
-from learnviz import row_log, series_stage
+from learnviz import pipeline, readout, row_log, series_stage
 from learnviz.analysis.cartography import cartography
 from learnviz.analysis.errors import error_position_trend
 from learnviz.analysis.hard_examples import hard_example_board
 from learnviz.analysis.trajectories import logprob_trajectories
 from learnviz.readout import read_analysis, series, stage_ok
-from learnviz.results import ANALYSIS, BOARD_FILE, EXTRACT, SERIES
+from learnviz.results import ANALYSIS, BOARD_FILE, EXTRACT, GEOMETRY, SERIES
 from learnviz.settings import Settings
 
 SKILLS = ["syllo_easy"] * 5 + ["edge_cases"] * 3 + ["hard_examples"] * 4
@@ -33,8 +33,9 @@ LENGTHS = np.asarray([len(e.split()) + 1 for e in EXPECTED])
 OFFSETS = np.concatenate([[0], np.cumsum(LENGTHS)]).astype(np.int64)
 
 
-def write_extract(folder, step: int, seed: int):
-    """A checkpoint's extract group through learnviz's writer; logprobs rise with the step."""
+def write_extract(folder, step: int, seed: int, *, broken: bool = False):
+    """A checkpoint's extract group through learnviz's writer; logprobs rise with the step.
+    `broken`: a diverged checkpoint, every logprob, confidence and embedding NaN."""
     rng = np.random.default_rng(seed)
     total = int(OFFSETS[-1])
     logit = (step / 100 - 2.5) + rng.normal(0, 1.5, size=total)
@@ -63,6 +64,12 @@ def write_extract(folder, step: int, seed: int):
             "stop_prob": rng.uniform(size=N).astype(np.float32), "first_divergence": first_div,
             "greedy_answer": np.asarray(greedy, dtype=object), "correct": correct,
             "prompt_tokens": np.full(N, 9, dtype=np.int32), "truncated": np.zeros(N, dtype=bool)}
+    if broken:
+        for k in ("token_logprob", "token_entropy", "token_top1_prob"):
+            data[k] = r(np.full(total, np.nan, dtype=np.float32))
+        for k in ("answer_logprob", "answer_confidence", "stop_prob"):
+            data[k] = np.full(N, np.nan, dtype=np.float32)
+        data["embeddings"] = {"layer_0": np.full((N, 8), np.nan, dtype=np.float16)}
     name = f"checkpoint-{step}"
     arc.write_stage(folder / f"{name}.h5", EXTRACT, key=arc.StageKey(f"fp-{step}-{seed}", "probes1"),
                     root_attrs={"step": step, "checkpoint": str(folder / "gone" / name), "checkpoint_name": name},
@@ -79,10 +86,18 @@ def analyse(settings: Settings) -> None:
 
 
 def full_recompute(archives, s: Settings) -> tuple[dict, dict | None]:
-    """The series read from every archive and computed by the analysis functions directly."""
-    steps = np.asarray([a.step for a in archives])
+    """The series read from every archive and computed by the analysis functions directly; a
+    checkpoint whose answer logprobs hold NaN (which cartography refuses) left out."""
     reads = [a.read(EXTRACT, ["token_logprob", "answer_logprob", "answer_ids", "correct", "greedy_answer"])
              for a in archives]
+    broken = [j for j, r in enumerate(reads) if np.isnan(r["answer_logprob"]).any()]
+    left_out = {"steps": np.asarray([archives[j].step for j in broken]),
+                "reasons": np.asarray([f"answer_logprob is NaN for {int(np.isnan(reads[j]['answer_logprob']).sum())} "
+                                       f"of {N} probes (NaN weights or an overflow: a broken checkpoint); left out "
+                                       "of the series" for j in broken], dtype=object)}
+    archives = [a for j, a in enumerate(archives) if j not in broken]
+    reads = [r for j, r in enumerate(reads) if j not in broken]
+    steps = np.asarray([a.step for a in archives])
     meta = archives[-1].read(EXTRACT, ["probe_ids", "probe_skill", "probe_category", "prompt", "expected"])
     cats = list(meta["probe_category"])
     traj = logprob_trajectories(steps, [r["token_logprob"] for r in reads], cats, threshold=s.learned_threshold)
@@ -124,6 +139,8 @@ def full_recompute(archives, s: Settings) -> tuple[dict, dict | None]:
     impact = insight.series_data_impact(archives, reads, meta, health)
     if impact is not None:
         data["data_impact"] = impact
+    if broken:
+        data["left_out"] = left_out
     return data, board.to_json()
 
 
@@ -191,6 +208,41 @@ def test_kept_rows_equal_a_full_recompute(tmp_path):
     analyse(s)
     check(s)
     assert check(s) == 0                         # nothing new: nothing read
+
+
+def test_a_broken_checkpoint_is_left_out_of_the_series_flagged_and_the_later_ones_go_on(tmp_path):
+    """A diverged checkpoint in the middle of a run (every logprob, confidence and embedding NaN):
+    the series is written from the other checkpoints (equal to a full recompute without it), the
+    broken one is reported and flagged by its step and the field, its analysis still runs (so its
+    weight flags could be read), only its geometry fails, and every later checkpoint is complete."""
+    s = Settings(archive=str(tmp_path))
+    for step in (100, 200, 300, 400):
+        write_extract(tmp_path, step, seed=step, broken=step == 200)
+    report = pipeline.run_cpu_stages(s)
+    assert report.analysed == [100, 200, 300, 400]
+    assert report.geometry == [100, 200, 300, 400]          # the chain goes on after 200's failure
+    assert [(step, stage) for step, stage, _ in report.failed] == [(200, GEOMETRY)], report.failed
+    assert "NaN" in report.failed[0][2]
+    assert report.series
+    why = "answer_logprob is NaN for 12 of 12 probes"
+    assert [step for step, _ in report.left_out] == [200] and why in report.left_out[0][1], report.left_out
+    archives = series(tmp_path)
+    assert all(stage_ok(a, ANALYSIS) for a in archives)
+    assert [a.step for a in archives if stage_ok(a, GEOMETRY)] == [100, 300, 400]
+    stored = arc.Archive(tmp_path / arc.SERIES_NAME).read(SERIES)
+    assert stored["steps"].tolist() == [100, 300, 400]
+    assert stored["left_out"]["steps"].tolist() == [200] and why in str(stored["left_out"]["reasons"][0])
+    flags = readout.health_flags(tmp_path)
+    assert why in flags[200]["non_finite"] and "non_finite" not in flags.get(300, {})
+    row = {r.step: r for r in readout.status_rows(tmp_path)}[200]
+    assert "non_finite" in row.flags and row.stages[GEOMETRY] == "failed"
+    check(s)                                                  # equal to a full recompute without it
+    assert not pipeline.run_cpu_stages(s).changed            # and a re-run has nothing to do
+
+    write_extract(tmp_path, 500, seed=500)                    # a new checkpoint: its row only
+    report = pipeline.run_cpu_stages(s)
+    assert report.series and not report.failed and [step for step, _ in report.left_out] == [200]
+    assert check(s) == 0
 
 
 def test_a_long_lived_process_adds_each_new_row_to_its_stack(tmp_path):
