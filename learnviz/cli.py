@@ -92,7 +92,7 @@ def _info_commands(sub) -> None:
     p.add_argument("--flags", nargs="?", const="all", metavar="FLAG,FLAG",
                    help="only the checkpoints with a health flag (any, or one of these: accuracy_drop, "
                         "regression_burst, loss_spike, geometry_drift_spike, calibration_jump, weights_exploding, "
-                        "weights_vanishing, weights_dead)")
+                        "weights_vanishing, weights_dead, non_finite: NaN outputs, left out of the series)")
 
     p = sub.add_parser("probes", help="show or check a probe set",
                        description="Summarise the probe set (default: SYLLO plus hard examples), validate a "
