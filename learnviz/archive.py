@@ -800,8 +800,10 @@ class Archive:
     def _open(self) -> h5py.File:
         return h5py.File(self.path, "r", locking=False)
 
-    @property
+    @functools.cached_property
     def step(self) -> int:
+        """(Kept: a view's header never changes, and listing, planning and the series of a long
+        run ask it of every archive several times.)"""
         return int(self.attrs.get("step", -1))
 
     @functools.cached_property
@@ -814,10 +816,17 @@ class Archive:
 
     def is_current(self, name: str, key: StageKey, *, retry_failed: bool = False) -> bool:
         """True when the stage was written for this key (ok, or failed and not retrying)."""
+        kept = self.__dict__.get("_current")     # the last answer per stage, by the key object asked
+        if kept is not None:                      # (planning a long run asks it of every archive)
+            hit = kept.get(name)
+            if hit is not None and hit[0] is key:
+                return hit[1] or (hit[2] and not retry_failed)
+        else:
+            kept = self.__dict__["_current"] = {}
         info = self.stages.get(name)
-        if info is None or info.key != key:
-            return False
-        return info.ok or not retry_failed
+        same = info is not None and (info.key is key or info.key == key)
+        kept[name] = (key, same and info.ok, same and not info.ok)
+        return same and (info.ok or not retry_failed)
 
     def _keep(self, name: str, value: Any) -> None:
         # only when the file read is still the version this view was made from (not replaced meanwhile)
@@ -929,7 +938,7 @@ def scan_archives(archive_dir: str | Path) -> Listing:
         names = [e.name for e in os.scandir(archive_dir)]
     except OSError:           # no folder (yet), or not a folder
         return Listing([], [])
-    out, bad = [], []
+    bad = []
     index = folder_index(archive_dir)
     before = _listings.get(archive_dir, {})
     now: dict[str, Archive] = {}
@@ -960,13 +969,12 @@ def scan_archives(archive_dir: str | Path) -> Listing:
         except ArchiveError as exc:
             if p.exists():
                 bad.append(_unreadable(p, exc))
-    out = list(now.values())
     with _memo_lock:          # what flush_index keeps: the dashboard's listings write nothing
         index.present = set(now)
         if len(_listings) >= 64 and archive_dir not in _listings:
             _listings.clear()
         _listings[archive_dir] = now
-    out.sort(key=lambda a: (a.step, a.path.name))
+    out = [a for _, _, a in sorted(((a.step, name, a) for name, a in now.items()), key=lambda t: t[:2])]
     bad.sort(key=lambda u: (u.step is None, u.step or 0, u.path.name))
     return Listing(out, bad)
 
