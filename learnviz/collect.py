@@ -116,6 +116,25 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         if ck.state != "gone":   # deleted while it was looked at (a Trainer's save_total_limit rotation)
             found.append((ck.step, str(ck.path), ck, None))
     found.sort(key=lambda f: f[:2])
+    # Two folders of one step (checkpoint-100 and step_100): a run's checkpoints are keyed by step
+    # (the series, the history, the dashboard), so the first by name is archived and the others
+    # are refused, each run, with both named (an earlier version archived both: readout.series_of
+    # takes the first of a step)
+    first: dict[int, str] = {}
+    for step, where in sorted([(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)]
+                              + [(step, where) for step, where, _ in known]):
+        first.setdefault(step, where)
+    if len(first) < len(known) + len(found):
+        clash = {(step, where) for step, where in [(f[0], f[1]) for f in found] + [k[:2] for k in known]
+                 if step >= 0 and first.get(step, where) != where}
+        if clash:
+            for step, where in sorted(clash):
+                if refused is not None:
+                    refused.append((Checkpoint(path=Path(where), step=step, state="broken"),
+                                    f"step {step} is also {Path(first[step]).name}'s (archived instead): a run's "
+                                    f"checkpoints are told apart by step; move or rename one of the two folders"))
+            found = [f for f in found if (f[0], f[1]) not in clash]
+            known = [k for k in known if (k[0], k[1]) not in clash]
     jobs = []
     now_current = [(step, where, e["archive"]) for step, where, e in known]    # ... and their archives' names
     for step, where, ck, e in found:
@@ -148,6 +167,11 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         current.extend(archive_dir / name for _, _, name in sorted(now_current))
     cache.save()
     return jobs
+
+
+def _incomplete(f: tuple) -> bool:
+    """A found entry (step, path, checkpoint, scan-cache entry) of a checkpoint still being written."""
+    return (f[2].state if f[2] is not None else f[3]["state"]) == "incomplete"
 
 
 def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,

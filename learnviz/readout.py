@@ -122,7 +122,11 @@ def series_of(archives: list[Archive], probe_hash: str | None = None) -> list[Ar
     if not done:
         return []
     wanted = probe_hash or done[-1].attrs.get("probe_hash")
-    return [a for a in done if a.attrs.get("probe_hash") == wanted]
+    out = [a for a in done if a.attrs.get("probe_hash") == wanted]
+    if len({a.step for a in out}) < len(out):   # two archives of one step (two folders, archived by an
+        seen: set[int] = set()                   # earlier version; the scan now refuses the second):
+        out = [a for a in out if not (a.step in seen or seen.add(a.step))]    # the first by name
+    return out
 
 
 def series(archive_dir: str | Path, probe_hash: str | None = None) -> list[Archive]:

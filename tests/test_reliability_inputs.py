@@ -428,3 +428,24 @@ def test_a_device_this_machine_lacks_stops_the_run_and_records_nothing(settings,
     assert not list(settings.archive_dir().glob("*.h5"))
     report = run(settings, cpu_stages=False, progress=False)
     assert len(report.done) == 3 and not report.failed
+
+
+def test_two_folders_of_one_step_archive_the_first_and_name_both(settings, tmp_path, tokenizer):
+    """checkpoint-20 and step_20 in one run: a run's checkpoints are told apart by step (the
+    series, the history, the dashboard), so the first by name is archived and the other refused,
+    each run, naming both (both used to be archived, and the series failed on every run, blamed on
+    the newest step). An archive of such a second folder from before is left out of the series."""
+    from learnviz.readout import series
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    make_checkpoint(root / "step_20", tokenizer, step=20, seed=5)
+    why = ("step 20 is also checkpoint-20's (archived instead): a run's checkpoints are told apart by step; "
+           "move or rename one of the two folders")
+    for _ in range(2):
+        report = run(settings, cpu_stages=False, progress=False)
+        assert report.failed == [(root / "step_20", why)]
+    assert sorted(p.name for p in settings.archive_dir().glob("*.h5")) == [
+        "checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
+    shutil.copy(settings.archive_dir() / "checkpoint-20.h5", settings.archive_dir() / "step_20.h5")
+    assert [(a.step, a.path.name) for a in series(settings.archive_dir())] == [
+        (10, "checkpoint-10.h5"), (20, "checkpoint-20.h5"), (30, "checkpoint-30.h5")]
