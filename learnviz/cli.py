@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -213,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("learnviz: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:          # `learnviz status | head`: the reader has what it wanted
+        try:                         # (the Python idiom: no traceback, nor one more at exit)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
 
 
 # ---------------------------------------------------------------- commands

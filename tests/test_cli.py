@@ -75,3 +75,31 @@ def test_status_of_a_missing_checkpoint_folder_is_an_error(tmp_path):
     out = subprocess.run(CLI + ["status", "--checkpoints", str(missing)], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{missing} field 'checkpoints': no such folder" in out.stderr
+
+
+def test_the_demo_refuses_more_checkpoints_than_steps(tmp_path):
+    """It wrote 3 checkpoints, said nothing of the 7 others and named a planted fault in one it
+    never wrote."""
+    out = subprocess.run(CLI + ["demo", "--steps", "3", "--checkpoints-count", "10", "--out", str(tmp_path / "d"),
+                                "--no-serve"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "field '--checkpoints-count': 10 checkpoints of a run of 3 training steps" in out.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path, ckpt_root):
+    """`learnviz status | head -c 1`: no BrokenPipeError traceback."""
+    script = (f"{shlex.join(CLI)} status --all --checkpoints {shlex.quote(str(ckpt_root))} "
+              f"--archive {shlex.quote(str(tmp_path / 'a'))} | head -c 1")
+    subprocess.run(CLI + ["-q", "run", "--checkpoints", str(ckpt_root), "--archive", str(tmp_path / "a"),
+                          "--hard-examples", "", "--settle-seconds", "0", "--probes", str(_tiny_probes(tmp_path))],
+                   capture_output=True, text=True, check=True)
+    for _ in range(3):
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr
+
+
+def _tiny_probes(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "q1", "prompt": "All cats are dogs. What follows?", "expected": "Nothing follows."}\n')
+    return path

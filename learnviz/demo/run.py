@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from .. import datalog, pipeline, readout
+from ..errors import LearnvizError
 from ..plugins import serve_hook
 from ..settings import Settings
 from .train import DemoConfig, checkpoint_steps, planted_fault_step, train
@@ -23,6 +24,10 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
     Returns the settings the pipeline ran with (checkpoints and archive inside the demo folder).
     """
     ckdir, archive = demo_paths(settings)
+    if settings.demo_checkpoints > settings.demo_steps:
+        raise LearnvizError(f"{settings.demo_checkpoints} checkpoints of a run of {settings.demo_steps} training "
+                            "steps: at most one checkpoint a step", field="--checkpoints-count",
+                            hint="pass fewer checkpoints or more --steps")
     cfg = DemoConfig(steps=settings.demo_steps, n_checkpoints=settings.demo_checkpoints, seed=settings.demo_seed)
     wanted = [ckdir / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
     if (retrain or not all((p / "model.safetensors").exists() for p in wanted)
