@@ -2,6 +2,7 @@
 
     import learnviz
     run = learnviz.open_run("runs/gpt2-small")   # a checkpoints root, a run folder or an archive folder
+    learnviz.open_run("runs", run="gpt2-small")  # one of several runs under a root (runs/<run>/checkpoint-N)
     run.history                 # one row per step: learning_history.jsonl, nested dicts flattened
     run.checkpoints             # one row per archived checkpoint: stages, accuracy per skill, ECE, drift, CKA
     run.probes(2000)            # one row per probe at step 2000 ("all": every checkpoint, long format)
@@ -89,10 +90,35 @@ def _is_archive_dir(path: Path) -> bool:
     return path.is_dir() and (any(path.glob("*" + arc.SUFFIX)) or (path / readout.HISTORY_FILE).exists())
 
 
-def archive_dir_of(path: str | Path) -> Path:
+def _runs_in(folder: Path) -> list[tuple[str, Path]]:
+    """The named runs of an archive folder (`<archive>/<run name>/`, what `learnviz run` writes for
+    a checkpoints root holding several runs: readout.run_archives), found in `folder` itself or in
+    its learnviz-archive / archive folder."""
+    for top in (folder, *(folder / n for n in ARCHIVE_DIR_NAMES)):
+        named = [(name, d) for name, d in readout.run_archives(top) if name]
+        if named:
+            return named
+    return []
+
+
+def _run_folder_archive(folder: Path) -> Path | None:
+    """The archive folder of a run's checkpoint folder `<root>/<run>` when `<root>` holds several
+    runs: `<root>/learnviz-archive/<run>` (the run's name is its folder's name: checkpoints.find_runs,
+    pipeline.runs)."""
+    folder = folder.resolve()
+    for name in ARCHIVE_DIR_NAMES:
+        found = dict(readout.run_archives(folder.parent / name)).get(folder.name)
+        if found is not None:
+            return found
+    return None
+
+
+def archive_dir_of(path: str | Path, run: str | None = None) -> Path:
     """The archive folder of `path`: an archive folder itself, or a folder holding one named
     learnviz-archive (a checkpoints root: `learnviz run`'s default) or archive (`learnviz demo`'s
-    output folder)."""
+    output folder). A checkpoints root that holds several runs (<root>/<run>/checkpoint-N) has one
+    archive folder per run, `<archive>/<run>`: `run` names which (an error lists them when it is
+    not given); a run's own checkpoint folder `<root>/<run>` finds `<root>/learnviz-archive/<run>`."""
     p = Path(path).expanduser()
     hint = ("pass a checkpoints folder archived by `learnviz run --checkpoints DIR`, its learnviz-archive "
             "folder, or another --archive folder")
@@ -100,22 +126,43 @@ def archive_dir_of(path: str | Path) -> Path:
         raise LearnvizError("does not exist", path=p, hint=hint)
     if not p.is_dir():
         raise LearnvizError("is a file, not a folder", path=p, hint=hint)
+    if run is not None:
+        named = _runs_in(p)
+        found = dict(named).get(run)
+        if found is not None:
+            return found
+        names = ", ".join(name for name, _ in named) or "none"
+        raise LearnvizError(f"holds no archived run named {run!r} (its runs: {names})", path=p,
+                            hint=f"open_run({str(p)!r}, run=NAME) with NAME one of the runs listed"
+                            if named else "`run` names one of several runs archived under one checkpoints root")
     if _is_archive_dir(p):
         return p
     for name in ARCHIVE_DIR_NAMES:
         if _is_archive_dir(p / name):
             return p / name
+    named = _runs_in(p)
+    if len(named) == 1:
+        return named[0][1]
+    if named:
+        names = ", ".join(name for name, _ in named)
+        raise LearnvizError(f"holds {len(named)} archived runs ({names}), one archive folder each", path=p,
+                            hint=f"open one: open_run({str(p)!r}, run={named[0][0]!r}), or pass its archive "
+                                 f"folder {named[0][1]}")
+    found = _run_folder_archive(p)
+    if found is not None:
+        return found
     looked = ", ".join(str(p / n) for n in ARCHIVE_DIR_NAMES)
     raise LearnvizError(f"holds no learnviz archive (no *.h5 archive nor {readout.HISTORY_FILE} in it, nor in "
                         f"{looked})", path=p, hint=f"`learnviz run --checkpoints {p}` archives its checkpoints")
 
 
-def open_run(path: str | Path, probe_hash: str | None = None) -> Run:
+def open_run(path: str | Path, probe_hash: str | None = None, *, run: str | None = None) -> Run:
     """The run whose archives `path` holds (see `archive_dir_of`). Reads nothing yet but the folder.
 
     `probe_hash`: which probe set (default: that of the newest successfully extracted archive);
-    archives of other probe sets are left out, as every reader does."""
-    return Run(archive_dir_of(path), probe_hash=probe_hash)
+    archives of other probe sets are left out, as every reader does. `run`: which run of a
+    checkpoints root (or archive folder) that holds several, by name (its folder's name)."""
+    return Run(archive_dir_of(path, run=run), probe_hash=probe_hash)
 
 
 def _folder_stamp(path: Path) -> tuple | None:

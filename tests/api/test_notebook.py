@@ -49,6 +49,53 @@ def test_open_run_errors_name_the_path_and_what_to_do(series_folder, tmp_path):
     assert str(series_folder / "run") in text and "learnviz-archive" in text and "learnviz run --checkpoints" in text
 
 
+def _two_run_root(tmp_path, v1, series_dir) -> Path:
+    """<root>/runA/checkpoint-N and <root>/runB/checkpoint-N, archived as `learnviz run --checkpoints
+    <root>` archives several runs: <root>/learnviz-archive/runA (archive_v1) and .../runB (the series)."""
+    root = tmp_path / "root"
+    for run, source in (("runA", v1), ("runB", series_dir)):
+        for step in open_run(source).steps:
+            (root / run / f"checkpoint-{step}").mkdir(parents=True)
+            (root / run / f"checkpoint-{step}" / "config.json").write_text("{}")
+        shutil.copytree(source, root / "learnviz-archive" / run)
+    return root
+
+
+def test_open_run_of_a_root_holding_several_runs(v1, series_dir, tmp_path):
+    from learnviz import pipeline
+    from learnviz.settings import load_settings
+
+    root = _two_run_root(tmp_path, v1, series_dir)
+    top = root / "learnviz-archive"
+    steps_b = open_run(series_dir).steps
+    # the archive folders `learnviz run --checkpoints root` gives each run (pipeline.runs)
+    settings = load_settings(overrides={"checkpoints": str(root)}, environ={})
+    assert {name: rs.archive_dir() for name, rs in pipeline.runs(settings)} == {"runA": top / "runA",
+                                                                                  "runB": top / "runB"}
+    # a run's checkpoint folder finds its archive folder under the root's learnviz-archive
+    a, b = open_run(root / "runA"), open_run(root / "runB")
+    assert (a.dir, a.name, a.steps) == (top / "runA", "runA", [10, 20, 40])
+    assert (b.dir, b.name, b.steps) == (top / "runB", "runB", steps_b) and len(steps_b) == 4
+    # run= picks one, from the root or from its archive folder
+    assert open_run(root, run="runA").steps == [10, 20, 40]
+    assert open_run(top, run="runB").steps == steps_b and open_run(str(top), run="runB").dir == top / "runB"
+    assert learnviz.open_run(root, run="runB").name == "runB"
+    assert open_run(top / "runA").dir == top / "runA"                    # the run's archive folder, as before
+    # the root alone is ambiguous: the error lists the runs and says how to open one
+    for path in (root, top):
+        with pytest.raises(LearnvizError) as e:
+            open_run(path)
+        text = str(e.value)
+        assert "holds 2 archived runs (runA, runB)" in text and f"open_run({str(path)!r}, run='runA')" in text
+        assert "holds no learnviz archive" not in text and str(path) in text
+    with pytest.raises(LearnvizError) as e:
+        open_run(root, run="runC")
+    assert "no archived run named 'runC' (its runs: runA, runB)" in str(e.value)
+    # a root with one run under it opens that run
+    shutil.rmtree(top / "runB")
+    assert open_run(root).dir == top / "runA" and open_run(root).steps == [10, 20, 40]
+
+
 def test_import_is_cheap_and_the_arrays_need_no_pandas(v1):
     code = ("import sys, learnviz\n"
             "assert 'pandas' not in sys.modules and 'h5py' not in sys.modules\n"
