@@ -408,7 +408,20 @@ def cmd_export(args) -> int:
     from .export import export
     settings = settings_from(args)
     written = []
-    for name, rs in pipeline.runs(settings):   # several runs: each into OUT/<run name>/
+    runs = pipeline.runs(settings)
+    which = str(args.checkpoint)
+    if len(runs) > 1 and which.isdigit():     # one step of several runs: the runs that have it, checked
+        have = {name: [a.step for a in readout.series(rs.archive_dir())] for name, rs in runs}   # before writing
+        runs = [(name, rs) for name, rs in runs if int(which) in have[name]]
+        if not runs:
+            raise LearnvizError(f"no run has an archived checkpoint at step {which}", field="--checkpoint",
+                                hint="archived steps: " + "; ".join(f"{name}: {', '.join(map(str, steps)) or 'none'}"
+                                                                    for name, steps in have.items()))
+        for name, steps in have.items():
+            if int(which) not in steps:
+                print(f"run {name}: no archived checkpoint at step {which} "
+                      f"(it has {', '.join(map(str, steps)) or 'none'}): left out")
+    for name, rs in runs:   # several runs: each into OUT/<run name>/
         written += export(rs.archive_dir(), args.format, Path(args.out) / name, layer=args.layer,
                           which=args.checkpoint)
     print(f"wrote {len(written)} files ({args.format}) to {args.out}")

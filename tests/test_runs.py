@@ -62,6 +62,18 @@ def test_two_runs_with_the_same_steps_get_two_archive_folders(tmp_path, tokenize
     res = pipeline.collect_embeddings(settings, root / "beta" / "checkpoint-20")
     assert res.status == "current" and res.archive == str(top / "beta" / "checkpoint-20.h5")
     assert pipeline.pending(settings) == [] and not pipeline.history_stale(settings)
+    # one step of several runs: the runs that have it, checked before anything is written
+    (top / "beta" / "checkpoint-20.h5").rename(tmp_path / "moved.h5")
+    out_dir = tmp_path / "out"
+    assert cli.main(["export", "csv", "--checkpoints", str(root), "--out", str(out_dir), "--checkpoint", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "run beta: no archived checkpoint at step 20 (it has 10): left out" in out
+    assert sorted(p.parent.name for p in out_dir.rglob("*.csv")) == ["alpha"] * 3
+    assert cli.main(["export", "csv", "--checkpoints", str(root), "--out", str(tmp_path / "none"),
+                     "--checkpoint", "30"]) == 2
+    err = capsys.readouterr().err
+    assert "no run has an archived checkpoint at step 30" in err and "alpha: 10, 20; beta: 10" in err
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_root_that_is_one_run_keeps_its_layout(tmp_path, tokenizer, small_probes):
