@@ -72,7 +72,12 @@ def add_checkpoint_choice(p: argparse.ArgumentParser, default: str | None, help_
                    help=f"which checkpoint (default: {help_default})")
 
 
+# settings whose flag is not --<setting-name> (an error names the flag the user typed)
+FLAG_NAMES = {"scan_interval": "--interval", "demo_out": "--out", "demo_steps": "--steps",
+              "demo_checkpoints": "--checkpoints-count", "demo_seed": "--seed"}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the layers (defaults, file, environment) with the flags on top."""
     overrides = {k: getattr(args, k) for k in SETTING_FLAGS if hasattr(args, k)}
-    return load_settings(getattr(args, "config", None), overrides)
+    return load_settings(getattr(args, "config", None), overrides, flag_names=FLAG_NAMES)

@@ -372,10 +372,11 @@ def find_config_file(explicit: str | os.PathLike | None = None) -> Path | None:
 
 def load_settings(config_file: str | os.PathLike | None = None,
                   overrides: dict[str, Any] | None = None,
-                  environ: dict[str, str] | None = None) -> Settings:
+                  environ: dict[str, str] | None = None, *, flag_names: dict[str, str] | None = None) -> Settings:
     """Build the settings: defaults, then the YAML file, then LEARNVIZ_* variables, then `overrides`.
 
     `overrides` come from CLI flags; keys whose value is None are left alone (flag not given).
+    `flag_names`: the flag of a setting whose flag is not `--<setting-name>` (errors name it).
     """
     settings = Settings()
     path = find_config_file(config_file)
@@ -410,7 +411,8 @@ def load_settings(config_file: str | os.PathLike | None = None,
 
     for key, value in (overrides or {}).items():
         if value is not None:
-            _apply(settings, key, value, "command line", env_name=f"--{key.replace('_', '-')}")
+            _apply(settings, key, value, "command line",
+                   env_name=(flag_names or {}).get(key, f"--{key.replace('_', '-')}"))
     return settings
 
 

@@ -85,6 +85,8 @@ def test_the_demo_refuses_more_checkpoints_than_steps(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "field '--checkpoints-count': 10 checkpoints of a run of 3 training steps" in out.stderr
     assert not (tmp_path / "d").exists()
+    out = subprocess.run(CLI + ["demo", "--steps", "0", "--out", str(tmp_path / "d")], capture_output=True, text=True)
+    assert out.returncode == 2 and "field '--steps': must be at least 1, got 0" in out.stderr   # the flag typed
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path, ckpt_root):
