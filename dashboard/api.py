@@ -7,6 +7,9 @@
   /api/hard_examples.json        the hard-example board, examples x checkpoints
   /api/version.json              a cheap signature of the archive folder (the pages poll it)
 
+Every probe text in an answer (ids, prompts, answers, skill and category names) is HTML-escaped
+(`serializers.escaped`, `panels.esc`): plotly renders labels as HTML.
+
 The interactive page's panels, per run (dashboard.runs; docs/api.md, "Panels"), each answer kept
 per run version (`runs.cached`):
 
@@ -41,13 +44,13 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 @bp.get("/status.json")
 def status():
-    return jsonify(ser.status(run()))
+    return jsonify(ser.escaped(ser.status(run())))
 
 
 @bp.get("/history.json")
 def history():
     r = run()
-    return jsonify({"probe_hash": r.probe_hash, "rows": clean_json(r.history)})
+    return jsonify({"probe_hash": r.probe_hash, "rows": ser.escaped(clean_json(r.history))})
 
 
 @bp.get("/checkpoints/<int:step>.json")
@@ -55,7 +58,7 @@ def checkpoint(step: int):
     r = run()
     a = r.archive_at(step)
     if a is not None:
-        return jsonify(ser.checkpoint(r, a, figure_url))
+        return jsonify(ser.escaped(ser.checkpoint(r, a, figure_url)))
     bad = r.unreadable_at(step)
     if bad:
         return jsonify(ser.unreadable_checkpoint(r, bad[-1]))
@@ -65,7 +68,7 @@ def checkpoint(step: int):
 @bp.get("/hard_examples.json")
 def hard_examples():
     r = run()
-    return jsonify(ser.hard_examples(r.board, r.board_problem))
+    return jsonify(ser.escaped(ser.hard_examples(r.board, r.board_problem)))
 
 
 @bp.get("/version.json")

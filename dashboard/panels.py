@@ -1,10 +1,11 @@
 """What each interactive panel draws, as compact JSON-able dicts (docs/api.md, "Panels").
 
 Only what a panel draws: series over steps as lists, floats rounded (`DIGITS`), NaN and inf as
-None; never an embedding. Every probe text (prompt, expected and greedy answers, answer tokens) is
-HTML-escaped here, because plotly.js renders hover labels as HTML; the page puts these strings
-only into plotly labels. Per-archive values are read once per version of the archive file
-(`Archive.memo`), so after a new checkpoint only its archive is read.
+None; never an embedding. Every probe text (ids, prompts, expected and greedy answers, answer
+tokens, skill and category names) is HTML-escaped here, because plotly.js renders hover labels,
+trace names and axis labels as HTML; the page puts these strings only into plotly labels.
+Per-archive values are read once per version of the archive file (`Archive.memo`), so after a
+new checkpoint only its archive is read.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def overview(run: RunData, run_id: str) -> dict[str, Any]:
             layers = []
     accuracy, skills = run.accuracy(run.analysed[-1]) if run.analysed else (None, {})
     return {"run": run_id, "version": run.version, "probe_hash": run.probe_hash, "steps": steps,
-            "layers": layers, "skills": list(skills), "latest": steps[-1] if steps else None,
+            "layers": layers, "skills": [esc(s) for s in skills], "latest": steps[-1] if steps else None,
             "accuracy": rnd(accuracy), "checkpoints": len(run.archives) + len(run.unreadable)}
 
 
@@ -96,7 +97,7 @@ def metrics(run: RunData) -> dict[str, Any]:
             "learning_rate": [rnd(r.get("learning_rate"), 10) for r in rows]
             if any(r.get("learning_rate") is not None for r in rows) else None,
             "accuracy": rnds(acc for acc, _ in per_archive),
-            "skills": {s: rnds(sk.get(s) for _, sk in per_archive) for s in skills},
+            "skills": {esc(s): rnds(sk.get(s) for _, sk in per_archive) for s in skills},
             "ece": series("ece")}
 
 
@@ -165,7 +166,7 @@ def umap(run: RunData) -> dict[str, Any]:
         ranges[str(k)] = {"x": [rnd(lo[k][0] - pad[0], 3), rnd(hi[k][0] + pad[0], 3)],
                           "y": [rnd(lo[k][1] - pad[1], 3), rnd(hi[k][1] + pad[1], 3)]}
     return {"steps": steps, "layers": [k for k in layers if str(k) in ranges], "ranges": ranges,
-            "probes": {"id": [esc(x) for x in p["probe_ids"]], "skill": [str(x) for x in p["probe_skill"]],
+            "probes": {"id": [esc(x) for x in p["probe_ids"]], "skill": [esc(x) for x in p["probe_skill"]],
                        "prompt": [esc(x) for x in p["prompt"]], "expected": [esc(x) for x in p["expected"]]}}
 
 

@@ -1,6 +1,8 @@
 // The interactive learning-dynamics panels, drawn with plotly.js (served by this app, never a
-// CDN) from the JSON API under /api/runs/<run>/ (docs/api.md). Every probe text arrives
-// HTML-escaped from the server and goes only into plotly labels, which render it as text.
+// CDN) from the JSON API under /api/runs/<run>/ (docs/api.md). Every probe text (skill and
+// category names too) arrives HTML-escaped from the server and goes only into plotly labels, which
+// render it as text; a run's label (its folder's name) arrives raw: it goes into the DOM as text
+// (textContent), and into plotly labels only through html().
 // Live: polls the run's version.json and redraws with the new data; the page never reloads.
 (function () {
   "use strict";
@@ -21,6 +23,10 @@
                layer: null, playing: null, overlay: {}, runs: []};
 
   function $(id) { return document.getElementById(id); }
+  function html(text) {                             // a raw text for a plotly label (rendered as HTML)
+    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#x27;");
+  }
   function url(path, forRun) { return API + encodeURIComponent(forRun || run) + path; }
   function get(path, forRun) {
     return fetch(url(path, forRun), {cache: "no-store"}).then(function (r) {
@@ -85,9 +91,9 @@
       var o = state.overlay[id];
       var dash = ["dash", "dot", "dashdot", "longdash"][i % 4];
       if (o.metrics.train_loss) {
-        t.push({x: o.metrics.steps, y: o.metrics.train_loss, name: o.label + ": train loss", mode: "lines", line: {color: "#333", dash: dash}});
+        t.push({x: o.metrics.steps, y: o.metrics.train_loss, name: html(o.label) + ": train loss", mode: "lines", line: {color: "#333", dash: dash}});
       }
-      t.push({x: o.metrics.steps, y: o.metrics.accuracy, name: o.label + ": accuracy", xaxis: "x2", yaxis: "y3", mode: "lines", line: {color: "#000", dash: dash}});
+      t.push({x: o.metrics.steps, y: o.metrics.accuracy, name: html(o.label) + ": accuracy", xaxis: "x2", yaxis: "y3", mode: "lines", line: {color: "#000", dash: dash}});
     });
     var has = m.steps.length > 0;
     return draw("panel-metrics", t, {

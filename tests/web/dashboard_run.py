@@ -41,8 +41,8 @@ examples:
 N_PROBES = len(PROBES) + 2
 
 
-def build(root: Path) -> Path:
-    """Build the run under `root`; returns its archive folder."""
+def build(root: Path, probes=PROBES, hard_examples: str = HARD_EXAMPLES, gifs: bool = True) -> Path:
+    """Build the run under `root` (other probes or hard examples: a variant of it); returns its archive folder."""
     from learnviz import pipeline
     from learnviz.settings import load_settings
 
@@ -53,12 +53,12 @@ def build(root: Path) -> Path:
     (broken / "config.json").write_text("{not json")
     (root / "probes.jsonl").write_text("".join(
         json.dumps({"id": f"p{i}", "prompt": p, "expected": e, "skill": s, "category": c}) + "\n"
-        for i, (p, e, s, c) in enumerate(PROBES)))
-    (root / "hard.yaml").write_text(HARD_EXAMPLES)
+        for i, (p, e, s, c) in enumerate(probes)))
+    (root / "hard.yaml").write_text(hard_examples)
     settings = load_settings(overrides={
         "checkpoints": str(root / "run"), "archive": str(root / "archive"), "probes": str(root / "probes.jsonl"),
         "hard_examples": str(root / "hard.yaml"), "settle_seconds": 0.0, "device": "cpu"}, environ={})
-    report = pipeline.update(settings, progress=False, figures=pipeline.Figures(gifs=True))
+    report = pipeline.update(settings, progress=False, figures=pipeline.Figures(gifs=gifs))
     assert len(report.done) == len(STEPS) and len(report.failed) == 1, report
     assert not report.visualizations["failed"], report.visualizations
     return root / "archive"
