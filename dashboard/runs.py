@@ -2,8 +2,10 @@
 
 Today's archive folder is one run (id `ROOT_RUN`, shown under the folder's name); each direct
 subfolder that holds archives (`*.h5`) or a learning_history.jsonl is a further run, its id the
-subfolder's name (the layout of several runs under one root: <archive>/<run name>/). A run id in a
-URL is only ever looked up in this listing, never joined to a path, so no request reaches a file
+subfolder's name, whatever it holds (`lr=1e-3`, `lr 3e-4`, `run_ü`, `+seed1`: every name
+`learnviz run` and `status` handle; the layout of several runs under one root: <archive>/<run
+name>/). URLs carry the id percent-encoded (the page: encodeURIComponent), and a run id from a URL
+is only ever looked up in this listing, never joined to a path, so no request reaches a file
 outside the archive root.
 
 `cached(run, name, compute)` keeps a panel's JSON-able answer per (run folder, run version, name):
@@ -14,7 +16,6 @@ is read.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Any, Callable
 from learnviz.readout import run_archives
 
 ROOT_RUN = "_root"                      # the archive folder itself
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CACHE_SIZE = 256                         # answers kept (panel x run x argument), least recently used go first
 
 _cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -33,8 +33,9 @@ _lock = threading.Lock()
 def run_folders(root: str | Path) -> dict[str, Path]:
     """Run id -> folder, the runs of `readout.run_archives` (the one definition of a run's archive
     folder: the root when it holds a run, or holds no run below it, then its subfolders that
-    hold one, by name), keeping only ids a URL can name and folders that really lie in the root:
-    links that lead out of it are not followed."""
+    hold one, by name), every name (percent-encoded in URLs), keeping only folders that really lie
+    in the root: links that lead out of it are not followed. A subfolder named `ROOT_RUN` is left
+    out (that id names the root)."""
     root = Path(root)
     out: dict[str, Path] = {}
     try:
@@ -45,8 +46,8 @@ def run_folders(root: str | Path) -> dict[str, Path]:
         if not name:
             out[ROOT_RUN] = root
             continue
-        if not RUN_ID.fullmatch(name) or name == ROOT_RUN:
-            continue
+        if name == ROOT_RUN or name in (".", "..") or "/" in name or "\0" in name:
+            continue        # the root's id; the others never come from a listing, and are refused all the same
         try:
             inside = folder.resolve().parent == real_root
         except (OSError, RuntimeError):
@@ -57,7 +58,7 @@ def run_folders(root: str | Path) -> dict[str, Path]:
 
 
 def label(run_id: str, folder: Path) -> str:
-    """What the picker shows: the folder's name."""
+    """What the picker shows: the folder's name, as it is (the page shows it as text)."""
     return folder.name if run_id == ROOT_RUN else run_id
 
 

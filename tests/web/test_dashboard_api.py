@@ -142,6 +142,28 @@ def test_runs_are_the_root_and_its_run_subfolders_only(archive, tmp_path):
     assert client.get("/dynamics?run=..").status_code == 404
 
 
+def test_runs_of_any_folder_name_are_listed_and_reachable(archive, tmp_path):
+    """Names that `learnviz run` and `status` handle but a URL must quote: listed with their names,
+    reached by the percent-encoded id, looked up in the listing (never joined to a path)."""
+    from urllib.parse import quote
+    root = tmp_path / "root"
+    names = ["+seed1", "lr 3e-4", "lr=1e-3", "run_ü", "x<b>y"]
+    for name in names:
+        copy_tree(archive, root / name)
+    client = make_app(root).test_client()
+    runs = get(client, "/api/runs.json")["runs"]
+    assert [r["id"] for r in runs] == [r["label"] for r in runs] == sorted(names)
+    for name in names:
+        url = f"/api/runs/{quote(name, safe='')}"
+        assert get(client, url + "/metrics.json")["steps"] == list(STEPS), name
+        assert get(client, url + "/version.json")["run"] == name
+        page = client.get(f"/dynamics?run={quote(name, safe='')}")
+        assert page.status_code == 200 and f'data-run="{escape(name)}"'.encode() in page.data, name
+    assert b"x<b>y" not in client.get("/dynamics?run=x%3Cb%3Ey").data                 # the page escapes the name
+    for bad in ("..", "%2e%2e", "lr%3D1e-3%2F..", "_root", "lr", "%2Bseed1%00"):
+        assert client.get(f"/api/runs/{bad}/metrics.json").status_code == 404, bad
+
+
 def copy_tree(src, dst):
     import shutil
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".locks"))
