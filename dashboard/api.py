@@ -37,14 +37,15 @@ from . import panels
 from . import runs as runs_mod
 from . import serializers as ser
 from .data import ARCHIVE_KEY, RunData, run
-from .pages import figure_url
+from .pages import figure_url, sub_runs
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 @bp.get("/status.json")
 def status():
-    return jsonify(ser.escaped(ser.status(run())))
+    # `runs`: the runs in subfolders (<archive>/<run name>/), whose panels are under /api/runs/<id>/
+    return jsonify({**ser.escaped(ser.status(run())), "runs": [r["id"] for r in sub_runs()]})
 
 
 @bp.get("/history.json")

@@ -68,10 +68,17 @@ def figure_url(name: str, mtime_ns: int) -> str:
     return url_for("pages.figure", filename=name, v=mtime_ns)
 
 
+def sub_runs() -> list[dict[str, str]]:
+    """The runs in subfolders of the archive folder (<archive>/<run name>/): id and label."""
+    folders = runs_mod.run_folders(current_app.config[ARCHIVE_KEY])
+    return [{"id": i, "label": runs_mod.label(i, f)} for i, f in folders.items() if i != runs_mod.ROOT_RUN]
+
+
 @bp.get("/")
 def index():
     r = run()
-    return render_template("index.html", summary=ser.summary(r), figures=ser.figures(r, figure_url))
+    return render_template("index.html", summary=ser.summary(r), figures=ser.figures(r, figure_url),
+                           runs=sub_runs())
 
 
 @bp.get("/dynamics")
@@ -110,7 +117,7 @@ def checkpoints():
     rows = [ser.status_row(row) for row in r.rows]
     skills = list(dict.fromkeys(s for row in rows for s in row["skills"]))
     stages = list(dict.fromkeys(s for row in rows for s in row["stages"]))
-    return render_template("checkpoints.html", rows=rows, skills=skills, stages=stages)
+    return render_template("checkpoints.html", rows=rows, skills=skills, stages=stages, runs=sub_runs())
 
 
 @bp.get("/checkpoints/<int:step>")

@@ -140,6 +140,12 @@ def test_runs_are_the_root_and_its_run_subfolders_only(archive, tmp_path):
     page = client.get("/dynamics?run=beta")
     assert page.status_code == 200 and b'data-run="beta"' in page.data
     assert client.get("/dynamics?run=..").status_code == 404
+    # the overview and the checkpoints page say the folder holds runs, and link each (not "no checkpoints yet")
+    assert get(client, "/api/status.json")["runs"] == ["alpha", "beta"]
+    for url in ("/", "/checkpoints"):
+        html = client.get(url).get_data(as_text=True)
+        assert "This folder holds 2 runs" in html and "No archived checkpoints yet" not in html, url
+        assert 'href="/dynamics?run=alpha"' in html and 'href="/dynamics?run=beta"' in html, url
 
 
 def test_runs_of_any_folder_name_are_listed_and_reachable(archive, tmp_path):
