@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import socket
 import sys
+from pathlib import Path
 
 from learnviz.errors import LearnvizError
 from learnviz.flags import FORMATTER, SETTING_FLAGS, add_paths, examples
@@ -53,8 +54,29 @@ def serve_settings(args) -> Settings:
     return load_settings(getattr(args, "config", None), overrides)
 
 
+def check_folder(settings: Settings) -> None:
+    """A LearnvizError naming the path and its field when there is nothing to serve: the archive
+    folder is missing and so is the checkpoint folder (a typo), as `learnviz status` says; or the
+    folder is a file. A checkpoint folder whose archive folder is still to come is served (the
+    page waits for the first checkpoint); so is an --archive folder that exists but is empty."""
+    archive = settings.archive_dir()
+    field, path = ("archive", archive) if settings.archive else ("checkpoints", Path(settings.checkpoints))
+    if archive.exists() and not archive.is_dir():
+        raise LearnvizError("not a folder", path=archive, field="archive",
+                            hint="pass the archive folder (or --checkpoints DIR)")
+    if archive.is_dir() or (settings.checkpoints and Path(settings.checkpoints).is_dir()):
+        return
+    if field == "archive":
+        raise LearnvizError("no such folder", path=path, field=field,
+                            hint="check the --archive path; to serve a run before its first checkpoint is "
+                                 "archived, pass --checkpoints DIR or create the folder first")
+    raise LearnvizError("no such folder, and no archive folder either", path=path, field=field,
+                        hint="check the --checkpoints path (or pass --archive DIR)")
+
+
 def cmd_serve(args) -> int:
     settings = serve_settings(args)
+    check_folder(settings)     # before binding the port: a typo is said at once, not served as an empty run
     return serve(settings, host=settings.dashboard_host, port=settings.dashboard_port, quiet=args.quiet)
 
 

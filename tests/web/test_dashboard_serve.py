@@ -127,3 +127,19 @@ def test_the_demo_takes_a_free_port_when_5000_is_taken(monkeypatch, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_missing_folder_is_refused_before_serving(tmp_path):
+    """A typo in --checkpoints or --archive stops serve as it stops status (rc 2, the path and
+    its field), instead of serving "No archived checkpoints yet" quietly."""
+    typo = tmp_path / "typo-run"
+    for flag, field in (("--checkpoints", "checkpoints"), ("--archive", "archive")):
+        out = subprocess.run(learnviz_command() + ["serve", flag, str(typo), "--port", "0"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (flag, out.stdout, out.stderr)
+        assert str(typo) in out.stderr and f"field '{field}'" in out.stderr and "no such folder" in out.stderr
+        assert "Traceback" not in out.stderr and "learnviz dashboard: http" not in out.stdout
+    (tmp_path / "run").mkdir()     # a checkpoint folder whose archive is still to come: served (it waits)
+    from dashboard.cli import check_folder
+    from learnviz.settings import load_settings
+    check_folder(load_settings(overrides={"checkpoints": str(tmp_path / "run")}, environ={}))
