@@ -44,8 +44,10 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 @bp.get("/status.json")
 def status():
-    # `runs`: the runs in subfolders (<archive>/<run name>/), whose panels are under /api/runs/<id>/
-    return jsonify({**ser.escaped(ser.status(run())), "runs": [r["id"] for r in sub_runs()]})
+    # `runs` (only when there are any): the runs in subfolders (<archive>/<run name>/), their
+    # panels under /api/runs/<id>/; a folder of one run answers as it always did
+    subs = [r["id"] for r in sub_runs()]
+    return jsonify({**ser.escaped(ser.status(run())), **({"runs": subs} if subs else {})})
 
 
 @bp.get("/history.json")
