@@ -7,8 +7,9 @@
   /api/hard_examples.json        the hard-example board, examples x checkpoints
   /api/version.json              a cheap signature of the archive folder (the pages poll it)
 
-Every probe text in an answer (ids, prompts, answers, skill and category names) is HTML-escaped
-(`serializers.escaped`, `panels.esc`): plotly renders labels as HTML.
+These carry the probe texts as they are (data: the HTML pages render them, escaped once by
+Jinja). The panels' answers escape every probe text (ids, prompts, answers, skill and category
+names: `panels.esc`), because plotly renders labels as HTML.
 
 The interactive page's panels, per run (dashboard.runs; docs/api.md, "Panels"), each answer kept
 per run version (`runs.cached`):
@@ -47,13 +48,13 @@ def status():
     # `runs` (only when there are any): the runs in subfolders (<archive>/<run name>/), their
     # panels under /api/runs/<id>/; a folder of one run answers as it always did
     subs = [r["id"] for r in sub_runs()]
-    return jsonify({**ser.escaped(ser.status(run())), **({"runs": subs} if subs else {})})
+    return jsonify({**ser.status(run()), **({"runs": subs} if subs else {})})
 
 
 @bp.get("/history.json")
 def history():
     r = run()
-    return jsonify({"probe_hash": r.probe_hash, "rows": ser.escaped(clean_json(r.history))})
+    return jsonify({"probe_hash": r.probe_hash, "rows": clean_json(r.history)})
 
 
 @bp.get("/checkpoints/<int:step>.json")
@@ -61,7 +62,7 @@ def checkpoint(step: int):
     r = run()
     a = r.archive_at(step)
     if a is not None:
-        return jsonify(ser.escaped(ser.checkpoint(r, a, figure_url)))
+        return jsonify(ser.checkpoint(r, a, figure_url))
     bad = r.unreadable_at(step)
     if bad:
         return jsonify(ser.unreadable_checkpoint(r, bad[-1]))
@@ -71,7 +72,7 @@ def checkpoint(step: int):
 @bp.get("/hard_examples.json")
 def hard_examples():
     r = run()
-    return jsonify(ser.escaped(ser.hard_examples(r.board, r.board_problem)))
+    return jsonify(ser.hard_examples(r.board, r.board_problem))
 
 
 @bp.get("/version.json")

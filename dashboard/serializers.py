@@ -2,10 +2,8 @@
 
 The JSON API returns these dicts and the HTML pages render the same ones, so the two never
 disagree. Numbers are Python floats or None (NaN and inf become None: JSON has neither); probe
-texts are returned as stored, and the templates escape them (Jinja autoescape). The JSON API sends
-them through `escaped` first: every probe text in a JSON answer (ids, prompts, expected and greedy
-answers, skill and category names, also as keys) is HTML-escaped, as in the panels' answers
-(dashboard.panels), so that no JSON route hands a raw `<script>` to a page that draws it.
+texts are returned as stored; escaping them is the templates' job (Jinja autoescape). The panels'
+answers (dashboard.panels), which plotly draws as HTML labels, escape every probe text.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ from learnviz.readout import ARCHIVE, BOARD_FILE, EXTRACT, UNREADABLE, StatusRow
 from learnviz.results import AnalysisResult, CalibrationBins, LayerWeights, stage_order
 
 from .data import RunData
-from .panels import esc
 
 # The figures of docs/visualizations.md: (file, title, caption). MAIN is the plan's six-panel
 # dashboard, in its order (left to right, top to bottom); MORE follows when drawn.
@@ -63,26 +60,6 @@ HISTORY_FIELDS = ("train_loss", "eval_loss", "learning_rate", "grad_norm", "epoc
                   "mean_entropy", "overconfident", "uncertain", "geometry_drift", "cka_prev", "umap_trustworthiness")
 
 UrlFor = Callable[[str, int], str]   # (figure file, mtime ns) -> its URL
-
-# The probe texts of these answers (and of learning_history.jsonl's rows): string values under
-# PROBE_TEXT keys, and the keys (and string values) of PROBE_NAMED: dicts or lists by skill or category.
-PROBE_TEXT = frozenset({"id", "probe_id", "prompt", "expected", "answer", "greedy_answer", "category", "skill"})
-PROBE_NAMED = frozenset({"skills", "categories", "skill_scores", "skill_delta_vs_base", "category_scores",
-                         "category_delta_vs_base"})
-
-
-def escaped(value: Any, key: str | None = None) -> Any:
-    """A JSON-able answer with every probe text HTML-escaped (`<` -> `&lt;`), for the JSON API;
-    the pages get the raw texts (Jinja escapes them once)."""
-    if isinstance(value, dict):
-        named = key in PROBE_NAMED
-        return {(esc(k) if named and isinstance(k, str) else k): escaped(v, key if named else k)
-                for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [escaped(v, key) for v in value]
-    if isinstance(value, str) and (key in PROBE_TEXT or key in PROBE_NAMED):
-        return esc(value)
-    return value
 
 
 # ---------------------------------------------------------------- figures
