@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from learnviz.errors import LearnvizError
-from learnviz.flags import FORMATTER, SETTING_FLAGS, add_paths, examples
+from learnviz.flags import FORMATTER, SETTING_FLAGS, add_paths, examples, missing_run_folder
 from learnviz.settings import Settings, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -70,8 +70,7 @@ def check_folder(settings: Settings) -> None:
         raise LearnvizError("no such folder", path=path, field=field,
                             hint="check the --archive path; to serve a run before its first checkpoint is "
                                  "archived, pass --checkpoints DIR or create the folder first")
-    raise LearnvizError("no such folder, and no archive folder either", path=path, field=field,
-                        hint="check the --checkpoints path (or pass --archive DIR)")
+    raise missing_run_folder(path)
 
 
 def cmd_serve(args) -> int:

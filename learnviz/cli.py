@@ -11,7 +11,16 @@ from pathlib import Path
 from . import pipeline, readout
 from .common import settle_heap
 from .errors import LearnvizError
-from .flags import EPILOG, FORMATTER, add_checkpoint_choice, add_extract_flags, add_paths, examples, settings_from
+from .flags import (
+    EPILOG,
+    FORMATTER,
+    add_checkpoint_choice,
+    add_extract_flags,
+    add_paths,
+    examples,
+    missing_run_folder,
+    settings_from,
+)
 from .version import __version__
 
 
@@ -285,8 +294,7 @@ def cmd_analyze(args) -> int:
 def cmd_status(args) -> int:
     settings = settings_from(args)
     if settings.checkpoints and not Path(settings.checkpoints).exists() and not settings.archive_dir().exists():
-        raise LearnvizError("no such folder, and no archive folder either", path=settings.checkpoints,
-                            field="checkpoints", hint="check the --checkpoints path (or pass --archive DIR)")
+        raise missing_run_folder(settings.checkpoints)
     runs = pipeline.runs(settings)
     several = len(runs) > 1 or any(name for name, _ in runs)
     out = {}

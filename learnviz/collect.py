@@ -121,10 +121,9 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     # are refused, each run, with both named (an earlier version archived both: readout.series_of
     # takes the first of a step)
     first: dict[int, str] = {}
-    steps = [f[0] for f in found if f[0] >= 0 and not _incomplete(f)] + [k[0] for k in known]
-    if len(set(steps)) < len(steps):        # (rare: sorted only then)
-        for step, where in sorted([(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)]
-                                  + [(step, where) for step, where, _ in known]):
+    pairs = [(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)] + [k[:2] for k in known]
+    if len({step for step, _ in pairs}) < len(pairs):        # (rare: sorted only then)
+        for step, where in sorted(pairs):
             first.setdefault(step, where)
         clash = {(step, where) for step, where in [(f[0], f[1]) for f in found] + [k[:2] for k in known]
                  if step >= 0 and first.get(step, where) != where}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from .errors import LearnvizError
 from .settings import Settings, load_settings
 
 EPILOG = """\
@@ -75,6 +76,13 @@ def add_checkpoint_choice(p: argparse.ArgumentParser, default: str | None, help_
 # settings whose flag is not --<setting-name> (an error names the flag the user typed)
 FLAG_NAMES = {"scan_interval": "--interval", "demo_out": "--out", "demo_steps": "--steps",
               "demo_checkpoints": "--checkpoints-count", "demo_seed": "--seed"}
+
+
+def missing_run_folder(path) -> LearnvizError:
+    """What `status` and `serve` say when the checkpoint folder given does not exist and neither
+    does its archive folder (a typo: nothing to show)."""
+    return LearnvizError("no such folder, and no archive folder either", path=path, field="checkpoints",
+                         hint="check the --checkpoints path (or pass --archive DIR)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

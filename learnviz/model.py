@@ -161,9 +161,7 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     except CheckpointError:
         raise
     except Exception as exc:
-        text = " ".join(str(exc).split())     # (transformers may list every model class it knows)
-        raise CheckpointError(f"model cannot be loaded: {text[:500]}{' ...' if len(text) > 500 else ''}",
-                              path=path) from exc
+        raise CheckpointError(f"model cannot be loaded: {_short(exc)}", path=path) from exc
     emb = model.get_input_embeddings()
     rows = getattr(emb, "num_embeddings", None)
     if isinstance(rows, int) and len(tokenizer) > rows:
@@ -214,13 +212,17 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
     try:
         AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
-        text = " ".join(str(exc).split())
-        raise CheckpointError(f"transformers cannot read it: {text[:500]}{' ...' if len(text) > 500 else ''}",
-                              path=where) from None
+        raise CheckpointError(f"transformers cannot read it: {_short(exc)}", path=where) from None
+
+
+def _short(exc: Exception, limit: int = 500) -> str:
+    """An exception's message on one line, cut at `limit` characters (transformers may list every
+    model class it knows)."""
+    text = " ".join(str(exc).split())
+    return text[:limit] + (" ..." if len(text) > limit else "")
 
 
 def _adapter_base_name(path: Path) -> str:
-    import json
     try:
         return str(json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path"))
     except (OSError, ValueError, AttributeError):

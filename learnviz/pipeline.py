@@ -326,19 +326,15 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
             report.failed.append((job.checkpoint.path, str(exc)))
             bar.update(1)
             continue
+        try:
+            info = arc.Archive(job.archive_path).stage(EXTRACT)
+        except arc.ArchiveError:
+            info = None
         if ok:
             report.done.append(job.archive_path)
-            try:
-                info = arc.Archive(job.archive_path).stage(EXTRACT)
-            except arc.ArchiveError:
-                info = None
-            if info is not None and info.reason:
+            if info is not None and info.reason:      # probes that failed alone
                 report.notes.append((job.checkpoint.path, info.reason))
         else:
-            try:
-                info = arc.Archive(job.archive_path).stage(EXTRACT)
-            except arc.ArchiveError:
-                info = None
             report.failed.append((job.checkpoint.path, info.reason if info else "unknown"))
         bar.update(1)
     bar.close()

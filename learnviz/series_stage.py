@@ -237,7 +237,7 @@ def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | N
         layout = row_log.layout_of(next(iter(fresh.values())))
     else:
         layout = max(Counter(rec.layout for rec in kept.values()).items(), key=lambda kv: kv[1])[0]
-    odd = [j for j, rec in kept.items() if rec.layout is not layout and rec.layout != layout]
+    odd = [j for j, rec in kept.items() if not _same_layout(rec.layout, layout)]
     for j in odd:
         del kept[j]
         fresh[j] = read_row(archives[j], ctx)
@@ -264,6 +264,11 @@ def collect_rows(archives: list[arc.Archive], ctx: Context, log: row_log.Log | N
                 fresh=sorted(fresh))
 
 
+def _same_layout(a: tuple, b: tuple) -> bool:
+    """Layouts are interned (row_log): compared by identity first, then by value."""
+    return a is b or a == b
+
+
 def _extend(archives: list[arc.Archive], ctx: Context, log: row_log.Log, stamps: list[str]) -> Rows | None:
     """`collect_rows` from the rows this process stacked last time, when `archives` begin with
     the same checkpoints (the same stamps, under the same signature) and every later row has the
@@ -277,12 +282,12 @@ def _extend(archives: list[arc.Archive], ctx: Context, log: row_log.Log, stamps:
         k, sig = len(st.stamps), ctx.signature
         # the stacked rows the log lacks (a torn, damaged or replaced log) are added from the stack
         missing = [j for j in range(k) if (rec := log.rows.get(stamps[j])) is None or rec.signature != sig
-                   or (rec.layout is not st.layout and rec.layout != st.layout)]
+                   or not _same_layout(rec.layout, st.layout)]
         rows, read = [], []
         for j in range(k, len(archives)):
             rec = log.rows.get(stamps[j])
             if rec is not None and rec.signature == sig and rec.step == archives[j].step \
-                    and (rec.layout is st.layout or rec.layout == st.layout):
+                    and _same_layout(rec.layout, st.layout):
                 rows.append(rec.values)
                 continue
             row = read_row(archives[j], ctx)
