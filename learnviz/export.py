@@ -62,7 +62,7 @@ def _chosen(run: Run, which: str) -> list[int]:
     if not steps:
         raise LearnvizError("holds no checkpoint with a successful extraction", path=run.dir,
                             hint=f"`learnviz status --archive {run.dir}` shows what is archived")
-    return readout.chosen_steps(steps, str(which))
+    return readout.chosen_steps(steps, str(which), run.left_out if str(which).isdigit() else None)
 
 
 def _write_with(path: Path, fill: Callable[[Path], None]) -> Path:

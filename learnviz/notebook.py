@@ -233,6 +233,12 @@ class Run:
         return self._list()[3]
 
     @property
+    def left_out(self) -> dict[int, str]:
+        """The steps archived but not in `archives` (a failed extraction, another probe set), each
+        with why (learnviz.readout.left_out)."""
+        return readout.left_out(arc.list_archives(self.dir), self.archives)
+
+    @property
     def layers(self) -> list[int]:
         """The pooled layers (decoder block indices) of the newest archive."""
         return readout.extract_layers(self.archives[-1])[0] if self.archives else []
@@ -253,7 +259,9 @@ class Run:
                                     hint=f"archived steps: {_steps_text(self.steps)}") from None
             found = [a for a in series if a.step == wanted]
             if not found:
-                raise LearnvizError(f"no archived checkpoint at step {step}", path=self.dir,
+                why = self.left_out.get(wanted)
+                raise LearnvizError(f"checkpoint at step {step} is archived but has no usable extraction: {why}"
+                                    if why else f"no archived checkpoint at step {step}", path=self.dir,
                                     hint=f"archived steps: {_steps_text(self.steps)}")
             a = found[-1]
         if arc.file_version(a.path) != a.version and _again:      # rewritten since the folder was listed

@@ -32,7 +32,7 @@ from .checkpoints import find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError
 from .probes import ProbeSet
-from .readout import checkpoint_of, chosen_steps, run_archives, series, series_of
+from .readout import checkpoint_of, chosen_steps, left_out, run_archives, series, series_of
 from .results import ANALYSIS, EXTRACT, GEOMETRY, SERIES
 from .settings import Settings
 
@@ -260,11 +260,15 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
         collect.restore_history(settings)
         if settings.status_dir:   # before the figures, which read the history
             report.status = status_files.ingest(settings.status_dir, settings.archive_dir())
-    archived = [a.step for a in series(settings.archive_dir())]
+    every = arc.list_archives(settings.archive_dir())
+    kept = series_of(every)
+    archived = [a.step for a in kept]
     if which != "all" and not archived:
-        raise LearnvizError("no archived checkpoints", path=settings.archive_dir(),
-                            hint="pass --checkpoints DIR, or run `learnviz run --checkpoints DIR` first")
-    report.steps = chosen_steps(archived, which)
+        raise LearnvizError("no archived checkpoints" if not every else "no archived checkpoint has a usable "
+                            "extraction", path=settings.archive_dir(),
+                            hint="pass --checkpoints DIR, or run `learnviz run --checkpoints DIR` first" if not every
+                            else f"`learnviz status --archive {settings.archive_dir()}` shows what failed")
+    report.steps = chosen_steps(archived, which, left_out(every, kept) if str(which).isdigit() else None)
     if any(s in stages for s in CPU_STAGES):
         report.cpu = run_cpu_stages(settings, steps=None if which == "all" else set(report.steps),
                                     analysis=ANALYSIS in stages, force=force, progress=progress)

@@ -49,7 +49,7 @@ from .results import (
 
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
            "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy",
-           "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted", "filter_flags",
+           "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted", "filter_flags", "left_out",
            "format_status", "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis",
            "read_board", "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series",
            "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status",
@@ -139,8 +139,27 @@ def checkpoint_of(a: Archive) -> Path:
     return Path(str(a.attrs.get("checkpoint", ""))).resolve()
 
 
-def chosen_steps(archived: list[int], which: str) -> list[int]:
-    """`--checkpoint latest|STEP|all` against the archived steps (ascending)."""
+def left_out(archives: list[Archive], series: list[Archive]) -> dict[int, str]:
+    """The steps of `archives` that are not in `series` (`series_of` of them), each with why: a
+    step asked for by number is then answered with the reason rather than "no archived checkpoint"."""
+    kept = {a.step for a in series}
+    out: dict[int, str] = {}
+    for a in archives:
+        if a.step in kept or a.step in out or a.step < 0:
+            continue
+        info = a.stage(EXTRACT)
+        if info is None:
+            out[a.step] = f"{a.path.name} has no extraction yet"
+        elif not info.ok:
+            out[a.step] = f"the extraction of {a.path.name} {info.status}" + (f": {info.reason}" if info.reason else "")
+        else:
+            out[a.step] = f"{a.path.name} was extracted with another probe set ({a.attrs.get('probe_hash')})"
+    return out
+
+
+def chosen_steps(archived: list[int], which: str, why: dict[int, str] | None = None) -> list[int]:
+    """`--checkpoint latest|STEP|all` against the archived steps (ascending). `why`: the steps
+    archived but not usable (`left_out`), named in the error when one of them is asked for."""
     if which not in ("latest", "all") and not str(which).isdigit():
         raise LearnvizError(f"--checkpoint must be latest, all or a step number, got {which!r}", field="--checkpoint")
     if not archived or which == "all":
@@ -149,6 +168,10 @@ def chosen_steps(archived: list[int], which: str) -> list[int]:
         return [archived[-1]]
     if int(which) in archived:
         return [int(which)]
+    if why and int(which) in why:
+        raise LearnvizError(f"checkpoint at step {which} is archived but has no usable extraction: {why[int(which)]}",
+                            field="--checkpoint", hint=f"usable steps: {', '.join(map(str, archived)) or 'none'}; "
+                            "`learnviz status` shows each checkpoint's stages")
     raise LearnvizError(f"no archived checkpoint at step {which!r}", field="--checkpoint",
                         hint=f"archived steps: {', '.join(map(str, archived))}")
 

@@ -198,3 +198,33 @@ def test_export_command(v1, tmp_path):
     missing = subprocess.run(CLI + ["export", "csv", "--archive", str(tmp_path / "nowhere"), "--out",
                                     str(tmp_path / "x")], capture_output=True, text=True)
     assert missing.returncode == 2 and str(tmp_path / "nowhere") in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_step_whose_extraction_failed_is_named_with_its_reason(v1, tmp_path):
+    """Asked for by number, an archived checkpoint whose extraction failed is not "no archived
+    checkpoint": the export, the notebook API and `learnviz analyze` give the archive's reason."""
+    from learnviz import archive as arc
+    a = arc.Archive(v1 / "checkpoint-20.h5")
+    info = a.stage(EXTRACT)
+    arc.write_stage(a.path, EXTRACT, key=info.key, root_attrs=a.attrs, data={}, status="failed",
+                    reason="CUDA out of memory at batch 3")
+    arc.clear_memo()
+    run = open_run(v1)
+    assert run.steps == [10, 40]
+    assert run.left_out == {20: "the extraction of checkpoint-20.h5 failed: CUDA out of memory at batch 3"}
+    with pytest.raises(LearnvizError) as e:
+        run.probes(20)
+    assert "step 20 is archived but has no usable extraction" in str(e.value)
+    assert "CUDA out of memory at batch 3" in str(e.value)
+    bad = subprocess.run(CLI + ["export", "csv", "--archive", str(v1), "--out", str(tmp_path / "x"),
+                                "--checkpoint", "20"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "checkpoint at step 20 is archived but has no usable extraction" in bad.stderr
+    assert "failed: CUDA out of memory at batch 3" in bad.stderr and "usable steps: 10, 40" in bad.stderr
+    assert not (tmp_path / "x").exists()
+    analyze = subprocess.run(CLI + ["analyze", "--archive", str(v1), "--checkpoint", "20"],
+                             capture_output=True, text=True)
+    assert analyze.returncode == 2 and "failed: CUDA out of memory at batch 3" in analyze.stderr
+    unknown = subprocess.run(CLI + ["export", "csv", "--archive", str(v1), "--out", str(tmp_path / "x"),
+                                    "--checkpoint", "30"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no archived checkpoint at step '30'" in unknown.stderr
