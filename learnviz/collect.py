@@ -25,6 +25,7 @@ from .checkpoints import (
     inspect,
     scan_memo,
     shared_tokenizer_dir,
+    step_from_name,
     training_metrics,
 )
 from .common import progress_bar, short_hash
@@ -117,13 +118,16 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             found.append((ck.step, str(ck.path), ck, None))
     found.sort(key=lambda f: f[:2])
     # Two folders of one step (checkpoint-100 and step_100): a run's checkpoints are keyed by step
-    # (the series, the history, the dashboard), so the first by name is archived and the others
-    # are refused, each run, with both named (an earlier version archived both: readout.series_of
-    # takes the first of a step)
+    # (the series, the history, the dashboard), so one is archived and the others are refused,
+    # each run, with both named (an earlier version archived both: readout.series_of takes the
+    # first of a step). A folder whose name gives the step goes first: one whose step came from its
+    # trainer_state.json is a model the script saved besides the checkpoints (trainer.save_model()
+    # and save_state() into the output folder itself, or final/), which sorted first by name and
+    # took the step from checkpoint-N; then the first by name.
     first: dict[int, str] = {}
     pairs = [(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)] + [k[:2] for k in known]
     if len({step for step, _ in pairs}) < len(pairs):        # (rare: sorted only then)
-        for step, where in sorted(pairs):
+        for step, where in sorted(pairs, key=lambda p: (p[0], step_from_name(os.path.basename(p[1])) is None, p[1])):
             first.setdefault(step, where)
         clash = {(step, where) for step, where in [(f[0], f[1]) for f in found] + [k[:2] for k in known]
                  if step >= 0 and first.get(step, where) != where}

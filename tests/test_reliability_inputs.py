@@ -449,3 +449,25 @@ def test_two_folders_of_one_step_archive_the_first_and_name_both(settings, tmp_p
     shutil.copy(settings.archive_dir() / "checkpoint-20.h5", settings.archive_dir() / "step_20.h5")
     assert [(a.step, a.path.name) for a in series(settings.archive_dir())] == [
         (10, "checkpoint-10.h5"), (20, "checkpoint-20.h5"), (30, "checkpoint-30.h5")]
+
+
+@pytest.mark.parametrize("where", ["root", "final"])
+def test_a_model_saved_beside_the_checkpoints_leaves_its_step_to_the_checkpoint(settings, tmp_path, where):
+    """trainer.save_model() and save_state() at the end of a training put the last model and a
+    trainer_state.json into the output folder itself (or final/): its step, read from that file,
+    is the last checkpoint's. checkpoint-30 is archived and keeps step 30; the model folder, whose
+    name gives no step, is the one refused (the output folder sorted first by name and took the
+    step: checkpoint-30 was reported failed and the run's own folder archived as step 30)."""
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    model = root if where == "root" else root / "final"
+    model.mkdir(exist_ok=True)
+    for f in (root / "checkpoint-30").iterdir():
+        shutil.copy(f, model / f.name)
+    why = ("step 30 is also checkpoint-30's (archived instead): a run's checkpoints are told apart by step; "
+           "move or rename one of the two folders")
+    for _ in range(2):
+        report = run(settings, cpu_stages=False, progress=False)
+        assert report.failed == [(model, why)]
+    assert sorted(p.name for p in settings.archive_dir().glob("*.h5")) == [
+        "checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
