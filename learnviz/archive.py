@@ -48,7 +48,7 @@ import numpy as np
 from filelock import FileLock
 
 from . import fswatch
-from .errors import LearnvizError
+from .errors import WRITE_ERRNOS, LearnvizError, WriteError
 from .version import __version__
 
 SCHEMA_VERSION = 1
@@ -252,9 +252,21 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
 
     An existing file this learnviz cannot read is never overwritten: one of another schema or
     encoding raises ForeignArchiveError and stays as it is; a damaged one (not HDF5, a bad root
-    attribute) is first moved aside to `<name>.corrupt` (`set_aside`).
+    attribute) is first moved aside to `<name>.corrupt` (`set_aside`). WriteError when the folder
+    cannot be written (a full disk, read-only): the archive is left as it was.
     """
     path = Path(path)
+    try:
+        _write_stage(path, stage, key=key, root_attrs=root_attrs, data=data, attrs=attrs, status=status,
+                     reason=reason, timings=timings, started=started, worker=worker)
+    except OSError as exc:      # h5py's errors name no file, only their temporary one
+        if exc.errno in WRITE_ERRNOS:
+            raise WriteError.of(exc, path) from None
+        raise
+    return path
+
+
+def _write_stage(path: Path, stage: str, **kw: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with locked(path):
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
@@ -262,22 +274,24 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
         old = _open_existing(path)     # ForeignArchiveError: the file is left as it is
         try:
-            _write_tmp(tmp, path, old, stage, key=key, root_attrs=root_attrs, data=data, attrs=attrs, status=status,
-                       reason=reason, timings=timings, started=started, worker=worker)
+            _write_tmp(tmp, path, old, stage, **kw)
         except BaseException:   # an interrupt (Ctrl-C, SIGTERM in `learnviz run --watch`) leaves no temporary file
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
-    return path
 
 
 def _write_tmp(tmp: Path, path: Path, old: h5py.File | None, stage: str, *, key: StageKey,
                root_attrs: dict[str, Any], data: dict[str, Any] | None, attrs: dict[str, Any] | None,
                status: str, reason: str, timings: dict[str, float] | None, started: str | None,
                worker: str | None) -> None:
-    """Fill `tmp` with the archive `write_stage` describes, then put it in place of `path`."""
+    """Fill `tmp` with the archive `write_stage` describes, then put it in place of `path`.
+
+    The HDF5 file is built in memory and written out as one image: HDF5 that meets a full disk
+    while it writes a file of its own leaves that file open in the library, which crashes the
+    process at exit (a segmentation fault after the error), where a plain write just fails."""
     try:
-        with h5py.File(tmp, "w", locking=False, libver="latest") as f:
+        with h5py.File(str(tmp), "w", driver="core", backing_store=False, locking=False, libver="latest") as f:
             created = now_iso()
             if old is not None:
                 created = _from_attr(old.attrs.get("created", created))
@@ -304,10 +318,14 @@ def _write_tmp(tmp: Path, path: Path, old: h5py.File | None, stage: str, *, key:
                 g.attrs[k] = _attr(v)
             for name, value in (data or {}).items():
                 write_elem(g, name, value)
+            f.flush()
+            image = f.id.get_file_image()
     finally:
         if old is not None:
             old.close()
-    with open(tmp, "rb+") as fh:
+    with open(tmp, "wb") as fh:
+        fh.write(image)
+        fh.flush()
         os.fsync(fh.fileno())
     _newer_than(tmp, path)
     os.replace(tmp, path)

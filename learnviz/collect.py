@@ -29,7 +29,7 @@ from .checkpoints import (
     training_metrics,
 )
 from .common import progress_bar, short_hash
-from .errors import ConfigError, LearnvizError
+from .errors import ConfigError, LearnvizError, WriteError
 from .probes import ProbeSet, load_probe_set
 from .readout import skill_accuracy
 from .results import EXTRACT
@@ -270,8 +270,8 @@ def run_extract(job: Job, settings: Settings, probes: ProbeSet, *, progress: boo
                                "dtype": str(lm.dtype).replace("torch.", ""),
                                "answer_match": settings.answer_match},
                         reason=result.reason, timings=timings, started=started)
-    except (KeyboardInterrupt, SystemExit, ConfigError):
-        raise               # (a setting's fault, not the checkpoint's: nothing is recorded against it)
+    except (KeyboardInterrupt, SystemExit, ConfigError, WriteError):
+        raise               # (a setting's or the disk's fault, not the checkpoint's: nothing is recorded against it)
     except Exception as exc:  # one bad checkpoint must not stop the others
         if not ck.files.exists():
             raise CheckpointGone("deleted while it was processed; nothing recorded", path=ck.path) from exc

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+# Why a file of learnviz's own cannot be written: the machine's fault, never a checkpoint's.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
 
 class LearnvizError(Exception):
     """An error caused by user input (a file, a setting, a checkpoint).
@@ -36,3 +42,14 @@ class ProbeError(LearnvizError):
 
 class CheckpointError(LearnvizError):
     """A checkpoint cannot be read (truncated weights, bad config)."""
+
+
+class WriteError(LearnvizError):
+    """learnviz cannot write a file of its own (a full disk, a read-only folder, no permission).
+    Not the checkpoint's fault: nothing is recorded against it (a failure recorded then would hold
+    for good), and the run stops, naming the file."""
+
+    @classmethod
+    def of(cls, exc: OSError, path: object) -> WriteError:
+        return cls(f"cannot write: {os.strerror(exc.errno)}", path=exc.filename or path,
+                   hint="free some space or make the folder writable, then run again")

@@ -30,7 +30,7 @@ from . import archive as arc
 from . import collect, status_files
 from .checkpoints import find_runs, inspect
 from .common import progress_bar
-from .errors import LearnvizError
+from .errors import LearnvizError, WriteError
 from .probes import ProbeSet
 from .readout import checkpoint_of, chosen_steps, left_out, run_archives, series, series_of
 from .results import ANALYSIS, EXTRACT, GEOMETRY, SERIES
@@ -179,7 +179,7 @@ def update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] = 
                     arc.flush_index(rs.archive_dir())   # headers and accuracies, for the next process;
                     # a run that found everything current writes nothing
         except LearnvizError as exc:   # `--checkpoint 2000` that one run of several lacks
-            if len(every) == 1:
+            if len(every) == 1 or isinstance(exc, WriteError):
                 raise
             errors.append(exc)
             continue
@@ -471,8 +471,8 @@ def guarded(report: CpuReport, a: arc.Archive, stage: str, fn: Callable[[], obje
     try:
         fn()
         return True
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit, WriteError):
+        raise               # (a full disk is not the stage's failure: nothing is recorded)
     except Exception as exc:  # record and go on, as the GPU stage does
         reason = f"{type(exc).__name__}: {exc}"
         report.failed.append((a.step, stage, reason))
