@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import pipeline, readout
 from .common import settle_heap
-from .errors import LearnvizError
+from .errors import WRITE_ERRNOS, LearnvizError
 from .flags import (
     EPILOG,
     FORMATTER,
@@ -229,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 141
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # a full disk or a read-only folder: the machine's to fix, named without a traceback
+        print(f"learnviz: error: {exc.filename or 'a file'}: {os.strerror(exc.errno)}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------- commands

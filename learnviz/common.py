@@ -9,8 +9,9 @@ import hashlib
 import json
 import math
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
     try:
-        with open(tmp, "wb") as fh:
+        with naming(path), open(tmp, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             if fsync:
                 fh.flush()
@@ -53,6 +54,18 @@ def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) ->
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside names `path` (a write that found the disk full names no file, and
+    one into a temporary file names that): the user learns which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or exc.filename == str(path):
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 1) -> Path:
@@ -116,7 +129,7 @@ def append_lines(path: Path, lines: list[str], lock: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
-        with open(path, "ab+") as fh:
+        with naming(path), open(path, "ab+") as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() > 0:
                 fh.seek(-1, os.SEEK_END)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import archive as arc
-from .common import write_atomic
+from .common import naming, write_atomic
 
 NAME = ".learnviz-rows.bin"
 MAGIC = b"LVR1"
@@ -220,7 +220,7 @@ def append(path: str | Path, records: list[tuple[str, str, int, dict]]) -> None:
     path = str(path)
     blob = b"".join(encode(*r) for r in records)
     with _lock:
-        with open(path, "ab") as fh:
+        with naming(path), open(path, "ab") as fh:
             start = fh.tell()
             fh.write(blob)
             fh.flush()

@@ -92,3 +92,33 @@ def test_a_full_disk_records_nothing_against_the_checkpoint(settings, tmp_path, 
     report = run(settings, cpu_stages=False, progress=False)
     assert report.failed == []
     assert arc.Archive(target).stage("extract").status == "ok"
+
+
+def test_a_plain_file_that_finds_no_room_names_itself(tmp_path):
+    """The history, the figures' manifest, the indexes: a write() that fails names no file (its
+    OSError has no filename), and one into the temporary sibling names that one."""
+    path = tmp_path / "manifest.json"
+    done = _limited(f"""
+        from learnviz.common import write_atomic
+        try:
+            write_atomic({str(path)!r}, "x" * 10_000)
+        except OSError as exc:
+            print(exc.errno, exc.filename)
+    """, 1_000)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(errno.EFBIG), str(path)]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_names_the_file_it_could_not_write_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """`learnviz: error: FILE: reason` and exit status 2, instead of a traceback, when the archive
+    folder is read-only (here: its run lock) or the disk full."""
+    from learnviz import cli, pipeline
+    lock = tmp_path / "learnviz-archive" / ".locks" / "run.lock"
+
+    def read_only(*args, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", str(lock))
+
+    monkeypatch.setattr(pipeline, "update", read_only)
+    assert cli.main(["run", "--checkpoints", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"learnviz: error: {lock}: Read-only file system\n"
