@@ -243,7 +243,8 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
         return _mark(ck, "incomplete", "config.json is missing")
     weights = weight_files(path)
     if weights is None:
-        return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)")
+        return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)"
+                     + _zero_shards_only(path))
     missing = [w.name for w in weights if not w.exists()]
     if missing:
         return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
@@ -266,6 +267,17 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     if ck.step < 0:
         return _mark(ck, "broken", f"no step: the folder name has none and {_no_step(path)}")
     return ck
+
+
+def _zero_shards_only(path: Path) -> str:
+    """Why a DeepSpeed checkpoint has no weights, or "": under ZeRO-3 the Trainer saves only the
+    engine's shards (global_stepN/) unless told to gather the weights, so they never come."""
+    shards = sorted(p.name for p in path.glob("global_step*") if p.is_dir())
+    if not shards:
+        return ""
+    return (f": the folder holds only DeepSpeed's ZeRO shards ({shards[-1]}/), which learnviz does not read; run "
+            f"the zero_to_fp32.py saved beside them to write the weights into the folder, or train with "
+            f"stage3_gather_16bit_weights_on_model_save: true")
 
 
 def _no_step(path: Path) -> str:

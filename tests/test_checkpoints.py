@@ -42,6 +42,28 @@ def test_incomplete_checkpoints_are_skipped_until_settled(tmp_path, tokenizer):
     assert inspect(ck, settle_seconds=30).complete
 
 
+def test_a_deepspeed_checkpoint_with_only_zero_shards_says_how_to_get_weights(tmp_path, tokenizer):
+    """Under ZeRO-3 without stage3_gather_16bit_weights_on_model_save the Trainer saves no model
+    file, only the engine's shards in global_stepN/ (and zero_to_fp32.py): the checkpoint was
+    "incomplete: model.safetensors is missing" on every run, as if it were still being written.
+    Beside a checkpoint with weights, the shard folder changes nothing."""
+    ck = make_checkpoint(tmp_path / "checkpoint-8", tokenizer, step=8)
+    (ck / "global_step8").mkdir()
+    (ck / "global_step8" / "zero_pp_rank_0_mp_rank_00_model_states.pt").write_bytes(b"shard")
+    (ck / "zero_to_fp32.py").write_text("# DeepSpeed's script\n")
+    (ck / "latest").write_text("global_step8")
+    assert inspect(ck, settle_seconds=0).state == "complete"
+    weights = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").unlink()
+    got = inspect(ck, settle_seconds=0)
+    assert (got.state, got.reason) == ("incomplete", (
+        "model.safetensors is missing (and there is no pytorch_model.bin): the folder holds only DeepSpeed's "
+        "ZeRO shards (global_step8/), which learnviz does not read; run the zero_to_fp32.py saved beside them "
+        "to write the weights into the folder, or train with stage3_gather_16bit_weights_on_model_save: true"))
+    (ck / "model.safetensors").write_bytes(weights)            # what zero_to_fp32.py writes
+    assert inspect(ck, settle_seconds=0).state == "complete"
+
+
 def test_truncated_weights_are_broken_once_settled(tmp_path, tokenizer):
     ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
     w = ck / "model.safetensors"
