@@ -391,6 +391,9 @@ def safetensors_problem(path: Path) -> str | None:
     actual = path.stat().st_size
     if actual < expected:
         return f"{path.name} is truncated: its header says {expected} bytes, the file has {actual}"
+    if actual > expected:      # safetensors refuses it too ("file not fully covered"), naming no file
+        return (f"{path.name} is longer than its header says: {expected} bytes, the file has {actual} (space "
+                f"allocated before it was written, or bytes written past its end)")
     return None
 
 

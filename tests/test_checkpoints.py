@@ -80,6 +80,22 @@ def test_truncated_weights_are_broken_once_settled(tmp_path, tokenizer):
     assert "unreadable safetensors header" in inspect(ck, settle_seconds=30).reason
 
 
+def test_weights_longer_than_their_header_are_broken_naming_the_file_until_they_change(tmp_path, tokenizer):
+    """A file whose space was allocated before it was written (zeros at its end), or written past
+    its end: safetensors refuses it ("incomplete metadata, file not fully covered"), and the
+    checkpoint failed only once its model was loaded, with a reason naming no file."""
+    ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
+    w = ck / "model.safetensors"
+    whole = w.read_bytes()
+    w.write_bytes(whole + bytes(4096))
+    c = inspect(ck, settle_seconds=0)
+    assert (c.state, c.reason) == ("broken", (
+        f"model.safetensors is longer than its header says: {len(whole)} bytes, the file has {len(whole) + 4096} "
+        f"(space allocated before it was written, or bytes written past its end)"))
+    w.write_bytes(whole)
+    assert inspect(ck, settle_seconds=0).complete
+
+
 def test_pickle_only_and_bad_config(tmp_path, tokenizer):
     ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
     (ck / "model.safetensors").rename(ck / "pytorch_model.bin")      # safetensors bytes under a torch name
