@@ -7,6 +7,7 @@ remove it)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,58 @@ def test_stage_names_are_constants():
 
 
 STAGE_NAMES = ("extract", "analysis", "geometry", "series")
+
+
+def documented_graph() -> dict[str, set[str]]:
+    """docs/architecture.md's import graph: `module -> a, b, c   comment` (a line that starts with
+    spaces goes on the line before, as more names after a comma, else as a comment; `(...)` is a
+    comment; names without a package are learnviz's)."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## The import graph", 1)[1].split("```", 2)[1]
+    entries: dict[str, str] = {}
+    last = None
+    for line in block.splitlines()[1:]:
+        head, arrow, rest = line.partition(" -> ")
+        if arrow and not line.startswith(" "):
+            last = head.strip()
+            entries[last] = rest
+        elif last and line.strip():
+            entries[last] += (" " if entries[last].rstrip().endswith(",") else "   ") + line.strip()
+    out = {}
+    for mod, rest in entries.items():
+        rest = re.split(r"\s{2,}", re.sub(r"\([^)]*\)", "", rest).rstrip())[0]
+        names = [n.strip() for n in rest.split(",") if n.strip()]
+        out[mod] = {n if n.split(".")[0] in PACKAGES else f"learnviz.{n}" for n in names}
+    return out
+
+
+def _allowed(target: str, listed: set[str]) -> bool:
+    return target in listed or any(n.endswith(".*") and target.startswith(n[:-1]) for n in listed)
+
+
+def test_the_documented_import_graph_is_the_code_s():
+    """Every module of learnviz (the one-module-per analysis and figure packages as `analysis.*`,
+    `plots.*`) has its line in docs/architecture.md, imports of learnviz only what its line lists,
+    and imports each module its line names (workers.*, dashboard.*: the package's modules together)."""
+    doc, edges, mods = documented_graph(), graph(), modules()
+    problems = []
+    for mod in mods:
+        if mod.startswith(("learnviz.analysis.", "learnviz.plots.")) and mod != "learnviz.plots.sources":
+            continue
+        if mod in ("learnviz.analysis", "learnviz.plots", "learnviz.demo", "learnviz.integrations"):
+            continue
+        if mod.split(".")[0] != "learnviz" and f"{mod.split('.')[0]}.*" in doc:
+            continue
+        if mod not in doc:
+            problems.append(f"{mod}: no line")
+    for entry, listed in doc.items():
+        members = [m for m in mods if m == entry or (entry.endswith(".*") and m.startswith(entry[:-1]))]
+        assert members, f"docs/architecture.md names {entry}, which is no module"
+        used = {t for m in members for t in edges.get(m, ()) if t.split(".")[0] == "learnviz"
+                and not m.startswith(t + ".")}
+        problems += [f"{entry} imports {t}, not on its line" for t in sorted(used) if not _allowed(t, listed)]
+        problems += [f"{entry}: its line names {n}, which it does not import" for n in sorted(listed)
+                     if not n.endswith(".*") and not any(t == n for t in used)]
+        problems += [f"{entry}: its line names {n}, which it does not import" for n in sorted(listed)
+                     if n.endswith(".*") and not any(t.startswith(n[:-1]) for t in used)]
+    assert problems == [], "\n".join(problems)
