@@ -42,16 +42,19 @@ def _layers(text: str) -> list:
     return [int(x) if x.lstrip("-").isdigit() else x for x in text.split(",")]
 
 
-def add_extract_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that shape extraction: probe set, device, dtype, batch, layers, settling."""
+def add_extract_flags(p: argparse.ArgumentParser, *, status_dir: bool = True) -> None:
+    """The flags that shape extraction: probe set, device, dtype, batch, layers, settling.
+    `status_dir`: also --status-dir, which only the embedded pipeline reads (`learnviz run` and the
+    figure commands ingest the status files; the distributed mode does not)."""
     p.add_argument("--probes", metavar="FILE", help="probe file, JSONL/JSON/YAML (default: the SYLLO probe set)")
     p.add_argument("--hard-examples", metavar="FILE",
                    help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
     p.add_argument("--tokenizer", metavar="DIR",
                    help="tokenizer folder for checkpoints saved without one "
                         "(default: the run folder's or its parent's)")
-    p.add_argument("--status-dir", metavar="DIR",
-                   help="folder of the training's status files (training_status.json, ...) to ingest")
+    if status_dir:
+        p.add_argument("--status-dir", metavar="DIR",
+                       help="folder of the training's status files (training_status.json, ...) to ingest")
     p.add_argument("--base-model", metavar="DIR",
                    help="base model folder of PEFT adapter checkpoints (default: the one their adapter config names)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")

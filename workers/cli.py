@@ -56,7 +56,7 @@ def register(sub) -> None:
                    help="log level (default: info)")
     add_paths(p)
     _broker(p)
-    add_extract_flags(p)
+    add_extract_flags(p, status_dir=False)   # nothing in the distributed mode reads status files
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("beat", help="scan for new checkpoints every scan_interval seconds",

@@ -216,6 +216,22 @@ def test_worker_flags_reach_celery_as_environment(settings_path, tmp_path):
         worker_argv(gpu, s)
 
 
+@pytest.mark.parametrize("command", ["worker", "beat", "submit"])
+def test_every_setting_flag_of_a_distributed_command_reaches_celery(command):
+    """A flag that `learnviz worker` or `beat` accepts for a setting is handed on to Celery's
+    processes (ENV_FLAGS), or it would be accepted and then do nothing there (`--status-dir` was)."""
+    from learnviz.cli import build_parser
+    from learnviz.flags import SETTING_FLAGS
+    from workers.cli import ENV_FLAGS
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    dests = {a.dest for a in sub._actions if a.dest in SETTING_FLAGS}
+    assert "checkpoints" in dests and "broker_url" in dests
+    assert sorted(dests - set(ENV_FLAGS)) == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--queue", "cpu", "--status-dir", "status"] if command == "worker"
+                                  else [command, "--status-dir", "status"])
+
+
 def test_submit_sends_one_checkpoint_and_says_when_it_is_queued(settings_path, tmp_path, redis_server):
     ck = tmp_path / "run" / "checkpoint-5"
     ck.mkdir()
