@@ -13,8 +13,9 @@ from .errors import LearnvizError
 from .settings import Settings, load_settings
 
 EPILOG = """\
-Settings come from defaults, then config/learnviz.yaml (or --config FILE, or $LEARNVIZ_CONFIG),
-then LEARNVIZ_<KEY> environment variables, then these flags. `learnviz config` shows them all.
+Settings come from defaults, then config/learnviz.yaml (or `learnviz --config FILE COMMAND`: before
+the command; or $LEARNVIZ_CONFIG), then LEARNVIZ_<KEY> environment variables, then these flags.
+`learnviz config` shows them all.
 """
 FORMATTER = argparse.RawDescriptionHelpFormatter
 
