@@ -100,9 +100,8 @@ def _info_commands(sub) -> None:
                         f"(default {readout.STATUS_LAST})")
     p.add_argument("--all", action="store_true", help="every checkpoint in the table")
     p.add_argument("--flags", nargs="?", const="all", metavar="FLAG,FLAG",
-                   help="only the checkpoints with a health flag (any, or one of these: accuracy_drop, "
-                        "regression_burst, loss_spike, geometry_drift_spike, calibration_jump, weights_exploding, "
-                        "weights_vanishing, weights_dead, non_finite: NaN outputs, left out of the series)")
+                   help="only the checkpoints with a health flag (any, or one of these: "
+                        f"{', '.join(readout.HEALTH_FLAGS)}: NaN outputs, left out of the series)")
 
     p = sub.add_parser("probes", help="show or check a probe set",
                        description="Summarise the probe set (default: SYLLO plus hard examples), validate a "
@@ -301,6 +300,8 @@ def cmd_status(args) -> int:
     settings = settings_from(args)
     if settings.checkpoints and not Path(settings.checkpoints).exists() and not settings.archive_dir().exists():
         raise missing_run_folder(settings.checkpoints)
+    if args.flags:
+        readout.filter_flags([], args.flags)      # a flag name that does not exist: said before anything is read
     runs = pipeline.runs(settings)
     several = len(runs) > 1 or any(name for name, _ in runs)
     out = {}

@@ -48,12 +48,12 @@ from .results import (
 )
 
 __all__ = ["ANALYSIS", "ARCHIVE", "BOARD_FILE", "CHECKPOINT_STAGES", "EXTRACT", "GEOMETRY", "SERIES", "SERIES_NAME",
-           "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable", "archive_accuracy",
-           "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted", "filter_flags", "left_out",
-           "format_status", "health_flags", "history_rows", "keep_index", "newest_and_notable", "read_analysis",
-           "read_board", "read_data_impact", "read_geometry", "row_stamp", "run_archives", "scan_archives", "series",
-           "series_rows", "series_of", "skill_accuracy", "stage_ok", "status_rows", "training_status",
-           "unreadable_row"]
+           "HEALTH_FLAGS", "HISTORY_FILE", "STATUS_LAST", "UNREADABLE", "Listing", "StatusRow", "Unreadable",
+           "archive_accuracy", "board_problem", "board_written", "checkpoint_of", "chosen_steps", "extracted",
+           "filter_flags", "format_status", "health_flags", "history_rows", "keep_index", "left_out",
+           "newest_and_notable", "read_analysis", "read_board", "read_data_impact", "read_geometry", "row_stamp",
+           "run_archives", "scan_archives", "series", "series_rows", "series_of", "skill_accuracy", "stage_ok",
+           "status_rows", "training_status", "unreadable_row"]
 
 HISTORY_FILE = history.FILE_NAME
 # An unreadable archive file's status row has this one pseudo-stage, in this state (no stage of it can be read).
@@ -326,12 +326,23 @@ def health_flags(archive_dir: str | Path) -> dict[int, dict[str, str]]:
     return {step: dict(f) for step, f in sorted(flags.items()) if isinstance(f, dict) and f}
 
 
+# Every health flag a checkpoint can carry: the series' signals (learnviz.analysis.health.SIGNALS),
+# the analysis's weight flags, and non_finite for a checkpoint the series left out.
+HEALTH_FLAGS = ("accuracy_drop", "regression_burst", "loss_spike", "geometry_drift_spike", "calibration_jump",
+                "weights_exploding", "weights_vanishing", "weights_dead", "non_finite")
+
+
 def filter_flags(rows: list[StatusRow], wanted: str) -> list[StatusRow]:
     """`learnviz status --flags [NAME,NAME]`: the rows with any health flag ("all"), or with one
-    of the named flags."""
+    of the named flags. A name that is no health flag is a LearnvizError (a typo would otherwise
+    read as "no checkpoint flagged")."""
     if wanted == "all":
         return [r for r in rows if r.flags]
     names = {w.strip() for w in wanted.split(",") if w.strip()}
+    unknown = sorted(names - set(HEALTH_FLAGS))
+    if unknown:
+        raise LearnvizError(f"no health flag is called {', '.join(map(repr, unknown))}", field="--flags",
+                            hint="the flags are " + ", ".join(HEALTH_FLAGS))
     return [r for r in rows if names & set(r.flags)]
 
 

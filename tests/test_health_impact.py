@@ -70,3 +70,25 @@ def test_status_shows_and_filters_flags(settings):
     assert out.startswith("no checkpoint flagged accuracy_drop (3 archived")
     out = subprocess.run(cli + ["--flags", "--json"], capture_output=True, text=True, check=True).stdout
     assert 20 in [r["step"] for r in json.loads(out)] and 10 not in [r["step"] for r in json.loads(out)]
+
+
+def test_status_refuses_a_flag_name_that_does_not_exist(tmp_path):
+    """`--flags loss_spik` (a typo) is an error naming it and the flags there are, not "no checkpoint
+    flagged loss_spik" over a run that has loss spikes; the names are the health stage's own."""
+    import pytest
+
+    from learnviz.analysis.health import SIGNALS, WEIGHT_FLAGS
+    from learnviz.errors import LearnvizError
+    from learnviz.readout import HEALTH_FLAGS, StatusRow, filter_flags
+
+    assert set(HEALTH_FLAGS) == {*SIGNALS, *(f"weights_{w}" for w in WEIGHT_FLAGS), "non_finite"}
+    row = StatusRow(step=20, name="checkpoint-20", stages={"extract": "ok"}, reason="", accuracy=0.5, skills={},
+                    flags={"loss_spike": "+80%"})
+    assert filter_flags([row], "loss_spike, accuracy_drop") == [row]
+    with pytest.raises(LearnvizError, match="'loss_spik'"):
+        filter_flags([row], "loss_spik")
+    (tmp_path / "archive").mkdir()
+    cli = [sys.executable, "-m", "learnviz.cli", "status", "--archive", str(tmp_path / "archive"), "--flags"]
+    done = subprocess.run(cli + ["loss_spike,loss_spik"], capture_output=True, text=True)
+    assert done.returncode == 2 and "'loss_spik'" in done.stderr and "loss_spike" in done.stderr
+    assert done.stdout == ""
