@@ -109,8 +109,9 @@ def _info_commands(sub) -> None:
                        epilog=examples("learnviz probes",
                                        'learnviz probes --probes my_probes.jsonl --hard-examples ""'),
                        formatter_class=FORMATTER)
-    p.add_argument("--probes", metavar="FILE", help="probe file to check")
-    p.add_argument("--hard-examples", metavar="FILE", help="hard-example YAML")
+    p.add_argument("--probes", metavar="FILE", help="probe file to check (default: the SYLLO probe set)")
+    p.add_argument("--hard-examples", metavar="FILE",
+                   help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
     p.add_argument("--write-syllo", metavar="FILE", help="write the default 500-probe SYLLO set to FILE")
 
     p = sub.add_parser("config", help="show every setting, its value and where it came from",

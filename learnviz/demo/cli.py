@@ -20,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("--steps", dest="demo_steps", type=int, metavar="N", help="training steps (default: 500)")
     p.add_argument("--checkpoints-count", dest="demo_checkpoints", type=int, metavar="N",
                    help="checkpoints to write (default: 10)")
-    p.add_argument("--seed", dest="demo_seed", type=int, help="seed (default: 0)")
+    p.add_argument("--seed", dest="demo_seed", type=int, metavar="N", help="seed of the data, weights and order "
+                                                                         "(default: 0)")
     p.add_argument("--retrain", action="store_true", help="train again even if the checkpoints exist")
     p.add_argument("--no-serve", action="store_true", help="stop after the archives instead of serving the dashboard")
     p.set_defaults(handler=cmd_demo)
