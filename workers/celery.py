@@ -82,6 +82,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
                      {"soft_time_limit": s.cpu_soft_time_limit, "time_limit": s.cpu_time_limit})
               for name, (q, _) in ROUTES.items()}
     limits["scan_checkpoints"] = {"soft_time_limit": scan_time_limit(s) - 30, "time_limit": scan_time_limit(s)}
+    # A task's own priority (task_default_priority unless annotated) overrides its route's once the
+    # task is registered in the sending process (a worker, the beat): each task gets its route's.
+    for name, (_, p) in ROUTES.items():
+        limits[name]["priority"] = int(p)
     # Celery has no setting for these two: annotations set them on every task ('*').
     annotations = {"*": {"max_retries": s.task_max_retries, "default_retry_delay": s.retry_backoff}, **limits}
     return {

@@ -67,7 +67,7 @@ def test_config_is_json_only_acks_late_and_outlives_the_hard_limits(settings):
     assert opts["priority_steps"] == list(range(10)) and opts["queue_order_strategy"] == "priority"
     ann = conf["task_annotations"]
     assert ann["collect_embeddings"] == {"soft_time_limit": settings.gpu_soft_time_limit,
-                                         "time_limit": settings.gpu_time_limit}
+                                         "time_limit": settings.gpu_time_limit, "priority": 3}
     assert ann["analyze"]["time_limit"] == settings.cpu_time_limit
     assert ann["*"]["max_retries"] == settings.task_max_retries
     # the plan's task names, queues and priorities, routed by name in one place
@@ -116,6 +116,20 @@ def test_messages_land_in_the_right_queue_and_priority_list(dispatch, redis_serv
     order = [client.brpop([f"cpu{SEP}{p}" if p else "cpu" for p in range(10)], timeout=1) for _ in range(3)]
     tasks = [json.loads(m[1])["headers"]["task"] for m in order]
     assert tasks == ["scan_checkpoints", "analyze", "update_learning_history"]
+
+
+def test_a_process_that_has_the_tasks_sends_each_at_its_route_priority(dispatch, redis_server):
+    """In a worker or the beat the tasks are registered, and a registered task's own priority
+    (task_default_priority, 2) used to override its route's: the beat's scans went out at 2, not 0."""
+    client = redis_server.client()
+    dispatch.app.loader.import_default_modules()      # what `celery -A workers worker|beat` does
+    for name, (_, priority) in ROUTES.items():
+        assert dispatch.app.tasks[name]._get_exec_options()["priority"] == int(priority), name
+    dispatch.app.send_task("scan_checkpoints", expires=30.0)                  # the beat's first scan
+    dispatch.app.tasks["scan_checkpoints"].apply_async(expires=30.0)          # its schedule's
+    assert dispatch.send_stage("analysis", "/data/run/checkpoint-30")
+    assert dispatch.request_history()
+    assert queue_lengths(client, "cpu") == {int(Priority.CRITICAL): 2, int(Priority.LOW): 1, int(Priority.IDLE): 1}
 
 
 def test_a_stage_is_sent_once_while_queued(dispatch, redis_server):
