@@ -34,8 +34,9 @@ def run_folders(root: str | Path) -> dict[str, Path]:
     """Run id -> folder, the runs of `readout.run_archives` (the one definition of a run's archive
     folder: the root when it holds a run, or holds no run below it, then its subfolders that
     hold one, by name), every name (percent-encoded in URLs), keeping only folders that really lie
-    in the root: links that lead out of it are not followed. A subfolder named `ROOT_RUN` is left
-    out (that id names the root)."""
+    in the root: links that lead out of it are not followed. A subfolder whose name begins with
+    "_" gets one more "_" in front (`run_id`): `ROOT_RUN` names the root, and a subfolder named
+    `_root` is `__root`."""
     root = Path(root)
     out: dict[str, Path] = {}
     try:
@@ -46,20 +47,27 @@ def run_folders(root: str | Path) -> dict[str, Path]:
         if not name:
             out[ROOT_RUN] = root
             continue
-        if name == ROOT_RUN or name in (".", "..") or "/" in name or "\0" in name:
-            continue        # the root's id; the others never come from a listing, and are refused all the same
+        if name in (".", "..") or "/" in name or "\0" in name:
+            continue        # never from a listing, and refused all the same
         try:
             inside = folder.resolve().parent == real_root
         except (OSError, RuntimeError):
             inside = False
         if inside:
-            out[name] = folder
+            out[run_id(name)] = folder
     return out or {ROOT_RUN: root}
 
 
-def label(run_id: str, folder: Path) -> str:
+def run_id(name: str) -> str:
+    """The id of the run in the subfolder `name`: the name, with one more "_" in front when it
+    begins with one, so that no subfolder's id is `ROOT_RUN` (one-to-one: the root's id has one
+    "_" in front, an escaped name at least two)."""
+    return "_" + name if name.startswith("_") else name
+
+
+def label(run: str, folder: Path) -> str:
     """What the picker shows: the folder's name, as it is (the page shows it as text)."""
-    return folder.name if run_id == ROOT_RUN else run_id
+    return folder.name
 
 
 def cached(key: tuple, compute: Callable[[], Any]) -> Any:

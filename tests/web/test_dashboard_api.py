@@ -170,6 +170,25 @@ def test_runs_of_any_folder_name_are_listed_and_reachable(archive, tmp_path):
         assert client.get(f"/api/runs/{bad}/metrics.json").status_code == 404, bad
 
 
+def test_a_run_folder_named_like_the_roots_id_is_listed_under_its_own(archive, tmp_path):
+    """`_root` is the id of the archive folder itself: a run subfolder named `_root` (or `_x`) gets
+    one more "_" in front of its id, is listed under its name and reached, and the root's run stays
+    the root's."""
+    root = tmp_path / "root"
+    copy_tree(archive, root)
+    for name in ("_root", "_x", "__root"):
+        copy_tree(archive, root / name)
+    client = make_app(root).test_client()
+    runs = {r["id"]: r["label"] for r in get(client, "/api/runs.json")["runs"]}
+    assert runs == {"_root": "root", "__root": "_root", "__x": "_x", "___root": "__root"}
+    assert get(client, "/api/runs/__root/version.json")["run"] == "__root"
+    assert get(client, "/api/runs/_root/metrics.json")["steps"] == list(STEPS)
+    assert get(client, "/api/runs/__root/metrics.json")["steps"] == list(STEPS)
+    assert client.get("/api/runs/_x/metrics.json").status_code == 404
+    page = client.get("/dynamics?run=__root")
+    assert page.status_code == 200 and b'data-run="__root"' in page.data
+
+
 def copy_tree(src, dst):
     import shutil
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".locks"))
