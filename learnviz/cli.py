@@ -487,6 +487,8 @@ def print_report(report, settings) -> None:
         print(f"  archived with probes failed alone: {path}: {note}")
     for path, reason in report.incomplete:
         print(f"  incomplete: {path}: {reason}")
+    for path, reason in report.beside:
+        print(f"  not a checkpoint: {path}: {reason}")
     for path in report.gone:
         print(f"  gone: {path} was deleted while it was processed (nothing recorded)")
     if report.status is not None:

@@ -68,18 +68,22 @@ def checkpoint_root(settings: Settings) -> Path:
 
 
 def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None,
-         current: list | None = None, refused: list | None = None, damaged: list | None = None) -> list[Job]:
+         current: list | None = None, refused: list | None = None, damaged: list | None = None,
+         beside: list | None = None) -> list[Job]:
     """Every complete or broken checkpoint with the stages its archive lacks, oldest first. The
     incomplete checkpoints (path, reason) and the archives that are current go to the lists given;
     so do the checkpoints whose archive another learnviz wrote, which are never overwritten
     (`refused`: (checkpoint, reason)), and the damaged archives that must be moved aside before
-    their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed)."""
+    their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed),
+    and the models saved beside the checkpoints, which are not archived (`beside`: (folder, why)):
+    a folder whose name gives no step, whose trainer_state.json gives the step of a checkpoint-N."""
     with scan_memo():
-        return _plan(settings, probes, incomplete=incomplete, current=current, refused=refused, damaged=damaged)
+        return _plan(settings, probes, incomplete=incomplete, current=current, refused=refused, damaged=damaged,
+                     beside=beside)
 
 
 def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, current: list | None,
-          refused: list | None, damaged: list | None) -> list[Job]:
+          refused: list | None, damaged: list | None, beside: list | None = None) -> list[Job]:
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     inputs = extract_inputs(settings)
@@ -121,9 +125,10 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     # (the series, the history, the dashboard), so one is archived and the others are refused,
     # each run, with both named (an earlier version archived both: readout.series_of takes the
     # first of a step). A folder whose name gives the step goes first: one whose step came from its
-    # trainer_state.json is a model the script saved besides the checkpoints (trainer.save_model()
+    # trainer_state.json is a model the script saved beside the checkpoints (trainer.save_model()
     # and save_state() into the output folder itself, or final/), which sorted first by name and
-    # took the step from checkpoint-N; then the first by name.
+    # took the step from checkpoint-N; then the first by name. Such a model is no failure (a run
+    # would report one at every scan after the training ended): it goes to `beside`.
     first: dict[int, str] = {}
     pairs = [(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)] + [k[:2] for k in known]
     if len({step for step, _ in pairs}) < len(pairs):        # (rare: sorted only then)
@@ -133,7 +138,13 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
                  if step >= 0 and first.get(step, where) != where}
         if clash:
             for step, where in sorted(clash):
-                if refused is not None:
+                if step_from_name(os.path.basename(where)) is None and step_from_name(
+                        os.path.basename(first[step])) is not None:
+                    if beside is not None:      # the final model, not a checkpoint of its own: no failure
+                        beside.append((Path(where), f"saved beside the checkpoints with step {step} in its "
+                                       f"trainer_state.json, {Path(first[step]).name}'s: not archived (a folder "
+                                       f"named checkpoint-N is a step of its own)"))
+                elif refused is not None:
                     refused.append((Checkpoint(path=Path(where), step=step, state="broken"),
                                     f"step {step} is also {Path(first[step]).name}'s (archived instead): a run's "
                                     f"checkpoints are told apart by step; move or rename one of the two folders"))

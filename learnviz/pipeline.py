@@ -93,6 +93,8 @@ class RunReport:
     runs: list["RunReport"] = field(default_factory=list)   # one report per run, when the root holds several
     notes: list[tuple[Path, str]] = field(default_factory=list)   # (checkpoint, what its ok extraction says:
                                                                    # the probes that failed alone)
+    beside: list[tuple[Path, str]] = field(default_factory=list)  # (folder, why): models saved beside the
+                                                                   # checkpoints, not archived (collect.plan)
 
     @property
     def ok(self) -> bool:
@@ -108,7 +110,7 @@ class RunReport:
     def of_runs(cls, reports: list["RunReport"]) -> "RunReport":
         """The report of several runs: each run's report in `runs`, the lists joined."""
         out = cls(runs=reports, seconds=sum(r.seconds for r in reports))
-        for name in ("steps", "done", "failed", "incomplete", "current", "set_aside", "unreadable", "gone"):
+        for name in ("steps", "done", "failed", "incomplete", "current", "set_aside", "unreadable", "gone", "beside"):
             setattr(out, name, [x for r in reports for x in getattr(r, name)])
         out.failed_total = sum(r.failed_total for r in reports)
         out.found = sum(r.found or 0 for r in reports) if any(r.found is not None for r in reports) else None
@@ -299,7 +301,7 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
     damaged: list[tuple[Path, str]] = []
     report.checkpoint_root = collect.checkpoint_root(settings)
     jobs = collect.plan(settings, probes, incomplete=report.incomplete, current=report.current,
-                        refused=refused, damaged=damaged)
+                        refused=refused, damaged=damaged, beside=report.beside)
     report.found = len(jobs) + len(report.current) + len(report.incomplete) + len(refused)
     if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
         newest_archived = max((a.step for a in series(settings.archive_dir())), default=-1)

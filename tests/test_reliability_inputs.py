@@ -452,22 +452,29 @@ def test_two_folders_of_one_step_archive_the_first_and_name_both(settings, tmp_p
 
 
 @pytest.mark.parametrize("where", ["root", "final"])
-def test_a_model_saved_beside_the_checkpoints_leaves_its_step_to_the_checkpoint(settings, tmp_path, where):
+def test_a_model_saved_beside_the_checkpoints_leaves_its_step_to_the_checkpoint(settings, tmp_path, where, capsys):
     """trainer.save_model() and save_state() at the end of a training put the last model and a
     trainer_state.json into the output folder itself (or final/): its step, read from that file,
     is the last checkpoint's. checkpoint-30 is archived and keeps step 30; the model folder, whose
-    name gives no step, is the one refused (the output folder sorted first by name and took the
-    step: checkpoint-30 was reported failed and the run's own folder archived as step 30)."""
+    name gives no step, is not archived and not a failure either: it is reported as a model saved
+    beside the checkpoints (the output folder sorted first by name and took the step: checkpoint-30
+    was reported failed and the run's own folder archived as step 30; then, the model folder was
+    a failure at every run, and `learnviz run` exited 1 at every scan after the training)."""
     settings = _settings(settings, tmp_path, _probes())
     root = tmp_path / "run"
     model = root if where == "root" else root / "final"
     model.mkdir(exist_ok=True)
     for f in (root / "checkpoint-30").iterdir():
         shutil.copy(f, model / f.name)
-    why = ("step 30 is also checkpoint-30's (archived instead): a run's checkpoints are told apart by step; "
-           "move or rename one of the two folders")
+    why = ("saved beside the checkpoints with step 30 in its trainer_state.json, checkpoint-30's: not archived "
+           "(a folder named checkpoint-N is a step of its own)")
     for _ in range(2):
         report = run(settings, cpu_stages=False, progress=False)
-        assert report.failed == [(model, why)]
+        assert report.failed == [] and report.ok
+        assert report.beside == [(model, why)]
+    from learnviz.cli import print_report
+    print_report(report, settings)
+    out = capsys.readouterr().out
+    assert f"  not a checkpoint: {model}: {why}" in out and "0 failed now" in out
     assert sorted(p.name for p in settings.archive_dir().glob("*.h5")) == [
         "checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
