@@ -265,7 +265,7 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
         if problem:
             return _mark(ck, "broken", problem)
     if ck.step < 0:
-        return _mark(ck, "broken", f"no step: the folder name has none and {_no_step(path)}")
+        return _mark(ck, "broken", f"{NO_STEP}: the folder name has none and {_no_step(path)}")
     return ck
 
 
@@ -278,6 +278,9 @@ def _zero_shards_only(path: Path) -> str:
     return (f": the folder holds only DeepSpeed's ZeRO shards ({shards[-1]}/), which learnviz does not read; run "
             f"the zero_to_fp32.py saved beside them to write the weights into the folder, or train with "
             f"stage3_gather_16bit_weights_on_model_save: true")
+
+
+NO_STEP = "no step"      # the reason's start for a folder without a step (learnviz.collect: not archived)
 
 
 def _no_step(path: Path) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 from . import archive as arc
 from . import history, scan_cache
 from .checkpoints import (
+    NO_STEP,
     Checkpoint,
     checkpoint_tokenizer,
     fingerprint,
@@ -76,7 +77,8 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     (`refused`: (checkpoint, reason)), and the damaged archives that must be moved aside before
     their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed),
     and the models saved beside the checkpoints, which are not archived (`beside`: (folder, why)):
-    a folder whose name gives no step, whose trainer_state.json gives the step of a checkpoint-N."""
+    a folder whose name gives no step, whose trainer_state.json gives the step of a checkpoint-N or
+    no step at all."""
     with scan_memo():
         return _plan(settings, probes, incomplete=incomplete, current=current, refused=refused, damaged=damaged,
                      beside=beside)
@@ -163,6 +165,11 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         if ck.state == "incomplete":
             if incomplete is not None:
                 incomplete.append((ck.path, ck.reason))
+            continue
+        if ck.state == "broken" and ck.step < 0 and ck.reason.startswith(NO_STEP):
+            if beside is not None:      # a model saved without a step (final/, the output folder): no checkpoint
+                beside.append((ck.path, f"{ck.reason}: not archived (a checkpoint-N folder, or a trainer_state.json "
+                                        f"with its global_step, makes it a step of the run)"))
             continue
         try:
             job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None)

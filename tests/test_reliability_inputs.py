@@ -478,3 +478,29 @@ def test_a_model_saved_beside_the_checkpoints_leaves_its_step_to_the_checkpoint(
     assert f"  not a checkpoint: {model}: {why}" in out and "0 failed now" in out
     assert sorted(p.name for p in settings.archive_dir().glob("*.h5")) == [
         "checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
+
+
+@pytest.mark.parametrize("where", ["root", "final"])
+def test_a_model_saved_without_a_step_is_no_checkpoint_and_no_failure(settings, tmp_path, where, capsys):
+    """trainer.save_model() (or save_pretrained) without save_state(): a model folder whose name and
+    files give no step. It is said to be no checkpoint at every run, with why, and neither archived
+    nor counted as a failure (it was archived as a failed step -1 and counted 'failed in all'
+    forever)."""
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    model = root if where == "root" else root / "final"
+    model.mkdir(exist_ok=True)
+    for f in (root / "checkpoint-30").iterdir():
+        if f.name != "trainer_state.json":
+            shutil.copy(f, model / f.name)
+    why = ("no step: the folder name has none and there is no trainer_state.json: not archived (a checkpoint-N "
+           "folder, or a trainer_state.json with its global_step, makes it a step of the run)")
+    for _ in range(2):
+        report = run(settings, cpu_stages=False, progress=False)
+        assert report.failed == [] and report.ok and report.failed_total == 0
+        assert report.beside == [(model, why)]
+    assert sorted(p.name for p in settings.archive_dir().glob("*.h5")) == [
+        "checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
+    from learnviz.cli import print_report
+    print_report(report, settings)
+    assert f"  not a checkpoint: {model}: {why}" in capsys.readouterr().out
