@@ -197,6 +197,15 @@ class _PoolHooks:
             h.remove()
 
 
+def pad_token(tokenizer) -> int:
+    """The id left padding uses: the pad token, else EOS, else 0 (a tokenizer with neither; padded
+    positions are masked, so any id does)."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
 def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask, position_ids), each (batch, width), padded on the left."""
     width = max(len(r) for r in rows)
@@ -330,9 +339,8 @@ def _run_batch(lm: LoadedModel, encoded: list, idx: list[int], hooks: _PoolHooks
     the answer tokens' statistics, and the hand-off of departing probes to greedy decoding."""
     t0 = time.perf_counter()
     device = lm.device
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     rows = [encoded[i][0] + encoded[i][1] for i in idx]
-    ids, mask, pos = _left_pad(rows, pad_id, device)
+    ids, mask, pos = _left_pad(rows, pad_token(lm.tokenizer), device)
     width = ids.shape[1]
     a_len = torch.tensor([len(encoded[i][1]) for i in idx])                 # (batch,)
     p_len = torch.tensor([len(encoded[i][0]) for i in idx])                 # (batch,)
@@ -587,8 +595,7 @@ class _Greedy:
         self._loop(rows, out, mask, pos)
 
     def _decode_plain(self, rows: list[_Row]) -> None:
-        pad = self.lm.tokenizer.pad_token_id
-        ids, mask, pos = _left_pad([r.prefix for r in rows], pad if pad is not None else 0, self.lm.device)
+        ids, mask, pos = _left_pad([r.prefix for r in rows], pad_token(self.lm.tokenizer), self.lm.device)
         out = self.lm.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         self._loop(rows, out, mask, pos[:, -1:])
 

@@ -188,3 +188,29 @@ def test_fused_gelu_is_the_same_function(ckpt_root, probes):
     with torch.inference_mode():
         fused, ref = lm.model(ids).logits, plain(ids).logits
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tokenizer_without_pad_or_eos_token_is_padded_and_extracted(tmp_path, tokenizer):
+    """A tokenizer_config.json naming neither a pad nor an EOS token (nor padding_side right):
+    extraction pads with id 0 (masked) instead of failing the checkpoint with a TypeError of
+    torch.full, and a probe's numbers do not depend on its batch mates' padding."""
+    import json
+
+    from helpers import make_checkpoint
+    ck = make_checkpoint(tmp_path / "checkpoint-10", tokenizer, step=10)
+    cfg_path = ck / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("pad_token", "eos_token", "bos_token"):
+        cfg.pop(key, None)
+    cfg["padding_side"] = "left"
+    cfg_path.write_text(json.dumps(cfg))
+    lm = load(ck, device="cpu", dtype="float32")
+    assert lm.tokenizer.pad_token_id is None and lm.tokenizer.eos_token_id is None
+    probes = ProbeSet((Probe("short", "All cats are", "dogs"),
+                       Probe("long", "All cats are dogs. All dogs are birds. So all cats are", "birds")))
+    both = ex.extract(lm, probes, ex.ExtractOptions(batch_size=2))
+    alone = ex.extract(lm, ProbeSet(probes.probes[:1]), ex.ExtractOptions(batch_size=2))
+    assert not both.failed.any()
+    assert np.allclose(both.token_logprob.row(0), alone.token_logprob.row(0), atol=1e-4)
+    tok, *_ = _reference(lm, probes.probes[0])
+    assert np.allclose(alone.token_logprob.row(0), tok, atol=1e-4)
