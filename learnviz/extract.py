@@ -243,9 +243,20 @@ def encode_fitted(lm: LoadedModel, probes: ProbeSet, max_length: int) -> Encoded
 def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int, positions: int | None) -> Encoded:
     rows, failed = [], {}
     pairs = encode_probes(lm.tokenizer, [p.prompt for p in probes], [p.expected for p in probes])
+    stand_in = None
     for i, (prompt_ids, answer_ids) in enumerate(pairs):
+        probe = probes.probes[i]
+        empty = [(name, text) for name, text, ids in (("prompt", probe.prompt, prompt_ids),
+                                                      ("expected answer", probe.expected, answer_ids)) if not ids]
+        if empty:   # the tokenizer drops every character (combining marks, zero-width spaces)
+            if stand_in is None:
+                stand_in = pad_token(lm.tokenizer) if lm.tokenizer.unk_token_id is None else lm.tokenizer.unk_token_id
+            prompt_ids, answer_ids = prompt_ids or [stand_in], answer_ids or [stand_in]
         row, why = fit(prompt_ids, answer_ids, max_length, positions)
         rows.append(row)
+        if empty:
+            # its row holds one stand-in token (every reader expects one) and no greedy answer
+            why = " and ".join(f"its {name} {ascii(text)}" for name, text in empty) + " tokenizes to no tokens"
         if why:
             failed[i] = why
     return Encoded(rows, failed)

@@ -214,3 +214,38 @@ def test_a_tokenizer_without_pad_or_eos_token_is_padded_and_extracted(tmp_path, 
     assert np.allclose(both.token_logprob.row(0), alone.token_logprob.row(0), atol=1e-4)
     tok, *_ = _reference(lm, probes.probes[0])
     assert np.allclose(alone.token_logprob.row(0), tok, atol=1e-4)
+
+
+def test_a_prompt_or_answer_the_tokenizer_drops_entirely_fails_alone(tmp_path):
+    """A WordPiece tokenizer that strips accents turns a lone combining mark (or a zero-width
+    space) into no tokens: that probe is failed by id, with a stand-in token in its row, and the
+    others are extracted as usual (an empty answer row made the series stage fail for the run,
+    and an empty prompt scored the answer from a padding position)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(["all cats are dogs", "some dogs are birds", "word mark"] * 20,
+                            trainers.WordPieceTrainer(vocab_size=80, special_tokens=["[UNK]", "[PAD]", "[EOS]"],
+                                                      show_progress=False))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(fast), n_positions=64, n_embd=16, n_layer=2, n_head=2))
+    ck = tmp_path / "checkpoint-1"
+    model.save_pretrained(ck)
+    fast.save_pretrained(ck)
+    lm = load(ck, device="cpu", dtype="float32")
+    probes = ProbeSet((Probe("ok", "all cats are", "dogs"), Probe("mark", "word", "\u0301"),
+                       Probe("zw", "\u0301\u0301", "dogs"), Probe("ok2", "some dogs are", "birds")))
+    r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=4))
+    assert r.failed.tolist() == [False, True, True, False]
+    assert set(r.failures) == {"mark", "zw"}
+    assert "expected answer '\\u0301' tokenizes to no tokens" in r.failures["mark"]
+    assert "prompt '\\u0301\\u0301' tokenizes to no tokens" in r.failures["zw"]
+    assert (np.diff(r.answer_ids.offsets) >= 1).all()          # every row has an answer token
+    assert not r.correct[[1, 2]].any() and r.greedy_answer[1] == r.greedy_answer[2] == ""
+    tok_lp, *_ = _reference(lm, probes.probes[3])
+    assert np.allclose(r.token_logprob.row(3), tok_lp, atol=1e-4)
