@@ -171,7 +171,8 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise ProbeError(f"cannot be read: {exc.strerror or exc}", path=path) from None
     try:
-        return data.decode("utf-8")
+        # a UTF-8 byte-order mark (Notepad writes one) is not part of the text: json refuses it
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         hint = "save it as UTF-8"

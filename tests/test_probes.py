@@ -114,3 +114,16 @@ def test_duplicate_ids_and_empty_files(tmp_path):
     assert "no probes" in _error(path)
     (tmp_path / "p.csv").write_text("id,prompt\n")
     assert "unknown probe file type" in _error(tmp_path / "p.csv")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".yaml"])
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path, suffix):
+    """Notepad saves UTF-8 with a BOM: the JSONL and JSON readers refused it ("Unexpected UTF-8 BOM
+    (decode using utf-8-sig)"), the YAML reader did not."""
+    entry = {"id": "a", "prompt": "All cats are", "expected": "dogs"}
+    text = {".jsonl": json.dumps(entry) + "\r\n", ".json": json.dumps([entry]),
+            ".yaml": "- id: a\n  prompt: All cats are\n  expected: dogs\n"}[suffix]
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    (probe,) = read_probe_file(path)
+    assert (probe.id, probe.prompt, probe.expected) == ("a", "All cats are", "dogs")
