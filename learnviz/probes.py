@@ -121,6 +121,7 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
     text = _read_text(path)
     suffix = path.suffix.lower()
     probes: list[Probe] = []
+    lines: list[int | None] = []     # each probe's line, for the duplicate-id error
     if suffix == ".jsonl":
         for lineno, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
@@ -130,6 +131,7 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
             except json.JSONDecodeError as exc:
                 raise ProbeError(f"not valid JSON: {exc.msg} (column {exc.colno})", path=path, line=lineno) from None
             probes.append(_validate(entry, path, lineno, len(probes), skill_default=skill_default))
+            lines.append(lineno)
     elif suffix in (".json", ".yaml", ".yml"):
         try:
             data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
@@ -146,10 +148,11 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
             data = data[keys[0]]
         if not isinstance(data, list):
             raise ProbeError("expected a list of probes", path=path)
-        lines = _yaml_entry_lines(text) if suffix != ".json" else []
+        starts = _yaml_entry_lines(text) if suffix != ".json" else []
         for i, entry in enumerate(data):
-            line = lines[i] if i < len(lines) else None
+            line = starts[i] if i < len(starts) else None
             probes.append(_validate(entry, path, line, i, skill_default=skill_default))
+            lines.append(line)
     else:
         raise ProbeError(f"unknown probe file type '{suffix}'", path=path,
                          hint="use .jsonl, .json, .yaml or .yml")
@@ -158,8 +161,10 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
     seen: dict[str, int] = {}
     for i, p in enumerate(probes):
         if p.id in seen:
-            raise ProbeError(f"duplicate id '{p.id}' (first at entry {seen[p.id] + 1})", path=path,
-                             field="id", line=None)
+            first = seen[p.id]
+            at = f"line {lines[first]}" if lines[first] is not None else f"entry {first + 1}"
+            raise ProbeError(f"{'' if lines[i] is not None else f'entry {i + 1}: '}duplicate id '{p.id}' "
+                             f"(first at {at})", path=path, field="id", line=lines[i])
         seen[p.id] = i
     return probes
 

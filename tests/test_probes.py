@@ -127,3 +127,19 @@ def test_a_utf8_byte_order_mark_is_read_past(tmp_path, suffix):
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     (probe,) = read_probe_file(path)
     assert (probe.id, probe.prompt, probe.expected) == ("a", "All cats are", "dogs")
+
+
+@pytest.mark.parametrize("suffix, where", [(".jsonl", "line 4 field 'id': duplicate id 'a' (first at line 1)"),
+                                           (".yaml", "line 7 field 'id': duplicate id 'a' (first at line 1)"),
+                                           (".json", "field 'id': entry 3: duplicate id 'a' (first at entry 1)")])
+def test_a_duplicate_id_names_its_line(tmp_path, suffix, where):
+    """The duplicate-id error named no line (only 'first at entry 1'), unlike every other error."""
+    entries = [{"id": i, "prompt": "p", "expected": "x"} for i in ("a", "b", "a")]
+    text = {".jsonl": json.dumps(entries[0]) + "\n" + json.dumps(entries[1]) + "\n\n" + json.dumps(entries[2]) + "\n",
+            ".json": json.dumps(entries),
+            ".yaml": "".join(f"- id: {e['id']}\n  prompt: p\n  expected: x\n" for e in entries)}[suffix]
+    path = tmp_path / f"dup{suffix}"
+    path.write_text(text)
+    with pytest.raises(ProbeError) as err:
+        read_probe_file(path)
+    assert f"{path} {where}" in str(err.value)
