@@ -81,7 +81,9 @@ def figures(run: RunData, url: UrlFor) -> dict[str, list[dict[str, Any]]]:
 def status_row(row: StatusRow) -> dict[str, Any]:
     return clean({"step": row.step, "name": row.name, "stages": dict(row.stages), "reason": row.reason,
                   "failed": [s for s, st in row.stages.items() if st != "ok"],
-                  "accuracy": row.accuracy, "skills": dict(row.skills), "flags": dict(row.flags)})
+                  "accuracy": row.accuracy, "skills": dict(row.skills), "flags": dict(row.flags),
+                  # only on an archive of another probe set than the series' (left out of the charts)
+                  **({"other_probes": row.other_probes} if row.other_probes else {})})
 
 
 BOARD = "board"    # the `stage` of a failure entry for an unreadable hard_example_board.json

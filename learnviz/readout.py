@@ -210,6 +210,9 @@ class StatusRow:
     skills: dict[str, float]
     flags: dict[str, str] = field(default_factory=dict)   # health flag -> why (learnviz.analysis.health)
     notes: str = ""       # what its ok stages say (the probes that failed alone: an answer too long)
+    # set when it was extracted with another probe set than the series' (the newest extraction's):
+    # why it is left out of the series, the figures and the dashboard's charts
+    other_probes: str = ""
 
     @property
     def unreadable(self) -> bool:
@@ -245,6 +248,13 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
         archives, unreadable = listing.archives, listing.unreadable
     rows = [status_row(a, accuracy=False) for a in archives]
     of = {id(r): a for r, a in zip(rows, archives)}
+    done = [a for a in sorted(archives, key=lambda a: a.step) if extracted(a)]
+    wanted = done[-1].attrs.get("probe_hash") if done else None
+    for r, a in zip(rows, archives):
+        have = a.attrs.get("probe_hash")
+        if extracted(a) and have != wanted:
+            r.other_probes = (f"extracted with another probe set ({have}; the newest is {wanted}): left out of "
+                              f"the series, the figures and the dashboard's charts")
     rows += [unreadable_row(u) for u in unreadable or []]
     flags = health_flags(archive_dir)
     for r in rows:
@@ -268,7 +278,7 @@ def newest_and_notable(rows: list[StatusRow], last: int = STATUS_LAST) -> list[S
     flagged one (in step order)."""
     cut = max(len(rows) - max(last, 0), 0)
     return [r for i, r in enumerate(rows) if i >= cut or r.reason or r.notes or r.unreadable or r.flags
-            or any(v != "ok" for v in r.stages.values())]
+            or r.other_probes or any(v != "ok" for v in r.stages.values())]
 
 
 BOARD_CHECK = "board-problem"     # board_problem's memo of each version of the board
@@ -373,6 +383,9 @@ def format_status(rows: list[StatusRow], *, total: int = 0) -> str:
     for r in rows:
         if r.notes:
             lines.append(f"step {r.step} ({r.name}) archived, with probes failed alone: {r.notes}")
+    for r in rows:
+        if r.other_probes:
+            lines.append(f"step {r.step} ({r.name}) {r.other_probes}")
     for r in rows:
         for flag, why in r.flags.items():
             lines.append(f"step {r.step} ({r.name}) flagged {flag}: {why}")

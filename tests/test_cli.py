@@ -1,3 +1,4 @@
+import json
 import shlex
 import subprocess
 import sys
@@ -105,3 +106,34 @@ def _tiny_probes(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "q1", "prompt": "All cats are dogs. What follows?", "expected": "Nothing follows."}\n')
     return path
+
+
+def test_status_says_which_archives_are_of_another_probe_set(tmp_path, ckpt_root):
+    """Probes changed mid-run, and one checkpoint's folder gone meanwhile (save_total_limit): its
+    archive stays of the old probe set, and the series, figures and dashboard leave it out. The
+    status table listed it with the others, its accuracy in another probe set's skill column, and
+    no word of it."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text('{"id": "q1", "prompt": "All cats are", "expected": "dogs", "skill": "old"}\n')
+    second.write_text('{"id": "q2", "prompt": "Some dogs are", "expected": "birds", "skill": "new"}\n')
+    for probes in (first, second):
+        out = subprocess.run(CLI + ["-q", "run", "--checkpoints", str(ckpt_root), "--probes", str(probes),
+                                    "--hard-examples", "", "--settle-seconds", "0"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        if probes == first:
+            (ckpt_root / "checkpoint-10").rename(tmp_path / "checkpoint-10-gone")
+    status = subprocess.run(CLI + ["status", "--checkpoints", str(ckpt_root)], capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    lines = [line for line in status.stdout.splitlines() if "another probe set" in line]
+    assert len(lines) == 1 and lines[0].startswith("step 10 (checkpoint-10) extracted with another probe set")
+    rows = json.loads(subprocess.run(CLI + ["status", "--checkpoints", str(ckpt_root), "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert [bool(r["other_probes"]) for r in rows] == [True, False, False]
+    assert [list(r["skills"]) for r in rows] == [["old"], ["new"], ["new"]]
+    from dashboard import create_app
+    from learnviz.settings import load_settings
+    client = create_app(load_settings(overrides={"archive": str(ckpt_root / "learnviz-archive")}, environ={}),
+                        test_config={"TESTING": True}).test_client()
+    api = client.get("/api/status.json").get_json()["rows"]
+    assert ["other_probes" in r for r in api] == [True, False, False]
+    assert "extracted with another probe set" in client.get("/checkpoints").get_data(as_text=True)
