@@ -481,6 +481,12 @@ def print_report(report, settings) -> None:
           f"in {report.seconds:.1f}s")
     for path, moved, reason in report.set_aside:
         print(f"  moved aside: {path} was unreadable, now {moved.name}, and archived again: {reason}")
+    if report.replaced_probes:
+        old = sorted({o for _, o, _ in report.replaced_probes})
+        names = ", ".join(p.name for p, _, _ in report.replaced_probes[:5])
+        more = f" and {len(report.replaced_probes) - 5} more" if len(report.replaced_probes) > 5 else ""
+        print(f"  probe set changed: {len(report.replaced_probes)} archives ({names}{more}) held probe set "
+              f"{', '.join(old)}; their results are replaced by this run's probe set {report.replaced_probes[0][2]}")
     for path, reason in report.failed:
         print(f"  failed: {path}: {reason}")
     for path, note in report.notes:

@@ -55,6 +55,7 @@ class Job:
     key: arc.StageKey
     stages: list[str]
     archive_version: tuple | None = None   # the version of the archive read to decide `stages`
+    old_probe_hash: str | None = None      # the archive there holds another probe set's results (replaced)
 
 
 def load_probes(settings: Settings) -> ProbeSet:
@@ -208,18 +209,21 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
                        inputs=extract_inputs(settings))
     path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
-    version = None
+    version = old_hash = None
     if path.exists():
         try:
             existing = arc.Archive(path)
             needed = [s for s in STAGES if not existing.is_current(s, key, retry_failed=settings.retry_failed)]
             version = existing.version
+            have = existing.attrs.get("probe_hash")
+            if have and have != probes.hash and existing.stage(EXTRACT) is not None:
+                old_hash = str(have)
         except arc.ForeignArchiveError:
             raise
         except arc.ArchiveError as exc:
             if damaged is not None and path.exists():
                 damaged.append((path, str(exc)))
-    return Job(ck, path, key, needed, version)
+    return Job(ck, path, key, needed, version, old_hash)
 
 
 def extract_inputs(s: Settings) -> str:

@@ -84,6 +84,8 @@ class RunReport:
     checkpoint_root: Path | None = None                     # where extraction looked, when it ran
     found: int | None = None                                # checkpoints found there (any state), when it ran
     set_aside: list[tuple[Path, Path, str]] = field(default_factory=list)   # (damaged archive, moved to, why)
+    # (archive, its old probe set's hash, this run's): archives of another probe set, rebuilt now
+    replaced_probes: list[tuple[Path, str, str]] = field(default_factory=list)
     unreadable: list[arc.Unreadable] = field(default_factory=list)          # in the folder after this run
     failed_total: int = 0       # archives in the folder with a failed stage or unreadable, after this run
     gone: list[Path] = field(default_factory=list)          # checkpoints deleted while they were processed
@@ -324,6 +326,8 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
                 if moved is not None:
                     report.set_aside.append((job.archive_path, moved, damaged_now[job.archive_path]))
             ok = collect.run_extract(job, settings, probes, progress=progress)
+            if job.old_probe_hash:
+                report.replaced_probes.append((job.archive_path, job.old_probe_hash, probes.hash))
         except collect.CheckpointGone:
             report.gone.append(job.checkpoint.path)
             bar.update(1)

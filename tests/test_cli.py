@@ -112,7 +112,7 @@ def test_status_says_which_archives_are_of_another_probe_set(tmp_path, ckpt_root
     """Probes changed mid-run, and one checkpoint's folder gone meanwhile (save_total_limit): its
     archive stays of the old probe set, and the series, figures and dashboard leave it out. The
     status table listed it with the others, its accuracy in another probe set's skill column, and
-    no word of it."""
+    no word of it; and `learnviz run` replaced the other two archives' results without a word."""
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text('{"id": "q1", "prompt": "All cats are", "expected": "dogs", "skill": "old"}\n')
     second.write_text('{"id": "q2", "prompt": "Some dogs are", "expected": "birds", "skill": "new"}\n')
@@ -121,7 +121,10 @@ def test_status_says_which_archives_are_of_another_probe_set(tmp_path, ckpt_root
                                     "--hard-examples", "", "--settle-seconds", "0"], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         if probes == first:
+            assert "probe set changed" not in out.stdout
             (ckpt_root / "checkpoint-10").rename(tmp_path / "checkpoint-10-gone")
+    # the run said that it replaced two archives of the first probe set (it said nothing of it)
+    assert "probe set changed: 2 archives (checkpoint-20.h5, checkpoint-30.h5) held probe set " in out.stdout
     status = subprocess.run(CLI + ["status", "--checkpoints", str(ckpt_root)], capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
     lines = [line for line in status.stdout.splitlines() if "another probe set" in line]
