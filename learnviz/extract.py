@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -244,6 +245,7 @@ def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int, positions: i
     rows, failed = [], {}
     pairs = encode_probes(lm.tokenizer, [p.prompt for p in probes], [p.expected for p in probes])
     stand_in = None
+    unk = lm.tokenizer.unk_token_id
     for i, (prompt_ids, answer_ids) in enumerate(pairs):
         probe = probes.probes[i]
         empty = [(name, text) for name, text, ids in (("prompt", probe.prompt, prompt_ids),
@@ -256,10 +258,21 @@ def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int, positions: i
         rows.append(row)
         if empty:
             # its row holds one stand-in token (every reader expects one) and no greedy answer
-            why = " and ".join(f"its {name} {ascii(text)}" for name, text in empty) + " tokenizes to no tokens"
+            why = " and ".join(f"its {name} {_shown(text)}" for name, text in empty) + " tokenizes to no tokens"
+        elif unk is not None and all(t == unk for t in answer_ids):
+            # scored as the unknown token, never answered right (the greedy answer decodes to its name)
+            why = (f"its expected answer {_shown(probe.expected)} is only the tokenizer's unknown token "
+                   f"{lm.tokenizer.unk_token!r}: the tokenizer has no tokens for it")
         if why:
             failed[i] = why
     return Encoded(rows, failed)
+
+
+def _shown(text: str) -> str:
+    """A probe text quoted for a message: escaped (ascii) when it holds marks, controls or unusual
+    spaces, which print invisibly or onto the quote; as it is otherwise (CJK, emoji)."""
+    hidden = any(unicodedata.category(c)[0] in "MCZ" and c != " " for c in text)
+    return ascii(text) if hidden else repr(text)
 
 
 def fit(prompt_ids: list[int], answer_ids: list[int], max_length: int,

@@ -239,10 +239,13 @@ def test_a_prompt_or_answer_the_tokenizer_drops_entirely_fails_alone(tmp_path):
     fast.save_pretrained(ck)
     lm = load(ck, device="cpu", dtype="float32")
     probes = ProbeSet((Probe("ok", "all cats are", "dogs"), Probe("mark", "word", "\u0301"),
-                       Probe("zw", "\u0301\u0301", "dogs"), Probe("ok2", "some dogs are", "birds")))
+                       Probe("zw", "\u0301\u0301", "dogs"), Probe("ok2", "some dogs are", "birds"),
+                       Probe("unk", "all cats are", "\u6771\u4eac")))
     r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=4))
-    assert r.failed.tolist() == [False, True, True, False]
-    assert set(r.failures) == {"mark", "zw"}
+    assert r.failed.tolist() == [False, True, True, False, True]
+    assert set(r.failures) == {"mark", "zw", "unk"}
+    # an answer the tokenizer knows no token of is scored as [UNK] and never right: failed, said so
+    assert "answer '\u6771\u4eac' is only the tokenizer's unknown token '[UNK]'" in r.failures["unk"]
     assert "expected answer '\\u0301' tokenizes to no tokens" in r.failures["mark"]
     assert "prompt '\\u0301\\u0301' tokenizes to no tokens" in r.failures["zw"]
     assert (np.diff(r.answer_ids.offsets) >= 1).all()          # every row has an answer token
