@@ -126,6 +126,9 @@ def read_probe_file(path: str | Path, *, skill_default: str = "default") -> list
         for lineno, raw in enumerate(text.splitlines(), start=1):
             if not raw.strip():
                 continue
+            if raw.lstrip().startswith("["):    # a JSON array: every JSONL line is one probe object
+                raise ProbeError("a JSON array where JSON Lines needs one probe object per line", path=path,
+                                 line=lineno, hint="name the file .json, or write one probe per line")
             try:
                 entry = json.loads(raw)
             except json.JSONDecodeError as exc:

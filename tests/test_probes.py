@@ -143,3 +143,16 @@ def test_a_duplicate_id_names_its_line(tmp_path, suffix, where):
     with pytest.raises(ProbeError) as err:
         read_probe_file(path)
     assert f"{path} {where}" in str(err.value)
+
+
+@pytest.mark.parametrize("layout", ["one line", "pretty"])
+def test_a_json_array_in_a_jsonl_file_is_named_as_such(tmp_path, layout):
+    """A .jsonl file holding one JSON array said 'expected a mapping ..., got list' (one line) or
+    'not valid JSON: Expecting value (column 2)' (pretty-printed), neither saying what was wrong."""
+    entries = [{"id": i, "prompt": "p", "expected": "x"} for i in ("a", "b")]
+    path = tmp_path / "array.jsonl"
+    path.write_text("\n" + (json.dumps(entries) if layout == "one line" else json.dumps(entries, indent=2)) + "\n")
+    with pytest.raises(ProbeError) as err:
+        read_probe_file(path)
+    assert f"{path} line 2: a JSON array where JSON Lines needs one probe object per line" in str(err.value)
+    assert "name the file .json" in str(err.value)
