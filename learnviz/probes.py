@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,8 +100,9 @@ def _validate(entry: Any, path: Path, line: int | None, index: int, *, skill_def
         if key not in entry:
             continue
         value = entry[key]
-        if key in ("id", "expected") and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # YAML reads `expected: 4` as a number
+        if (key in ("id", "expected") and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value)):
+            value = str(value)  # YAML reads `expected: 4` as a number (not NaN or 1e400: "nan", "inf")
         if not isinstance(value, str) or not value.strip():
             raise ProbeError(f"{label + ': ' if label else ''}must be a non-empty string, got {value!r}",
                              field=key, **where)

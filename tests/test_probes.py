@@ -156,3 +156,14 @@ def test_a_json_array_in_a_jsonl_file_is_named_as_such(tmp_path, layout):
         read_probe_file(path)
     assert f"{path} line 2: a JSON array where JSON Lines needs one probe object per line" in str(err.value)
     assert "name the file .json" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e400"])
+def test_a_non_finite_number_is_no_answer(tmp_path, value):
+    """JSON's NaN and a number past float range were read as the answers "nan" and "inf"."""
+    path = tmp_path / "nan.jsonl"
+    path.write_text('{"id": "a", "prompt": "2+2=", "expected": 4}\n'
+                    '{"id": "b", "prompt": "p", "expected": %s}\n' % value)
+    with pytest.raises(ProbeError) as err:
+        read_probe_file(path)
+    assert f"{path} line 2 field 'expected': must be a non-empty string" in str(err.value)
