@@ -23,8 +23,9 @@ EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 # Differ by where and when the fixture lies, not by what it holds.
 LOCAL = {"archive", "version", "url"}
 # Added since the fixture was written (health flags, issue 15; the status files' lines, issue 16;
-# the notes of ok stages: probes that failed alone): compared apart, empty on this run.
-ADDED = {"flags", "health_flags", "training", "notes"}
+# the notes of ok stages: probes that failed alone; the probe set of an archive not in the series):
+# compared apart, empty on this run.
+ADDED = {"flags", "health_flags", "training", "notes", "other_probes"}
 
 
 def normal(value):
@@ -53,6 +54,7 @@ def test_status_rows_unchanged(archive):
     assert normal(rows) == normal(EXPECTED["status_rows"])
     assert all(r["flags"] == {} for r in rows)        # no series stage of this version: no health flags
     assert all(r["notes"] == "" for r in rows)        # every probe of every checkpoint was scored
+    assert all(r["other_probes"] == "" for r in rows)  # one probe set
     assert [r["step"] for r in rows] == [10, 20, 40]
 
 
