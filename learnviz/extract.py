@@ -252,7 +252,7 @@ def _encode_all(lm: LoadedModel, probes: ProbeSet, max_length: int, positions: i
                                                       ("expected answer", probe.expected, answer_ids)) if not ids]
         if empty:   # the tokenizer drops every character (combining marks, zero-width spaces)
             if stand_in is None:
-                stand_in = pad_token(lm.tokenizer) if lm.tokenizer.unk_token_id is None else lm.tokenizer.unk_token_id
+                stand_in = unk if unk is not None else pad_token(lm.tokenizer)
             prompt_ids, answer_ids = prompt_ids or [stand_in], answer_ids or [stand_in]
         row, why = fit(prompt_ids, answer_ids, max_length, positions)
         rows.append(row)

@@ -248,11 +248,11 @@ def status_rows(archive_dir: str | Path, archives: list[Archive] | None = None,
         archives, unreadable = listing.archives, listing.unreadable
     rows = [status_row(a, accuracy=False) for a in archives]
     of = {id(r): a for r, a in zip(rows, archives)}
-    done = [a for a in sorted(archives, key=lambda a: a.step) if extracted(a)]
-    wanted = done[-1].attrs.get("probe_hash") if done else None
+    kept = series_of(sorted(archives, key=lambda a: a.step))     # the one rule of which probe set is the series'
+    wanted = kept[-1].attrs.get("probe_hash") if kept else None
     for r, a in zip(rows, archives):
         have = a.attrs.get("probe_hash")
-        if extracted(a) and have != wanted:
+        if have != wanted and extracted(a):
             r.other_probes = (f"extracted with another probe set ({have}; the newest is {wanted}): left out of "
                               f"the series, the figures and the dashboard's charts")
     rows += [unreadable_row(u) for u in unreadable or []]
