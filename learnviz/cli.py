@@ -366,9 +366,19 @@ def cmd_config(args) -> int:
     if args.defaults:
         print(defaults_yaml())
         return 0
+    from .settings import Settings, find_config_file
     settings = settings_from(args)
-    for f in public_fields():
-        print(f"{f.name:<18} {json.dumps(getattr(settings, f.name)):<28} ({settings.sources.get(f.name, 'default')})")
+    used = find_config_file(args.config)
+    print(f"settings file: {used if used is not None else 'none (built-in defaults)'}")
+    defaults = Settings()
+    rows = []
+    for f in public_fields():        # a file that restates a default (the shipped one lists them all): "default"
+        value = getattr(settings, f.name)
+        source = "default" if value == getattr(defaults, f.name) else settings.sources.get(f.name, "default")
+        rows.append((f.name, json.dumps(value), source))
+    wide = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    for name, value, source in rows:
+        print(f"{name:<{wide[0]}}  {value:<{wide[1]}}  ({source})")
     return 0
 
 

@@ -70,6 +70,25 @@ def test_bad_setting_flag_and_env(tmp_path):
     assert out.returncode == 2 and "LEARNVIZ_LAYRES" in out.stderr and "layers" in out.stderr
 
 
+def test_config_shows_where_each_value_comes_from(tmp_path):
+    """`learnviz config`: a value that is the default says so, even where a file restates it (the
+    shipped file lists every default, so every row read as that file); the others name their source;
+    the columns line up past the longest key (they broke at 18 characters)."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("batch_size: 8\nmax_length: 512\n")
+    out = subprocess.run(CLI + ["--config", str(mine), "config"], capture_output=True, text=True, cwd=tmp_path,
+                         env={"LEARNVIZ_HEALTH_Z": "4.5", "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"settings file: {mine}"
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert rows["batch_size"].split()[1:] == ["8", f"({mine})"]
+    assert rows["max_length"].split()[1:] == ["512", "(default)"]
+    assert rows["health_z"].split()[1:] == ["4.5", "(environment)"]
+    assert rows["dashboard_allowed_hosts"].split()[1:] == ["[]", "(default)"]
+    assert len({line.rindex("(") for line in lines[1:]}) == 1, "the source column lines up"
+
+
 def test_status_of_a_missing_checkpoint_folder_is_an_error(tmp_path):
     """A mistyped --checkpoints used to print "no archives in .../learnviz-archive" and exit 0."""
     missing = tmp_path / "no-such-run"
