@@ -328,6 +328,10 @@ def cmd_status(args) -> int:
             if args.flags and not rows and counts.get("all"):
                 print(f"no checkpoint flagged{'' if args.flags == 'all' else ' ' + args.flags} "
                       f"({counts['all']} archived in {archive_dir})")
+            elif args.flags and rows:   # the others are not "all ok": flagged otherwise, or failed
+                which = "" if args.flags == "all" else " " + args.flags
+                print(f"{len(rows)} of {counts['all']} checkpoints flagged{which}")
+                print(readout.format_status(rows))
             else:
                 print(readout.format_status(rows, total=counts.get("all", 0)) if rows
                       else f"no archives in {archive_dir}")

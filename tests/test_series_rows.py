@@ -509,6 +509,8 @@ def test_status_of_a_long_run_shows_the_newest_and_every_failed_or_flagged_one(t
     assert steps(status()) == [500, 800] + list(range(1100, 3100, 100))       # default: the newest 20
     assert steps(status("--all")) == list(range(100, 3100, 100))
     assert "more all ok" not in status("--all")
+    flagged = status("--flags", "loss_spike").splitlines()     # the rows left out are not "all ok"
+    assert flagged[0] == "1 of 30 checkpoints flagged loss_spike" and steps("\n".join(flagged)) == [800]
     cli.main(["status", "--archive", str(tmp_path), "--json"])
     rows = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in rows] == list(range(100, 3100, 100))
