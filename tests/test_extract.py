@@ -252,3 +252,56 @@ def test_a_prompt_or_answer_the_tokenizer_drops_entirely_fails_alone(tmp_path):
     assert not r.correct[[1, 2]].any() and r.greedy_answer[1] == r.greedy_answer[2] == ""
     tok_lp, *_ = _reference(lm, probes.probes[3])
     assert np.allclose(r.token_logprob.row(3), tok_lp, atol=1e-4)
+
+
+def _normalizing_tokenizer():
+    """A WordPiece tokenizer that lowercases, strips accents and splits off punctuation (BERT's),
+    trained here: it cannot spell 'Café au lait, isn't it.' back as it was written."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    corpus = ["Order: café au lait, isn't it. Order: tea."] * 20
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=120,
+                                                              special_tokens=["[UNK]", "[PAD]", "[EOS]"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]")
+
+
+def test_an_answer_in_the_expected_tokens_is_right_under_a_normalizing_tokenizer(tmp_path):
+    """A model whose greedy answer is exactly the expected answer's tokens answered right, even where
+    its tokenizer decodes them as other text ('cafe au lait , isn ' t it.' for "Café au lait, isn't
+    it."): it was scored wrong at every checkpoint, whatever the model learnt. The model is built to
+    emit those tokens at those positions (each position's hidden state is its own direction; the
+    output head maps it to the token due there), then EOS; a second probe stays wrong."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    tok = _normalizing_tokenizer()
+    prompt, expected = "Order:", "Café au lait, isn't it."
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tok(expected, add_special_tokens=False)["input_ids"]
+    assert tok.decode(a_ids) != expected and "[UNK]" not in tok.decode(a_ids)
+    due = {len(p_ids) - 1 + k: t for k, t in enumerate(a_ids + [tok.eos_token_id])}   # position -> next token
+    n = 32
+    config = GPT2Config(vocab_size=len(tok), n_positions=n, n_embd=n, n_layer=1, n_head=2, tie_word_embeddings=False,
+                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.weight.fill_(1.0)
+        for block in model.transformer.h:
+            block.ln_1.weight.fill_(1.0)
+            block.ln_2.weight.fill_(1.0)
+        model.transformer.wpe.weight.copy_(torch.eye(n))                  # position p: direction p
+        direction = torch.nn.functional.layer_norm(torch.eye(n), (n,))
+        for pos, token in due.items():
+            model.lm_head.weight[token] += direction[pos]
+    model.save_pretrained(tmp_path / "ck", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "ck")
+    lm = load(tmp_path / "ck", device="cpu", dtype="float32")
+    probes = ProbeSet((Probe(id="right", prompt=prompt, expected=expected, skill="s", category="c"),
+                       Probe(id="other", prompt=prompt, expected="Tea.", skill="s", category="c")))
+    r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=2, stop_strings=[]))
+    assert r.greedy_answer[0] == tok.decode(a_ids) and r.first_divergence.tolist() == [-1, 0]
+    assert r.correct.tolist() == [True, False]
