@@ -4,7 +4,8 @@ Safe to run often and from two beats at once: a scan that starts less than half 
 after another is skipped, overlapping scans are kept apart by a Redis lock, and a (checkpoint,
 stage) already queued or running is not sent again (workers.dispatch). Lost messages (a Redis
 restart) are found again by the next scan, because what is missing is read from the archives,
-never from Redis.
+never from Redis; a message lost while its mark stayed (a purged queue) is sent again once its
+mark is a minute old.
 """
 
 from __future__ import annotations
@@ -27,15 +28,21 @@ def scan(settings: Settings, dispatch, *, lock_timeout: float = 300.0) -> dict:
             return {"status": "skipped", "reason": "another scan is running"}
         if not Path(pipeline.checkpoint_root(settings)).is_dir():
             return {"status": "waiting", "reason": f"checkpoint folder {settings.checkpoints} does not exist yet"}
-        sent, already = [], []
+        sent, already, resent = [], [], []
+        ids = None
         items = pipeline.pending(settings)
         for item in items:
             # A missing extraction comes first; its task sends the analysis when it is done.
             stage = EXTRACT if EXTRACT in item["stages"] else item["stages"][0]
             task_id = dispatch.send_stage(stage, item["checkpoint"])
+            if task_id is None:      # marked as queued: is its message still in Redis?
+                ids = dispatch.message_ids() if ids is None else ids
+                task_id = dispatch.resend_lost(stage, item["checkpoint"], ids)
+                if task_id:
+                    resent.append(task_id)
             (sent if task_id else already).append({"checkpoint": item["checkpoint"], "step": item["step"],
                                                     "stage": stage, "task_id": task_id})
         # Coalesced: when one is queued already (or analyses are still to come) this is a no-op.
         history = dispatch.request_history() if pipeline.history_stale(settings) else None
     return {"status": "ok", "pending": len(items), "sent": sent, "already_queued": len(already),
-            "history": history, "seconds": round(time.perf_counter() - t0, 3)}
+            "resent_lost": len(resent), "history": history, "seconds": round(time.perf_counter() - t0, 3)}

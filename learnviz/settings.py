@@ -191,7 +191,9 @@ class Settings:
     visualize_delay: float = _f(60.0, "Seconds the visualizations wait after the learning history "
                                       "changed, so that a burst of checkpoints draws once.")
     enqueue_ttl: float = _f(21600.0, "Seconds a (checkpoint, stage) stays marked as queued when its task never "
-                                     "reports back (its message was lost); after that a scan enqueues it again.")
+                                     "reports back (killed by its hard limit, or its message lost with the "
+                                     "mark kept); a scan enqueues it again then, or at once when its message "
+                                     "is gone from Redis.")
     cpu_concurrency: int | None = _f(None, "Processes of `learnviz worker --queue cpu` (default: the "
                                            "number of CPU cores). The GPU worker always runs one.")
 

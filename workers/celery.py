@@ -20,7 +20,7 @@ from kombu import Exchange, Queue
 from learnviz.errors import ConfigError
 from learnviz.settings import Settings, load_settings
 
-from .dispatch import broker_url, result_url
+from .dispatch import PRIORITY_STEPS, broker_url, result_url
 
 
 class Priority(enum.IntEnum):
@@ -93,7 +93,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "result_backend": result_url(s),
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout(s),
-            "priority_steps": list(range(10)),       # one list per level: 3 and 4 stay apart
+            "priority_steps": list(PRIORITY_STEPS),       # one list per level: 3 and 4 stay apart
             "queue_order_strategy": "priority",
         },
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout(s)},

@@ -5,7 +5,11 @@ losing Redis loses no work (the next scan finds what is missing and sends it aga
 
   learnviz:queued:<stage>:<checkpoint>  set (NX, expiring after `enqueue_ttl`) when a per-checkpoint
                                         task is sent, deleted by that task when it ends: while it
-                                        exists the stage is queued or running and nobody sends it again
+                                        exists the stage is queued or running and nobody sends it again.
+                                        A task killed by its hard limit or lost too often leaves it as
+                                        `held:<task id>` until it expires (that paces the next try);
+                                        a mark whose message is gone from Redis (a purged queue) is
+                                        dropped by the scan, which sends the stage again
   learnviz:queued:history               the one update_learning_history waiting in the queue (deleted
                                         when it starts, so a change during a run queues one more)
   learnviz:queued:visualize             the one pending draw, sent with a countdown of
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 import redis
+from kombu.transport.redis import Channel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
@@ -45,9 +51,19 @@ PREFIX = "learnviz:"
 STAGE_TASKS = {EXTRACT: "collect_embeddings", ANALYSIS: "analyze"}
 TASK_STAGES = {task: stage for stage, task in STAGE_TASKS.items()}
 
+# One Redis list per priority level (kombu's `priority_steps`): 3 and 4 do not share a list.
+PRIORITY_STEPS = tuple(range(10))
+
+# A mark younger than this may have its message still on the way (the publish retries for ~15 s
+# while Redis restarts): never taken for lost.
+LOST_AFTER = 60.0
+HELD = "held:"
+
 # Delete a key only while it still holds our value: a mark that expired and was set again by
 # another sender belongs to that sender's message.
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+_HOLD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+         "return redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL') else return 0 end")
 
 
 def with_password(url: str, password: str | None) -> str:
@@ -176,6 +192,7 @@ class Dispatcher:
         self.redis = redis.Redis.from_url(broker_url(settings), socket_timeout=30, socket_connect_timeout=5,
                                           health_check_interval=25, retry=retry)
         self._release = self.redis.register_script(_RELEASE)
+        self._hold = self.redis.register_script(_HOLD)
 
     # -------------------------------------------------------------- per-checkpoint stages
 
@@ -207,9 +224,59 @@ class Dispatcher:
         """The task of `stage` ended for good (not a retry): the stage may be sent again."""
         self._release(keys=[self.queued_key(stage, checkpoint_id(checkpoint))], args=[task_id])
 
+    def stage_held(self, stage: str, checkpoint: str, task_id: str) -> None:
+        """The task of `stage` was killed by its hard limit, or lost its process too often: keep the
+        mark until it expires (a scan would send it straight back), as held, not as a message."""
+        key = self.queued_key(stage, checkpoint_id(checkpoint))
+        self._hold(keys=[key], args=[task_id, HELD + task_id])
+
     def queued(self, stage: str, checkpoint: str | os.PathLike) -> str | None:
         value = self.redis.get(self.queued_key(stage, checkpoint_id(checkpoint)))
-        return value.decode() if value is not None else None
+        return value.decode().removeprefix(HELD) if value is not None else None
+
+    def message_ids(self) -> set[str]:
+        """The task ids of every message Redis holds for the two queues: waiting (one list per
+        priority level) or delivered and not yet acknowledged (kombu's `unacked` hash: running, or
+        waiting for a countdown or a retry in a worker). Read in one transaction."""
+        queues = (self.settings.queue_gpu, self.settings.queue_cpu)
+        lists = [f"{q}{Channel.sep}{p}" if p else q for q in queues for p in PRIORITY_STEPS]
+        with self.redis.pipeline(transaction=True) as pipe:
+            for key in lists:
+                pipe.lrange(key, 0, -1)
+            pipe.hvals(Channel.unacked_key)
+            *waiting, delivered = pipe.execute()
+        ids = set()
+        for raw in [m for msgs in waiting for m in msgs] + [(v, 0) for v in delivered]:
+            try:
+                msg = json.loads(raw[0])[raw[1]] if isinstance(raw, tuple) else json.loads(raw)
+                ids.add(msg["headers"].get("id") or msg["properties"].get("correlation_id"))
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                continue   # not a Celery message: it names no task of ours
+        return ids
+
+    def resend_lost(self, stage: str, checkpoint: str | os.PathLike, ids: set[str]) -> str | None:
+        """Send `stage` again when its mark names a task whose message is in no queue and with no
+        worker (`ids`, from `message_ids`): the queue was purged, or Redis lost the message but
+        kept the mark. The mark would otherwise block the stage for `enqueue_ttl` (hours). Returns
+        the new task's id, or None when the mark's message is still there (or the mark is held,
+        or younger than LOST_AFTER)."""
+        checkpoint = checkpoint_id(checkpoint)
+        key = self.queued_key(stage, checkpoint)
+        with self.redis.pipeline(transaction=True) as pipe:
+            value, ttl = pipe.get(key).ttl(key).execute()
+        if value is None:
+            return self.send_stage(stage, checkpoint)
+        task_id = value.decode()
+        if task_id.startswith(HELD) or task_id in ids or self.settings.enqueue_ttl - ttl < LOST_AFTER:
+            return None
+        # A worker pops a message, then files it as unacknowledged: look once more, to not take a
+        # message caught between the two for lost.
+        if task_id in self.message_ids():
+            return None
+        log.warning("learnviz: the %s task %s of %s is in no queue and with no worker (a purged queue?): "
+                    "sent again", stage, task_id, checkpoint)
+        self._release(keys=[key], args=[task_id])
+        return self.send_stage(stage, checkpoint)
 
     # -------------------------------------------------------------- run-wide stages, coalesced
 

@@ -87,9 +87,16 @@ class StageTask(Task):
 
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         # Killed by the hard limit or lost max_retries times: the archive has no record of it, so
-        # a scan would send it straight back. The mark stays until it expires (enqueue_ttl).
+        # a scan would send it straight back. The mark stays, held, until it expires (enqueue_ttl).
         if not isinstance(exc, (TimeLimitExceeded, WorkerLostError)):
             self._release(task_id, args)
+            return
+        stage = dsp.TASK_STAGES.get(self.name)
+        if stage is not None and args:
+            try:
+                self.dispatch.stage_held(stage, args[0], task_id)
+            except redis.exceptions.RedisError as exc:
+                log.warning("queued mark of %s not held (a scan may send it again): %s", task_id, exc)
 
 
 def _attempt_settings(task: StageTask) -> Settings:

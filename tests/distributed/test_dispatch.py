@@ -186,6 +186,59 @@ def test_scan_sends_every_pending_checkpoint_once(dispatch, settings, tokenizer,
     assert queue_lengths(redis_server.client(), "gpu") == {3: 2}
 
 
+def test_scan_sends_again_what_a_purge_took_from_the_queue(dispatch, settings, tokenizer, redis_server, settings_path):
+    """`celery purge` empties the queues but leaves the queued marks: every checkpoint it took used
+    to wait for the marks to expire (enqueue_ttl, 6 h), the scans saying 'already queued'."""
+    from helpers import make_checkpoint
+
+    from beat.scan import scan
+    client = redis_server.client()
+    cks = [make_checkpoint(Path(settings.checkpoints) / f"checkpoint-{step}", tokenizer, step=step, seed=i)
+           for i, step in enumerate((10, 20, 30))]
+    first = {s["step"]: s["task_id"] for s in scan(settings, dispatch)["sent"]}
+    env = {"LEARNVIZ_CONFIG": str(settings_path), "LEARNVIZ_REDIS_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers", "purge", "-Q", "gpu", "-f"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert out.returncode == 0 and "Purged 3 messages" in out.stdout, out.stderr
+    # step 20's message is with a worker (kombu's unacked hash); step 30's task was killed by its hard
+    # limit (the mark is held until it expires, to pace the next try)
+    client.hset(Channel.unacked_key, "tag-20", json.dumps([{"headers": {"id": first[20]}, "properties": {}},
+                                                           "gpu", "gpu"]))
+    dispatch.stage_held("extract", str(cks[2]), first[30])
+    assert dispatch.queued("extract", cks[2]) == first[30]
+
+    def rescan():
+        client.delete(f"{dsp.PREFIX}recent:scan")
+        return scan(settings, dispatch)
+
+    young = rescan()                 # a mark under a minute old may have its message on the way
+    assert young["sent"] == [] and young["already_queued"] == 3 and queue_lengths(client, "gpu") == {}
+    for ck in cks:
+        client.expire(dsp.Dispatcher.queued_key("extract", str(ck.resolve())), int(settings.enqueue_ttl - 61))
+    again = rescan()
+    assert [s["step"] for s in again["sent"]] == [10] and again["resent_lost"] == 1
+    assert again["sent"][0]["task_id"] not in first.values()
+    (msg,) = messages(client, "gpu", 3)
+    assert msg["headers"]["id"] == again["sent"][0]["task_id"] == dispatch.queued("extract", cks[0])
+    assert rescan()["sent"] == []                   # its new message is there: sent once
+
+
+def test_a_task_killed_by_its_hard_limit_holds_its_mark_and_a_failed_one_frees_it(dispatch, redis_server):
+    from celery.exceptions import TimeLimitExceeded
+    dispatch.app.loader.import_default_modules()
+    task = dispatch.app.tasks["collect_embeddings"]
+    ck = "/data/run/checkpoint-40"
+    killed = dispatch.send_stage("extract", ck)
+    task.on_failure(TimeLimitExceeded(2100), killed, [ck], {}, None)
+    key = dsp.Dispatcher.queued_key("extract", ck)
+    assert redis_server.client().get(key) == f"held:{killed}".encode() and redis_server.client().ttl(key) > 0
+    assert dispatch.send_stage("extract", ck) is None and dispatch.resend_lost("extract", ck, set()) is None
+    redis_server.client().delete(key)
+    failed = dispatch.send_stage("extract", ck)
+    task.on_failure(ValueError("bad"), failed, [ck], {}, None)
+    assert not redis_server.client().exists(key)
+
+
 def test_scan_waits_for_a_missing_checkpoint_folder(dispatch, settings):
     from beat.scan import scan
     missing = dataclasses.replace(settings, checkpoints=str(settings.archive_dir().parent / "not-yet"))
