@@ -45,10 +45,23 @@ def _name_worker(sender=None, instance=None, **_):
 @celeryd_after_setup.connect
 def _remember_queues(sender=None, instance=None, **_):
     _QUEUES.update(instance.app.amqp.queues.consume_from or {})
+    for problem in unknown_queues(_QUEUES, _settings()):
+        log.error("learnviz: %s", problem)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         log.error("learnviz: CUDA was initialised in the worker's parent process before the pool forked; "
                   "children cannot use it. Do not import code that touches the GPU at module level.")
+
+
+def unknown_queues(queues, settings) -> list[str]:
+    """A line for each queue a worker consumes to which learnviz sends nothing (`-Q gpuu`, or
+    queue_gpu set differently on this host): such a worker waits for ever, saying nothing."""
+    known = (settings.queue_gpu, settings.queue_cpu)
+    return [f"this worker consumes the queue {q!r}, to which learnviz sends no task: the settings name "
+            f"{known[0]!r} (queue_gpu) and {known[1]!r} (queue_cpu). Start it with -Q {known[0]} or -Q {known[1]} "
+            "(`learnviz worker --queue gpu|cpu` names them), and give queue_gpu and queue_cpu the same values "
+            "on every host and on the beat's"
+            for q in sorted(queues) if q not in known]
 
 
 @worker_process_init.connect

@@ -19,7 +19,7 @@ from learnviz.settings import load_settings
 from workers import dispatch as dsp
 from workers.cli import check_broker
 
-from .conftest import PASSWORD, free_port, needs_redis, settings_file
+from .conftest import PASSWORD, ROOT, free_port, needs_redis, settings_file
 
 pytestmark = needs_redis
 WRONG = "not the pass/word"               # quoted in a URL as not%20the%20pass%2Fword
@@ -133,3 +133,25 @@ def test_a_redis_loading_its_data_passes(config, monkeypatch):
         raise redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory")
     monkeypatch.setattr(redis.Redis, "ping", loading)
     assert dsp.broker_problem(dsp.broker_url(settings_with(config, PASSWORD))) is None
+
+
+def test_a_worker_on_a_queue_learnviz_never_sends_to_says_so(config, tmp_path):
+    """`celery -A workers worker -Q gpuu` (a typo) used to wait for ever, its log saying nothing."""
+    from .conftest import wait_for
+    log = tmp_path / "worker.log"
+    env = {"PATH": "/usr/bin:/bin", "LEARNVIZ_CONFIG": str(config), "LEARNVIZ_REDIS_PASSWORD": PASSWORD,
+           "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "gpuu,cpu",
+                                 "-n", "typo@%h", "--concurrency", "1", "--loglevel", "info"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: "typo@" in log.read_text() and " ready." in log.read_text() or proc.poll() is not None,
+                 120, "the worker to start")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    errors = [line for line in log.read_text().splitlines() if "ERROR/" in line]
+    assert len(errors) == 1, log.read_text()[-3000:]                 # gpuu, not cpu
+    assert ("this worker consumes the queue 'gpuu', to which learnviz sends no task: the settings name 'gpu' "
+            "(queue_gpu) and 'cpu' (queue_cpu). Start it with -Q gpu or -Q cpu") in errors[0]
