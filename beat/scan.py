@@ -10,6 +10,7 @@ mark is a minute old.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -27,7 +28,10 @@ def scan(settings: Settings, dispatch, *, lock_timeout: float = 300.0) -> dict:
         if not got:
             return {"status": "skipped", "reason": "another scan is running"}
         if not Path(pipeline.checkpoint_root(settings)).is_dir():
-            return {"status": "waiting", "reason": f"checkpoint folder {settings.checkpoints} does not exist yet"}
+            # The scan runs on a cpu worker: a folder only the GPU host sees is missing here.
+            return {"status": "waiting", "reason": f"checkpoint folder {settings.checkpoints} does not exist (yet) on "
+                    f"host {socket.gethostname()}, where this scan ran (a cpu worker): if training writes there "
+                    "already, mount it at the same path on every host (docs/distributed.md)"}
         sent, already, resent = [], [], []
         ids = None
         items = pipeline.pending(settings)

@@ -567,7 +567,8 @@ def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResul
     target = Path(checkpoint).resolve()
     i = next((i for i, a in enumerate(archives) if checkpoint_of(a) == target), None)
     if i is None:
-        return StageResult(ANALYSIS, str(checkpoint), -1, "skipped", "no successful extraction archived yet")
+        return StageResult(ANALYSIS, str(checkpoint), -1, "skipped",
+                           f"no successful extraction of {target.name} archived yet in {settings.archive_dir()}")
     a = archives[i]
     key = an.analysis_key(archives, i, settings)
     if a.is_current(ANALYSIS, key):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import socket
 
 import filelock
 import kombu.exceptions
@@ -128,6 +129,13 @@ def analyze(self: StageTask, checkpoint: str) -> dict:
     result = self.run_stage(lambda: pipeline.analyze_checkpoint(settings, checkpoint).to_dict())
     if result["status"] in ("ok", "failed"):
         self.run_stage(self.dispatch.request_history)
+    if result["status"] == "skipped" and not result["archive"]:
+        # Sent after its extraction succeeded (or by a scan that read that archive): this host does
+        # not see the archive the GPU worker wrote.
+        result["reason"] += (f" on host {socket.gethostname()}: if a worker archived it, this host does not see "
+                             "the archive folder at the path the workers share (mount it at the same path on "
+                             "every host, or give every worker the same --archive; docs/distributed.md)")
+        log.warning("analysis of %s skipped: %s", checkpoint, result["reason"])
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -242,7 +243,25 @@ def test_a_task_killed_by_its_hard_limit_holds_its_mark_and_a_failed_one_frees_i
 def test_scan_waits_for_a_missing_checkpoint_folder(dispatch, settings):
     from beat.scan import scan
     missing = dataclasses.replace(settings, checkpoints=str(settings.archive_dir().parent / "not-yet"))
-    assert scan(missing, dispatch)["status"] == "waiting"
+    out = scan(missing, dispatch)
+    assert out["status"] == "waiting"
+    # a folder only the GPU host sees: the reason says where the scan looked, and on which host
+    assert out["reason"].startswith(f"checkpoint folder {missing.checkpoints} does not exist (yet) on host "
+                                    f"{socket.gethostname()}, where this scan ran (a cpu worker)")
+    assert "same path on every host" in out["reason"]
+
+
+def test_an_analysis_on_a_host_that_does_not_see_the_archive_says_so(settings, tmp_path):
+    """The GPU host archived the checkpoint, the cpu worker's archive folder is another: the task
+    used to succeed with 'skipped: no successful extraction archived yet', naming nothing."""
+    elsewhere = dataclasses.replace(settings, archive=str(tmp_path / "cpu-host-archive"))
+    app = make_app(elsewhere)
+    app.loader.import_default_modules()
+    result = app.tasks["analyze"].apply(args=[str(tmp_path / "run" / "checkpoint-10")]).get()
+    assert result["status"] == "skipped"
+    assert result["reason"].startswith(f"no successful extraction of checkpoint-10 archived yet in "
+                                       f"{tmp_path / 'cpu-host-archive'} on host {socket.gethostname()}: ")
+    assert "does not see the archive folder" in result["reason"] and "docs/distributed.md" in result["reason"]
 
 
 # ---------------------------------------------------------------- the commands
