@@ -14,6 +14,7 @@ exponential backoff and jitter, at most `task_max_retries` times; a lost worker 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import random
 import socket
 
@@ -45,9 +46,40 @@ TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ko
 _PASSING_REASONS = ("OutOfMemoryError", "CUDA out of memory", "CUDA error: out of memory")
 
 
+class MessageError(ValueError):
+    """A message this learnviz cannot run: a field it needs is missing or not what it expects."""
+
+
+_SAME_VERSION = "run the same learnviz on every worker, the beat and `learnviz submit`"
+
+
 class StageTask(Task):
     """Base of the learnviz tasks: settings from the app, backoff from the settings, and the
     (checkpoint, stage) mark released when a per-checkpoint task ends for good."""
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*self.message_fields(args, kwargs))
+
+    def message_fields(self, args: tuple, kwargs: dict) -> tuple:
+        """The arguments of `run` from a message that another learnviz version may have sent: a
+        field this one does not know is dropped with a warning; a missing or mistyped one is a
+        MessageError naming it (not a TypeError deep in pathlib)."""
+        params = list(inspect.signature(self.run).parameters.values())
+        names = [p.name for p in params]
+        extra = [f"#{i}" for i in range(len(names), len(args))] + sorted(set(kwargs) - set(names))
+        if extra:
+            log.warning("%s[%s]: ignored the fields %s of a message from another learnviz version (%s)",
+                        self.name, self.request.id, ", ".join(extra), _SAME_VERSION)
+        values = {**dict(zip(names, args)), **{k: v for k, v in kwargs.items() if k in names}}
+        for p in params:
+            if p.name not in values and p.default is inspect.Parameter.empty:
+                raise MessageError(f"{self.name}[{self.request.id}]: the message lacks the field {p.name!r}: "
+                                   f"it came from another learnviz version ({_SAME_VERSION})")
+            if p.name == "checkpoint" and not isinstance(values[p.name], str):
+                raise MessageError(f"{self.name}[{self.request.id}]: the message's field 'checkpoint' is "
+                                   f"{type(values[p.name]).__name__} {values[p.name]!r:.200}, not a path: it came "
+                                   f"from another learnviz version ({_SAME_VERSION})")
+        return tuple(values[n] for n in names if n in values)
 
     @property
     def settings(self) -> Settings:
@@ -76,7 +108,7 @@ class StageTask(Task):
 
     def _release(self, task_id, args) -> None:
         stage = dsp.TASK_STAGES.get(self.name)
-        if stage is None or not args:
+        if stage is None or not args or not isinstance(args[0], str):   # no mark: not a message of ours
             return
         try:
             self.dispatch.stage_done(stage, args[0], task_id)
@@ -93,7 +125,7 @@ class StageTask(Task):
             self._release(task_id, args)
             return
         stage = dsp.TASK_STAGES.get(self.name)
-        if stage is not None and args:
+        if stage is not None and args and isinstance(args[0], str):
             try:
                 self.dispatch.stage_held(stage, args[0], task_id)
             except redis.exceptions.RedisError as exc:

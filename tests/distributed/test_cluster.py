@@ -138,3 +138,29 @@ def test_a_pickled_message_is_refused(cluster):
               for m in r.lrange(key, 0, -1)]                              # at priority 0)
     assert not [m for m in queued if bad.id.encode() in m]
     assert [m for m in queued if good.id.encode() in m] == []
+
+
+def test_a_message_of_another_learnviz_version_is_run_or_refused_by_name(cluster):
+    """A field this learnviz does not know is dropped with a warning; a missing or mistyped one is
+    refused naming it. They used to be TypeErrors from Celery's call or from pathlib, the latter
+    raised again in on_failure ("Exception raised outside body")."""
+    from celery import Celery
+
+    url = dsp.with_password(cluster.redis.url, PASSWORD)
+    sender = Celery("newer", broker=url, backend=url, set_as_current=False)
+    sender.conf.update(broker_transport_options={"priority_steps": list(range(10))})
+    ck = str(cluster.run / "checkpoint-999")                      # never archived: the analysis is skipped
+    newer = sender.send_task("analyze", args=[ck, "extra"], kwargs={"probe_set_version": 2}, queue="cpu")
+    mistyped = sender.send_task("analyze", args=[{"path": ck}], queue="cpu")
+    missing = sender.send_task("collect_embeddings", queue="gpu")
+    cluster.wait(lambda: all(r.ready() for r in (newer, mistyped, missing)), 60, "the three messages")
+    assert newer.state == "SUCCESS" and newer.result["status"] == "skipped"
+    assert (f"analyze[{newer.id}]: ignored the fields #1, probe_set_version of a message from another learnviz "
+            "version (run the same learnviz on every worker") in cluster.log("cpu")
+    assert mistyped.state == "FAILURE" and str(mistyped.result) == (
+        f"analyze[{mistyped.id}]: the message's field 'checkpoint' is dict {{'path': '{ck}'}}, not a path: it came "
+        "from another learnviz version (run the same learnviz on every worker, the beat and `learnviz submit`)")
+    assert missing.state == "FAILURE" and str(missing.result).startswith(
+        f"collect_embeddings[{missing.id}]: the message lacks the field 'checkpoint': it came from another learnviz")
+    assert "Exception raised outside body" not in cluster.log("cpu")
+    assert cluster.procs["gpu"].poll() is None and cluster.procs["cpu"].poll() is None
