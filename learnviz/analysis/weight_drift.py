@@ -11,8 +11,10 @@ W_first, all sums taken in float64 over every element of every tensor of the lay
     norm_ratio_first  ||W|| / ||W_first||                   NaN without `first`
 
 Ratios are over the tensors present (same name, same shape) in both files; a tensor only in one
-of them is left out of that ratio and named in `mismatched`. A ratio whose denominator is 0 is
-NaN (undefined), except a change of 0 over 0, which is 0 (nothing moved).
+of them is left out of that ratio and named in `mismatched`. A layer with no tensor in common
+with the other checkpoint (a layer added since) has NaN ratios: there is nothing to compare, and
+it is never called dead. A ratio whose denominator is 0 is NaN (undefined), except a change of 0
+over 0 between tensors present in both, which is 0 (nothing moved).
 
 Flags (layer names, in layer order):
     exploding  norm_ratio_first > `exploding`, or ||W|| not finite (NaN/inf weights)
@@ -212,10 +214,10 @@ class _Files:
 
 class _Sums:
     """float64 accumulators of one layer."""
-    __slots__ = ("n", "w2", "d_prev", "prev2", "d_first", "first2", "w2_first")
+    __slots__ = ("n", "n_prev", "n_first", "w2", "d_prev", "prev2", "d_first", "first2", "w2_first")
 
     def __init__(self):
-        self.n = 0
+        self.n = self.n_prev = self.n_first = 0   # elements counted; of them, compared with previous, first
         self.w2 = self.d_prev = self.prev2 = self.d_first = self.first2 = self.w2_first = 0.0
 
 
@@ -228,6 +230,8 @@ def _accumulate(s: _Sums, cur: torch.Tensor, prev: torch.Tensor | None, first: t
     pflat = prev.reshape(-1) if prev is not None else None
     fflat = first.reshape(-1) if first is not None else None
     s.n += flat.numel()
+    s.n_prev += pflat.numel() if pflat is not None else 0
+    s.n_first += fflat.numel() if fflat is not None else 0
     for a in range(0, flat.numel(), _CHUNK):
         c = flat[a: a + _CHUNK].to(torch.float64)
         c2 = _sq(c)
@@ -252,7 +256,9 @@ def _digest(t: torch.Tensor) -> tuple:
     return (tuple(t.shape), str(t.dtype), hashlib.blake2b(raw.data, digest_size=16).hexdigest())
 
 
-def _ratio(num2: float, den2: float) -> float:
+def _ratio(num2: float, den2: float, compared: int) -> float:
+    if not compared:
+        return math.nan       # no tensor in common: nothing to compare (not "nothing moved")
     if den2 == 0.0:
         return 0.0 if num2 == 0.0 else math.nan
     return math.sqrt(num2 / den2)
@@ -326,9 +332,9 @@ def _drift(cur: _Files, prev: _Files | None, fst: _Files | None, *,
     s = [sums[k] for k in layers]
     norm = np.array([math.sqrt(x.w2) for x in s], dtype=np.float64)
     nan = np.full(len(layers), np.nan)
-    change_prev = np.array([_ratio(x.d_prev, x.prev2) for x in s]) if prev is not None else nan.copy()
+    change_prev = np.array([_ratio(x.d_prev, x.prev2, x.n_prev) for x in s]) if prev is not None else nan.copy()
     if fst is not None:
-        change_first = np.array([_ratio(x.d_first, x.first2) for x in s])
+        change_first = np.array([_ratio(x.d_first, x.first2, x.n_first) for x in s])
         norm_ratio_first = np.array([math.nan if x.first2 == 0.0 else math.sqrt(x.w2_first / x.first2)
                                      for x in s])
     else:

@@ -321,3 +321,21 @@ def test_unreadable_pytorch_bin_names_the_file(ckpts, tmp_path):
     torch.save([torch.zeros(2)], tmp_path / "list.bin")
     with pytest.raises(ValueError, match="list.bin is not a state dict"):
         weight_drift([tmp_path / "list.bin"])
+
+
+def test_layer_added_since_has_nan_change_and_is_not_dead(tmp_path):
+    # block.2 is new in the current checkpoint: there is nothing to compare it with, so its
+    # changes are undefined (it was 0 over 0 = "nothing moved", and flagged dead); block.1 is
+    # zero in both and present in both: 0 over 0 is 0, dead.
+    old = {"transformer.h.0.w": torch.ones(2, 2), "transformer.h.1.w": torch.zeros(3)}
+    new = {"transformer.h.0.w": torch.full((2, 2), 2.0), "transformer.h.1.w": torch.zeros(3),
+           "transformer.h.2.w": torch.ones(4)}
+    save_file(old, tmp_path / "old.safetensors")
+    save_file(new, tmp_path / "new.safetensors")
+    r = weight_drift(tmp_path / "new.safetensors", tmp_path / "old.safetensors", tmp_path / "old.safetensors")
+    assert r.layers == ["block.0", "block.1", "block.2"]
+    assert r.mismatched == ["transformer.h.2.w"]
+    assert r.change_prev[0] == pytest.approx(1.0) and r.change_prev[1] == 0.0
+    assert np.isnan(r.change_prev[2]) and np.isnan(r.change_first[2]) and np.isnan(r.norm_ratio_first[2])
+    assert r.norm[2] == pytest.approx(2.0)
+    assert r.flags["dead"] == ["block.1"]
