@@ -76,6 +76,10 @@ def test_errors_and_undefined_cases():
     with pytest.raises(ValueError, match="2-D"):
         linear_cka(np.ones(10), np.ones((10, 2)))
     assert np.isnan(linear_cka(np.ones((10, 3)), _rand(11, 10, 3)))       # no variance
+    # no variance, at a value whose float64 mean over 7 rows is off by an ulp: was 1.5e-33
+    # (and 1.0 against itself), from the rounding noise left by centring
+    const = np.full((7, 4), 0.1)
+    assert np.isnan(linear_cka(const, _rand(16, 7, 4))) and np.isnan(linear_cka(const, const))
     assert np.isnan(linear_cka(_rand(12, 1, 3), _rand(13, 1, 3)))         # n = 1
     bad = _rand(14, 10, 3)
     bad[0, 0] = np.nan
