@@ -99,8 +99,8 @@ class Row:
 
 
 def _above(r: Row, ctx: Context) -> np.ndarray:
-    M = np.asarray(r.extracted["token_logprob"].values, dtype=np.float64)
-    return np.packbits(np.exp(M) > ctx.threshold)           # NaN: not above
+    from .analysis.trajectories import above_threshold
+    return np.packbits(above_threshold(r.extracted["token_logprob"].values, ctx.threshold))
 
 
 def _category_mean(r: Row, ctx: Context) -> np.ndarray:

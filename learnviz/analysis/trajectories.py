@@ -53,8 +53,9 @@ def logprob_trajectories(steps, token_logprobs: list[Ragged], categories,
     checkpoint, in the order of `steps`), n rows each of float logprobs; row i must have the
     same length in every checkpoint. `categories`: (n,) str. `threshold`: probability in (0, 1).
 
-    NaN logprobs stay NaN in `per_probe`, are left out of category means and never count as
-    above threshold; -inf (probability 0) is kept, so a category mean can be -inf.
+    NaN and +inf logprobs (no log-probability: an overflow, a broken checkpoint) stay as they are
+    in `per_probe`, are left out of category means and never count as above threshold; -inf
+    (probability 0) is kept, so a category mean can be -inf.
     ValueError on no checkpoints, duplicate steps, differing rows, a bad threshold.
     """
     steps = np.asarray(steps)
@@ -92,7 +93,7 @@ def logprob_trajectories(steps, token_logprobs: list[Ragged], categories,
     rows = np.repeat(np.arange(n), lengths)
     pos = np.arange(M.shape[1]) - np.repeat(offsets[:-1], lengths)
 
-    learned_flat = learned_steps(np.exp(M) > threshold, steps)      # NaN -> not above
+    learned_flat = learned_steps(above_threshold(M, threshold), steps)
     per_probe = [M[:, offsets[i]:offsets[i + 1]] for i in range(n)]
     learned_at = [learned_flat[offsets[i]:offsets[i + 1]] for i in range(n)]
 
@@ -111,6 +112,13 @@ def logprob_trajectories(steps, token_logprobs: list[Ragged], categories,
 # The pieces, shared with the series stage's per-checkpoint rows (learnviz.series_stage), which
 # keep `exp(logprob) > threshold` and the category means of each checkpoint instead of its logprobs.
 
+def above_threshold(M: np.ndarray, threshold: float) -> np.ndarray:
+    """exp(logprob) > threshold, elementwise; False for NaN and +inf (not a log-probability)."""
+    M = np.asarray(M, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return (np.exp(M) > threshold) & (M < np.inf)
+
+
 def learned_steps(above: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """(total,) int64: per token, the step from which it is above threshold at every later
     checkpoint, -1 if never. `above`: (k, total) bool, checkpoints in the order of `steps`
@@ -125,15 +133,16 @@ def learned_steps(above: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 def category_means(M: np.ndarray, token_cat: np.ndarray, pos: np.ndarray, n_cats: int, max_len: int) -> np.ndarray:
     """(k, n_cats, max_len): per checkpoint (row of M, (k, total) logprobs), category and answer
-    position, the mean logprob over the category's tokens at that position that are not NaN;
-    NaN where there is none. `token_cat`, `pos`: (total,) each token's category index and position."""
+    position, the mean logprob over the category's tokens at that position that are not NaN or
+    +inf (no log-probability); NaN where there is none. `token_cat`, `pos`: (total,) each token's
+    category index and position."""
     M = np.asarray(M, dtype=np.float64)
     k = M.shape[0]
     out = np.full((k, n_cats, max_len), np.nan)
     if not n_cats or not max_len:
         return out
     cell = np.asarray(token_cat, dtype=np.int64) * max_len + np.asarray(pos, dtype=np.int64)
-    ok = ~np.isnan(M)   # -inf (probability 0) is a real value and stays in the mean
+    ok = M < np.inf     # NaN, +inf: left out; -inf (probability 0) is a real value and stays in the mean
     size = n_cats * max_len
     for j in range(k):
         m = ok[j]

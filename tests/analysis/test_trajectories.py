@@ -54,6 +54,17 @@ def test_single_checkpoint_and_nan():
     assert np.isnan(t.category_mean["x"][0, 1])
 
 
+def test_plus_inf_logprob_is_no_value():
+    # +inf is no log-probability (an overflow): it was averaged in (category mean +inf) and
+    # counted as learned; now it is left out like NaN, while -inf (probability 0) stays in
+    rows = Ragged.from_rows([[np.inf, np.log(0.9)], [np.log(0.2), -np.inf]], np.float32)
+    t = logprob_trajectories([5], [rows], ["x", "x"])
+    assert [a.tolist() for a in t.learned_at] == [[-1, 5], [-1, -1]]
+    assert t.category_mean["x"][0, 0] == pytest.approx(np.log(0.2), rel=1e-6)
+    assert t.category_mean["x"][0, 1] == -np.inf
+    assert t.per_probe[0][0, 0] == np.inf
+
+
 def test_bad_input():
     steps = [10, 20]
     good = _ragged(10)
