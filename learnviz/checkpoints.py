@@ -244,7 +244,7 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     weights = weight_files(path)
     if weights is None:
         return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)"
-                     + _zero_shards_only(path))
+                     + (_zero_shards_only(path) or _other_weights_only(path)))
     missing = [w.name for w in weights if not w.exists()]
     if missing:
         return _mark(ck, "incomplete", f"weight shard {missing[0]} is missing")
@@ -278,6 +278,31 @@ def _zero_shards_only(path: Path) -> str:
     return (f": the folder holds only DeepSpeed's ZeRO shards ({shards[-1]}/), which learnviz does not read; run "
             f"the zero_to_fp32.py saved beside them to write the weights into the folder, or train with "
             f"stage3_gather_16bit_weights_on_model_save: true")
+
+
+# Weights in a form learnviz does not read, that a checkpoint may hold instead of PyTorch's: (glob, what
+# it is, how to get model.safetensors from it).
+_OTHER_WEIGHTS = (
+    ("pytorch_model_fsdp_*", "PyTorch FSDP's sharded state dict",
+     "run `accelerate merge-weights {name} OUT` and copy OUT's model.safetensors into the folder, or train with "
+     "fsdp_state_dict_type: FULL_STATE_DICT"),
+    ("tf_model*.h5", "TensorFlow weights",
+     "convert them where transformers 4 is installed (transformers 5 reads them no more): "
+     "AutoModelForCausalLM.from_pretrained(DIR, from_tf=True).save_pretrained(DIR)"),
+    ("flax_model*.msgpack", "Flax weights",
+     "convert them where transformers 4 is installed (transformers 5 reads them no more): "
+     "AutoModelForCausalLM.from_pretrained(DIR, from_flax=True).save_pretrained(DIR)"),
+)
+
+
+def _other_weights_only(path: Path) -> str:
+    """Why a checkpoint without PyTorch weights has other weights that learnviz does not read, or ""."""
+    for pattern, what, fix in _OTHER_WEIGHTS:
+        found = sorted(p.name for p in path.glob(pattern))
+        if found:
+            return (f": the folder holds only {what} ({found[0]}{'/' if (path / found[0]).is_dir() else ''}), which "
+                    f"learnviz does not read; {fix.format(name=found[0])}")
+    return ""
 
 
 NO_STEP = "no step"      # the reason's start for a folder without a step (learnviz.collect: not archived)

@@ -64,6 +64,29 @@ def test_a_deepspeed_checkpoint_with_only_zero_shards_says_how_to_get_weights(tm
     assert inspect(ck, settle_seconds=0).state == "complete"
 
 
+@pytest.mark.parametrize("other, names", [
+    ("pytorch_model_fsdp_0", ("pytorch_model_fsdp_0/", "PyTorch FSDP's sharded state dict",
+                              "accelerate merge-weights pytorch_model_fsdp_0 OUT", "FULL_STATE_DICT")),
+    ("tf_model.h5", ("tf_model.h5", "TensorFlow weights", "from_tf=True")),
+    ("flax_model.msgpack", ("flax_model.msgpack", "Flax weights", "from_flax=True")),
+])
+def test_a_checkpoint_with_weights_learnviz_does_not_read_names_them_and_the_way_out(tmp_path, tokenizer,
+                                                                                    other, names):
+    """An FSDP SHARDED_STATE_DICT save (pytorch_model_fsdp_0/ of .distcp files) or a TensorFlow/Flax
+    export was only "model.safetensors is missing", skipped for now on every run, as if still written."""
+    ck = make_checkpoint(tmp_path / "checkpoint-8", tokenizer, step=8)
+    (ck / "model.safetensors").unlink()
+    if other.startswith("pytorch_model_fsdp"):
+        (ck / other).mkdir()
+        (ck / other / "__0_0.distcp").write_bytes(b"shard")
+    else:
+        (ck / other).write_bytes(b"weights")
+    got = inspect(ck, settle_seconds=0)
+    assert got.state == "incomplete" and got.reason.startswith("model.safetensors is missing")
+    assert "which learnviz does not read" in got.reason
+    for name in names:
+        assert name in got.reason
+
 def test_truncated_weights_are_broken_once_settled(tmp_path, tokenizer):
     ck = make_checkpoint(tmp_path / "checkpoint-1", tokenizer, step=1)
     w = ck / "model.safetensors"
