@@ -212,7 +212,31 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
     try:
         AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
+        if raw.get("auto_map") and not trust_remote_code:
+            raise custom_code_error(where, raw["auto_map"], model_type) from None
         raise CheckpointError(f"transformers cannot read it: {_short(exc)}", path=where) from None
+
+
+def custom_code_error(where: Path, auto_map, model_type) -> CheckpointError:
+    """The error for a model or tokenizer that only its own Python code in the checkpoint folder
+    (`auto_map` in `where`) can build: learnviz never runs it unless told to (transformers' own
+    message says to pass `trust_remote_code=True` and points at a hub address)."""
+    files = sorted({f"{ref.split('--')[-1].rsplit('.', 1)[0]}.py" for ref in _class_refs(auto_map)})
+    kind = f"model type {model_type!r}, which transformers does not know" if model_type else "custom classes"
+    return CheckpointError(f"{kind}: its auto_map names Python code in the checkpoint folder "
+                           f"({', '.join(files) or 'its .py files'}), which learnviz does not run unless told to",
+                           path=where, field="auto_map",
+                           hint="read that code; if you trust it, pass --trust-remote-code (setting "
+                                "trust_remote_code: true), which lets transformers import and run it")
+
+
+def _class_refs(auto_map) -> list[str]:
+    """The 'module.Class' strings of a config's auto_map (values are a string or a list of them)."""
+    values = auto_map.values() if isinstance(auto_map, dict) else []
+    refs = []
+    for v in values:
+        refs += [r for r in (v if isinstance(v, list) else [v]) if isinstance(r, str) and "." in r]
+    return refs
 
 
 def _short(exc: Exception, limit: int = 500) -> str:
@@ -282,14 +306,26 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False, source: Path 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
-        raise CheckpointError(f"tokenizer cannot be loaded: {exc}", path=source, field=field,
-                              hint=_TOKENIZER_HINT) from exc
+        raise _tokenizer_error(source, exc, field, trust_remote_code) from exc
     if not tokenizer(_SAMPLE_TEXT, add_special_tokens=False)["input_ids"]:
         present = [name for name in TOKENIZER_FILES if (source / name).is_file()]
         raise CheckpointError(f"the tokenizer has no vocabulary: it turns {_SAMPLE_TEXT!r} into no tokens. Its "
                               f"vocabulary files are missing ({looked_for}; found only {', '.join(present)})",
                               path=source, field=field, hint=_TOKENIZER_HINT)
     return tokenizer
+
+
+def _tokenizer_error(source: Path, exc: Exception, field: str, trust_remote_code: bool) -> CheckpointError:
+    """Why the tokenizer files in `source` cannot be loaded: custom code learnviz was not let run,
+    else transformers' own message."""
+    where = source / "tokenizer_config.json"
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = None
+    if isinstance(raw, dict) and raw.get("auto_map") and not trust_remote_code:
+        return custom_code_error(where, raw["auto_map"], None)
+    return CheckpointError(f"tokenizer cannot be loaded: {exc}", path=source, field=field, hint=_TOKENIZER_HINT)
 
 
 def tokenizer_key(path: Path) -> str:

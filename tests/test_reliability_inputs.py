@@ -397,6 +397,36 @@ def test_a_config_learnviz_cannot_probe_names_config_json_and_its_field(ckpt_roo
     assert words in str(err.value) and len(str(err.value)) < 700
 
 
+@pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
+def test_custom_code_is_never_run_and_the_error_names_auto_map_and_the_flag(ckpt_root, tmp_path, file):
+    """A model or tokenizer that only its own code can build (auto_map, trust_remote_code): the code
+    is not run, and the error names the file, auto_map, the .py files and --trust-remote-code
+    (transformers' message told to pass `trust_remote_code=True` and pointed at https://hf.co//<path>)."""
+    ck = ckpt_root / "checkpoint-10"
+    ran = tmp_path / "ran"
+    for module in ("modeling_x", "configuration_x", "tokenization_x"):
+        (ck / f"{module}.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
+    path = ck / file
+    raw = json.loads(path.read_text())
+    if file == "config.json":
+        raw.update(model_type="xmodel", auto_map={"AutoConfig": "configuration_x.XConfig",
+                                                  "AutoModelForCausalLM": "modeling_x.XForCausalLM"})
+        names = "configuration_x.py, modeling_x.py"
+    else:   # beside a GPT-2 config transformers takes GPT-2's own tokenizer class; beside Llama's, none
+        from transformers import LlamaConfig
+        LlamaConfig(vocab_size=500, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                    num_attention_heads=2).save_pretrained(ck)
+        raw.update(tokenizer_class="XTokenizer", auto_map={"AutoTokenizer": ["tokenization_x.XTokenizer", None]})
+        names = "tokenization_x.py"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.path == str(path) and err.value.field == "auto_map"
+    assert f"names Python code in the checkpoint folder ({names})" in str(err.value)
+    assert "--trust-remote-code" in str(err.value) and "hf.co" not in str(err.value)
+    assert not ran.exists()
+
+
 def test_a_tokenizer_larger_than_the_model_s_vocabulary_names_vocab_size(tmp_path, tokenizer):
     """Token ids past the embedding would fail deep in the forward pass ("index out of range in
     self"): the loader names config.json's vocab_size and both sizes."""
