@@ -9,6 +9,7 @@ probing tokenize alike.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -325,6 +326,14 @@ def _tokenizer_error(source: Path, exc: Exception, field: str, trust_remote_code
         raw = None
     if isinstance(raw, dict) and raw.get("auto_map") and not trust_remote_code:
         return custom_code_error(where, raw["auto_map"], None)
+    if ((source / "tokenizer.model").is_file() and not (source / "tokenizer.json").is_file()
+            and importlib.util.find_spec("sentencepiece") is None):
+        # transformers then tries it as a tiktoken file and asks for tiktoken
+        return CheckpointError("the tokenizer is a SentencePiece model without a tokenizer.json, and the "
+                               "sentencepiece package it needs is not installed", path=source / "tokenizer.model",
+                               field=field, hint="pip install sentencepiece; or, where it is installed, save "
+                               "the tokenizer's tokenizer.json into the folder: "
+                               "AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)")
     return CheckpointError(f"tokenizer cannot be loaded: {exc}", path=source, field=field, hint=_TOKENIZER_HINT)
 
 

@@ -427,6 +427,31 @@ def test_custom_code_is_never_run_and_the_error_names_auto_map_and_the_flag(ckpt
     assert not ran.exists()
 
 
+def test_a_sentencepiece_tokenizer_without_its_package_names_tokenizer_model_and_sentencepiece(tmp_path):
+    """A tokenizer that is only tokenizer.model (Llama, Mistral, Gemma checkpoints of older tools)
+    needs the sentencepiece package; without it transformers took the file for a tiktoken one and
+    asked for `pip install tiktoken`."""
+    import importlib.util
+
+    from transformers.utils import sentencepiece_model_pb2_new as spm_pb
+
+    from learnviz.model import load_tokenizer
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed: the tokenizer loads")
+    proto = spm_pb.ModelProto()     # a valid SentencePiece unigram model, written without the package
+    for piece, kind in [("<unk>", 2), ("<s>", 3), ("</s>", 3), ("\u2581All", 1), ("\u2581cats", 1), ("s", 1)]:
+        added = proto.pieces.add()
+        added.piece, added.score, added.type = piece, -1.0, kind
+    proto.trainer_spec.model_type = 1
+    (tmp_path / "tokenizer.model").write_bytes(proto.SerializeToString())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
+    with pytest.raises(CheckpointError) as err:
+        load_tokenizer(tmp_path)
+    assert err.value.path == str(tmp_path / "tokenizer.model")
+    assert "sentencepiece package it needs is not installed" in str(err.value)
+    assert "pip install sentencepiece" in str(err.value) and "tiktoken" not in str(err.value)
+
+
 def test_a_tokenizer_larger_than_the_model_s_vocabulary_names_vocab_size(tmp_path, tokenizer):
     """Token ids past the embedding would fail deep in the forward pass ("index out of range in
     self"): the loader names config.json's vocab_size and both sizes."""
