@@ -181,6 +181,12 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
 _NOT_CAUSAL = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering",
                "ForConditionalGeneration", "ForPreTraining", "ForMultipleChoice", "ForNextSentencePrediction",
                "ForImageClassification", "ForSpeechSeq2Seq", "ForCTC", "ForAudioClassification")
+# Causal language models whose batched forward pass learnviz cannot trust, and why.
+_UNPROBED = {
+    "recurrent_gemma": ("RecurrentGemma's recurrent blocks (a convolution over the sequence) do not take the padding "
+                        "mask in transformers, so a probe batched with longer ones would be scored with its padding "
+                        "mixed in; learnviz does not probe it"),
+}
 _ENCODER_ONLY = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
                  "mpnet", "camembert", "ernie", "modernbert"}
 
@@ -210,6 +216,8 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
         raise CheckpointError(f"{', '.join(archs) or model_type} is not a causal language model (a ...ForCausalLM "
                               "or ...LMHeadModel): learnviz probes decoder-only causal language models",
                               path=where, field="architectures" if archs else "model_type")
+    if model_type in _UNPROBED:
+        raise CheckpointError(_UNPROBED[model_type], path=where, field="model_type")
     try:
         AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here
