@@ -305,3 +305,36 @@ def test_an_answer_in_the_expected_tokens_is_right_under_a_normalizing_tokenizer
     r = ex.extract(lm, probes, ex.ExtractOptions(batch_size=2, stop_strings=[]))
     assert r.greedy_answer[0] == tok.decode(a_ids) and r.first_divergence.tolist() == [-1, 0]
     assert r.correct.tolist() == [True, False]
+
+
+def _family_checkpoint(path, tokenizer, family: str):
+    """A tiny random checkpoint of another family: Gemma2 (scaled embeddings, soft-capped logits,
+    sliding window), Mixtral (mixture of experts), Mamba (a state-space model: no attention)."""
+    import transformers as T
+    eos = tokenizer.eos_token_id
+    common = dict(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                  hidden_size=32, num_hidden_layers=2)
+    attn = dict(intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    config, cls = {
+        "gemma2": (lambda: T.Gemma2Config(head_dim=8, sliding_window=16, **attn, **common), T.Gemma2ForCausalLM),
+        "mixtral": (lambda: T.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **attn, **common),
+                    T.MixtralForCausalLM),
+        "mamba": (lambda: T.MambaConfig(state_size=8, expand=2, conv_kernel=4, **common), T.MambaForCausalLM),
+    }[family]
+    torch.manual_seed(0)
+    cls(config()).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["gemma2", "mixtral", "mamba"])
+def test_other_families_extract_like_an_independent_forward(tmp_path, tokenizer, probes, family):
+    ck = _family_checkpoint(tmp_path / family, tokenizer, family)
+    lm = load(ck, device="cpu", dtype="float32")
+    assert lm.n_layers == 2
+    few = ProbeSet(probes.probes[::4])
+    r = ex.extract(lm, few, ex.ExtractOptions(batch_size=8, layers=[0, 1]))
+    for i, probe in enumerate(few):
+        tok, *_ = _reference(lm, probe)
+        assert np.allclose(r.token_logprob.row(i), tok, atol=1e-4), probe.id
+    _check_greedy(lm, few, r)

@@ -68,6 +68,13 @@ def test_layer_of_names_across_architectures():
     assert layer_of("model.decoder.embed_positions.weight") == "embeddings"
     assert layer_of("model.decoder.embed_tokens.weight") == "embeddings"
     assert layer_of("model.decoder.final_layer_norm.bias") == "head"
+    # a block's experts and router count in the block, whatever the expert's index
+    assert layer_of("model.layers.5.block_sparse_moe.experts.7.w1.weight") == "block.5"    # Mixtral
+    assert layer_of("model.layers.5.block_sparse_moe.gate.weight") == "block.5"
+    assert layer_of("model.layers.2.mlp.shared_expert.up_proj.weight") == "block.2"       # Qwen2-MoE
+    assert layer_of("backbone.embeddings.weight") == "embeddings"                         # Mamba
+    assert layer_of("backbone.layers.4.mixer.A_log") == "block.4"
+    assert layer_of("backbone.norm_f.weight") == "head"
 
 
 def test_layers_order_and_parameter_counts(ckpts):
