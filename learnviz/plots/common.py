@@ -76,11 +76,15 @@ def skill_colors(skills: Sequence[str]) -> dict[str, tuple]:
 
 
 def tick_positions(n: int, max_labels: int = MAX_TICK_LABELS) -> np.ndarray:
-    """Indices of the ticks to label among n rows or columns: all when few, else evenly spaced
-    and always including the last."""
+    """Indices of the ticks to label among n rows or columns: all when few, else every k-th from
+    the first (one stride, so that a reader counts on: rounded even spacing labelled block.1, 6,
+    11 and hid every fifth) and the last, at most `max_labels` in all."""
     if n <= max_labels:
         return np.arange(n)
-    idx = np.unique(np.linspace(0, n - 1, max_labels).round().astype(int))
+    stride = -(-(n - 1) // (max_labels - 1))        # ceil: the regular ticks and the last fit
+    idx = np.arange(0, n, stride)
+    if idx[-1] != n - 1:
+        idx = np.append(idx[:-1] if n - 1 - idx[-1] < stride / 2 else idx, n - 1)
     return idx
 
 

@@ -105,7 +105,13 @@ def test_skill_colors_stable_and_distinct():
 def test_tick_positions_keep_first_and_last():
     assert common.tick_positions(5).tolist() == [0, 1, 2, 3, 4]
     t = common.tick_positions(100, max_labels=10)
-    assert t[0] == 0 and t[-1] == 99 and len(t) == 10
+    assert t.tolist() == [0, 11, 22, 33, 44, 55, 66, 77, 88, 99]
+    # one stride (50 layers, 40 labels: every other one, not 0, 1, 3, 4, 5, 6, 8 ... with gaps)
+    assert common.tick_positions(50, max_labels=40).tolist() == list(range(0, 49, 2)) + [49]
+    assert common.tick_positions(41, max_labels=40).tolist() == list(range(0, 41, 2))
+    for n in range(41, 400):
+        t = common.tick_positions(n, max_labels=40)
+        assert t[0] == 0 and t[-1] == n - 1 and len(t) <= 40 and len(set(np.diff(t[:-1]))) <= 1, n
 
 
 def test_save_png_is_deterministic_and_carries_no_text_chunks(tmp_path):
