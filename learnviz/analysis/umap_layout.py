@@ -80,7 +80,9 @@ class Layout:
             refine_learning_rate and refine_optimizer (procrustes: REFINE_OPTIMIZER, or "umap"
             where umap refines), knn ("exact": numpy's, or "umap"; not for aligned),
             alignment_* (aligned), trust_n_neighbors, umap_version.
-    trustworthiness: in [0, 1] (as sklearn's, k = params["trust_n_neighbors"]).
+    trustworthiness: in [0, 1] (as sklearn's, k = params["trust_n_neighbors"]); NaN when every
+            probe is at one distance from every other (identical hidden states: no neighbours
+            to keep, and the number would only say how ties were broken).
     disparity: scipy.spatial.procrustes disparity to the previous frame, in [0, 1];
             None for a first frame; NaN when either frame has all points at one place.
     """
@@ -179,7 +181,10 @@ def layout(emb: np.ndarray, previous: np.ndarray | None = None, *, method: str =
                       refine_optimizer=REFINE_OPTIMIZER if nn is not None else "umap")
     params.update(knn="exact" if nn is not None else "umap")
     tk = params["trust_n_neighbors"]
-    trust = _knn.trustworthiness(dist, coords, tk) if dist is not None else _trust(x, coords, tk, metric)
+    if _no_neighbours(x, dist, metric):
+        trust = float("nan")
+    else:
+        trust = _knn.trustworthiness(dist, coords, tk) if dist is not None else _trust(x, coords, tk, metric)
     return Layout(coords=coords.astype(np.float32), method=method, params=params, trustworthiness=trust,
                   disparity=None if prev is None else disparity(prev, coords))
 
@@ -322,7 +327,22 @@ def _umap():
     return umap
 
 
+def _no_neighbours(x: np.ndarray, dist: np.ndarray | None, metric: str = DEFAULT_METRIC) -> bool:
+    """Every probe at one distance from every other, up to rounding (all hidden states equal;
+    with `dist`, the embedding-space distances: also all parallel under cosine): trustworthiness
+    is undefined."""
+    if dist is not None:
+        off = dist[~np.eye(len(dist), dtype=bool)]
+        # rounding: cosine distances lie in [0, 2]; euclidean ones of equal rows are the square
+        # roots of float noise on their squared norms
+        tol = 1e-9 if metric == "cosine" else 1e-6 * max(1.0, float(np.abs(x).max()))
+        return bool(off.size) and float(off.max() - off.min()) <= tol
+    return not np.ptp(x, axis=0).any()
+
+
 def _trust(x, coords, k: int, metric: str) -> float:
+    if _no_neighbours(x, None):
+        return float("nan")
     from sklearn.manifold import trustworthiness
     return float(trustworthiness(x, coords, n_neighbors=k, metric=metric))
 

@@ -193,3 +193,20 @@ def test_a_refinement_needs_neither_umap_nor_numba():
     assert r["modules"] == []
     assert r["params"]["init"] == "previous+refine" and r["params"]["refine_optimizer"] == ul.REFINE_OPTIMIZER
     assert r["same"] and 0 <= r["disparity"] <= 1 and 0 < r["trust"] <= 1
+
+
+@pytest.mark.parametrize("kind", ["tiled", "zeros", "parallel"])
+def test_trustworthiness_of_probes_all_at_one_distance_is_nan(warm, kind):
+    """Every probe's hidden state the same (a collapsed checkpoint), all zero, or all parallel
+    (cosine distance 0): no neighbourhood to keep, so no trustworthiness. It was stored as a number
+    (0.4557) that only said how ties were broken. Under another metric too."""
+    v = np.random.default_rng(0).normal(size=(1, 16))
+    x = {"tiled": np.tile(v, (30, 1)), "zeros": np.zeros((30, 16)),
+         "parallel": np.arange(1, 31)[:, None] * v}[kind].astype(np.float32)
+    first = ul.layout(x, None)
+    assert np.isnan(first.trustworthiness) and first.coords.shape == (30, 2)
+    assert np.isnan(ul.layout(x, first.coords).trustworthiness)
+    if kind != "parallel":          # (parallel rows are apart under euclidean)
+        assert np.isnan(ul.layout(x, None, metric="euclidean", method="independent").trustworthiness)
+    spread = np.random.default_rng(1).normal(size=(30, 16)).astype(np.float32)
+    assert 0 < ul.layout(spread, None).trustworthiness <= 1
