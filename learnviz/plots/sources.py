@@ -75,7 +75,8 @@ class Run:
                 name = f"decoder block {k}" + (f" (0-based, of {n_layers})" if n_layers else "")
                 coords[name] = geo.layers[k].coords
                 t = geo.layers[k].metrics.get("trustworthiness")
-                notes[name] = f"trustworthiness {t:.3f} (1 = 2-D neighbours were neighbours)" if t is not None else ""
+                notes[name] = ("" if t is None else "trustworthiness undefined: every probe at one distance"
+                               if t != t else f"trustworthiness {t:.3f} (1 = 2-D neighbours were neighbours)")
             self._layouts[a.step] = (coords, notes)
         return self._layouts[a.step]
 
