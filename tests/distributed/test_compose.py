@@ -36,6 +36,9 @@ def test_workers_run_learnviz_worker_on_their_queue(service, queue):
     assert args.handler is cmd_worker and args.queue == queue
     argv = worker_argv(args, Settings())
     assert argv[argv.index("-A") + 1] == "workers" and argv[argv.index("-Q") + 1] == queue
+    # a stop waits for the running task (warm shutdown): killed after compose's default 10 s, its
+    # message would wait for Redis' visibility timeout
+    assert SERVICES[service]["stop_grace_period"] == "10m"
     devices = SERVICES[service].get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
     if queue == "gpu":
         assert devices and devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
