@@ -51,7 +51,7 @@ CACHE_SIZE = 32            # reads kept per Run (a checkpoint's extract data, on
 EXTRACT_KEYS = ["probe_ids", "probe_skill", "probe_category", "prompt", "expected", "answer_ids", "token_text",
                 "token_logprob", "token_entropy", "token_top1_prob", "token_argmax", "answer_logprob",
                 "answer_confidence", "stop_prob", "first_divergence", "greedy_answer", "correct", "prompt_tokens",
-                "truncated"]
+                "truncated", "failed"]
 CHECKPOINT_COLUMNS = ["step", "name", "checkpoint", "archive", *CHECKPOINT_STAGES, "reason", "accuracy"]
 CALIBRATION_COLUMNS = ["ece", "mce", "brier", "calibration_gap", "calibration_direction"]
 NOTEBOOK_EXTRA = "pip install 'learnviz[notebook]'"
@@ -339,7 +339,8 @@ class Run:
         checkpoints, long format, by step then probe order): step, probe_id, skill, category, prompt, expected,
         greedy_answer, correct, answer_logprob, confidence (product of the top-1 probabilities),
         mean_entropy (nats, over the answer tokens), first_divergence (-1: greedy answer right),
-        answer_tokens; and stop_prob, prompt_tokens, truncated when the archive holds them."""
+        answer_tokens; and stop_prob, prompt_tokens, truncated when the archive holds them; failed (the
+        probe could not be run: its numbers are placeholders, `correct` false)."""
         pd = require_pandas()
         frames = [pd.DataFrame(probe_columns(a, self._extract(a))) for a in self._steps_of(step)]
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -579,7 +580,9 @@ def probe_columns(a: Archive, d: dict[str, Any]) -> dict[str, Any]:
         "mean_entropy": ragged_row_means(entropy) if entropy is not None else None,
         "first_divergence": d.get("first_divergence"),
         "answer_tokens": np.diff(d["answer_ids"].offsets) if "answer_ids" in d else None,
-        "stop_prob": d.get("stop_prob"), "prompt_tokens": d.get("prompt_tokens"), "truncated": d.get("truncated")}
+        "stop_prob": d.get("stop_prob"), "prompt_tokens": d.get("prompt_tokens"), "truncated": d.get("truncated"),
+        # the probes that could not be run: their numbers are placeholders (absent before it existed: none)
+        "failed": np.asarray(d["failed"], dtype=bool) if "failed" in d else np.zeros(n, dtype=bool)}
     return {k: v for k, v in cols.items() if v is not None}
 
 

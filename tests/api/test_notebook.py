@@ -208,6 +208,23 @@ def test_probes_equal_the_extract_group(series_dir):
         EXTRACT, ["answer_logprob"])["answer_logprob"][0]
 
 
+def test_probes_say_which_probes_failed(v1):
+    """A probe that could not be run holds placeholder numbers: the table says so (`failed`)."""
+    def fail(d):
+        d["failed"] = np.zeros(len(d["probe_ids"]), dtype=bool)
+        d["failed"][[3, 7]] = True
+        d["correct"][[3, 7]] = False
+    assert not open_run(v1).probes(20)["failed"].any()                  # an archive from before `failed`
+    rewrite_extract(v1 / "checkpoint-20.h5", fail)
+    run = open_run(v1)
+    stored = arc.Archive(v1 / "checkpoint-20.h5").read(EXTRACT, ["failed"])["failed"]
+    df = run.probes(20)
+    assert df["failed"].dtype == bool and df["failed"].tolist() == stored.tolist()
+    assert df.loc[df["failed"], "probe_id"].tolist() == [run.probes(20)["probe_id"][i] for i in (3, 7)]
+    every = run.probes("all")
+    assert every.groupby("step")["failed"].sum().to_dict() == {10: 0, 20: 2, 40: 0}
+
+
 def test_tokens_equal_the_ragged_arrays(series_dir):
     run = open_run(series_dir)
     a = readout.series(series_dir)[1]
