@@ -26,8 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import readout
-from .common import clean_json, tmp_path, write_atomic, write_json_atomic
-from .errors import LearnvizError
+from .common import clean_json, naming, tmp_path, write_atomic, write_json_atomic
+from .errors import WRITE_ERRNOS, LearnvizError, WriteError
 from .notebook import NOTEBOOK_EXTRA, MissingExtraError, Run, open_run, require_pandas
 from .version import __version__
 
@@ -50,11 +50,17 @@ def export(run: Run | str | Path, fmt: str, out: str | Path, *, layer: int | Non
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LearnvizError("is a file, not a folder", path=out, hint="pass --out a folder (it is created)")
-    if fmt == "tensorboard":
-        return export_tensorboard(run, out, layer=layer, which=which)
-    if fmt == "npz":
-        return export_npz(run, out, layer=layer, which=which)
-    return export_tables(run, out, fmt, which=which)
+    try:
+        if fmt == "tensorboard":
+            return export_tensorboard(run, out, layer=layer, which=which)
+        if fmt == "npz":
+            return export_npz(run, out, layer=layer, which=which)
+        return export_tables(run, out, fmt, which=which)
+    except OSError as exc:      # a read-only or full --out: the file it stopped at, and what to do
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise WriteError(f"cannot write: {os.strerror(exc.errno)}", path=exc.filename or out,
+                         hint="pass --out a folder you can write to, or make it writable or free some space") from None
 
 
 def _chosen(run: Run, which: str) -> list[int]:
@@ -70,8 +76,9 @@ def _write_with(path: Path, fill: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
     try:
-        fill(tmp)
-        os.replace(tmp, path)
+        with naming(path):      # an error names `path`, not the hidden temporary file
+            fill(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -4,9 +4,12 @@ reader)."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -174,6 +177,21 @@ def test_export_errors(v1, tmp_path):
     with pytest.raises(LearnvizError) as e:
         export(v1, "tensorboard", tmp_path / "tb", layer=7)
     assert "pooled layers (decoder blocks, 0-based): 1, 2" in str(e.value)
+
+
+def test_a_folder_that_cannot_be_written_is_named_with_what_to_do(v1, tmp_path):
+    """A read-only or full --out: the error names the file to be written (not its hidden temporary
+    sibling) and says what to do; nothing half-written is left."""
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(src), None, str(dst))
+    for fmt, first in (("csv", "history.csv"), ("parquet", "history.parquet"),
+                       ("npz", "embeddings/checkpoint_10.npz"), ("tensorboard", "step_10/layer_2.tsv")):
+        with mock.patch("os.replace", side_effect=read_only), pytest.raises(LearnvizError) as e:
+            export(v1, fmt, tmp_path / fmt)
+        text = str(e.value)
+        assert text.startswith(f"{tmp_path / fmt / first}: cannot write: {os.strerror(errno.EROFS)}"), text
+        assert ".tmp" not in text and "pass --out a folder you can write to" in text
+        assert not [p for p in (tmp_path / fmt).rglob("*") if p.is_file()]
 
 
 def test_export_command(v1, tmp_path):
