@@ -38,6 +38,15 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def discard(tmp: Path) -> None:
+    """Remove a writer's temporary file, if there is one. A read-only folder refuses even that
+    (EROFS for a file that is not there): the error that stopped the write is the one to report."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) -> Path:
     """Write a whole file so that a reader sees the old content or the new, never a mix: into a
     temporary file in the same folder, then `os.replace`. `fsync` also survives a power cut."""
@@ -52,7 +61,7 @@ def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) ->
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return path
 
 

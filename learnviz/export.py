@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import readout
-from .common import clean_json, naming, tmp_path, write_atomic, write_json_atomic
+from .common import clean_json, discard, naming, tmp_path, write_atomic, write_json_atomic
 from .errors import WRITE_ERRNOS, LearnvizError, WriteError
 from .notebook import NOTEBOOK_EXTRA, MissingExtraError, Run, open_run, require_pandas
 from .version import __version__
@@ -80,7 +80,7 @@ def _write_with(path: Path, fill: Callable[[Path], None]) -> Path:
             fill(tmp)
             os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return path
 
 
