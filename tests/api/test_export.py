@@ -166,6 +166,26 @@ def test_csv_export_reads_back_with_pandas(series_dir, tmp_path):
     np.testing.assert_allclose(checkpoints["layer_1.cka_prev"], run.checkpoints["layer_1.cka_prev"])
 
 
+def test_csv_keeps_awkward_texts_as_they_are(v1, tmp_path):
+    """Texts with commas, quotes, line breaks, tabs, unicode, formula-like starts and NA-like words
+    read back exactly with the reading docs/api.md gives (formulas are not defused: decided there)."""
+    texts = ["a,b", 'say "hi"', "one\ntwo\r\nthree", "tab\there", "caf\u00e9 \U0001f600", "=1+2", "+SUM(A1)",
+             "-3", "@x", "nan", "NA", "null", "  padded  "]
+
+    def change(d):
+        for i, text in enumerate(texts):
+            d["probe_ids"][i], d["prompt"][i], d["greedy_answer"][i] = f"{text}#{i}", text, text
+    rewrite_extract(v1 / "checkpoint-40.h5", change)
+    run = open_run(v1)
+    export(run, "csv", tmp_path, which="latest")
+    probes = pd.read_csv(tmp_path / "probes.csv", keep_default_na=False, na_values=[""])
+    expected = run.probes(40)
+    for col in ("probe_id", "prompt", "greedy_answer"):
+        assert probes[col].tolist() == expected[col].tolist(), col
+    assert probes["prompt"][:len(texts)].tolist() == texts
+    assert probes["first_divergence"].dtype == np.int64 and probes["correct"].dtype == bool
+
+
 def test_export_errors(v1, tmp_path):
     with pytest.raises(LearnvizError) as e:
         export(v1, "hdf5", tmp_path)
