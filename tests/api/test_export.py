@@ -206,7 +206,8 @@ def test_a_folder_that_cannot_be_written_is_named_with_what_to_do(v1, tmp_path):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(args[0]))
     for fmt, first in (("csv", "history.csv"), ("parquet", "history.parquet"),
                        ("npz", "embeddings/checkpoint_10.npz"), ("tensorboard", "step_10/layer_2.tsv")):
-        with mock.patch("os.replace", side_effect=read_only), mock.patch("pathlib.Path.unlink", autospec=True, side_effect=read_only), \
+        with mock.patch("os.replace", side_effect=read_only), \
+                mock.patch("pathlib.Path.unlink", autospec=True, side_effect=read_only), \
                 pytest.raises(LearnvizError) as e:
             export(v1, fmt, tmp_path / fmt)
         text = str(e.value)
