@@ -243,7 +243,7 @@ class Run:
         """The pooled layers (decoder block indices) of the newest archive."""
         return readout.extract_layers(self.archives[-1])[0] if self.archives else []
 
-    def _archive(self, step: int | str | None, _again: bool = True) -> Archive:
+    def _archive(self, step: int | str | None, _again: bool = True, *, forms: str = "a number or 'latest'") -> Archive:
         series = self.archives
         if not series:
             raise LearnvizError("holds no checkpoint with a successful extraction", path=self.dir,
@@ -255,7 +255,7 @@ class Run:
             try:
                 wanted = int(step)
             except (TypeError, ValueError):
-                raise LearnvizError(f"a step is a number or 'latest', got {step!r}", path=self.dir,
+                raise LearnvizError(f"a step is {forms}, got {step!r}", path=self.dir,
                                     hint=f"archived steps: {_steps_text(self.steps)}") from None
             found = [a for a in series if a.step == wanted]
             if not found:
@@ -266,7 +266,7 @@ class Run:
             a = found[-1]
         if arc.file_version(a.path) != a.version and _again:      # rewritten since the folder was listed
             self.refresh()
-            return self._archive(step, _again=False)
+            return self._archive(step, _again=False, forms=forms)
         return a
 
     def _steps_of(self, which: int | str | list | None) -> list[Archive]:
@@ -274,7 +274,7 @@ class Run:
             return list(self.archives) or [self._archive("latest")]     # none: the error that says so
         if isinstance(which, (list, tuple)):
             return [self._archive(s) for s in which]
-        return [self._archive(which)]
+        return [self._archive(which, forms="a number, 'latest', 'all' or a list of numbers")]
 
     # ---------------------------------------------------------------- reads, once per file version
 

@@ -418,3 +418,14 @@ def test_example_notebook_script_runs(v1, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "3 checkpoints" in out.stdout and "probes at step 40: 30 rows" in out.stdout
     assert "compared with itself" in out.stdout
+
+
+def test_a_step_that_is_no_step_names_the_forms_the_method_takes(v1):
+    """probes() and tokens() take 'all' and lists too; their error listed only a number or 'latest'."""
+    run = open_run(v1)
+    with pytest.raises(LearnvizError) as e:
+        run.probes("first")
+    assert "a step is a number, 'latest', 'all' or a list of numbers, got 'first'" in str(e.value)
+    with pytest.raises(LearnvizError) as e:
+        run.coords("first")
+    assert "a step is a number or 'latest', got 'first'" in str(e.value)
