@@ -164,9 +164,12 @@ def export_npz(run: Run, out: Path, *, layer: int | None = None, which: str = "a
         written.append(_write_with(folder / f"checkpoint_{step}.npz", fill))
         for k in layers:
             try:
-                coords.setdefault(str(step), {})[str(k)] = run.coords(step, k)
-            except LearnvizError as exc:
-                missing[str(step)] = str(exc)
+                xy = run.coords(step, k)
+            except LearnvizError as exc:     # every layer's reason (each names its layer)
+                known = missing.get(str(step))
+                missing[str(step)] = str(exc) if known is None else known if str(exc) in known else f"{known}; {exc}"
+            else:
+                coords.setdefault(str(step), {})[str(k)] = xy
     probe_set = {"probe_hash": run.probe_hash, "probe_count": len(ids), "layers": all_layers, "steps": steps,
                  "files": {str(s): f"checkpoint_{s}.npz" for s in steps}, "learnviz_version": __version__,
                  "probes": [{"id": r.probe_id, "skill": r.skill, "category": r.category, "prompt": r.prompt,

@@ -268,3 +268,22 @@ def test_a_step_whose_extraction_failed_is_named_with_its_reason(v1, tmp_path):
     unknown = subprocess.run(CLI + ["export", "csv", "--archive", str(v1), "--out", str(tmp_path / "x"),
                                     "--checkpoint", "30"], capture_output=True, text=True)
     assert unknown.returncode == 2 and "no archived checkpoint at step '30'" in unknown.stderr
+
+
+def test_npz_export_names_every_layer_without_a_layout(v1, tmp_path):
+    """A checkpoint lacking the layouts of two layers: umap_coords.json kept only the last layer's
+    reason, and listed the step in `steps` with no coordinates."""
+    import h5py
+    run = open_run(v1)
+    last = readout.series(v1)[-1]
+    layers = run.pooled_layers(last.step)
+    assert len(layers) >= 2
+    with h5py.File(last.path, "r+") as f:
+        for k in layers:
+            del f[f"geometry/layer_{k}/coords"]
+    export(open_run(v1), "npz", tmp_path)
+    coords = json.loads((tmp_path / "embeddings" / "umap_coords.json").read_text())
+    assert coords["steps"] == run.steps[:-1] and str(last.step) not in coords["coords"]
+    why = coords["missing"][str(last.step)]
+    assert all(f"has no UMAP layout of layer {k}" in why for k in layers), why
+    assert list(coords["missing"]) == [str(last.step)]
