@@ -175,6 +175,20 @@ def find_runs(root: str | Path, *, exclude: list[Path] | None = None) -> list[Ru
     return runs or [Run("", root)]
 
 
+def deeper_roots(root: str | Path, *, most: int = 5) -> list[Path]:
+    """Folders below `root` that hold runs, for a root in which `find_runs` finds no checkpoint: the
+    sub-folders whose own sub-folders hold checkpoints (root/<group>/<run>/checkpoint-N, a sweep
+    grouped once more), at most `most`, sorted. Each is a root to pass instead."""
+    found = []
+    for child in _visible_dirs(Path(root)):
+        if len(found) >= most:
+            break
+        if any(not _looks_like_checkpoint(g) and any(_looks_like_checkpoint(c) for c in _visible_dirs(g))
+               for g in _visible_dirs(child)):
+            found.append(child)
+    return found
+
+
 def discover(root: str | Path, *, settle_seconds: float = 10.0, exclude: list[Path] | None = None,
              now: float | None = None, nested: bool = True) -> list[Checkpoint]:
     """Every checkpoint under `root` (searched two levels deep; `nested=False`: one level, the

@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from . import analyze as an
 from . import archive as arc
 from . import collect, status_files
-from .checkpoints import find_runs, inspect
+from .checkpoints import deeper_roots, find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError, WriteError
 from .probes import ProbeSet
@@ -656,6 +656,18 @@ def checkpoint_root(settings: Settings) -> Path:
 # where learnviz looked and found nothing.
 CHECKPOINT_NAMES = ("checkpoint-N, step_N, step-N or global_stepN folders, or any folder with a config.json and "
                     "weights (model.safetensors), in the folder itself or one level down (runs/NAME/checkpoint-N)")
+
+
+def nothing_found(root: Path) -> list[str]:
+    """What to say of a checkpoint folder in which nothing was found: where learnviz looked, and the
+    folders below it that hold runs when the runs lie one level deeper (a sweep grouped once more,
+    sweep/<group>/<run>/checkpoint-N), each a folder to pass instead."""
+    lines = [f"no checkpoints found in {root}: learnviz looks for {CHECKPOINT_NAMES}"]
+    deeper = deeper_roots(root) if root is not None else []
+    if deeper:
+        lines.append("  runs lie one level deeper, in " + ", ".join(map(str, deeper))
+                     + f": pass --checkpoints {deeper[0]}" + (" (and each of the others)" if len(deeper) > 1 else ""))
+    return lines
 
 
 def require_checkpoint_folder(settings: Settings) -> Path:

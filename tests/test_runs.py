@@ -84,3 +84,22 @@ def test_a_root_that_is_one_run_keeps_its_layout(tmp_path, tokenizer, small_prob
     assert [name for name, _ in pipeline.runs(settings)] == [""]
     report = learnviz_run(settings, progress=False, cpu_stages=False)
     assert report.ok and not report.runs and report.done == [tmp_path / "archive" / "checkpoint-5.h5"]
+
+
+def test_a_root_whose_runs_lie_one_level_deeper_says_which_folders_to_pass(tmp_path, tokenizer, small_probes, capsys):
+    """sweep/<group>/<run>/checkpoint-N: the root holds no run (runs are looked for one level down),
+    and the message said only where learnviz looked. It now names the folders that hold runs."""
+    root = tmp_path / "sweeps"
+    make_checkpoint(root / "lr" / "3e-4" / "checkpoint-10", tokenizer, step=10)
+    make_checkpoint(root / "wd" / "0.1" / "checkpoint-10", tokenizer, step=10)
+    (root / "notes").mkdir()
+    argv = ["-q", "run", "--checkpoints", str(root), "--probes", str(small_probes), "--hard-examples", "",
+            "--settle-seconds", "0"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"no checkpoints found in {root}" in out
+    assert (f"runs lie one level deeper, in {root / 'lr'}, {root / 'wd'}: pass --checkpoints {root / 'lr'} "
+            "(and each of the others)") in out
+    assert not list((root / "learnviz-archive").glob("**/*.h5"))          # nothing merged or archived
+    assert cli.main([*argv[:3], str(root / "lr"), *argv[4:]]) == 0           # as said: its run is archived
+    assert (root / "lr" / "learnviz-archive" / "3e-4" / "checkpoint-10.h5").exists()
