@@ -366,11 +366,10 @@ def cmd_probes(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .settings import defaults_yaml, public_fields
+    from .settings import Settings, defaults_yaml, find_config_file, public_fields
     if args.defaults:
         print(defaults_yaml())
         return 0
-    from .settings import Settings, find_config_file
     settings = settings_from(args)
     used = find_config_file(args.config)
     print(f"settings file: {used if used is not None else 'none (built-in defaults)'}")

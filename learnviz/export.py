@@ -149,7 +149,7 @@ def export_npz(run: Run, out: Path, *, layer: int | None = None, which: str = "a
     ids = [str(x) for x in meta["probe_id"]]
     written: list[Path] = []
     coords: dict[str, dict[str, Any]] = {}
-    missing: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
     all_layers: list[int] = []
     for step in steps:
         layers = [run.layer_of(step, layer)] if layer is not None else run.pooled_layers(step)
@@ -165,9 +165,10 @@ def export_npz(run: Run, out: Path, *, layer: int | None = None, which: str = "a
         for k in layers:
             try:
                 xy = run.coords(step, k)
-            except LearnvizError as exc:     # every layer's reason (each names its layer)
-                known = missing.get(str(step))
-                missing[str(step)] = str(exc) if known is None else known if str(exc) in known else f"{known}; {exc}"
+            except LearnvizError as exc:     # every layer's reason (each names its layer), once
+                why = missing.setdefault(str(step), [])
+                if str(exc) not in why:
+                    why.append(str(exc))
             else:
                 coords.setdefault(str(step), {})[str(k)] = xy
     probe_set = {"probe_hash": run.probe_hash, "probe_count": len(ids), "layers": all_layers, "steps": steps,
@@ -176,7 +177,8 @@ def export_npz(run: Run, out: Path, *, layer: int | None = None, which: str = "a
                              "expected": r.expected} for r in meta.itertuples(index=False)]}
     written.append(write_json_atomic(folder / "probe_set.json", probe_set))
     layout = {"probe_hash": run.probe_hash, "probe_ids": ids, "layers": all_layers,
-              "steps": [int(s) for s in coords], "coords": coords, "missing": missing}
+              "steps": [int(s) for s in coords], "coords": coords,
+              "missing": {step: "; ".join(why) for step, why in missing.items()}}
     written.append(write_json_atomic(folder / "umap_coords.json", layout, indent=None))
     return written
 

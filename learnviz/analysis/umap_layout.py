@@ -181,10 +181,10 @@ def layout(emb: np.ndarray, previous: np.ndarray | None = None, *, method: str =
                       refine_optimizer=REFINE_OPTIMIZER if nn is not None else "umap")
     params.update(knn="exact" if nn is not None else "umap")
     tk = params["trust_n_neighbors"]
-    if _no_neighbours(x, dist, metric):
-        trust = float("nan")
+    if dist is None:
+        trust = _trust(x, coords, tk, metric)
     else:
-        trust = _knn.trustworthiness(dist, coords, tk) if dist is not None else _trust(x, coords, tk, metric)
+        trust = float("nan") if _no_neighbours(x, dist, metric) else _knn.trustworthiness(dist, coords, tk)
     return Layout(coords=coords.astype(np.float32), method=method, params=params, trustworthiness=trust,
                   disparity=None if prev is None else disparity(prev, coords))
 
