@@ -28,6 +28,8 @@ stage's time at the largest N over the smallest.
 
 Each round runs twice: as a long-lived worker (the run's headers memoised from its earlier tasks)
 and as a new process (nothing memoised, the folder index read), and the table has a block for each.
+A third block times the whole `learnviz status` command as a user runs it (a new interpreter, its
+imports and settings included): what the milliseconds of the new-process block amount to.
 
     python bench/scale.py                      # N = 10, 100, 500; 3 rounds
     python bench/scale.py --sizes 10,100 --repeat 5
@@ -223,6 +225,19 @@ def measure(n: int, warm: bool = False) -> dict:
     return {"n": n, "warm": warm, "seconds": spent, "peak_mib": peak, "archive_bytes": size, "drawn": drawn}
 
 
+def _status_command(n: int, env: dict) -> float:
+    """Seconds of `learnviz status` on the run of N = n, as a user types it: a new interpreter,
+    its imports, the settings, the listing and the table (stdout discarded)."""
+    archive = syn.settings_for(syn.cached_run(CACHE, n)).archive_dir()
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "learnviz.cli", "status", "--archive", str(archive)],
+                          capture_output=True, text=True, env=env)
+    spent = time.perf_counter() - t
+    if proc.returncode or f"checkpoint-{syn.STEP * n}" not in proc.stdout:
+        sys.exit(f"learnviz status at N={n} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return spent
+
+
 MODES = {"worker": "in a worker (its memo warm: a Celery CPU worker, `learnviz run --watch`, the Trainer callback)",
          "new process": "in a new process (nothing memoised: `learnviz run` from cron, `learnviz status`)"}
 
@@ -244,6 +259,7 @@ def main() -> None:
     for n in sizes:                                       # build before timing anything
         syn.cached_run(CACHE, n)
     results: dict[tuple[str, int], list[dict]] = {(m, n): [] for m in MODES for n in sizes}
+    commands: dict[int, list[float]] = {n: [] for n in sizes}
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for r in range(args.repeat):
         for n in sizes:
@@ -256,6 +272,7 @@ def main() -> None:
                 results[mode, n].append(json.loads(line[len("RESULT "):]))
                 print(f"  round {r + 1}/{args.repeat} N={n} {mode}: "
                       + " ".join(f"{k} {v:.3f}" for k, v in results[mode, n][-1]["seconds"].items()), flush=True)
+            commands[n].append(_status_command(n, env))
     lo, hi = sizes[0], sizes[-1]
     pick = min if args.stat == "min" else statistics.median
     print(f"\none new checkpoint at the end of a run of N checkpoints (seconds, {args.stat} of {args.repeat}; "
@@ -269,6 +286,10 @@ def main() -> None:
             ratio = med[hi][s] / med[lo][s] if med[lo][s] > 0 else float("inf")
             ratios[f"{s}, {mode}"] = ratio
             print(f"{s:10s}" + "".join(f"{med[n][s]:10.3f}" for n in sizes) + f"{ratio:9.2f}x")
+    print("as a user runs it: the whole `learnviz status` command (interpreter start and imports included)")
+    cmd = {n: pick(commands[n]) for n in sizes}
+    ratios["status command"] = cmd[hi] / cmd[lo]
+    print(f"{'status':10s}" + "".join(f"{cmd[n]:10.3f}" for n in sizes) + f"{ratios['status command']:9.2f}x")
     every = [x for rs in results.values() for x in rs]
     print(f"{'peak RSS':10s}" + "".join(f"{max(x['peak_mib'] for x in every if x['n'] == n):8.0f}MB" for n in sizes))
     print(f"{'archive':10s}" + "".join(f"{results['worker', n][0]['archive_bytes'] / 2**20:8.2f}MB" for n in sizes)
@@ -276,6 +297,7 @@ def main() -> None:
     other = statistics.median if args.stat == "min" else min
     alt = {f"{s}, {mode}": other(x["seconds"][s] for x in results[mode, hi])
            / max(other(x["seconds"][s] for x in results[mode, lo]), 1e-9) for mode in MODES for s in STAGES}
+    alt["status command"] = other(commands[hi]) / other(commands[lo])
     top = max(alt, key=alt.get)
     print(f"({'median' if args.stat == 'min' else 'min'} of the rounds instead: "
           f"worst {alt[top]:.2f}x ({top}))")
