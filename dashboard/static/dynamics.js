@@ -53,6 +53,15 @@
     if (!traces.length) { lay = EMPTY; }
     return Plotly.react(el, traces, layout(lay), CONFIG).then(function () { return el; });
   }
+  // A checkpoint axis of heatmap columns or rows (one category per step: columns stay equal when
+  // checkpoints are unevenly spaced). Plotly labels every category it can fit, rotated: at a few
+  // hundred checkpoints that is a comb of upright numbers clipped at the margin, over the axis
+  // title. A few labels at one stride, with room made for them, read at any length of run.
+  var STEP_TICKS = 8;
+  function stepAxis(title, extra) {
+    return Object.assign({type: "category", automargin: true, nticks: STEP_TICKS, title: {text: title}}, extra || {});
+  }
+  function cellGap(count) { return count > 60 ? 0 : 1; }   // a 1-px gap between 1-px cells would hide them
   function mode(steps) { return steps.length > 60 ? "lines" : "lines+markers"; }   // markers: only while few
   function nearestIndex(steps, step) {
     var best = 0;
@@ -142,7 +151,7 @@
     var has = d.layers.length > 0 && d.steps.length > 0;
     return draw("panel-drift", [{type: "heatmap", x: d.steps.map(String), y: d.layers, z: d.z, colorscale: "Viridis",
       hovertemplate: "layer %{y}<br>step %{x}<br>relative change %{z}<extra></extra>", colorbar: {thickness: 10}}],
-      {xaxis: {type: "category", title: {text: "step"}}, yaxis: {automargin: true}, margin: {l: 90, r: 10, t: 10, b: 40}})
+      {xaxis: stepAxis("step"), yaxis: {automargin: true}, margin: {l: 90, r: 10, t: 10, b: 40}})
       .then(function () { mark(el, has, "No weight analysis yet."); });
   }
 
@@ -288,9 +297,9 @@
       });
     });
     return draw("panel-board", [{type: "heatmap", x: b.steps.map(String), y: b.examples.map(function (e) { return e.id; }),
-      z: b.z, text: text, hovertemplate: "%{text}<extra></extra>", zmin: 0, zmax: 1, xgap: 1, ygap: 1,
+      z: b.z, text: text, hovertemplate: "%{text}<extra></extra>", zmin: 0, zmax: 1, xgap: cellGap(b.steps.length), ygap: 1,
       colorscale: [[0, "#d62728"], [1, "#2ca02c"]], showscale: false}],
-      {xaxis: {type: "category", title: {text: "step"}}, yaxis: {automargin: true, autorange: "reversed"},
+      {xaxis: stepAxis("step"), yaxis: {automargin: true, autorange: "reversed"},
        height: Math.max(220, 40 + 22 * b.examples.length), margin: {l: 110, r: 10, t: 10, b: 40}})
       .then(function () { mark(el, true); });
   }
@@ -343,7 +352,7 @@
     var t = [{type: "heatmap", x: x, y: c.steps.map(String), z: c.z, colorscale: "Viridis", zmax: 0,
       hovertemplate: "step %{y}<br>token %{x}<br>log p %{z}<extra></extra>", colorbar: {thickness: 10}}];
     var lay = {xaxis: {type: "category", automargin: true, title: {text: "expected token"}},
-               yaxis: {type: "category", title: {text: "step"}}, height: 380};
+               yaxis: stepAxis("step"), height: 380};
     if (d.categories && d.categories.names.length) {
       t[0].xaxis = "x"; t[0].yaxis = "y";
       t.push({type: "heatmap", x: d.categories.steps.map(String), y: d.categories.names, z: d.categories.z,
@@ -351,7 +360,7 @@
         hovertemplate: "%{y}<br>step %{x}<br>mean log p %{z}<extra></extra>"});
       lay.xaxis.domain = [0, 0.36];
       t[0].colorbar = {thickness: 10, x: 0.38};
-      lay.xaxis2 = {domain: [0.6, 1], anchor: "y2", type: "category", automargin: true, title: {text: "step (per category)"}};
+      lay.xaxis2 = stepAxis("step (per category)", {domain: [0.6, 1], anchor: "y2"});
       lay.yaxis2 = {anchor: "x2", automargin: true};
     }
     return draw("panel-logprob", t, lay).then(function () { mark(el, c.steps.length > 0); });
@@ -362,7 +371,7 @@
     var has = d.steps.length > 0 && d.positions.length > 0;
     return draw("panel-entropy", [{type: "heatmap", x: d.positions.map(String), y: d.steps.map(String), z: d.z,
       colorscale: "Magma", hovertemplate: "step %{y}<br>position %{x}<br>entropy %{z} nats<extra></extra>", colorbar: {thickness: 10}}],
-      {xaxis: {type: "category", title: {text: "answer position"}}, yaxis: {type: "category", title: {text: "step"}}})
+      {xaxis: {type: "category", title: {text: "answer position"}}, yaxis: stepAxis("step")})
       .then(function () { mark(el, has, "No checkpoint analysed yet."); });
   }
   function drawGeometry(d) {

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dashboard_run import XSS_EXPECTED, XSS_PROMPT, free_port, learnviz_command
 from helpers import stop_process
@@ -280,3 +281,71 @@ def test_interactive_page_on_demo(demo, tmp_path):
     with served(archive, tmp_path / "serve.log") as base:
         facts = exercise(base, archive, tmp_path, probe, text)
     assert facts["screenshot"].stat().st_size > 10_000
+
+
+LONG_RUN = 160      # checkpoints: columns of 3 px on a board 500 px wide
+STEP_AXES = {"panel-drift": "x", "panel-board": "x", "panel-logprob": "x2", "panel-entropy": "y"}
+TICKS_JS = """([id, axis]) => {       // a panel's checkpoint-axis tick labels and axis title, as laid out
+    const gd = document.getElementById(id), svg = gd.querySelector('svg.main-svg').getBoundingClientRect();
+    const box = e => { const r = e.getBoundingClientRect(); return {l: r.left, r: r.right, t: r.top, b: r.bottom}; };
+    const ticks = [...gd.querySelectorAll('.' + axis + 'tick text')].map(e => ({text: e.textContent, ...box(e)}));
+    const title = gd.querySelector('.g-' + axis + 'title text');
+    return {ticks, title: title ? box(title) : null,
+            svg: {l: svg.left, r: svg.right, t: svg.top, b: svg.bottom}}; }"""
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["l"] < b["r"] - 0.5 and b["l"] < a["r"] - 0.5 and a["t"] < b["b"] - 0.5 and b["t"] < a["b"] - 0.5
+
+
+def test_a_long_run_s_checkpoint_axes_and_board_read(built_archive, tmp_path):
+    """At a few hundred checkpoints the heatmaps' checkpoint axes label a few steps, whole, apart
+    and clear of the axis title (plotly labelled every step it could: a comb of upright numbers
+    clipped at the margin, over the title), and the hard-example board shows its cells (a 1-px gap
+    between 1-px columns left the board white)."""
+    from PIL import Image
+
+    from learnviz import analyze
+    from learnviz.readout import series
+    from learnviz.settings import load_settings
+
+    archive = shutil.copytree(built_archive, tmp_path / "archive", ignore=shutil.ignore_patterns(".locks"))
+    have = [a.step for a in series(archive)]
+    for i in range(LONG_RUN - len(have)):
+        add_checkpoint(archive, max(have) + 10 * (i + 1))
+    settings = load_settings(overrides={"archive": str(archive)}, environ={})
+    analyze.run_series(series(archive), settings)          # the board and series.h5 over every checkpoint
+    with served(archive, tmp_path / "serve.log") as base:
+        board = api(base, "/api/runs/_root/board.json")
+        assert len(board["steps"]) == LONG_RUN
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(base + "/dynamics?poll=3600")
+                page.wait_for_selector("#dynamics[data-ready]", timeout=60_000)
+                steps = {str(s) for s in board["steps"]}
+                for panel, axis in STEP_AXES.items():
+                    assert page.get_attribute("#" + panel, "data-drawn") == "data", panel
+                    got = page.evaluate(TICKS_JS, [panel, axis])
+                    ticks, title, svg = got["ticks"], got["title"], got["svg"]
+                    assert 3 <= len(ticks) <= 12, (panel, [t["text"] for t in ticks])
+                    assert {t["text"] for t in ticks} <= steps, panel         # whole step numbers
+                    for a, b in zip(ticks, ticks[1:]):
+                        assert not _overlap(a, b), (panel, a, b)
+                    for t in ticks:
+                        inside = svg["l"] <= t["l"] and t["r"] <= svg["r"] and svg["t"] <= t["t"] and t["b"] <= svg["b"]
+                        assert inside, (panel, t, svg)
+                        assert title is None or not _overlap(t, title), (panel, t, title)
+                # the board's plot area is its cells' colours, not the page's white
+                page.locator("#panel-board").scroll_into_view_if_needed()
+                area = page.evaluate("""() => { const r = document.querySelector('#panel-board .nsewdrag')
+                    .getBoundingClientRect(); return {x: r.left, y: r.top, width: r.width, height: r.height}; }""")
+                shot = tmp_path / "board.png"
+                page.screenshot(path=str(shot), clip=area)
+            finally:
+                browser.close()
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=int).reshape(-1, 3)
+    red, green = np.array([0xd6, 0x27, 0x28]), np.array([0x2c, 0xa0, 0x2c])
+    coloured = (np.abs(pixels - red).sum(1) < 60) | (np.abs(pixels - green).sum(1) < 60)
+    assert coloured.mean() > 0.85, f"{coloured.mean():.0%} of the board's plot area shows a cell"
