@@ -5,7 +5,7 @@
   /checkpoints           one row per archive file: stages, accuracy per skill; unreadable ones with why
   /checkpoints/<step>    one checkpoint: its radar, UMAP frame, calibration, weight flags (or why its
                          archive cannot be read)
-  /hard-examples         the hard-example board as a table, answers on hover
+  /hard-examples         the hard-example board as a table, answers on hover (40 checkpoints; ?all=1: every one)
   /figures/<file>        a PNG or GIF from <archive>/visualizations/, nothing else
   /vendor/plotly.min.js  plotly.js from the installed `plotly` package (no CDN: nothing leaves the machine)
 """
@@ -140,7 +140,9 @@ def checkpoint(step: int):
 @bp.get("/hard-examples")
 def hard_examples():
     r = run()
-    return render_template("hard_examples.html", board=ser.hard_examples(r.board, r.board_problem))
+    board = ser.hard_examples(r.board, r.board_problem)
+    every = request.args.get("all") == "1"     # ?all=1: every checkpoint, however many
+    return render_template("hard_examples.html", board=board if every else ser.thinned_board(board))
 
 
 @bp.get("/figures/<path:filename>")

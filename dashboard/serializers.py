@@ -246,6 +246,23 @@ def unreadable_checkpoint(run: RunData, u: arc.Unreadable) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the hard-example board
 
+BOARD_COLUMNS = 40     # checkpoints the /hard-examples table shows by default (a screen's width of cells)
+
+
+def thinned_board(board: dict[str, Any], most: int = BOARD_COLUMNS) -> dict[str, Any]:
+    """`hard_examples(...)` cut to at most `most` checkpoint columns, evenly spaced, the first and
+    the latest always in; `shown_of` is the number of checkpoints on the board (0: none left out).
+    Each example's `first_right` and `regressed` still speak of every checkpoint."""
+    n = len(board.get("steps", []))
+    if n <= most:
+        return {**board, "shown_of": 0}
+    keep = sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+    counts = board.get("error_type_counts") or []
+    return {**board, "shown_of": n, "steps": [board["steps"][i] for i in keep],
+            "error_type_counts": [counts[i] for i in keep] if len(counts) == n else [],
+            "examples": [{**ex, "cells": [ex["cells"][i] for i in keep]} for ex in board["examples"]]}
+
+
 def hard_examples(board: dict[str, Any] | None, problem: str | None = None) -> dict[str, Any]:
     """/api/hard_examples.json: examples x checkpoints from hard_example_board.json. Without a
     board, `available` is false; when the file is there but cannot be read, `error` says why."""

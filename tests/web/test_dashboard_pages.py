@@ -111,6 +111,41 @@ def test_hard_examples_page_table(client, archive):
     assert "first right" in page and "regressed" in page
 
 
+def test_the_hard_examples_page_of_a_long_run_shows_a_screen_of_checkpoints(client, archive):
+    """A board of 100 checkpoints (the series stage's file, its rows spread over more steps): the
+    page shows 40 columns, evenly spaced, the first and the latest in, and says so; `?all=1` shows
+    every one. Before, it drew every column: 12,500 cells and 2 MB at 500 checkpoints, the latest
+    ones a long scroll away. The JSON API keeps every checkpoint."""
+    path = archive / "hard_example_board.json"
+    board = json.loads(path.read_text())
+    steps = [10 * (i + 1) for i in range(100)]
+    for ex in board["examples"]:
+        rows = ex["rows"]
+        ex["rows"] = [{**rows[i % len(rows)], "step": s, "correct": i % 3 == 0} for i, s in enumerate(steps)]
+        ex["first_right"], ex["regressed"] = steps[0], True
+    board["steps"] = steps
+    board["error_type_counts"] = [{"wrong_token": i} for i in range(100)]
+    path.write_text(json.dumps(board))
+
+    def shown(page):
+        head = page.split("<thead>")[1].split("</thead>")[0]
+        return [int(s) for s in re.findall(r'<a href="/checkpoints/\d+">(\d+)</a></th>', head)]
+
+    page = text(client.get("/hard-examples"))
+    columns = shown(page)
+    want = sorted({round(i * 99 / 39) for i in range(40)})
+    assert columns == [steps[i] for i in want] and columns[0] == 10 and columns[-1] == 1000
+    assert "40 of 100 checkpoints, evenly spaced" in page and 'href="/hard-examples?all=1"' in page
+    body = page.split("<tbody>")[1].split("</tbody>")[0]
+    assert body.count('class="cell ') == 40 * len(board["examples"])
+    assert 'title="step 1000: right: ' in body and 'title="step 990: ' not in body      # 990 is not a column
+    foot = page.split("<tfoot>")[1].split("</tfoot>")[0]
+    assert [int(n) for n in re.findall(r'<td class="num"[^>]*>(\d+)</td>', foot)] == want
+    every = text(client.get("/hard-examples?all=1"))
+    assert shown(every) == steps and "evenly spaced" not in every
+    assert client.get("/api/hard_examples.json").get_json()["steps"] == steps
+
+
 def test_every_probe_text_is_escaped(client, archive):
     # a model answer that tries to leave its title attribute
     path = archive / "hard_example_board.json"
