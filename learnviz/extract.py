@@ -12,7 +12,8 @@ For each probe, teacher forced on prompt + expected answer:
 
 Efficiency, as the design asks: batches sorted by length and left-padded (position ids from the
 attention mask, so padding changes nothing), `torch.inference_mode`, bf16/fp16 on a GPU, logits
-only for the last max(answer)+1 positions (`logits_to_keep`), the full-vocabulary log-softmax
+only for the last max(answer)+1 positions (`logits_to_keep`), a batch split where those logits
+would pass `LOGITS_BYTES` (long answers over a large vocabulary), the full-vocabulary log-softmax
 taken a few rows at a time. The greedy answer costs no extra forward when the model reproduces
 the expected answer (greedy decoding then IS the teacher-forced argmax path); only probes that
 depart from it are continued greedily from the first departing token, batched, with a KV cache.
@@ -304,6 +305,38 @@ def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+# Most bytes of one forward's logits, (batch, longest answer + 1, vocab) as float32. The model
+# returns that tensor whole, before any chunked softmax: 64 probes with 170-token answers over a
+# 120k vocabulary would take 5 GB (and as much again in the model's own casts).
+LOGITS_BYTES = 1 << 30
+
+
+def logit_batches(idx: list[int], answer_lengths: list[int], vocab: int, budget: int) -> list[list[int]]:
+    """`idx` (one batch) split so that each part's logits, len(part) x (its longest answer + 1)
+    x `vocab` float32, fit `budget`; at least one probe per part. Longest answers first, so that
+    short answers are not held to a long one's width. A batch that fits stays as it is."""
+    def size(n: int, longest: int) -> int:
+        return n * (longest + 1) * vocab * 4
+    if size(len(idx), max(answer_lengths[i] for i in idx)) <= budget:
+        return [idx]
+    parts: list[list[int]] = []
+    for i in sorted(idx, key=lambda i: -answer_lengths[i]):
+        if parts and size(len(parts[-1]) + 1, answer_lengths[parts[-1][0]]) <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
+def vocab_size(lm: LoadedModel) -> int:
+    """The width of the model's logits: its config's vocab_size, else the output embedding's rows."""
+    size = getattr(lm.model.config, "vocab_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    head = lm.model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else len(lm.tokenizer)
+
+
 @torch.inference_mode()
 def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = None,
             progress=None) -> ExtractResult:
@@ -322,9 +355,12 @@ def extract(lm: LoadedModel, probes: ProbeSet, opts: ExtractOptions | None = Non
     found = _Collected(len(encoded))
     greedy = _Greedy(lm, encoded, stop_ids, opts, frozenset(fitted.failed))
     hooks = _PoolHooks(lm, layers)
+    answer_lengths = [len(a) for _, a, _ in encoded]
+    vocab = vocab_size(lm)
     try:
         for idx in batches([len(p) + len(a) for p, a, _ in encoded], opts.batch_size):
-            _run_batch(lm, encoded, idx, hooks, greedy, stop_ids, opts, found)
+            for part in logit_batches(idx, answer_lengths, vocab, LOGITS_BYTES):
+                _run_batch(lm, encoded, part, hooks, greedy, stop_ids, opts, found)
             if progress:
                 progress(len(idx))
     finally:
@@ -406,9 +442,11 @@ def _answer_stats(logits: torch.Tensor, a_len: torch.Tensor, targets: torch.Tens
     `logits` (batch, keep, vocab) are the last `keep` = max answer + 1 positions. Answer token j of
     row r is predicted at window index keep-1-A_r+j; index keep-1 predicts the token after the
     answer (a stop, if the model has learnt to end). The full-vocabulary softmax runs `chunk`
-    rows at a time to bound memory."""
+    rows at a time to bound memory, fewer where a chunk's float32 copy would pass a quarter of
+    `LOGITS_BYTES` (it makes three: log-probabilities, probabilities and their product)."""
     keep = logits.shape[1]
     device = logits.device
+    chunk = max(1, min(chunk, LOGITS_BYTES // 4 // (keep * logits.shape[2] * 4)))
     j = torch.arange(keep - 1)
     win = ((keep - 1 - a_len)[:, None] + j[None, :]).clamp(max=keep - 1).to(device)   # (batch, max_a)
     parts: dict[str, list] = {k: [] for k in ("lp", "ent", "top", "arg", "stop", "post")}

@@ -140,6 +140,45 @@ def test_never_a_full_vocabulary_softmax_over_the_batch(lm, probes, monkeypatch)
     assert shapes and all(s[0] <= 4 and s[1] <= max_answer + 1 for s in shapes)
 
 
+def test_logits_of_one_forward_stay_within_the_budget(lm, probes, monkeypatch):
+    """Long answers over a large vocabulary: the model's logits, (batch, longest answer + 1,
+    vocab), come whole out of one forward before any chunked softmax (64 probes with 170-token
+    answers over 120k tokens took 7 GB more). A batch is split to fit LOGITS_BYTES, with the
+    same results."""
+    long = tuple(Probe(f"long{i}", p.prompt, " ".join([p.expected] * (1 + i % 4)), p.skill)
+                 for i, p in enumerate(probes.probes[:24]))
+    probes = ProbeSet(long)
+    whole = ex.extract(lm, probes, ex.ExtractOptions(batch_size=24))
+    vocab = lm.model.config.vocab_size
+    budget = 8 * 40 * vocab * 4        # about eight probes of the longest answer (~37 tokens)
+    monkeypatch.setattr(ex, "LOGITS_BYTES", budget)
+    sizes, softmax = [], []
+    hook = lm.model.get_output_embeddings().register_forward_hook(
+        lambda m, i, out: sizes.append(out.shape[0] * out.shape[1] * out.shape[2] * 4))
+    real = torch.log_softmax
+    monkeypatch.setattr(torch, "log_softmax", lambda x, dim: softmax.append(x.numel() * 4) or real(x, dim=dim))
+    try:
+        split = ex.extract(lm, probes, ex.ExtractOptions(batch_size=24))
+    finally:
+        hook.remove()
+    first = max(len(encode_probe(lm.tokenizer, p.prompt, p.expected)[1]) for p in long)
+    assert 24 * (first + 1) * vocab * 4 > 2 * budget      # the batch of 24 does not fit
+    assert len(sizes) >= 3 and max(sizes) <= budget and max(softmax) <= budget / 4
+    np.testing.assert_allclose(split.answer_logprob, whole.answer_logprob, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(split.token_entropy.values, whole.token_entropy.values, rtol=1e-4, atol=1e-4)
+    assert split.greedy_answer == whole.greedy_answer and (split.correct == whole.correct).all()
+    np.testing.assert_allclose(split.embeddings[1].astype(np.float32), whole.embeddings[1].astype(np.float32),
+                               atol=2e-2)
+
+
+def test_logit_batches_split_only_what_does_not_fit():
+    lengths = [10, 2, 30, 3]
+    assert ex.logit_batches([0, 1, 2, 3], lengths, vocab=100, budget=4 * 31 * 100 * 4) == [[0, 1, 2, 3]]
+    # longest first; a part holds as many as fit at its longest answer's width; one probe at least
+    assert ex.logit_batches([0, 1, 2, 3], lengths, vocab=100, budget=2 * 11 * 100 * 4) == [[2], [0, 3], [1]]
+    assert ex.logit_batches([0, 2], lengths, vocab=100, budget=1) == [[2], [0]]
+
+
 def test_layers_kept_are_only_those_asked_for(lm, probes):
     r = ex.extract(lm, ProbeSet(probes.probes[:5]), ex.ExtractOptions(layers=["last"]))
     assert list(r.embeddings) == [1] and r.embeddings[1].shape == (5, 32) and r.embeddings[1].dtype == np.float16
