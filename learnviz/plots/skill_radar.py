@@ -4,8 +4,9 @@ outlines of up to TRAIL earlier checkpoints (fainter = older), one axis per skil
 centre, 100 % at the rim. Axis labels sit outside the rim, aligned away from it, so a long label
 never crosses the polygon.
 
-With fewer than three skills a polygon has no area, so the same numbers are drawn as paired
-horizontal bars instead.
+With fewer than three skills a polygon has no area, and past MAX_AXES the labels around the rim
+run into each other (two lines each, 12 fit an 8-inch figure, 16 already touch): the same numbers
+are then drawn as paired horizontal bars instead, in a figure that grows with the skills.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from matplotlib.patches import Patch
 
 from .common import figure, shorten, title
 
-VERSION = 2
+VERSION = 3          # 3: past MAX_AXES skills, bars (radars drawn before are redrawn)
 CURRENT_COLOR = "#1f77b4"
 BASE_COLOR = "#7f7f7f"
 LABEL_WIDTH = 22
 TRAIL = 6             # earlier checkpoints drawn as faint outlines, at most
+MAX_AXES = 12         # most skills drawn as a polar radar; more are drawn as bars
 
 
 def _values(names: Sequence[str], scores: Mapping[str, float] | None) -> np.ndarray | None:
@@ -55,7 +57,8 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
     cur = _values(names, current)
     ref = _values(names, base)
     is_base = base_step is not None and base_step == step
-    fig = figure(8.5, 8) if len(names) >= 3 else figure(8.5, 2.2 + 1.1 * len(names))
+    polar = 3 <= len(names) <= MAX_AXES
+    fig = figure(8.5, 8) if polar else figure(8.5, 2.2 + (1.1 if len(names) < 3 else 0.6) * len(names))
     vs = " (the base checkpoint)" if is_base else ("" if ref is None else f" vs base (step {base_step})")
     title(fig, f"Accuracy per skill at step {step}{vs}")
 
@@ -69,13 +72,13 @@ def skill_radar(current: Mapping[str, float], base: Mapping[str, float] | None, 
     if ref is not None and not is_base:
         handles.append(Line2D([], [], color=BASE_COLOR, linestyle="--", linewidth=1.8,
                               label=f"step {base_step} (base: the first checkpoint)"))
-    trail = [(s, _values(names, sc)) for s, sc in list(earlier)[-TRAIL:]] if len(names) >= 3 else []
+    trail = [(s, _values(names, sc)) for s, sc in list(earlier)[-TRAIL:]] if polar else []
     if trail:
         span = f"step {trail[0][0]}" if len(trail) == 1 else f"steps {trail[0][0]}–{trail[-1][0]}"
         handles.append(Line2D([], [], color=CURRENT_COLOR, alpha=0.45, linewidth=1.1,
                               label=f"earlier checkpoints, {span} (fainter = older)"))
 
-    if len(names) < 3:
+    if not polar:
         ax = fig.add_subplot()
         y = np.arange(len(names))
         h = 0.38 if ref is not None and not is_base else 0.6

@@ -189,6 +189,27 @@ def test_skill_radar_base_checkpoint_and_two_skills():
         skill_radar.skill_radar({}, None, step=1)
 
 
+@pytest.mark.parametrize("n", [skill_radar.MAX_AXES, 40])
+def test_skill_radar_labels_never_overlap_however_many_skills(n):
+    """40 skills around a rim crowded their two-line labels into one another (a run with a probe
+    set per task has that many): past MAX_AXES the skills are drawn as bars, one row each."""
+    names = [f"skill_{i:02d}_with_a_long_name" for i in range(n)]
+    fig = skill_radar.skill_radar({k: (i % 5) / 5 for i, k in enumerate(names)}, dict.fromkeys(names, 0.2),
+                                  step=20, base_step=10, counts=dict.fromkeys(names, 80))
+    check_labelled(fig, legend=True)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = list(ax.texts) if ax.name == "polar" else [t for t in ax.get_yticklabels() if t.get_text()]
+    assert len(labels) == n
+    boxes = [t.get_window_extent(r) for t in labels]
+    for i in range(n):
+        for j in range(i + 1, n):
+            assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+        assert fig.bbox.x0 <= boxes[i].x0 and boxes[i].x1 <= fig.bbox.x1   # and none leaves the figure
+        assert fig.bbox.y0 <= boxes[i].y0 and boxes[i].y1 <= fig.bbox.y1
+
+
 def test_fixed_limits_square_box_with_margin():
     lim = umap_scatter.fixed_limits([np.array([[0.0, 0.0], [2.0, 1.0]]), np.array([[1.0, np.nan]])], margin=0.05)
     assert np.allclose(lim, (-0.1, 2.1, -0.6, 1.6))
