@@ -16,8 +16,9 @@ from matplotlib.lines import Line2D
 
 from .common import figure, no_data, shorten, skill_colors, title
 
-VERSION = 1
+VERSION = 2            # 2: the legend in columns of LEGEND_ROWS
 MARGIN = 0.05          # of the box's side, on each side
+LEGEND_ROWS = 20       # legend entries per column: more ran off a 6.6-inch figure (40 skills lost 8)
 
 
 def fixed_limits(coords: Iterable[np.ndarray], margin: float = MARGIN) -> tuple[float, float, float, float] | None:
@@ -60,7 +61,8 @@ def umap_scatter(step: int, layouts: Mapping[str, np.ndarray], skills: Sequence[
     n = len(skills)
     colors = skill_colors(skills)
     panels = list(layouts)
-    fig = figure(6.0 * max(len(panels), 1) + 2.2, 6.6)
+    columns = -(-(len(colors) + 2) // LEGEND_ROWS)      # the skills and the two answer markers
+    fig = figure(6.0 * max(len(panels), 1) + 2.2 * columns, 6.6)
     title(fig, f"Probe representations (UMAP of mean-pooled hidden states), step {step}")
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     ok = np.ones(n, dtype=bool) if correct is None else np.asarray(correct, dtype=bool)
@@ -92,5 +94,5 @@ def umap_scatter(step: int, layouts: Mapping[str, np.ndarray], skills: Sequence[
     handles += [Line2D([], [], linestyle="", marker="o", markersize=7, color="#333333", label="answered right"),
                 Line2D([], [], linestyle="", marker="o", markersize=7, markerfacecolor="none",
                        markeredgecolor="#333333", label="answered wrong")]
-    fig.legend(handles=handles, loc="outside right center", title="skill (colour)\nanswer (fill)")
+    fig.legend(handles=handles, loc="outside right center", title="skill (colour)\nanswer (fill)", ncols=columns)
     return fig

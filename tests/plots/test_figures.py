@@ -210,6 +210,24 @@ def test_skill_radar_labels_never_overlap_however_many_skills(n):
         assert fig.bbox.y0 <= boxes[i].y0 and boxes[i].y1 <= fig.bbox.y1
 
 
+def test_umap_legend_of_many_skills_stays_inside_the_figure():
+    """One legend column of 42 entries ran off the 6.6-inch figure (40 skills: the first and last
+    four were cut off and the title covered): past LEGEND_ROWS the legend takes more columns."""
+    n = 400
+    skills = [f"skill_{i % 40:02d}_with_a_long_name" for i in range(n)]
+    rng = np.random.default_rng(0)
+    fig = umap_scatter.umap_scatter(20, {"decoder block 1": rng.normal(size=(n, 2))}, skills,
+                                    rng.random(n) > 0.5, {})
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box, whole = legend.get_window_extent(r), fig.bbox
+    assert len(legend.get_texts()) == 42
+    assert whole.x0 <= box.x0 and box.x1 <= whole.x1 and whole.y0 <= box.y0 and box.y1 <= whole.y1
+    assert not box.overlaps(fig.axes[0].get_window_extent(r))
+    assert not box.overlaps(fig._suptitle.get_window_extent(r))
+
+
 def test_fixed_limits_square_box_with_margin():
     lim = umap_scatter.fixed_limits([np.array([[0.0, 0.0], [2.0, 1.0]]), np.array([[1.0, np.nan]])], margin=0.05)
     assert np.allclose(lim, (-0.1, 2.1, -0.6, 1.6))
