@@ -68,11 +68,19 @@ def shorten(text: str, width: int = 40) -> str:
 
 
 def skill_colors(skills: Sequence[str]) -> dict[str, tuple]:
-    """One colour per distinct skill, in first-seen order (tab10, then tab20 past ten skills):
-    a skill keeps its colour in every figure and every checkpoint of a run."""
+    """One colour per distinct skill, in first-seen order (tab10, then tab20 past ten skills, then
+    tab20, tab20b and tab20c past twenty, then evenly spaced hues past sixty): a skill keeps its
+    colour in every figure and every checkpoint of a run, and no two skills share one (tab20
+    alone gave skills 1 and 21 the same colour)."""
     names = list(dict.fromkeys(str(s) for s in skills))
-    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+    if len(names) <= 20:
+        cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+        return {name: cmap(i) for i, name in enumerate(names)}
+    if len(names) <= 60:
+        palette = [colormaps[m](k) for m in ("tab20", "tab20b", "tab20c") for k in range(20)]
+    else:
+        palette = [colormaps["hsv"](k / len(names)) for k in range(len(names))]
+    return {name: palette[i] for i, name in enumerate(names)}
 
 
 def tick_positions(n: int, max_labels: int = MAX_TICK_LABELS) -> np.ndarray:

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from .common import MAX_CHECKPOINTS, figure, no_data, skill_colors, title
 
-VERSION = 3
+VERSION = 4            # 4: no two skills share a colour past twenty (common.skill_colors)
 
 
 def _finite(steps: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:

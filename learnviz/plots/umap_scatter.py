@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 
 from .common import figure, no_data, shorten, skill_colors, title
 
-VERSION = 2            # 2: the legend in columns of LEGEND_ROWS
+VERSION = 3            # 2: the legend in columns of LEGEND_ROWS; 3: no two skills share a colour
 MARGIN = 0.05          # of the box's side, on each side
 LEGEND_ROWS = 20       # legend entries per column: more ran off a 6.6-inch figure (40 skills lost 8)
 

@@ -102,6 +102,14 @@ def test_skill_colors_stable_and_distinct():
     assert len(set(common.skill_colors([str(i) for i in range(15)]).values())) == 15
 
 
+@pytest.mark.parametrize("n", [20, 40, 60, 100])
+def test_skill_colors_distinct_past_twenty_skills(n):
+    """tab20 repeated past twenty skills: with 40, skills 1 and 21 shared a colour in the UMAP and
+    the loss curve's accuracy lines, and the legend could not tell them apart."""
+    colors = common.skill_colors([f"skill_{i}" for i in range(n)])
+    assert len(set(colors.values())) == n
+
+
 def test_tick_positions_keep_first_and_last():
     assert common.tick_positions(5).tolist() == [0, 1, 2, 3, 4]
     t = common.tick_positions(100, max_labels=10)
