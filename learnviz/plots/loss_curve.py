@@ -8,9 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .common import MAX_CHECKPOINTS, figure, no_data, skill_colors, title
+from .common import MAX_CHECKPOINTS, figure, no_data, shorten, skill_colors, title
 
-VERSION = 4            # 4: no two skills share a colour past twenty (common.skill_colors)
+VERSION = 5            # 4: no two skills share a colour past twenty (common.skill_colors); 5: legend columns
+LEGEND_ROWS = 15       # skill legend entries per column: one column of 41 squashed every panel to a sliver
 
 
 def _finite(steps: np.ndarray, values) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +31,8 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
     A panel without any finite value says so instead of drawing an empty frame.
     """
     steps = np.asarray(steps, dtype=np.int64)
-    fig = figure(10, 8.5)
+    columns = max(1, -(-(len(skill_accuracy) + 1) // LEGEND_ROWS))      # the skills and "all probes"
+    fig = figure(10 + 2.2 * (columns - 1), 8.5)
     ax_loss, ax_acc, ax_lr = fig.subplots(3, 1, sharex=True, height_ratios=[3, 3, 1.4])
     title(fig, "Loss and probe accuracy over training")
 
@@ -60,7 +62,7 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
     for name, values in skill_accuracy.items():
         x, y = _finite(steps, values)
         if len(x):
-            ax_acc.plot(x, 100 * y, "-", color=colors[name], linewidth=1.2, label=name, **small)
+            ax_acc.plot(x, 100 * y, "-", color=colors[name], linewidth=1.2, label=shorten(name, 24), **small)
     x, y = _finite(steps, accuracy)
     if len(x):
         ax_acc.plot(x, 100 * y, "-", color="black", linewidth=2.4, label="all probes", **dot)
@@ -68,7 +70,7 @@ def loss_curve(steps: Sequence[int], losses: Mapping[str, Sequence[float | None]
     ax_acc.set_ylabel("probes answered right (%)")
     ax_acc.grid(True, alpha=0.3)
     if len(x) or skill_accuracy:
-        ax_acc.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="skill", fontsize=9)
+        ax_acc.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), title="skill", fontsize=9, ncols=columns)
     ax_acc.set_title("Greedy answers that match the expected answer", fontsize=10)
 
     x, y = _finite(steps, learning_rate)

@@ -236,6 +236,23 @@ def test_umap_legend_of_many_skills_stays_inside_the_figure():
     assert not box.overlaps(fig._suptitle.get_window_extent(r))
 
 
+def test_loss_curve_legend_of_many_skills_leaves_the_panels_their_height():
+    """One legend column of 41 entries beside the accuracy panel squashed all three panels to
+    slivers (40 skills): past LEGEND_ROWS the legend takes more columns, and long names are cut."""
+    names = [f"skill_{i:02d}_with_a_long_name" for i in range(40)] + ["a" * 80]
+    fig = loss_curve.loss_curve([10, 20, 30], {"train_loss": [3, 2, 1]}, [0.1, 0.2, 0.3],
+                                {k: [0.1, 0.2, 0.3] for k in names}, [1e-3, 5e-4, 1e-4])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax_loss, ax_acc, _ = fig.axes
+    (legend,) = [ax.get_legend() for ax in fig.axes if ax.get_legend() and len(ax.get_legend().get_texts()) > 2]
+    box, whole = legend.get_window_extent(r), fig.bbox
+    assert whole.x0 <= box.x0 and box.x1 <= whole.x1 and whole.y0 <= box.y0 and box.y1 <= whole.y1
+    for ax in (ax_loss, ax_acc):
+        assert ax.get_window_extent(r).height > 2.0 * fig.dpi, ax.get_title()   # inches of plot, not a sliver
+    assert max(len(t.get_text()) for t in legend.get_texts()) <= 24
+
+
 def test_fixed_limits_square_box_with_margin():
     lim = umap_scatter.fixed_limits([np.array([[0.0, 0.0], [2.0, 1.0]]), np.array([[1.0, np.nan]])], margin=0.05)
     assert np.allclose(lim, (-0.1, 2.1, -0.6, 1.6))
