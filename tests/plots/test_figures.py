@@ -253,6 +253,22 @@ def test_loss_curve_legend_of_many_skills_leaves_the_panels_their_height():
     assert max(len(t.get_text()) for t in legend.get_texts()) <= 24
 
 
+def test_hard_board_of_thousands_of_examples_draws_at_most_max_examples_rows():
+    """2,500 hard examples drew a 75,000-pixel-tall image (107 s, 2.4 GB): the board draws
+    MAX_EXAMPLES rows, those that regressed first, and says how many it left out."""
+    steps = [10, 20]
+    examples = [{"id": f"h{i}", "prompt": "p" * 50, "expected": "e", "first_right": None, "regressed": i % 500 == 7,
+                 "rows": [{"step": s, "correct": False, "error_type": "content_word"} for s in steps]}
+                for i in range(2500)]
+    fig = hard_board.hard_example_board_figure({"steps": steps, "examples": examples})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(labels) == hard_board.MAX_EXAMPLES
+    assert [x.split(":")[0] for x in labels[:5]] == ["h7", "h507", "h1007", "h1507", "h2007"]   # regressed first
+    assert fig.get_size_inches()[1] * fig.dpi < 5000
+    assert f"{hard_board.MAX_EXAMPLES} of 2500 hard examples shown" in fig._suptitle.get_text()
+
+
 def test_fixed_limits_square_box_with_margin():
     lim = umap_scatter.fixed_limits([np.array([[0.0, 0.0], [2.0, 1.0]]), np.array([[1.0, np.nan]])], margin=0.05)
     assert np.allclose(lim, (-0.1, 2.1, -0.6, 1.6))
