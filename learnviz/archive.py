@@ -263,7 +263,18 @@ def write_stage(path: str | Path, stage: str, *, key: StageKey, root_attrs: dict
         if exc.errno in WRITE_ERRNOS:
             raise WriteError.of(exc, path) from None
         raise
+    _written.setdefault(path.name, []).append(stage)
     return path
+
+
+# The archives this process has put in place, file name -> stages, in order: what the CLI says is
+# kept when an interrupt stops it.
+_written: dict[str, list[str]] = {}
+
+
+def written_here() -> dict[str, list[str]]:
+    """The archive files this process wrote (name -> the stages written), each whole and in place."""
+    return {name: list(stages) for name, stages in _written.items()}
 
 
 def _write_stage(path: Path, stage: str, **kw: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import pipeline, readout
 from .common import settle_heap
-from .errors import WRITE_ERRNOS, LearnvizError
+from .errors import WRITE_ERRNOS, LearnvizError, Terminated
 from .flags import (
     EPILOG,
     FORMATTER,
@@ -214,15 +214,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     settle_heap()
+    stop_on_sigterm()
     try:
         handler = getattr(args, "handler", None) or COMMANDS[args.command]
         return handler(args)
     except LearnvizError as exc:
         print(f"learnviz: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("learnviz: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(interrupted(args.command, exc), file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:          # `learnviz status | head`: the reader has what it wanted
         try:                         # (the Python idiom: no traceback, nor one more at exit)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -235,6 +236,43 @@ def main(argv: list[str] | None = None) -> int:
         # a full disk or a read-only folder: the machine's to fix, named without a traceback
         print(f"learnviz: error: {exc.filename or 'a file'}: {os.strerror(exc.errno)}", file=sys.stderr)
         return 2
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends a command as Ctrl-C does (exit 143 instead of 130): its default action would
+    kill the process in silence, leaving the temporary file being written and the run lock's holder
+    note behind, and the user not knowing what was kept."""
+    import signal
+    import threading
+
+    def on_term(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
+# what a command run again does after an interrupt
+AGAIN = {"export": "writes the whole export again"}
+READ_ONLY = ("status", "probes", "config")
+
+
+def interrupted(command: str, exc: KeyboardInterrupt) -> str:
+    """The one line an interrupted command prints: which signal, what it wrote (each archive whole:
+    one cut off mid-write was a temporary file, removed, never put in place), and what the same
+    command does when run again."""
+    text = f"learnviz: {command} interrupted ({'SIGTERM' if isinstance(exc, Terminated) else 'Ctrl-C'})"
+    if command in READ_ONLY:
+        return text
+    written = pipeline.written_here()
+    if written:
+        names = list(written)
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        text += f": kept {len(names)} archive{'s' if len(names) > 1 else ''} written whole ({shown})"
+    else:
+        text += ": no archive written by this command"
+    again = AGAIN.get(command, "does only what is left")
+    return text + f"; nothing half-written is left in place; `learnviz {command}` again {again}"
 
 
 # ---------------------------------------------------------------- commands

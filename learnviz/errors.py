@@ -53,3 +53,9 @@ class WriteError(LearnvizError):
     def of(cls, exc: OSError, path: object) -> WriteError:
         return cls(f"cannot write: {os.strerror(exc.errno)}", path=exc.filename or path,
                    hint="free some space or make the folder writable, then run again")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), raised like Ctrl-C: every writer's cleanup runs (a
+    temporary file removed, a lock released) and the CLI says what is kept, where the default
+    action would end the process at once and in silence."""

@@ -240,6 +240,12 @@ def run_lock(archive_dir: Path, *, on_wait: Callable[[str], None] | None = None)
         lock.release()
 
 
+def written_here() -> dict[str, list[str]]:
+    """The archive files this process wrote (name -> stages), each put in place whole: what the
+    CLI says is kept when an interrupt stops a command."""
+    return arc.written_here()
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 

@@ -1,0 +1,69 @@
+"""One-process commands stopped by a signal (Ctrl-C, a scheduler's SIGTERM) at a chosen moment, in a
+real subprocess: the process ends at once with one line that says what it kept and what the next
+run redoes, leaves nothing half-written or locked, and the next run finishes the work."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import learnviz_run, write_small_probes
+
+from learnviz import archive as arc
+from learnviz import pipeline, readout
+from learnviz.results import ANALYSIS, EXTRACT, GEOMETRY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _start(settings, probes, *command):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", *command,
+                             "--checkpoints", settings.checkpoints, "--archive", settings.archive,
+                             "--probes", str(probes), "--settle-seconds", "0", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(predicate, proc, what: str) -> None:
+    while not predicate():
+        assert proc.poll() is None, f"learnviz exited ({proc.returncode}) before {what}: {proc.communicate()}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_run_stopped_after_its_first_archive_says_so_and_the_next_run_finishes(settings, tmp_path, sig, code, name):
+    probes = write_small_probes(tmp_path / "probes.jsonl")
+    archive = settings.archive_dir()
+    proc = _start(settings, probes, "run")
+    try:
+        _wait_for(lambda: (archive / "checkpoint-10.h5").exists(), proc, "the first archive was written")
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, (out, err)
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"learnviz: run interrupted ({name}): kept ") and "checkpoint-10.h5" in last, err
+    assert "`learnviz run` again does only what is left" in last, err
+    # nothing half-written, and no note of a holder of the run lock that is gone
+    assert not [p for p in archive.rglob("*") if p.name.endswith(".tmp")]
+    assert not (archive / arc.LOCK_DIR / (pipeline.RUN_LOCK + ".holder")).exists()
+    for p in archive.glob("*.h5"):
+        arc.Archive(p)
+
+    # the next run takes the lock at once and does what was left, nothing twice
+    settings = dataclasses.replace(settings, probes=str(probes))
+    report = learnviz_run(settings, progress=False)
+    assert report.ok and archive / "checkpoint-10.h5" not in report.done
+    for step in (10, 20, 30):
+        a = arc.Archive(archive / f"checkpoint-{step}.h5")
+        assert all(a.stage(s).ok for s in (EXTRACT, ANALYSIS, GEOMETRY)), step
+    assert sorted({r["step"] for r in readout.history_rows(archive)}) == [10, 20, 30]
