@@ -340,37 +340,43 @@ def generate(settings: Settings, *, gifs: bool = False, only: Iterable[str] | No
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out / ".visualize.lock")):
         manifest = _read_manifest(out / MANIFEST_NAME)
-        p = _Pass(out, manifest["files"], report, force)
-        for group in ("radar", "umap"):
-            if group in groups:
-                _per_checkpoint(p, run, manifest, group, wanted, gifs)
-        for group, name, load, figure_fn, version in _run_level(probe):
-            if group not in groups:
-                continue
-            try:
-                data = load(run)
-            except Skip as exc:
-                p.produced.add(name)
-                report.skipped[name] = str(exc)
-                continue
-            except LearnvizError:
-                raise                       # the user's to fix (an unknown --probe id)
-            except Exception as exc:  # one figure must not stop the others
-                p.produced.add(name)
-                report.failed[name] = f"reading its data: {type(exc).__name__}: {exc}"
-                continue
-            sig = digest([STYLE, name, version, data])
-            if not p.fresh(name, sig):
-                p.draw(name, sig, partial(figure_fn, **data))
-        if steps is None:
-            # a full pass knows every file that should exist; a pass over some groups knows the
-            # per-checkpoint images of those groups (images of checkpoints no longer archived)
-            prefixes = tuple(PATTERNS[g].split("{")[0] for g in ("radar", "umap") if g in groups)
-            for name in sorted(set(p.files) - p.produced - set(GIF_NAMES.values())):
-                if only is None or (prefixes and name.startswith(prefixes)):
-                    (out / name).unlink(missing_ok=True)
-                    p.files.pop(name)
-                    report.removed.append(name)
+        try:
+            p = _Pass(out, manifest["files"], report, force)
+            for group in ("radar", "umap"):
+                if group in groups:
+                    _per_checkpoint(p, run, manifest, group, wanted, gifs)
+            for group, name, load, figure_fn, version in _run_level(probe):
+                if group not in groups:
+                    continue
+                try:
+                    data = load(run)
+                except Skip as exc:
+                    p.produced.add(name)
+                    report.skipped[name] = str(exc)
+                    continue
+                except LearnvizError:
+                    raise                       # the user's to fix (an unknown --probe id)
+                except Exception as exc:  # one figure must not stop the others
+                    p.produced.add(name)
+                    report.failed[name] = f"reading its data: {type(exc).__name__}: {exc}"
+                    continue
+                sig = digest([STYLE, name, version, data])
+                if not p.fresh(name, sig):
+                    p.draw(name, sig, partial(figure_fn, **data))
+            if steps is None:
+                # a full pass knows every file that should exist; a pass over some groups knows the
+                # per-checkpoint images of those groups (images of checkpoints no longer archived)
+                prefixes = tuple(PATTERNS[g].split("{")[0] for g in ("radar", "umap") if g in groups)
+                for name in sorted(set(p.files) - p.produced - set(GIF_NAMES.values())):
+                    if only is None or (prefixes and name.startswith(prefixes)):
+                        (out / name).unlink(missing_ok=True)
+                        p.files.pop(name)
+                        report.removed.append(name)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the figures already in place stay known with their inputs, so the
+            # next pass draws only the rest instead of every figure again
+            _write_manifest(out / MANIFEST_NAME, manifest)
+            raise
         _write_manifest(out / MANIFEST_NAME, manifest)
     report.status = "failed" if report.failed else "ok"
     report.seconds = time.perf_counter() - t0

@@ -67,3 +67,27 @@ def test_run_stopped_after_its_first_archive_says_so_and_the_next_run_finishes(s
         a = arc.Archive(archive / f"checkpoint-{step}.h5")
         assert all(a.stage(s).ok for s in (EXTRACT, ANALYSIS, GEOMETRY)), step
     assert sorted({r["step"] for r in readout.history_rows(archive)}) == [10, 20, 30]
+
+
+def test_visualize_stopped_midway_keeps_what_it_drew(settings, tmp_path):
+    from learnviz.visualize import MANIFEST_NAME, generate, visualizations_dir
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl")))
+    pipeline.update(settings, require_checkpoints=True, stages=pipeline.STAGES[:-1], progress=False)   # no figures yet
+    out = visualizations_dir(settings)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "visualize", "--no-gifs",
+                             "--archive", settings.archive], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        _wait_for(lambda: (out / "radar_10.png").exists(), proc, "the first figure was drawn")
+        proc.send_signal(signal.SIGINT)
+        out_text, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    drawn = sorted(p.name for p in out.glob("*.png"))
+    assert "radar_10.png" in drawn and (out / MANIFEST_NAME).exists()
+    # the next pass draws only what the interrupted one had not
+    again = generate(settings, gifs=False)
+    assert again["current"] >= len(drawn) and not set(drawn) & set(again["drawn"]), again
