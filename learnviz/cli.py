@@ -253,7 +253,9 @@ def stop_on_sigterm() -> None:
 
 
 # what a command run again does after an interrupt
-AGAIN = {"export": "writes the whole export again"}
+AGAIN = {"export": "writes the whole export again",
+         # the demo's training has no resume: a half-trained demo is trained again from its seed
+         "demo": "retrains the model unless every checkpoint was saved, else does only what is left"}
 READ_ONLY = ("status", "probes", "config")
 
 

@@ -91,3 +91,13 @@ def test_visualize_stopped_midway_keeps_what_it_drew(settings, tmp_path):
     # the next pass draws only what the interrupted one had not
     again = generate(settings, gifs=False)
     assert again["current"] >= len(drawn) and not set(drawn) & set(again["drawn"]), again
+
+
+def test_the_interrupt_line_says_what_the_same_command_does_again():
+    from learnviz.cli import interrupted
+    from learnviz.errors import Terminated
+    assert interrupted("status", KeyboardInterrupt()) == "learnviz: status interrupted (Ctrl-C)"
+    assert interrupted("export", Terminated()).endswith("`learnviz export` again writes the whole export again")
+    # the demo's training has no resume: it says so rather than promise to do only what is left
+    demo = interrupted("demo", Terminated())
+    assert "`learnviz demo` again retrains the model unless every checkpoint was saved" in demo
