@@ -481,17 +481,21 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
     if impact is not None:
         data["data_impact"] = impact
     t1 = time.perf_counter()
+    # The board and the health rows before series.h5, which is the stage's mark of done: a process
+    # killed between them (the OOM killer, SIGKILL) leaves the series stale, so the next run writes
+    # all three again (the health rows only where they differ); written after it, they were lost
+    # for good, the series being current.
+    b = board(used, ctx)
+    if b is not None:
+        write_atomic(archives[0].path.parent / BOARD_FILE, b.to_json_text())
+        board_written(archives[0].path.parent)
+    insight.append_health_rows(archives, health, broken={int(stacked.steps[j]): why for j, why in broken.items()})
     steps = used.steps
     arc.write_stage(path, SERIES, key=key, root_attrs={"kind": "series", "steps": steps.tolist(),
                                                       "step": int(steps[-1])},
                     data=data, attrs={"learned_threshold": s.learned_threshold, "rows_signature": ctx.signature,
                                       "rows_read": stacked.read},
                     timings={"rows_and_results": t1 - t0, "total": time.perf_counter() - t0})
-    b = board(used, ctx)
-    if b is not None:
-        write_atomic(archives[0].path.parent / BOARD_FILE, b.to_json_text())
-        board_written(archives[0].path.parent)
-    insight.append_health_rows(archives, health, broken={int(stacked.steps[j]): why for j, why in broken.items()})
     if left_out is not None:
         left_out.extend((int(stacked.steps[j]), why) for j, why in broken.items())
     return path

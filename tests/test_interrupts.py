@@ -101,3 +101,38 @@ def test_the_interrupt_line_says_what_the_same_command_does_again():
     # the demo's training has no resume: it says so rather than promise to do only what is left
     demo = interrupted("demo", Terminated())
     assert "`learnviz demo` again retrains the model unless every checkpoint was saved" in demo
+
+
+KILLED_AFTER_SERIES = """
+import os, signal, sys
+from learnviz import archive as arc, pipeline
+from learnviz.settings import load_settings
+write = arc.write_stage
+def write_stage(path, stage, **kw):
+    out = write(path, stage, **kw)
+    if os.path.basename(str(path)) == arc.SERIES_NAME:
+        os.kill(os.getpid(), signal.SIGKILL)      # the OOM killer, right after series.h5 is in place
+    return out
+arc.write_stage = write_stage
+settings = load_settings(overrides={"checkpoints": sys.argv[1], "archive": sys.argv[2], "probes": sys.argv[3],
+                                    "settle_seconds": 0.0, "device": "cpu"}, environ={})
+pipeline.update(settings, require_checkpoints=True, stages=pipeline.STAGES[:-1], progress=False)
+"""
+
+
+def test_a_run_killed_once_series_h5_is_written_loses_no_health_flag_nor_the_board(settings, tmp_path):
+    settings = dataclasses.replace(settings, probes=str(write_small_probes(tmp_path / "probes.jsonl")))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SERIES, settings.checkpoints, settings.archive,
+                             settings.probes], env=env, capture_output=True, text=True, timeout=600)
+    archive = settings.archive_dir()
+    assert killed.returncode == -signal.SIGKILL and (archive / arc.SERIES_NAME).exists(), killed.stderr
+    pipeline.update(settings, require_checkpoints=True, stages=pipeline.STAGES[:-1], progress=False)
+    assert readout.read_board(archive) is not None
+    flags = readout.health_flags(archive)
+    # what a series computed from scratch says: no health row differs, none is appended
+    def health_rows():
+        return [line for line in (archive / readout.HISTORY_FILE).read_text().splitlines() if "health_flags" in line]
+    before = health_rows()
+    pipeline.update(settings, stages=pipeline.CPU_STAGES, force=True, progress=False)
+    assert readout.health_flags(archive) == flags and health_rows() == before
