@@ -27,7 +27,14 @@ def _start(settings, probes, *command):
     return subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", *command,
                              "--checkpoints", settings.checkpoints, "--archive", settings.archive,
                              "--probes", str(probes), "--settle-seconds", "0", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    """A pytest started in the background (`pytest &`) ignores SIGINT, and so would its children:
+    Python then never raises KeyboardInterrupt. The child gets the default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(predicate, proc, what: str) -> None:
@@ -77,7 +84,7 @@ def test_visualize_stopped_midway_keeps_what_it_drew(settings, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "visualize", "--no-gifs",
                              "--archive", settings.archive], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_default_sigint)
     try:
         _wait_for(lambda: (out / "radar_10.png").exists(), proc, "the first figure was drawn")
         proc.send_signal(signal.SIGINT)
