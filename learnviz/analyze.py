@@ -31,8 +31,8 @@ from . import archive as arc
 from . import history, insight
 from .checkpoints import weight_files
 from .common import short_hash
+from .readout import checkpoint_of, read_geometry, stage_ok
 from .readout import embeddings as read_embeddings
-from .readout import read_geometry, stage_ok
 from .results import (
     ANALYSIS,
     EXTRACT,
@@ -200,8 +200,10 @@ EXTRACT_KEYS = ["correct", "probe_skill", "probe_category", "probe_ids", "answer
                 "answer_ids", "token_argmax", "first_divergence"]
 
 
-def checkpoint_weights(a: arc.Archive) -> list[Path] | None:
-    files = weight_files(Path(str(a.attrs.get("checkpoint", ""))))
+def checkpoint_weights(a: arc.Archive, root: str | None = None) -> list[Path] | None:
+    """The weight files of the checkpoint archived in `a`, where it is now under the run's checkpoint
+    folder `root` (readout.checkpoint_of: the run may have moved since); None when they are gone."""
+    files = weight_files(checkpoint_of(a, root))
     return files if files and all(f.exists() for f in files) else None
 
 
@@ -271,11 +273,11 @@ def with_weights(result: AnalysisResult, archives: list[arc.Archive], i: int, s:
 
     from .analysis.weight_drift import weight_drift
 
-    current = checkpoint_weights(archives[i])
+    current = checkpoint_weights(archives[i], s.checkpoints)
     if current is None:
         return replace(result, weights_note="unavailable: the checkpoint's weight files are gone")
-    prev = checkpoint_weights(archives[i - 1]) if i else None
-    first = checkpoint_weights(archives[0]) if i else None
+    prev = checkpoint_weights(archives[i - 1], s.checkpoints) if i else None
+    first = checkpoint_weights(archives[0], s.checkpoints) if i else None
     drift = weight_drift(current, prev, first, exploding=s.weight_exploding, vanishing=s.weight_vanishing,
                          dead=s.weight_dead)
     weights = LayerWeights(list(drift.layers), drift.norm, drift.change_prev, drift.change_first,

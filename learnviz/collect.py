@@ -324,7 +324,7 @@ def restore_history(settings: Settings) -> list[int]:
         data = a.read(EXTRACT, ["correct", "answer_logprob", "probe_skill"])
         correct = np.asarray(data["correct"])
         row = {"step": a.step, "timestamp": arc.now_iso(), "checkpoint": a.attrs.get("checkpoint_name", a.path.stem),
-               "probe_hash": probe_hash, **training_metrics(checkpoint_of(a), a.step),
+               "probe_hash": probe_hash, **training_metrics(checkpoint_of(a, settings.checkpoints), a.step),
                "accuracy": float(np.mean(correct)) if len(correct) else None,
                "mean_answer_logprob": float(np.mean(data["answer_logprob"])) if len(correct) else None,
                "skill_scores": skill_accuracy(correct, list(data["probe_skill"]))}

@@ -18,12 +18,14 @@ from .results import GEOMETRY
 from .settings import Settings
 
 
-def data_log_of(archives: list[arc.Archive]) -> Path | None:
-    """The run's data_log.jsonl: beside the checkpoints (the training run's folder), else in the
-    archive folder; None when there is none."""
+def data_log_of(archives: list[arc.Archive], root: str | Path | None = None) -> Path | None:
+    """The run's data_log.jsonl: beside the checkpoints (the training run's folder: `root`, the
+    run's checkpoint folder now, when the first checkpoint is found under it; a run folder moved or
+    copied elsewhere must not read the old place's log, or lose it), else in the archive folder;
+    None when there is none."""
     from . import datalog
     from .readout import checkpoint_of
-    run_folder = checkpoint_of(archives[0]).parent if archives[0].attrs.get("checkpoint") else None
+    run_folder = checkpoint_of(archives[0], root).parent if archives[0].attrs.get("checkpoint") else None
     return datalog.find([run_folder, archives[0].path.parent])
 
 
@@ -40,7 +42,7 @@ def health_inputs_key(archives: list[arc.Archive], s: Settings, *, geo: list[str
     `geo`: `geometry_key_inputs` of each archive, when the caller has it."""
     geo = geo if geo is not None else [geometry_key_inputs(a) for a in archives]
     mix = None
-    path = data_log_of(archives)
+    path = data_log_of(archives, s.checkpoints)
     if path is not None:   # what the log says about the archived checkpoints' intervals, not the file's
         from . import datalog  # mtime: a trainer appending rows after the last checkpoint changes nothing
         log = datalog.read(path)
@@ -164,14 +166,16 @@ def append_health_rows(archives: list[arc.Archive], h, *, broken: dict[int, str]
             history.append(archive_dir, {"step": step, "probe_hash": probe_hash, "health_flags": flags})
 
 
-def series_data_impact(archives: list[arc.Archive], reads: list[dict], meta: dict, h) -> dict | None:
-    """The `data_impact` group, or None without a data log. Intervals run between consecutive
-    checkpoints that no health signal flagged (a broken checkpoint measures no training)."""
+def series_data_impact(archives: list[arc.Archive], reads: list[dict], meta: dict, h,
+                       root: str | Path | None = None) -> dict | None:
+    """The `data_impact` group, or None without a data log (`data_log_of(archives, root)`).
+    Intervals run between consecutive checkpoints that no health signal flagged (a broken
+    checkpoint measures no training)."""
     from . import datalog
     from .analysis.data_impact import data_impact
     from .analysis.health import SIGNALS
 
-    path = data_log_of(archives)
+    path = data_log_of(archives, root)
     if path is None:
         return None
     log = datalog.read(path)

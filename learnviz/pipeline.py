@@ -571,7 +571,7 @@ def analyze_checkpoint(settings: Settings, checkpoint: str | Path) -> StageResul
     listing = arc.scan_archives(settings.archive_dir())
     archives = series_of(listing.archives)
     target = Path(checkpoint).resolve()
-    i = next((i for i, a in enumerate(archives) if checkpoint_of(a) == target), None)
+    i = next((i for i, a in enumerate(archives) if checkpoint_of(a, settings.checkpoints) == target), None)
     if i is None:
         return StageResult(ANALYSIS, str(checkpoint), -1, "skipped",
                            f"no successful extraction of {target.name} archived yet in {settings.archive_dir()}")
@@ -627,7 +627,7 @@ def _pending(settings: Settings) -> list[dict]:
     listing = arc.scan_archives(settings.archive_dir())
     archives, hold = series_of(listing.archives), Holdback(listing.unreadable)
     for i, a in enumerate(archives):
-        ck = checkpoint_of(a)
+        ck = checkpoint_of(a, settings.checkpoints)
         if hold.waits(a.step):
             continue   # it would be analysed against another previous checkpoint than the run's
         if ck not in queued and not a.is_current(ANALYSIS, an.analysis_key(archives, i, settings)):

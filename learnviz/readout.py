@@ -134,9 +134,23 @@ def series(archive_dir: str | Path, probe_hash: str | None = None) -> list[Archi
     return series_of(arc.list_archives(archive_dir), probe_hash)
 
 
-def checkpoint_of(a: Archive) -> Path:
-    """The checkpoint folder an archive was made from, resolved (the root attribute `checkpoint`)."""
-    return Path(str(a.attrs.get("checkpoint", ""))).resolve()
+def checkpoint_of(a: Archive, root: str | Path | None = None) -> Path:
+    """The checkpoint folder an archive was made from, resolved. The archive records the folder's
+    absolute path when it was extracted (the root attribute `checkpoint`), which a run folder moved
+    or copied elsewhere (`mv`, `rsync -a` to another machine) no longer names, or names the
+    original's (a copy beside it): with `root`, the run's checkpoint folder as the settings give it
+    now, the folder of the archive's name under it (`archive.archive_name`, or the checkpoint's
+    name) is taken when it is there; else the recorded path."""
+    recorded = str(a.attrs.get("checkpoint", ""))
+    if root:
+        top = Path(root)
+        name = str(a.attrs.get("checkpoint_name", "")) or Path(recorded).name
+        for where in (top / a.path.stem.replace("__", "/"), top / name):
+            if name and where.is_dir():
+                return where.resolve()
+        if name and top.name == name and (top / "config.json").exists():    # the root is the checkpoint
+            return top.resolve()
+    return Path(recorded).resolve()
 
 
 def left_out(archives: list[Archive], series: list[Archive]) -> dict[int, str]:

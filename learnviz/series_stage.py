@@ -477,7 +477,7 @@ def run_series(archives: list[arc.Archive], s: Settings, key: arc.StageKey, *, r
     data["health"] = insight.health_to_archive(health, used.steps)
     reads = [{"correct": c, "answer_logprob": lp}
              for c, lp in zip(used.values["correct"], used.values["answer_logprob"])]
-    impact = insight.series_data_impact(archives, reads, ctx.meta, health)
+    impact = insight.series_data_impact(archives, reads, ctx.meta, health, s.checkpoints)
     if impact is not None:
         data["data_impact"] = impact
     t1 = time.perf_counter()
