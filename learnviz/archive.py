@@ -681,7 +681,10 @@ class FolderIndex:
             os.replace(tmp, self.path)
             self.dirty, self.changed = False, 0
         except OSError:
-            tmp.unlink(missing_ok=True)     # a read-only folder: no index
+            try:                # a read-only folder: no index (a read-only mount refuses, with EROFS,
+                tmp.unlink(missing_ok=True)     # even the removal of a file that is not there)
+            except OSError:
+                pass
 
 
 _indexes: dict[Path, FolderIndex] = {}
