@@ -343,7 +343,7 @@ def cmd_status(args) -> int:
         raise missing_run_folder(settings.checkpoints)
     if args.flags:
         readout.filter_flags([], args.flags)      # a flag name that does not exist: said before anything is read
-    runs = pipeline.runs(settings)
+    runs = pipeline.runs(settings, archived=True)
     several = len(runs) > 1 or any(name for name, _ in runs)
     out = {}
     for name, rs in runs:
@@ -477,7 +477,7 @@ def cmd_export(args) -> int:
     from .export import export
     settings = settings_from(args)
     written = []
-    runs = pipeline.runs(settings)
+    runs = pipeline.runs(settings, archived=True)
     which = str(args.checkpoint)
     if len(runs) > 1 and which.isdigit():     # one step of several runs: the runs that have it, checked
         have = {name: [a.step for a in readout.series(rs.archive_dir())] for name, rs in runs}   # before writing

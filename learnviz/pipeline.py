@@ -28,7 +28,7 @@ from filelock import FileLock, Timeout
 from . import analyze as an
 from . import archive as arc
 from . import collect, status_files
-from .checkpoints import deeper_roots, find_runs, inspect
+from .checkpoints import candidate_paths, deeper_roots, find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError, WriteError
 from .probes import ProbeSet
@@ -120,16 +120,26 @@ class RunReport:
         return out
 
 
-def runs(settings: Settings) -> list[tuple[str, Settings]]:
+def runs(settings: Settings, *, archived: bool = False) -> list[tuple[str, Settings]]:
     """The runs the settings name, each as (name, its own settings): the runs under the checkpoint
     folder (checkpoints.find_runs) when one is set, else those of the archive folder
-    (readout.run_archives). A root that is itself the run is the one run "", with the settings as
+    (readout.run_archives). `archived` (a reader: `learnviz status`): a root with no checkpoint
+    under it (only the archives copied here, every checkpoint deleted) has the runs its archive
+    folder holds. A root that is itself the run is the one run "", with the settings as
     they are (today's layout: archives straight in the archive folder); each run of a root that
     holds several gets `<archive>/<run name>/` as its archive folder and its folder as its
     checkpoint folder. Nothing is merged across runs."""
     top = settings.archive_dir()
     if settings.checkpoints and Path(settings.checkpoints).is_dir():
-        found = [(r.name, r.path) for r in find_runs(settings.checkpoints, exclude=[top])]
+        root = Path(settings.checkpoints)
+        found = [(r.name, r.path) for r in find_runs(root, exclude=[top])]
+        if archived and found == [("", root)] and not candidate_paths(root, exclude=[top], nested=False):
+            # no checkpoint under the root (only the archives were copied here, or every checkpoint
+            # was deleted after the training): the runs are those its archive folder holds, each
+            # with its checkpoint folder where that is still there
+            archived = run_archives(top)
+            if any(name for name, _ in archived):
+                found = [(name, root / name if (root / name).is_dir() else None) for name, _ in archived]
     else:
         found = [(name, None) for name, _ in run_archives(top)]
     out = []

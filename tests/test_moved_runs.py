@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 
 from helpers import learnviz_run as run
 from helpers import write_small_probes
@@ -79,3 +81,23 @@ def test_a_moved_run_reanalysed_finds_its_weights(settings, tmp_path):
         assert not result.weights_note
     a = series(moved.archive_dir())[-1]
     assert arc.Archive(a.path).attrs["checkpoint"].startswith(str(tmp_path / "run"))   # recorded: as extracted
+
+
+def test_status_of_a_sweep_whose_archives_alone_were_copied(settings, tmp_path):
+    """The results of a sweep downloaded without the checkpoints (`sweep/learnviz-archive/<run>/`):
+    `learnviz status --checkpoints sweep` said "no archives in sweep/learnviz-archive" (the runs
+    were looked for among checkpoint folders only), though --archive showed both runs."""
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text('{"id": "q1", "prompt": "All cats are", "expected": "dogs", "skill": "s"}\n')
+    settings = dataclasses.replace(settings, probes=str(probes), hard_examples="")
+    run(settings, progress=False)
+    sweep = tmp_path / "downloaded" / "sweep"
+    for name in ("runA", "runB"):
+        shutil.copytree(settings.archive_dir(), sweep / "learnviz-archive" / name)
+    out = subprocess.run([sys.executable, "-m", "learnviz.cli", "status", "--checkpoints", str(sweep)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "no archives" not in out.stdout, out.stdout
+    for name in ("runA", "runB"):
+        assert f"run {name}: {sweep / 'learnviz-archive' / name}" in out.stdout
+    assert out.stdout.count("checkpoint-30") >= 2
