@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from pathlib import Path
 
 import torch
@@ -92,3 +93,10 @@ def stop_process(proc) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def default_sigint() -> None:
+    """A subprocess' preexec_fn: a pytest started in the background (`pytest &`) ignores SIGINT,
+    and so would its children (Python then never raises KeyboardInterrupt); the child gets the
+    default back, so a test's Ctrl-C reaches it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import learnviz_run, write_small_probes
+from helpers import default_sigint, learnviz_run, write_small_probes
 
 from learnviz import archive as arc
 from learnviz import pipeline, readout
@@ -28,13 +28,7 @@ def _start(settings, probes, *command):
                              "--checkpoints", settings.checkpoints, "--archive", settings.archive,
                              "--probes", str(probes), "--settle-seconds", "0", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=_default_sigint)
-
-
-def _default_sigint():
-    """A pytest started in the background (`pytest &`) ignores SIGINT, and so would its children:
-    Python then never raises KeyboardInterrupt. The child gets the default back."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                            preexec_fn=default_sigint)
 
 
 def _wait_for(predicate, proc, what: str) -> None:
@@ -84,7 +78,7 @@ def test_visualize_stopped_midway_keeps_what_it_drew(settings, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "visualize", "--no-gifs",
                              "--archive", settings.archive], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, preexec_fn=_default_sigint)
+                            text=True, env=env, preexec_fn=default_sigint)
     try:
         _wait_for(lambda: (out / "radar_10.png").exists(), proc, "the first figure was drawn")
         proc.send_signal(signal.SIGINT)

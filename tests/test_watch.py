@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import learnviz_run, make_checkpoint, write_small_probes
+from helpers import default_sigint, learnviz_run, make_checkpoint, write_small_probes
 
 from learnviz import archive as arc
 from learnviz import collect, readout
@@ -39,7 +39,7 @@ def test_watch_archives_a_dropped_checkpoint_and_stops_cleanly_on_sigint(tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "run", "--watch", "--interval", "0.3",
                              "--checkpoints", str(root), "--archive", str(archive), "--probes", str(probes),
                              "--hard-examples", "", "--settle-seconds", "0", "--device", "cpu"],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, preexec_fn=default_sigint)
     try:
         # dropped in whole, as the Trainer does (written elsewhere, then renamed into the run folder)
         make_checkpoint(tmp_path / "staging" / "checkpoint-8", tokenizer, step=8)
