@@ -366,13 +366,15 @@ def layer_geometry(layer: int, me: _Geo, prev: _Geo | None, first: _Geo | None, 
         metrics["cka_first"] = linear_cka(x, first.embeddings[layer].astype(np.float32))
     if len(x) < MIN_LAYOUT_PROBES:
         params = {"skipped": f"a layout needs at least {MIN_LAYOUT_PROBES} probes, got {len(x)}"}
-        return LayerGeometry(me.similarity[layer], None, metrics), params
+        return LayerGeometry(None, None, metrics), params
     lay = layout(x, prev.coords.get(layer) if prev is not None else None, method=s.umap_method,
                  n_neighbors=s.umap_neighbors, min_dist=s.umap_min_dist, seed=s.umap_seed)
     me.coords[layer] = lay.coords
     metrics["trustworthiness"] = lay.trustworthiness
     metrics["umap_disparity"] = lay.disparity
-    return LayerGeometry(me.similarity[layer], lay.coords, metrics), lay.params
+    # The similarity matrix is not stored: (n, n) per layer and checkpoint outgrows everything else
+    # of an archive past a few thousand probes, and it is the embeddings' (insight recomputes it)
+    return LayerGeometry(None, lay.coords, metrics), lay.params
 
 
 def geometry_row(step: int, probe_hash: str, r: GeometryResult) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 from . import archive as arc
 from . import history
 from .common import short_hash
-from .readout import read_geometry, row_stamp, stage_ok
+from .readout import row_stamp, stage_ok
 from .results import GEOMETRY
 from .settings import Settings
 
@@ -52,10 +52,17 @@ def health_inputs_key(archives: list[arc.Archive], s: Settings, *, geo: list[str
 
 
 def _last_layer_similarity(a: arc.Archive) -> np.ndarray | None:
+    """The cosine similarity (n, n) of the last pooled layer's embeddings, as the geometry stage
+    compares them (None without a successful geometry stage). Computed from the extraction's
+    embeddings: archives do not keep the matrix (one written before keeps a float16 copy, which
+    could tie close values; it is not read)."""
+    from .analysis.rsa import similarity_matrix
+    from .readout import embeddings
+
     if not stage_ok(a, GEOMETRY):
         return None
-    geo = read_geometry(a, elements=("similarity",))
-    return geo.layers[max(geo.layers)].similarity if geo.layers else None
+    emb = embeddings(a)
+    return similarity_matrix(emb[max(emb)]) if emb else None
 
 
 def series_health(archives: list[arc.Archive], s: Settings, correct: np.ndarray):

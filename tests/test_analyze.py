@@ -68,6 +68,31 @@ def test_a_checkpoint_arriving_between_two_analysed_ones(tmp_path, tokenizer, se
     assert snapshot(root) == after
 
 
+def test_geometry_keeps_no_similarity_matrix_and_health_reads_the_stages_own(tmp_path, tokenizer, settings):
+    """An archive keeps no (n, n) similarity matrix (it outgrew everything else of an archive past a
+    few thousand probes: 20 MB per layer at 3,200); the health's drift against an earlier
+    checkpoint recomputes it from the embeddings, so it equals the geometry stage's own drift
+    (the stored float16 copy could tie close values and move it)."""
+    import dataclasses
+
+    from learnviz.analysis.rsa import geometry_drift
+    from learnviz.insight import _last_layer_similarity
+
+    ckroot = tmp_path / "series"
+    _tiny_series(ckroot, tokenizer, (100, 200))
+    s = dataclasses.replace(settings, checkpoints=str(ckroot), archive=str(tmp_path / "arch"))
+    run(s, progress=False)
+    first, second = arc.list_archives(s.archive_dir())
+    for a in (first, second):
+        g = a.read("geometry")
+        layers = [k for k in g if k.startswith("layer_")]
+        assert layers and all("similarity" not in g[k] and "coords" in g[k] for k in layers), (a.step, g.keys())
+    last = max(int(k.split("_")[1]) for k in second.read("geometry") if k.startswith("layer_"))
+    row = next(r for r in history.read(s.archive_dir()) if r["step"] == 200 and "geometry" in r)
+    drift = geometry_drift(_last_layer_similarity(second), _last_layer_similarity(first)).drift
+    assert drift == row["geometry"][str(last)]["drift_prev"]
+
+
 def test_analyze_cli_choices_and_errors(settings):
     run(settings, progress=False, cpu_stages=False)
     env = {"LEARNVIZ_ARCHIVE": settings.archive, "PATH": "/usr/bin:/bin"}
