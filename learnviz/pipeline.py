@@ -15,6 +15,8 @@ nothing when the result is current, and records a failure in the archive instead
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -240,7 +242,7 @@ def run_lock(archive_dir: Path, *, on_wait: Callable[[str], None] | None = None)
             who = holder.read_text(encoding="utf-8").strip()
         except OSError:
             who = "another process"
-        (on_wait or _say)(f"learnviz: waiting for {who} to finish updating {archive_dir}")
+        (on_wait or _say)(f"learnviz: waiting for {who} to finish updating {archive_dir}{_stopped(who)}")
         lock.acquire()
     try:
         holder.write_text(f"{arc.worker_id()} (since {arc.now_iso()})", encoding="utf-8")
@@ -248,6 +250,22 @@ def run_lock(archive_dir: Path, *, on_wait: Callable[[str], None] | None = None)
     finally:
         holder.unlink(missing_ok=True)
         lock.release()
+
+
+def _stopped(who: str) -> str:
+    """What to do when the lock's holder (`worker_id` "host:pid (since ...)") is a process of this
+    machine that is stopped (Ctrl-Z, SIGSTOP): it keeps the lock and this would wait forever."""
+    host, _, rest = who.partition(" ")[0].rpartition(":")
+    if not rest.isdigit() or host not in (socket.gethostname(), os.environ.get("LEARNVIZ_WORKER_NAME")):
+        return ""
+    try:      # /proc/PID/stat: "pid (comm) state ...", comm may hold spaces and parentheses
+        state = Path(f"/proc/{rest}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+    if state not in ("T", "t"):
+        return ""
+    return (f"; process {rest} is stopped (Ctrl-Z?) and holds the lock until it goes on: "
+            f"`fg` in its shell or `kill -CONT {rest}` resumes it, `kill {rest}` ends it")
 
 
 def written_here() -> dict[str, list[str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -73,3 +74,38 @@ def test_run_lock_waits_and_says_who_holds_it(tmp_path):
 def _second(folder, said, order):
     with run_lock(folder, on_wait=said.append):
         order.append("second")
+
+
+def test_a_holder_stopped_with_ctrl_z_is_named_with_how_to_resume_or_end_it(tmp_path):
+    """A `learnviz run` paused with Ctrl-Z keeps the run lock: the next one waited in silence
+    about why. It now says the holder is stopped and how to resume or end it."""
+    code = ("import sys, time; from pathlib import Path; from learnviz.pipeline import run_lock\n"
+            "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        os.kill(child.pid, signal.SIGSTOP)
+        said, order = [], []
+        t = threading.Thread(target=lambda: _second(tmp_path, said, order))
+        t.start()
+        for _ in range(100):
+            if said:
+                break
+            t.join(0.1)
+        assert order == [] and len(said) == 1, said
+        assert f"process {child.pid} is stopped" in said[0], said[0]
+        assert f"kill -CONT {child.pid}" in said[0] and f"kill {child.pid}" in said[0]
+        os.kill(child.pid, signal.SIGKILL)                 # the lock goes with it
+        t.join(30)
+        assert order == ["second"]
+    finally:
+        child.kill()
+        child.wait()
+    # a holder that runs is named without the hint
+    said = []
+    with run_lock(tmp_path):
+        t = threading.Thread(target=lambda: _second(tmp_path, said, []))
+        t.start()
+        t.join(0.5)
+    t.join(10)
+    assert len(said) == 1 and "is stopped" not in said[0] and "kill" not in said[0]
