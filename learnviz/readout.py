@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -370,26 +371,46 @@ def filter_flags(rows: list[StatusRow], wanted: str) -> list[StatusRow]:
     return [r for r in rows if names & set(r.flags)]
 
 
+def _cell(text: str) -> str:
+    """A table cell's text on one line: control characters (a tab or a newline in a skill name)
+    spelled as escapes, so that they cannot split or shift the table."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _width(text: str) -> int:
+    """Columns a terminal gives `text`: two for a wide (CJK, emoji) character, none for a combining mark."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
 def format_status(rows: list[StatusRow], *, total: int = 0) -> str:
     """The `learnviz status` table: one line per checkpoint, then each failure with its reason.
     `total`: the rows there are, when `rows` shows some of them (a line says how many are left out)."""
     skills = list(dict.fromkeys(s for r in rows for s in r.skills))
-    head = ["step", "checkpoint", "stages", "acc"] + skills + ["health"]
+    head = ["step", "checkpoint", "stages", "acc"] + [_cell(s) for s in skills] + ["health"]
     table = []
     for r in rows:
         stages = " ".join(f"{k}:{v}" for k, v in r.stages.items())
-        cells = ["?" if r.step is None else str(r.step), r.name, stages,
+        cells = ["?" if r.step is None else str(r.step), _cell(r.name), stages,
                  "-" if r.accuracy is None else f"{r.accuracy:.2f}"]
         cells += [f"{r.skills[s]:.2f}" if s in r.skills else "-" for s in skills]
         cells.append(",".join(r.flags) if r.flags else ("-" if r.unreadable else "ok"))
         table.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(head)]
+    widths = [max(_width(h), *(_width(c[i]) for c in table)) for i, h in enumerate(head)]
     lines = []
     if total > len(rows):
         lines.append(f"{total} checkpoints; showing the newest and every failed or flagged one, "
                      f"{total - len(rows)} more all ok (--all shows every one, --last N the newest N)")
-    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)) for cells in table]
+    lines.append("  ".join(_pad(h, w) for h, w in zip(head, widths)))
+    lines += ["  ".join(_pad(c, w) for c, w in zip(cells, widths)) for cells in table]
     for r in rows:
         if r.reason:
             where = f"{r.name}" if r.step is None else f"step {r.step} ({r.name})"

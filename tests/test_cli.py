@@ -159,3 +159,26 @@ def test_status_says_which_archives_are_of_another_probe_set(tmp_path, ckpt_root
     api = client.get("/api/status.json").get_json()["rows"]
     assert ["other_probes" in r for r in api] == [True, False, False]
     assert "extracted with another probe set" in client.get("/checkpoints").get_data(as_text=True)
+
+
+def test_status_table_stays_one_line_per_checkpoint_and_aligned_with_odd_skill_names():
+    """Skill names with a tab or a newline split the status table's header, and CJK or emoji
+    names shifted every column after them (widths were counted in characters, not columns)."""
+    wcwidth = pytest.importorskip("wcwidth")
+    from learnviz.readout import StatusRow, format_status
+
+    skills = ["tab\tnew\nline", "数学", "🙂 mood", "cafe\u0301", "plain"]
+    rows = [StatusRow(step, f"checkpoint-{step}", {"extract": "ok"}, "", 0.5,
+                      {s: (i + step) % 7 / 7 for i, s in enumerate(skills)}) for step in (10, 20000)]
+    lines = format_status(rows).splitlines()
+    assert len(lines) == 3 and "tab\\tnew\\nline" in lines[0]         # the header and two rows, escapes spelled
+    widths = [wcwidth.wcswidth(line) for line in lines]
+    assert len(set(widths)) == 1, (widths, lines)
+    # each skill's value starts where its name does
+    for s in skills:
+        name = s.replace("\t", "\\t").replace("\n", "\\n")
+        col = wcwidth.wcswidth(lines[0][:lines[0].index(name)])
+        for r, line in zip(rows, lines[1:]):
+            value = f"{r.skills[s]:.2f}"
+            starts = [wcwidth.wcswidth(line[:k]) for k in range(len(line)) if line.startswith(value, k)]
+            assert col in starts, (s, col, line)
