@@ -139,9 +139,9 @@ def runs(settings: Settings, *, archived: bool = False) -> list[tuple[str, Setti
             # no checkpoint under the root (only the archives were copied here, or every checkpoint
             # was deleted after the training): the runs are those its archive folder holds, each
             # with its checkpoint folder where that is still there
-            archived = run_archives(top)
-            if any(name for name, _ in archived):
-                found = [(name, root / name if (root / name).is_dir() else None) for name, _ in archived]
+            held = run_archives(top)
+            if any(name for name, _ in held):
+                found = [(name, root / name if (root / name).is_dir() else None) for name, _ in held]
     else:
         found = [(name, None) for name, _ in run_archives(top)]
     out = []

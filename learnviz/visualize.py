@@ -372,12 +372,10 @@ def generate(settings: Settings, *, gifs: bool = False, only: Iterable[str] | No
                         (out / name).unlink(missing_ok=True)
                         p.files.pop(name)
                         report.removed.append(name)
-        except KeyboardInterrupt:
-            # Ctrl-C or SIGTERM: the figures already in place stay known with their inputs, so the
-            # next pass draws only the rest instead of every figure again
+        finally:
+            # also when stopped (Ctrl-C, SIGTERM) or failed midway: the figures already in place
+            # stay known with their inputs, so the next pass draws only the rest, not every figure
             _write_manifest(out / MANIFEST_NAME, manifest)
-            raise
-        _write_manifest(out / MANIFEST_NAME, manifest)
     report.status = "failed" if report.failed else "ok"
     report.seconds = time.perf_counter() - t0
     return report.to_dict()
