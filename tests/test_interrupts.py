@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,16 +77,23 @@ def test_visualize_stopped_midway_keeps_what_it_drew(settings, tmp_path):
     pipeline.update(settings, require_checkpoints=True, stages=pipeline.STAGES[:-1], progress=False)   # no figures yet
     out = visualizations_dir(settings)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "visualize", "--no-gifs",
-                             "--archive", settings.archive], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, preexec_fn=default_sigint)
-    try:
-        _wait_for(lambda: (out / "radar_10.png").exists(), proc, "the first figure was drawn")
-        proc.send_signal(signal.SIGINT)
-        out_text, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    for _ in range(3):
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, "-m", "learnviz.cli", "-q", "visualize", "--no-gifs",
+                                 "--archive", settings.archive], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, preexec_fn=default_sigint)
+        try:
+            _wait_for(lambda: (out / "radar_10.png").exists(), proc, "the first figure was drawn")
+            proc.send_signal(signal.SIGINT)
+            out_text, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        # Python drops a KeyboardInterrupt raised inside a finalizer ("Exception ignored in: ...
+        # weakref ... KeyboardInterrupt"), and the command then finishes: a lost Ctrl-C, which a
+        # user presses again. Only then is the interrupt delivered again, to a fresh pass.
+        if not (proc.returncode == 0 and "Exception ignored" in err and "KeyboardInterrupt" in err):
+            break
     assert proc.returncode == 130 and "Traceback" not in err, err
     drawn = sorted(p.name for p in out.glob("*.png"))
     assert "radar_10.png" in drawn and (out / MANIFEST_NAME).exists()
