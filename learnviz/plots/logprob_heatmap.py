@@ -25,6 +25,7 @@ VERSION = 3
 FLOOR = -12.0          # colour scale floor in nats (p ~ 6e-6): lower values show as the floor
 MAX_PANELS = 36
 TILE_CHECKPOINTS = 20   # rows of a category tile: a longer run is binned (up to 36 tiles share the page)
+MIN_WIDTH = 10.0       # inches: the title (and its binning note) of a one-tile figure fit
 CMAP = "viridis"
 LABEL = "log p(expected token), nats (0 = certain)"
 
@@ -84,7 +85,8 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
     k, width = len(labels), v.shape[2]
     ncols = min(6, max(shown, 1))
     nrows = max(1, math.ceil(shown / ncols))
-    fig = figure(2.3 * ncols + 1.8, 1.4 + (0.75 + 0.13 * k) * nrows)
+    # wide enough for the title and the axis labels however few the tiles
+    fig = figure(max(2.3 * ncols + 1.8, MIN_WIDTH), 1.4 + (0.75 + 0.13 * k) * nrows)
     more = f" (first {shown} of {len(names)} categories)" if shown < len(names) else ""
     title(fig, f"Mean per-token log-probability of the expected answer, by probe category{more}"
           + (f"\n{note}" if note else ""))
@@ -102,6 +104,7 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
     im = None
     tiles = []
     step_rows = tick_positions(k, max_labels=3)
+    step_ticks: list[tuple[float, str]] = []     # the steps of the first column's rows: y ticks, so that
     for i in range(shown):
         row, col = divmod(i, ncols)
         x0, y0 = col * tile_w, row * tile_h + gap_y
@@ -109,17 +112,17 @@ def category_heatmaps(steps: Sequence[int], names: Sequence[str], values: np.nda
         im = ax.imshow(np.ma.masked_invalid(v[i]), cmap=cmap, norm=norm, interpolation="nearest",
                        extent=(x0, x0 + width, y0 + k, y0), aspect="auto", zorder=1)
         ax.text(x0 + width / 2, y0 - 0.25, shorten(names[i], 26), ha="center", va="bottom", fontsize=8.5)
-        if col == 0:
-            for j in step_rows:
-                ax.text(x0 - 0.15, y0 + j + 0.5, labels[j], ha="right", va="center", fontsize=7)
+        if col == 0:                             # the layout makes room for them beside the axis label
+            step_ticks += [(y0 + j + 0.5, labels[j]) for j in step_rows]
         if row == nrows - 1 or i + ncols >= shown:
             for j in tick_positions(width, max_labels=8):
                 ax.text(x0 + j + 0.5, y0 + k + 0.2, str(j), ha="center", va="top", fontsize=7)
     ax.add_collection(PatchCollection(tiles, facecolor=NAN_COLOR, edgecolor="none", zorder=0))
-    ax.set_xlim(-0.9 * gap_x - 0.6, ncols * tile_w - gap_x + 0.2)
+    ax.set_xlim(-0.2, ncols * tile_w - gap_x + 0.2)
     ax.set_ylim(nrows * tile_h + 1.2, 0)
     ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set_yticks([y for y, _ in step_ticks], [text for _, text in step_ticks], fontsize=7)
+    ax.tick_params(axis="y", length=0, pad=2)
     for side in ax.spines.values():
         side.set_visible(False)
     fig.colorbar(im, ax=ax, shrink=0.8, aspect=30).set_label(

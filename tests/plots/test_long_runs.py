@@ -133,3 +133,24 @@ def test_health_timeline_of_500_checkpoints_bins_to_the_worst_and_keeps_every_fl
     assert [t.get_text() for t in ax.texts if t.get_text() == "dead"] == ["dead"]
     texts = {round(t.get_position()[0]) for t in ax.texts if t.get_text() == "dead"}
     assert texts == {dead}
+
+
+@pytest.mark.parametrize("categories", [1, 3, 11])
+def test_category_tiles_of_a_long_run_keep_their_labels_apart_and_on_the_canvas(categories):
+    """The tiles' step labels are y ticks, so the layout puts the axis label beside them, not over
+    them (11 tiles: two rows, the label ran through '25100–27500'); a figure of one or a few tiles
+    is wide enough for its title and its binning note."""
+    from learnviz.plots import logprob_heatmap
+    from tests.plots.test_figures import check_labelled
+
+    steps = [100 * (i + 1) for i in range(500)]
+    values = -np.random.default_rng(1).uniform(0, 5, (categories, 500, 6))
+    fig = logprob_heatmap.category_heatmaps(steps, [f"skill_{i}/category_{i}" for i in range(categories)], values)
+    check_labelled(fig, legend=False)           # renders; no text beyond the canvas
+    ax, r = fig.axes[0], fig.canvas.get_renderer()
+    labels = [t for t in ax.get_yticklabels() if t.get_text()]
+    rows = -(-categories // 6)
+    assert [t.get_text() for t in labels] == ["100–2500", "25100–27500", "47600–50000"] * rows
+    ylabel = ax.yaxis.label.get_window_extent(r)
+    for t in labels:
+        assert not ylabel.overlaps(t.get_window_extent(r)), t.get_text()
