@@ -29,7 +29,10 @@ stage's time at the largest N over the smallest.
 Each round runs twice: as a long-lived worker (the run's headers memoised from its earlier tasks)
 and as a new process (nothing memoised, the folder index read), and the table has a block for each.
 A third block times the whole `learnviz status` command as a user runs it (a new interpreter, its
-imports and settings included): what the milliseconds of the new-process block amount to.
+imports and settings included): what the milliseconds of the new-process block amount to. The
+`stat floor` row times one `os.stat` of each checkpoint's weight file and of each archive: the
+least a new process (no watches, no memo) spends to notice a checkpoint rewritten in place, and so
+the least ratio its scan could reach on this machine.
 
     python bench/scale.py                      # N = 10, 100, 500; 3 rounds
     python bench/scale.py --sizes 10,100 --repeat 5
@@ -238,6 +241,23 @@ def _status_command(n: int, env: dict) -> float:
     return spent
 
 
+def _stat_floor(n: int, rounds: int = 5) -> float:
+    """Seconds for one `os.stat` of each checkpoint's weight file and of each archive of the run of
+    N = n (best of `rounds`): the least that a new process, which has no watches and no memo, spends
+    to notice a checkpoint rewritten in place (the Trainer rewrites model.safetensors on resume; no
+    folder's time changes) or an archive replaced."""
+    run = syn.cached_run(CACHE, n)
+    files = [str(p / "model.safetensors") for p in sorted((run / "ckpts").iterdir())]
+    files += [str(p) for p in sorted(syn.settings_for(run).archive_dir().glob("*.h5"))]
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for f in files:
+            os.stat(f)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 MODES = {"worker": "in a worker (its memo warm: a Celery CPU worker, `learnviz run --watch`, the Trainer callback)",
          "new process": "in a new process (nothing memoised: `learnviz run` from cron, `learnviz status`)"}
 
@@ -290,6 +310,12 @@ def main() -> None:
     cmd = {n: pick(commands[n]) for n in sizes}
     ratios["status command"] = cmd[hi] / cmd[lo]
     print(f"{'status':10s}" + "".join(f"{cmd[n]:10.3f}" for n in sizes) + f"{ratios['status command']:9.2f}x")
+    floor = {n: _stat_floor(n) for n in sizes}
+    scan = {n: pick(x["seconds"]["scan"] for x in results["new process", n]) for n in sizes}
+    least = (scan[lo] + floor[hi] - floor[lo]) / scan[lo]
+    print(f"{'stat floor':10s}" + "".join(f"{floor[n]:10.4f}" for n in sizes)
+          + f"   (one stat per weight file and per archive: a new process's scan at {hi} can be no less "
+          f"than {least:.2f}x its time at {lo})")
     every = [x for rs in results.values() for x in rs]
     print(f"{'peak RSS':10s}" + "".join(f"{max(x['peak_mib'] for x in every if x['n'] == n):8.0f}MB" for n in sizes))
     print(f"{'archive':10s}" + "".join(f"{results['worker', n][0]['archive_bytes'] / 2**20:8.2f}MB" for n in sizes)
