@@ -21,7 +21,7 @@ from matplotlib.patches import Rectangle
 
 from .common import MAX_HEIGHT, NAN_COLOR, bin_checkpoints, figure, heatmap, no_data, shorten, tick_positions, title
 
-VERSION = 3
+VERSION = 4     # 4: the category tiles' step labels as y ticks, a wider figure for few tiles
 FLOOR = -12.0          # colour scale floor in nats (p ~ 6e-6): lower values show as the floor
 MAX_PANELS = 36
 TILE_CHECKPOINTS = 20   # rows of a category tile: a longer run is binned (up to 36 tiles share the page)
