@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from .checkpoints import (  # noqa: E402
     tokenizer_hash,
 )
 from .errors import CheckpointError, ConfigError  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -154,9 +157,10 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     if pickle:
         require_safe_torch_load(weights_at)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             weights_at, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
-            trust_remote_code=trust_remote_code)
+            trust_remote_code=trust_remote_code, output_loading_info=True)
+        check_loaded(weights_at, type(model).__name__, info, trust_remote_code=trust_remote_code)
         if adapter:
             model = _with_adapter(model, path)
     except CheckpointError:
@@ -175,6 +179,56 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
+
+
+def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool = False) -> None:
+    """What transformers' loading info says of the checkpoint's weights against the class it built.
+    A tensor the class needs that the weights lack is filled with random numbers, silently, and
+    every analysis of the checkpoint would describe a partly random model: CheckpointError naming
+    the weights and the tensors (a checkpoint of another architecture, layers renamed, custom code
+    not run). Tensors the class does not use are logged (old checkpoints carry buffers such as
+    GPT-2's attn.masked_bias, which transformers reports so), as is custom code that is not run."""
+    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    unused = sorted(str(k) for k in info.get("unexpected_keys") or ())
+    weights = _weights_name(folder)
+    raw = _raw_config(folder)
+    custom = [r for r in _class_refs(raw.get("auto_map")) if "CausalLM" in r or "LMHead" in r] \
+        if not trust_remote_code else []
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        hint = ("its config.json names custom code (auto_map: " + ", ".join(custom[:2]) + "); if you trust it, "
+                "pass --trust-remote-code" if custom else
+                "a checkpoint of another architecture than its config.json says, or with layers renamed: "
+                "save it again with the model class it was trained with")
+        raise CheckpointError(f"the weights lack {len(missing)} tensor{'s' if len(missing) != 1 else ''} that "
+                              f"transformers' {cls} needs ({shown}), which it would fill with random numbers",
+                              path=folder / weights, field=missing[0], hint=hint)
+    if custom:
+        log.warning("%s: config.json's auto_map names custom code (%s); learnviz loads transformers' own %s "
+                    "instead (it runs no code from a checkpoint unless --trust-remote-code): where that code "
+                    "changes the model, the analyses describe another model", folder / "config.json",
+                    ", ".join(custom[:2]), cls)
+    if unused:
+        log.warning("%s: %d tensor%s that transformers' %s does not use (%s%s): left out of the model",
+                    folder / weights, len(unused), "s" if len(unused) != 1 else "", cls, ", ".join(unused[:4]),
+                    f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+
+
+def _weights_name(folder: Path) -> str:
+    """The weight file (or shard index) of a model folder, for messages."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json"):
+        if (folder / name).exists():
+            return name
+    return "model.safetensors"
+
+
+def _raw_config(folder: Path) -> dict:
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 # the heads of models that are not causal language models (transformers' class names end so)

@@ -400,6 +400,55 @@ def test_a_config_learnviz_cannot_probe_names_config_json_and_its_field(ckpt_roo
     assert words in str(err.value) and len(str(err.value)) < 700
 
 
+def _rename_tensor(ck, old: str, new: str | None, extra: dict | None = None) -> None:
+    from safetensors.torch import load_file, save_file
+    w = ck / "model.safetensors"
+    tensors = load_file(w)
+    value = tensors.pop(old)
+    if new is not None:
+        tensors[new] = value
+    tensors.update(extra or {})
+    save_file(tensors, w, metadata={"format": "pt"})
+
+
+def test_weights_that_lack_a_tensor_of_the_model_fail_naming_it_not_random_numbers(settings, tmp_path):
+    """A checkpoint whose weights lack a tensor the model class needs (a layer renamed, another
+    architecture than config.json says): transformers filled it with random numbers, silently, and
+    every analysis described a partly random model. That checkpoint fails, naming the weights and
+    the tensor; the others are archived."""
+    settings = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    _rename_tensor(root / "checkpoint-20", "transformer.h.1.mlp.c_proj.weight", "transformer.h.1.mlp.c_projX.weight")
+    report = run(settings, cpu_stages=False, progress=False)
+    assert [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-30.h5"]
+    ck = root / "checkpoint-20"
+    assert report.failed == [(ck, f"{ck / 'model.safetensors'} field 'transformer.h.1.mlp.c_proj.weight': the "
+                              "weights lack 1 tensor that transformers' GPT2LMHeadModel needs "
+                              "(transformer.h.1.mlp.c_proj.weight), which it would fill with random numbers (a "
+                              "checkpoint of another architecture than its config.json says, or with layers "
+                              "renamed: save it again with the model class it was trained with)")]
+    bad = _stage(settings, "checkpoint-20")
+    assert bad.status == "failed" and "c_proj.weight" in bad.reason
+
+
+def test_unused_tensors_and_custom_code_not_run_are_said_and_the_model_loads(ckpt_root, caplog):
+    """Tensors the class does not use (old GPT-2 checkpoints carry attn.masked_bias buffers) load
+    the model and are logged, named; so is an auto_map naming custom code for a model type that
+    transformers builds itself, which learnviz does not run."""
+    ck = ckpt_root / "checkpoint-10"
+    _rename_tensor(ck, "transformer.h.0.attn.c_attn.bias", "transformer.h.0.attn.c_attn.bias",
+                   {"transformer.h.0.attn.masked_bias": torch.tensor(-1e4)})
+    _config(ck, auto_map={"AutoModelForCausalLM": "modeling_mine.MyGPT2LMHeadModel"})
+    with caplog.at_level("WARNING", logger="learnviz.model"):
+        loaded = load(ck, device="cpu")
+    assert type(loaded.model).__name__ == "GPT2LMHeadModel"
+    said = [r.getMessage() for r in caplog.records if r.name == "learnviz.model"]
+    assert any("1 tensor that transformers' GPT2LMHeadModel does not use (transformer.h.0.attn.masked_bias)"
+               in m and str(ck / "model.safetensors") in m for m in said), said
+    assert any("auto_map names custom code (modeling_mine.MyGPT2LMHeadModel)" in m and "--trust-remote-code" in m
+               for m in said), said
+
+
 @pytest.mark.parametrize("file", ["config.json", "tokenizer_config.json"])
 def test_custom_code_is_never_run_and_the_error_names_auto_map_and_the_flag(ckpt_root, tmp_path, file):
     """A model or tokenizer that only its own code can build (auto_map, trust_remote_code): the code
