@@ -196,10 +196,17 @@ def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool 
         if not trust_remote_code else []
     if missing:
         shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        hint = ("its config.json names custom code (auto_map: " + ", ".join(custom[:2]) + "); if you trust it, "
-                "pass --trust-remote-code" if custom else
-                "a checkpoint of another architecture than its config.json says, or with layers renamed: "
-                "save it again with the model class it was trained with")
+        prefix = _wrapper_prefix(missing, unused)
+        if prefix:
+            hint = (f"the weights' names carry the prefix {prefix!r}, as the state_dict of a wrapped model does "
+                    "(torch.compile adds '_orig_mod.', DistributedDataParallel 'module.'): save the unwrapped "
+                    "model with save_pretrained, or strip the prefix from the names")
+        elif custom:
+            hint = (f"its config.json names custom code (auto_map: {', '.join(custom[:2])}); if you trust it, "
+                    "pass --trust-remote-code")
+        else:
+            hint = ("a checkpoint of another architecture than its config.json says, or with layers renamed: "
+                    "save it again with the model class it was trained with")
         raise CheckpointError(f"the weights lack {len(missing)} tensor{'s' if len(missing) != 1 else ''} that "
                               f"transformers' {cls} needs ({shown}), which it would fill with random numbers",
                               path=folder / weights, field=missing[0], hint=hint)
@@ -212,6 +219,19 @@ def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool 
         log.warning("%s: %d tensor%s that transformers' %s does not use (%s%s): left out of the model",
                     folder / weights, len(unused), "s" if len(unused) != 1 else "", cls, ", ".join(unused[:4]),
                     f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+
+
+def _wrapper_prefix(missing: list[str], unused: list[str]) -> str | None:
+    """The prefix that the unused tensors' names add to the missing ones' ('_orig_mod.', 'module.'),
+    when one prefix accounts for most of the missing tensors; else None."""
+    counts: dict[str, int] = {}
+    for u in unused:
+        for m in missing:
+            if u.endswith("." + m):
+                counts[u[:-len(m)]] = counts.get(u[:-len(m)], 0) + 1
+                break
+    best = max(counts, key=counts.get, default=None)
+    return best if best is not None and counts[best] * 2 >= len(missing) else None
 
 
 def _weights_name(folder: Path) -> str:

@@ -431,6 +431,21 @@ def test_weights_that_lack_a_tensor_of_the_model_fail_naming_it_not_random_numbe
     assert bad.status == "failed" and "c_proj.weight" in bad.reason
 
 
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module."])
+def test_weights_saved_from_a_wrapped_model_name_the_prefix(ckpt_root, prefix):
+    """A state_dict saved from a torch.compile'd or DDP-wrapped model: every name carries a prefix,
+    so the model would have been all random numbers; the error says which prefix."""
+    from safetensors.torch import load_file, save_file
+    ck = ckpt_root / "checkpoint-10"
+    w = ck / "model.safetensors"
+    save_file({prefix + k: v for k, v in load_file(w).items()}, w, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.path == str(w) and err.value.field.startswith("transformer.h.0.")
+    assert "that transformers' GPT2LMHeadModel needs" in str(err.value)
+    assert f"the weights' names carry the prefix {prefix!r}" in err.value.hint
+
+
 def test_unused_tensors_and_custom_code_not_run_are_said_and_the_model_loads(ckpt_root, caplog):
     """Tensors the class does not use (old GPT-2 checkpoints carry attn.masked_bias buffers) load
     the model and are logged, named; so is an auto_map naming custom code for a model type that
