@@ -441,7 +441,7 @@ def test_weights_saved_from_a_wrapped_model_name_the_prefix(ckpt_root, prefix):
     save_file({prefix + k: v for k, v in load_file(w).items()}, w, metadata={"format": "pt"})
     with pytest.raises(CheckpointError) as err:
         load(ck, device="cpu")
-    assert err.value.path == str(w) and err.value.field.startswith("transformer.h.0.")
+    assert err.value.path == str(w) and err.value.field == "lm_head.weight"     # the first of them, sorted
     assert "that transformers' GPT2LMHeadModel needs" in str(err.value)
     assert f"the weights' names carry the prefix {prefix!r}" in err.value.hint
 
