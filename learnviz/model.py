@@ -166,6 +166,9 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     except CheckpointError:
         raise
     except Exception as exc:
+        if "ignore_mismatched_sizes" in str(exc):   # "... look at the above report", which is not shown
+            raise shape_error(weights_at, trust_remote_code=trust_remote_code) or CheckpointError(
+                f"model cannot be loaded: {_short(exc)}", path=path) from None
         raise CheckpointError(f"model cannot be loaded: {_short(exc)}", path=path) from exc
     emb = model.get_input_embeddings()
     rows = getattr(emb, "num_embeddings", None)
@@ -219,6 +222,46 @@ def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool 
         log.warning("%s: %d tensor%s that transformers' %s does not use (%s%s): left out of the model",
                     folder / weights, len(unused), "s" if len(unused) != 1 else "", cls, ", ".join(unused[:4]),
                     f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+
+
+def shape_error(folder: Path, *, trust_remote_code: bool = False) -> CheckpointError | None:
+    """The error for weights whose shapes differ from what config.json builds (config.json edited
+    or taken from another model size, or a DeepSpeed ZeRO-3 save whose tensors are empty): the
+    tensors, each with its shape in the file and in the model. None when they cannot be told (the
+    weights are not safetensors, or their names are converted on load)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .checkpoints import read_safetensors_header, weight_files
+    found: dict[str, tuple] = {}
+    files = weight_files(folder) or []
+    try:
+        for f in files:
+            header, _ = read_safetensors_header(f)
+            found.update({k: tuple(v["shape"]) for k, v in header.items()
+                          if k != "__metadata__" and isinstance(v, dict) and "shape" in v})
+        config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            built = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        want = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    except Exception:  # noqa: BLE001  (the message then stays transformers')
+        return None
+    bad = [(k, found[k], want[k]) for k in sorted(found) if k in want and found[k] != want[k]]
+    if not bad:
+        return None
+    shown = "; ".join(f"{k}: {list(a)} in the file, {list(b)} in the model" for k, a, b in bad[:3])
+    more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+    empty = sum(1 for _, a, _ in bad if 0 in a)
+    where = folder / (files[0].name if len(files) == 1 else "model.safetensors.index.json")
+    if empty == len(bad) and len(bad) * 2 >= len(want):
+        return CheckpointError(f"every tensor of the weights is empty ({shown}{more})", path=where, field=bad[0][0],
+                               hint="a DeepSpeed ZeRO-3 save without its weights gathered: run the "
+                                    "zero_to_fp32.py saved in the folder, or train with "
+                                    "stage3_gather_16bit_weights_on_model_save: true")
+    return CheckpointError(f"{len(bad)} tensor{'s' if len(bad) != 1 else ''} of the weights "
+                           f"{'have' if len(bad) != 1 else 'has'} another shape than the model that config.json "
+                           f"builds ({type(built).__name__}): {shown}{more}", path=where, field=bad[0][0],
+                           hint="config.json is another model's or another size's (edited, or copied from "
+                                "elsewhere): save the config the weights were trained with into the folder")
 
 
 def _wrapper_prefix(missing: list[str], unused: list[str]) -> str | None:

@@ -446,6 +446,29 @@ def test_weights_saved_from_a_wrapped_model_name_the_prefix(ckpt_root, prefix):
     assert f"the weights' names carry the prefix {prefix!r}" in err.value.hint
 
 
+@pytest.mark.parametrize("fault", ["config of another size", "empty tensors"])
+def test_weights_of_another_shape_name_the_tensors_and_their_shapes(ckpt_root, fault):
+    """transformers' own message said only "look at the above report", a report learnviz does not
+    show: the error names the tensors, their shapes in the file and in the model, and the likely
+    cause (a config.json of another size; a ZeRO-3 save whose tensors are empty)."""
+    from safetensors.torch import load_file, save_file
+    ck = ckpt_root / "checkpoint-10"
+    w = ck / "model.safetensors"
+    if fault == "empty tensors":
+        save_file({k: torch.empty(0, dtype=v.dtype) for k, v in load_file(w).items()}, w, metadata={"format": "pt"})
+        words, hint, shape = "every tensor of the weights is empty", "zero_to_fp32.py", "[0] in the file, [96]"
+    else:
+        _config(ck, n_embd=64)
+        words = "28 tensors of the weights have another shape than the model that config.json builds (GPT2LMHeadModel)"
+        hint, shape = "save the config the weights were trained with", "[96] in the file, [192]"
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.path == str(w) and err.value.field == "transformer.h.0.attn.c_attn.bias"
+    assert words in str(err.value) and hint in err.value.hint
+    assert f"transformer.h.0.attn.c_attn.bias: {shape} in the model" in str(err.value)
+    assert "above report" not in str(err.value)
+
+
 def test_unused_tensors_and_custom_code_not_run_are_said_and_the_model_loads(ckpt_root, caplog):
     """Tensors the class does not use (old GPT-2 checkpoints carry attn.masked_bias buffers) load
     the model and are logged, named; so is an auto_map naming custom code for a model type that
