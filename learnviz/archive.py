@@ -202,6 +202,29 @@ def _from_attr(value: Any) -> Any:
 
 # ---------------------------------------------------------------- paths and locks
 
+# Most file systems (ext4, XFS, APFS, NTFS) allow a file name of 255 bytes and a path of 4096
+# (Linux's NAME_MAX and PATH_MAX). The longest name learnviz makes of an archive's is its
+# temporary file's, `.<name>.<pid>.tmp` (a pid has at most 7 digits).
+NAME_MAX = 255
+PATH_MAX = 4096
+_TMP_EXTRA = len("..4194304.tmp")
+
+
+def name_problem(path: Path) -> str | None:
+    """Why an archive cannot be written at `path` on most file systems (its name, or its
+    temporary file's, too long), or None. Checked before anything is written: the OSError
+    (ENAMETOOLONG) would come from deep inside a write."""
+    name, whole = len(os.fsencode(path.name)) + _TMP_EXTRA, len(os.fsencode(str(path))) + _TMP_EXTRA
+    if name > NAME_MAX:
+        return (f"its archive's file name ({path.name[:24]}...{path.name[-24:]}) would be {name - _TMP_EXTRA} "
+                f"bytes, and its temporary file's {name}: beyond the {NAME_MAX} bytes a file system allows "
+                f"a file name; rename the checkpoint folder (or its parent folders under the run) shorter")
+    if whole >= PATH_MAX:
+        return (f"its archive's path would be {whole - _TMP_EXTRA} bytes long, and its temporary file's {whole}: "
+                f"beyond the {PATH_MAX} bytes a system allows a path; pass an --archive folder higher up")
+    return None
+
+
 def archive_name(checkpoint_path: Path, root: Path) -> str:
     """File name of a checkpoint's archive: its path under the root, '/' as '__'."""
     try:

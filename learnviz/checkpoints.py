@@ -36,6 +36,10 @@ STEP_PATTERNS = (
     re.compile(r"^step[_-](\d+)$"),
     re.compile(r"^global_step(\d+)$"),
 )
+# The largest step learnviz archives: 2**53 - 1, the largest whole number that JSON readers
+# (JavaScript: the dashboard's charts and its API's callers) hold exactly; an archive keeps it as
+# int64. A larger "step" is no training step (a timestamp, a hash's digits).
+MAX_STEP = 2**53 - 1
 WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")   # read with torch.load(weights_only=True)
 SAMPLE_BLOCKS = 16       # data blocks hashed into the fingerprint per weight file

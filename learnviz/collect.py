@@ -18,6 +18,7 @@ import numpy as np
 from . import archive as arc
 from . import history, scan_cache
 from .checkpoints import (
+    MAX_STEP,
     NO_STEP,
     Checkpoint,
     checkpoint_tokenizer,
@@ -45,6 +46,11 @@ STAGES = (EXTRACT,)   # the GPU stage; the CPU stages (learnviz.analyze) follow 
 class CheckpointGone(LearnvizError):
     """The checkpoint folder was deleted while it was processed (a Trainer's `save_total_limit`
     rotation): nothing is recorded for it, neither an archive nor a failure."""
+
+
+class Unarchivable(LearnvizError):
+    """A checkpoint learnviz cannot archive as it is named (a step beyond `MAX_STEP`, an archive
+    name longer than a file system allows): refused at each run, with the reason, nothing written."""
 
 
 @dataclass
@@ -174,7 +180,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             continue
         try:
             job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None)
-        except arc.ForeignArchiveError as exc:   # one such archive must not stop the others
+        except (arc.ForeignArchiveError, Unarchivable) as exc:   # one such archive must not stop the others
             if refused is not None:
                 refused.append((ck, str(exc)))
             continue
@@ -204,10 +210,19 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
     An archive this learnviz cannot read is never overwritten: one of another schema_version or an
     unknown encoding raises archive.ForeignArchiveError (it may hold all there is of that
     checkpoint); a damaged one needs every stage and goes to `damaged` as (path, reason), for the
-    caller to move it aside (`archive.set_aside`) and say so before rebuilding it."""
+    caller to move it aside (`archive.set_aside`) and say so before rebuilding it. A checkpoint
+    whose step or archive name learnviz cannot keep raises Unarchivable, before anything is read."""
+    if ck.step > MAX_STEP:
+        where = "its folder name" if step_from_name(ck.path.name) is not None else "trainer_state.json's global_step"
+        raise Unarchivable(f"step {ck.step} (from {where}) is beyond {MAX_STEP} (2**53 - 1), the largest step "
+                           f"JSON readers and the dashboard's charts hold exactly; rename the folder to its "
+                           f"training step (checkpoint-N)")
+    path = settings.archive_dir() / arc.archive_name(ck.path, root)
+    problem = arc.name_problem(path)
+    if problem:
+        raise Unarchivable(problem)
     key = arc.StageKey(fp or fingerprint(ck, settings.tokenizer, settings.base_model), probes.hash,
                        inputs=extract_inputs(settings))
-    path = settings.archive_dir() / arc.archive_name(ck.path, root)
     needed = list(STAGES)
     version = old_hash = None
     if path.exists():

@@ -561,7 +561,7 @@ def collect_embeddings(settings: Settings, checkpoint: str | Path, *, loaded=Non
     damaged: list[tuple[Path, str]] = []
     try:
         job = collect.job_for(ck, settings, probes, collect.checkpoint_root(settings), damaged=damaged)
-    except arc.ForeignArchiveError as exc:
+    except (arc.ForeignArchiveError, collect.Unarchivable) as exc:
         return StageResult(EXTRACT, str(checkpoint), ck.step, "failed", str(exc))
     if not job.stages:
         return StageResult(EXTRACT, str(checkpoint), ck.step, "current", archive=str(job.archive_path))

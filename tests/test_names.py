@@ -1,0 +1,85 @@
+"""Checkpoint folders, runs and archive folders whose names learnviz cannot keep as they are: a
+step no JSON reader holds exactly, a name too long for its archive's file, a folder too deep for a
+path. Each is refused with a reason that names the folder and what to do, and the others go on.
+
+(Run names that learnviz keeps as they are, spaces, '#', '?', '%2F', a leading '_' or '+', are in
+tests/web/test_dashboard_api.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from helpers import learnviz_run, make_checkpoint, write_small_probes
+
+from learnviz import cli, pipeline
+from learnviz.archive import NAME_MAX
+from learnviz.checkpoints import MAX_STEP
+from learnviz.settings import load_settings
+
+
+@pytest.fixture
+def small_probes(tmp_path):
+    return write_small_probes(tmp_path / "probes.jsonl", every=25)
+
+
+def _settings(root, probes, **kw):
+    return load_settings(overrides={"checkpoints": str(root), "settle_seconds": 0.0, "device": "cpu",
+                                    "probes": str(probes), "hard_examples": "", **kw}, environ={})
+
+
+def test_steps_beyond_what_json_holds_exactly_are_refused_naming_the_folder(tmp_path, tokenizer, small_probes,
+                                                                           capsys):
+    """checkpoint-99999999999999999999 stopped `learnviz run` with a traceback from h5py (a step
+    beyond int64 has no HDF5 type), every other checkpoint and run left unarchived; a step beyond
+    2**53 was archived, and the dashboard's charts (JavaScript numbers) drew it at the step before."""
+    root = tmp_path / "run"
+    make_checkpoint(root / "checkpoint-10", tokenizer, step=10)
+    make_checkpoint(root / f"checkpoint-{MAX_STEP}", tokenizer, step=MAX_STEP, seed=1)
+    make_checkpoint(root / f"checkpoint-{MAX_STEP + 2}", tokenizer, step=MAX_STEP, seed=2)
+    make_checkpoint(root / "checkpoint-99999999999999999999", tokenizer, step=MAX_STEP, seed=3)
+    make_checkpoint(root / "final", tokenizer, step=2**60, seed=4)      # the step from trainer_state.json
+    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    report = learnviz_run(settings, progress=False, cpu_stages=False)
+    assert [p.name for p in report.done] == ["checkpoint-10.h5", f"checkpoint-{MAX_STEP}.h5"]
+    failed = {p.name: why for p, why in report.failed}
+    assert sorted(failed) == [f"checkpoint-{MAX_STEP + 2}", "checkpoint-99999999999999999999", "final"]
+    assert failed["checkpoint-99999999999999999999"] == (
+        f"step 99999999999999999999 (from its folder name) is beyond {MAX_STEP} (2**53 - 1), the largest step "
+        "JSON readers and the dashboard's charts hold exactly; rename the folder to its training step (checkpoint-N)")
+    assert failed["final"].startswith(f"step {2**60} (from trainer_state.json's global_step) is beyond")
+    assert sorted(p.name for p in (tmp_path / "archive").glob("*.h5")) == [
+        "checkpoint-10.h5", f"checkpoint-{MAX_STEP}.h5"]                 # nothing written for the others
+    capsys.readouterr()
+    assert cli.main(["status", "--archive", str(tmp_path / "archive"), "--json"]) == 0
+    assert [r["step"] for r in json.loads(capsys.readouterr().out)] == [10, MAX_STEP]
+    # the distributed entry point says the same, and writes nothing
+    res = pipeline.collect_embeddings(settings, root / "checkpoint-99999999999999999999")
+    assert res.status == "failed" and res.reason == failed["checkpoint-99999999999999999999"] and not res.archive
+    assert not (tmp_path / "archive" / "checkpoint-99999999999999999999.h5").exists()
+
+
+def test_a_checkpoint_whose_archive_name_is_too_long_is_refused_alone(tmp_path, tokenizer, small_probes):
+    """A folder name the file system takes (up to 255 bytes) makes an archive name 3 bytes longer
+    and a temporary file's 16: a name of 240 bytes and more stopped `learnviz run` with an OSError
+    (File name too long) and no archive of any checkpoint after it. Bytes count, not characters:
+    80 CJK characters are 240 bytes."""
+    root = tmp_path / "run"
+    zeros = "checkpoint-" + "0" * 240 + "20"                 # 253 bytes: a folder, not an archive
+    cjk = "模型" * 40                                         # 80 characters, 240 bytes: step 30 from trainer_state
+    assert len(os.fsencode(zeros)) <= NAME_MAX and len(os.fsencode(cjk)) <= NAME_MAX
+    make_checkpoint(root / "checkpoint-10", tokenizer, step=10)
+    make_checkpoint(root / zeros, tokenizer, step=20, seed=1)
+    make_checkpoint(root / cjk, tokenizer, step=30, seed=2)
+    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    report = learnviz_run(settings, progress=False, cpu_stages=False)
+    assert [p.name for p in report.done] == ["checkpoint-10.h5"]
+    failed = {p.name: why for p, why in report.failed}
+    assert sorted(failed) == sorted([zeros, cjk])
+    assert failed[zeros].endswith(f"would be {len(zeros) + 3} bytes, and its temporary file's {len(zeros) + 16}: "
+                                  "beyond the 255 bytes a file system allows a file name; rename the checkpoint "
+                                  "folder (or its parent folders under the run) shorter")
+    assert "would be 243 bytes, and its temporary file's 256" in failed[cjk]
+    assert sorted(p.name for p in (tmp_path / "archive").iterdir() if p.suffix == ".h5") == ["checkpoint-10.h5"]
