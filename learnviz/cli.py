@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from . import pipeline, readout
 from .common import settle_heap
-from .errors import WRITE_ERRNOS, LearnvizError, Terminated
+from .errors import TOO_LONG_HINT, WRITE_ERRNOS, LearnvizError, Terminated
 from .flags import (
     EPILOG,
     FORMATTER,
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in WRITE_ERRNOS:
             raise
         # a full disk or a read-only folder: the machine's to fix, named without a traceback
-        print(f"learnviz: error: {exc.filename or 'a file'}: {os.strerror(exc.errno)}", file=sys.stderr)
+        hint = f" ({TOO_LONG_HINT})" if exc.errno == errno.ENAMETOOLONG else ""
+        print(f"learnviz: error: {exc.filename or 'a file'}: {os.strerror(exc.errno)}{hint}", file=sys.stderr)
         return 2
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 
-# Why a file of learnviz's own cannot be written: the machine's fault, never a checkpoint's.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+# Why a file of learnviz's own cannot be written: the machine's fault, never a checkpoint's
+# (ENAMETOOLONG: an archive or --out folder so deep that a file in it passes the system's PATH_MAX).
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                          errno.ENAMETOOLONG})
+TOO_LONG_HINT = "its path is longer than the system allows: pass a folder higher up, or with shorter names"
 
 
 class LearnvizError(Exception):
@@ -52,7 +55,8 @@ class WriteError(LearnvizError):
     @classmethod
     def of(cls, exc: OSError, path: object) -> WriteError:
         return cls(f"cannot write: {os.strerror(exc.errno)}", path=exc.filename or path,
-                   hint="free some space or make the folder writable, then run again")
+                   hint=TOO_LONG_HINT if exc.errno == errno.ENAMETOOLONG
+                   else "free some space or make the folder writable, then run again")
 
 
 class Terminated(KeyboardInterrupt):

@@ -17,6 +17,7 @@ never through an orchestrator. Every file is written whole (a temporary file, th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -27,7 +28,7 @@ import numpy as np
 
 from . import readout
 from .common import clean_json, discard, naming, tmp_path, write_atomic, write_json_atomic
-from .errors import WRITE_ERRNOS, LearnvizError, WriteError
+from .errors import TOO_LONG_HINT, WRITE_ERRNOS, LearnvizError, WriteError
 from .notebook import NOTEBOOK_EXTRA, MissingExtraError, Run, open_run, require_pandas
 from .version import __version__
 
@@ -60,7 +61,8 @@ def export(run: Run | str | Path, fmt: str, out: str | Path, *, layer: int | Non
         if exc.errno not in WRITE_ERRNOS:
             raise
         raise WriteError(f"cannot write: {os.strerror(exc.errno)}", path=exc.filename or out,
-                         hint="pass --out a folder you can write to, or make it writable or free some space") from None
+                         hint=TOO_LONG_HINT if exc.errno == errno.ENAMETOOLONG else
+                         "pass --out a folder you can write to, or make it writable or free some space") from None
 
 
 def _chosen(run: Run, which: str) -> list[int]:

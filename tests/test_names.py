@@ -83,3 +83,33 @@ def test_a_checkpoint_whose_archive_name_is_too_long_is_refused_alone(tmp_path, 
                                   "folder (or its parent folders under the run) shorter")
     assert "would be 243 bytes, and its temporary file's 256" in failed[cjk]
     assert sorted(p.name for p in (tmp_path / "archive").iterdir() if p.suffix == ".h5") == ["checkpoint-10.h5"]
+
+
+def _deep(base, length: int) -> str:
+    """A folder whose path is `length` characters long (folders of at most 200 characters each)."""
+    deep = str(base)
+    while len(deep) < length:
+        deep = os.path.join(deep, "d" * min(200, length - len(deep) - 1))
+    os.makedirs(deep)
+    return deep
+
+
+def test_an_archive_or_out_folder_too_deep_for_a_path_stops_naming_the_file(tmp_path, tokenizer, small_probes,
+                                                                           capsys):
+    """An archive (or --out) folder within a few bytes of PATH_MAX (4096) holds no file learnviz
+    writes: `learnviz run` and `learnviz export` ended in a traceback (OSError: File name too
+    long). They stop as for a full disk: the file named, what to do, exit status 2."""
+    root = tmp_path / "run"
+    make_checkpoint(root / "checkpoint-10", tokenizer, step=10)
+    deep = _deep(tmp_path / "deep", 4080)
+    argv = ["-q", "run", "--checkpoints", str(root), "--probes", str(small_probes), "--hard-examples", "",
+            "--settle-seconds", "0", "--device", "cpu"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--archive", deep]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"learnviz: error: {deep}/") and "File name too long" in err
+    assert "its path is longer than the system allows: pass a folder higher up, or with shorter names" in err
+    assert learnviz_run(_settings(root, small_probes, archive=str(tmp_path / "archive")), progress=False).ok
+    assert cli.main(["export", "csv", "--archive", str(tmp_path / "archive"), "--out", deep]) == 2
+    err = capsys.readouterr().err
+    assert f"{deep}/" in err and "File name too long" in err and "pass a folder higher up" in err
