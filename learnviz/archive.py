@@ -226,9 +226,13 @@ def name_problem(path: Path) -> str | None:
 
 
 def archive_name(checkpoint_path: Path, root: Path) -> str:
-    """File name of a checkpoint's archive: its path under the root, '/' as '__'."""
+    """File name of a checkpoint's archive: its path under the root, '/' as '__'. The folder's own
+    name counts as it is, a symbolic link's too: `checkpoint-30 -> checkpoint-10` is step 30's
+    archive, never a second writer of checkpoint-10.h5 (only the folders above it are resolved, for
+    a root given through a link)."""
     try:
-        rel = checkpoint_path.resolve().relative_to(root.resolve())
+        where = checkpoint_path.absolute()
+        rel = (where.parent.resolve() / where.name).relative_to(root.resolve())
         parts = rel.parts or (checkpoint_path.name,)
     except ValueError:
         parts = (checkpoint_path.name,)

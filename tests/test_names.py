@@ -113,3 +113,24 @@ def test_an_archive_or_out_folder_too_deep_for_a_path_stops_naming_the_file(tmp_
     assert cli.main(["export", "csv", "--archive", str(tmp_path / "archive"), "--out", deep]) == 2
     err = capsys.readouterr().err
     assert f"{deep}/" in err and "File name too long" in err and "pass a folder higher up" in err
+
+
+def test_a_checkpoint_folder_that_is_a_link_keeps_its_own_name(tmp_path, tokenizer, small_probes, capsys):
+    """checkpoint-30 -> checkpoint-10 (one folder, two steps: a link a user made for the final
+    checkpoint): the archive's name came from the link's target, so step 30 was written into
+    checkpoint-10.h5 over step 10, and step 10 was gone from the run with nothing said. A link to a
+    folder elsewhere keeps its name as before."""
+    root = tmp_path / "run"
+    make_checkpoint(root / "checkpoint-10", tokenizer, step=10)
+    make_checkpoint(tmp_path / "elsewhere" / "x", tokenizer, step=20, seed=1)
+    (root / "checkpoint-20").symlink_to(tmp_path / "elsewhere" / "x")
+    (root / "checkpoint-30").symlink_to(root / "checkpoint-10")
+    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    report = learnviz_run(settings, progress=False, cpu_stages=False)
+    assert report.ok and [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
+    capsys.readouterr()
+    assert cli.main(["status", "--archive", str(tmp_path / "archive"), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["step"], r["name"]) for r in rows] == [(10, "checkpoint-10"), (20, "checkpoint-20"),
+                                                      (30, "checkpoint-30")]
+    assert not learnviz_run(settings, progress=False, cpu_stages=False).done     # and a rerun is a no-op
