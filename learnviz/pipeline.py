@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from . import analyze as an
 from . import archive as arc
 from . import collect, status_files
-from .checkpoints import candidate_paths, deeper_roots, find_runs, inspect
+from .checkpoints import MAX_STEP, candidate_paths, deeper_roots, find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError, WriteError
 from .probes import ProbeSet
@@ -341,7 +341,8 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
     report.found = len(jobs) + len(report.current) + len(report.incomplete) + len(refused)
     if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
         newest_archived = max((a.step for a in series(settings.archive_dir())), default=-1)
-        newest = max([j.checkpoint.step for j in jobs] + [ck.step for ck, _ in refused], default=-1)
+        newest = max([j.checkpoint.step for j in jobs] + [ck.step for ck, _ in refused if ck.step <= MAX_STEP],
+                     default=-1)     # (a step beyond MAX_STEP is no training step: never the latest)
         if newest < newest_archived:
             newest = None
         jobs = [j for j in jobs if j.checkpoint.step == newest][:1]

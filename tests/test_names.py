@@ -42,8 +42,10 @@ def test_steps_beyond_what_json_holds_exactly_are_refused_naming_the_folder(tmp_
     make_checkpoint(root / "checkpoint-99999999999999999999", tokenizer, step=MAX_STEP, seed=3)
     make_checkpoint(root / "final", tokenizer, step=2**60, seed=4)      # the step from trainer_state.json
     settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    latest = learnviz_run(settings, progress=False, cpu_stages=False, which="latest")   # not a refused one
+    assert [p.name for p in latest.done] == [f"checkpoint-{MAX_STEP}.h5"] and not latest.failed
     report = learnviz_run(settings, progress=False, cpu_stages=False)
-    assert [p.name for p in report.done] == ["checkpoint-10.h5", f"checkpoint-{MAX_STEP}.h5"]
+    assert [p.name for p in report.done] == ["checkpoint-10.h5"]
     failed = {p.name: why for p, why in report.failed}
     assert sorted(failed) == [f"checkpoint-{MAX_STEP + 2}", "checkpoint-99999999999999999999", "final"]
     assert failed["checkpoint-99999999999999999999"] == (
