@@ -48,6 +48,7 @@ import numpy as np
 from filelock import FileLock
 
 from . import fswatch
+from .common import sweep_due
 from .errors import WRITE_ERRNOS, LearnvizError, WriteError
 from .version import __version__
 
@@ -317,6 +318,9 @@ def _write_stage(path: Path, stage: str, **kw: Any) -> None:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+    # the other files' leftovers (an archive whose checkpoint is gone, the index's, the board's):
+    # not under their locks, so by age (learnviz.common.STALE_AFTER)
+    sweep_due(path.parent, path)
 
 
 def _write_tmp(tmp: Path, path: Path, old: h5py.File | None, stage: str, *, key: StageKey,
@@ -707,6 +711,7 @@ class FolderIndex:
                                       separators=(",", ":")), encoding="utf-8")
             os.replace(tmp, self.path)
             self.dirty, self.changed = False, 0
+            sweep_due(self.path.parent, self.path)
         except OSError:
             try:                # a read-only folder: no index (a read-only mount refuses, with EROFS,
                 tmp.unlink(missing_ok=True)     # even the removal of a file that is not there)

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import stat
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,7 +38,8 @@ def clean_json(value: Any) -> Any:
 
 def tmp_path(path: Path) -> Path:
     """The temporary sibling a writer of `path` fills before `os.replace` (same folder, so the
-    replace is atomic; hidden, and named by the writer's pid so two writers never share one)."""
+    replace is atomic; hidden, and named by the writer's pid so two writers never share one).
+    A writer killed outright (SIGKILL) leaves it behind: `sweep_due` removes it later."""
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
@@ -62,7 +67,114 @@ def write_atomic(path: str | Path, data: bytes | str, *, fsync: bool = False) ->
         os.replace(tmp, path)
     finally:
         discard(tmp)
+    sweep_due(path.parent, path)
     return path
+
+
+# ---------------------------------------------------------------- what killed writers left
+
+# A writer killed outright (SIGKILL: the OOM killer, `docker kill`, a preempted job) cannot remove
+# its temporary file, and each such kill leaves one more (another pid in the name). A leftover is
+# removed only when both say its writer is gone:
+# - untouched for STALE_AFTER: a live writer's file changes as it is written, and no single write of
+#   learnviz takes that long. Measured against the clock of the file system that holds the folder
+#   (the modification time of the file just written there): a host whose clock runs ahead cannot
+#   take a fresh file for an old one.
+# - no process with a pid its name carries is alive on this host. Not a proof (the archive folder
+#   may be shared with another host, whose pids mean nothing here), hence the age too; but it keeps
+#   the file of a writer on this host that was stopped (SIGSTOP, a suspended machine) for longer.
+# A writer that was merely slow and lost its file then fails its `os.replace` (FileNotFoundError):
+# an error, never a wrong file in place.
+STALE_AFTER = 15 * 60       # seconds
+_PID_MAX = 1 << 22          # Linux's largest pid: a greater number is no pid (a thread id)
+
+log = logging.getLogger(__name__)
+
+
+def leftover_pids(name: str) -> tuple[int, ...] | None:
+    """The pids a writer's temporary file name may carry (its last one or two dot-separated numbers:
+    `tmp_path`'s `.<name>.<pid>.tmp`, the archive folder index's `.<name>.<pid>.<thread>.tmp`); None
+    when `name` is not such a name."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    fields = name[1:-len(".tmp")].split(".")
+    pids: list[int] = []
+    while len(fields) > 1 and len(pids) < 2 and fields[-1].isascii() and fields[-1].isdigit():
+        pids.append(int(fields.pop()))
+    return tuple(pids) or None
+
+
+def _alive_here(pid: int) -> bool:
+    """True when a process with this pid runs on this host. False where that cannot be asked."""
+    if pid <= 0 or pid > _PID_MAX:
+        return False
+    if os.name != "posix":          # os.kill there ends the process: the age alone decides
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                 # EPERM: alive, another user's
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temporary files that killed writers left in `folder` (see STALE_AFTER for when
+    one counts as left); `now`: the time to measure their age against (default: this host's clock).
+    Returns what was removed. Never raises: a folder that cannot be listed or written keeps them."""
+    try:
+        with os.scandir(folder) as it:
+            found = [e for e in it if leftover_pids(e.name) is not None]
+    except OSError:
+        return []
+    removed = []
+    now = time.time() if now is None else now
+    for e in found:
+        try:
+            st = e.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < STALE_AFTER:
+            continue
+        if any(_alive_here(pid) for pid in leftover_pids(e.name)):
+            continue
+        try:
+            os.unlink(e.path)
+        except OSError:
+            continue
+        removed.append(Path(e.path))
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by writers that were killed: %s", len(removed),
+                 folder, ", ".join(sorted(p.name for p in removed)))
+    return removed
+
+
+def sweep_due(folder: str | Path, written: str | Path | None = None) -> list[Path]:
+    """`remove_leftovers(folder)` when this process has not done it there yet, or not for
+    STALE_AFTER (a worker lives for days, and a leftover of a kill just before it started is not
+    old enough then). Writers call it after each write: a dict look-up per write, one listing of
+    the folder per process and quarter of an hour, never one per write of a 500-file folder.
+    `written`: the file just written in `folder`, whose modification time is the file system's now."""
+    key, t = (os.getpid(), os.fspath(folder)), time.monotonic()
+    with _swept_lock:
+        last = _swept.get(key)
+        if last is not None and t - last < STALE_AFTER:
+            return []
+        _swept[key] = t
+    now = time.time()
+    if written is not None:
+        try:
+            now = min(now, os.stat(written).st_mtime)
+        except OSError:
+            pass
+    return remove_leftovers(folder, now=now)
+
+
+# (pid, folder) -> time.monotonic() of that process's last sweep there; the pid in the key: a
+# forked worker child sweeps for itself.
+_swept: dict[tuple[int, str], float] = {}
+_swept_lock = threading.Lock()
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import readout
-from .common import clean_json, discard, naming, tmp_path, write_atomic, write_json_atomic
+from .common import clean_json, discard, naming, sweep_due, tmp_path, write_atomic, write_json_atomic
 from .errors import TOO_LONG_HINT, WRITE_ERRNOS, LearnvizError, WriteError
 from .notebook import NOTEBOOK_EXTRA, MissingExtraError, Run, open_run, require_pandas
 from .version import __version__
@@ -83,6 +83,7 @@ def _write_with(path: Path, fill: Callable[[Path], None]) -> Path:
             os.replace(tmp, path)
     finally:
         discard(tmp)
+    sweep_due(path.parent, path)
     return path
 
 
