@@ -386,7 +386,38 @@ def _with_adapter(model, path: Path):
     except ImportError:
         raise CheckpointError("is a PEFT adapter checkpoint and peft is not installed", path=path,
                               field=ADAPTER_CONFIG, hint="pip install 'learnviz[peft]'") from None
-    return PeftModel.from_pretrained(model, path, is_trainable=False).merge_and_unload()
+    peft_model = PeftModel.from_pretrained(model, path, is_trainable=False)
+    check_adapter(path, peft_model)
+    return peft_model.merge_and_unload()
+
+
+def check_adapter(path: Path, peft_model) -> None:
+    """The adapter's weights hold every tensor its adapter_config.json asks for. peft fills a
+    missing one with its initial values (random, for LoRA's A) with only a Python warning: the
+    merged model would be neither the base nor the trained adapter. CheckpointError naming them."""
+    from peft.utils import get_peft_model_state_dict
+
+    from .checkpoints import ADAPTER_WEIGHTS
+    where = next((path / n for n in ADAPTER_WEIGHTS if (path / n).exists()), None)
+    if where is None:
+        return
+    try:
+        if where.suffix == ".safetensors":
+            from .checkpoints import read_safetensors_header
+            found = {k for k in read_safetensors_header(where)[0] if k != "__metadata__"}
+        else:
+            found = set(torch.load(where, map_location="cpu", weights_only=True, mmap=True))
+        expected = set(get_peft_model_state_dict(peft_model))
+    except Exception:  # noqa: BLE001  (peft loaded it: nothing more to say)
+        return
+    missing = sorted(expected - found)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise CheckpointError(f"the adapter's weights lack {len(missing)} tensor{'s' if len(missing) != 1 else ''} "
+                              f"that its {ADAPTER_CONFIG} asks for ({shown}), which peft would fill with initial "
+                              f"values (random ones for LoRA's A)", path=where, field=missing[0],
+                              hint="save the adapter again with save_pretrained, with the adapter_config.json it "
+                                   "was trained with")
 
 
 SAFE_TORCH = (2, 6)   # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)

@@ -99,3 +99,28 @@ def test_peft_adapter_loads_onto_its_base(tmp_path, tokenizer):
     assert again.ok and len(again.done) == 1
     lp = arc.Archive(again.done[0]).read(EXTRACT, ["answer_logprob"])["answer_logprob"]
     np.testing.assert_allclose(lp, with_adapter, rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_whose_weights_lack_a_tensor_fails_naming_it(tmp_path, tokenizer):
+    """An adapter file without the LoRA A matrices its adapter_config.json asks for: peft filled
+    them with random values and only warned, so the merged model was neither the base nor the
+    trained adapter. The checkpoint fails, naming the file and the tensors."""
+    peft = pytest.importorskip("peft")
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from learnviz.errors import CheckpointError
+    from learnviz.model import load
+    base = make_checkpoint(tmp_path / "base", tokenizer, step=1, seed=3)
+    lora = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(base), peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False))
+    ck = tmp_path / "adapters" / "checkpoint-7"
+    lora.save_pretrained(ck)
+    tokenizer.save_pretrained(ck)
+    load(ck, device="cpu")                                    # whole: it loads
+    w = ck / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(w).items() if "h.1." not in k or "lora_A" not in k}, w)
+    with pytest.raises(CheckpointError) as err:
+        load(ck, device="cpu")
+    assert err.value.path == str(w) and err.value.field == "base_model.model.transformer.h.1.attn.c_attn.lora_A.weight"
+    assert "the adapter's weights lack 1 tensor that its adapter_config.json asks for" in str(err.value)
