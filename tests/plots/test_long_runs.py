@@ -141,7 +141,7 @@ def test_category_tiles_of_a_long_run_keep_their_labels_apart_and_on_the_canvas(
     them (11 tiles: two rows, the label ran through '25100–27500'); a figure of one or a few tiles
     is wide enough for its title and its binning note."""
     from learnviz.plots import logprob_heatmap
-    from tests.plots.test_figures import check_labelled
+    from plots.test_figures import check_labelled  # (tests/ is on the path: conftest.py)
 
     steps = [100 * (i + 1) for i in range(500)]
     values = -np.random.default_rng(1).uniform(0, 5, (categories, 500, 6))
