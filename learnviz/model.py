@@ -190,7 +190,8 @@ def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool 
     every analysis of the checkpoint would describe a partly random model: CheckpointError naming
     the weights and the tensors (a checkpoint of another architecture, layers renamed, custom code
     not run). Tensors the class does not use are logged (old checkpoints carry buffers such as
-    GPT-2's attn.masked_bias, which transformers reports so), as is custom code that is not run."""
+    GPT-2's attn.masked_bias, which transformers reports so), as is custom code that is not run:
+    once per run folder and process, not for each of its checkpoints."""
     missing = sorted(str(k) for k in info.get("missing_keys") or ())
     unused = sorted(str(k) for k in info.get("unexpected_keys") or ())
     weights = _weights_name(folder)
@@ -213,6 +214,10 @@ def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool 
         raise CheckpointError(f"the weights lack {len(missing)} tensor{'s' if len(missing) != 1 else ''} that "
                               f"transformers' {cls} needs ({shown}), which it would fill with random numbers",
                               path=folder / weights, field=missing[0], hint=hint)
+    said = (str(folder.parent), cls, tuple(custom), tuple(unused))   # the checkpoints of a run: said once
+    if said in _said:
+        return
+    _said.add(said)
     if custom:
         log.warning("%s: config.json's auto_map names custom code (%s); learnviz loads transformers' own %s "
                     "instead (it runs no code from a checkpoint unless --trust-remote-code): where that code "
@@ -262,6 +267,9 @@ def shape_error(folder: Path, *, trust_remote_code: bool = False) -> CheckpointE
                            f"builds ({type(built).__name__}): {shown}{more}", path=where, field=bad[0][0],
                            hint="config.json is another model's or another size's (edited, or copied from "
                                 "elsewhere): save the config the weights were trained with into the folder")
+
+
+_said: set[tuple] = set()      # check_loaded's warnings given in this process
 
 
 def _wrapper_prefix(missing: list[str], unused: list[str]) -> str | None:
