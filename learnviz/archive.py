@@ -33,7 +33,6 @@ import functools
 import json
 import logging
 import os
-import re
 import socket
 import threading
 from collections import OrderedDict
@@ -48,6 +47,7 @@ import numpy as np
 from filelock import FileLock
 
 from . import fswatch
+from .checkpoints import step_from_name
 from .common import sweep_due
 from .errors import WRITE_ERRNOS, LearnvizError, WriteError
 from .version import __version__
@@ -974,15 +974,11 @@ class Listing:
     unreadable: list[Unreadable]
 
 
-# The step in a checkpoint folder's name (learnviz.checkpoints.STEP_PATTERNS), as the archive's
-# file name keeps it: `runs/a/checkpoint-5` is archived as `a__checkpoint-5.h5`.
-_NAME_STEP = re.compile(r"^(?:checkpoint-|step[_-]|global_step)(\d+)$")
-
-
 def step_from_file_name(path: Path) -> int | None:
-    """The step an archive's file name says (its checkpoint folder's name), None when it says none."""
-    m = _NAME_STEP.match(path.stem.rsplit("__", 1)[-1])
-    return int(m.group(1)) if m else None
+    """The step an archive's file name says (its checkpoint folder's name, which the file name keeps:
+    `runs/a/checkpoint-5` is archived as `a__checkpoint-5.h5`), None when it says none. The names
+    are learnviz.checkpoints.STEP_PATTERNS themselves: a pattern of its own here fell behind them."""
+    return step_from_name(path.stem.rsplit("__", 1)[-1])
 
 
 def _unreadable(path: Path, error: ArchiveError) -> Unreadable:

@@ -1,8 +1,9 @@
 """Finding checkpoints under a root, telling complete from incomplete, and fingerprinting them.
 
-A checkpoint is a folder named `checkpoint-N`, `step_N`, `step-N` or `global_stepN`, or any folder
-with a config.json and weights. Its step comes from the name, else from trainer_state.json's
-`global_step`. Its state is one of:
+A checkpoint is a folder whose name says its step (STEP_PATTERNS: `checkpoint-N`, `step_N`, `stepN`,
+`iter_N`, `epoch=E-step=N`, ...), or any folder with a config.json and weights. Its step comes from
+the name, else from trainer_state.json's `global_step`; a folder with neither is reported, not
+guessed. Its state is one of:
   complete    every file is there, settled, and each safetensors file is as long as its header says
               (or each pytorch_model.bin is a whole torch zip file)
   incomplete  files missing or still changing (younger than `settle_seconds`): skipped for now,
@@ -31,11 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+# Folder names that say their step, each with one number that can be nothing else (zero-padded or
+# not). Any other name takes its step from trainer_state.json, or is reported with none: a name
+# such as `final`, `best`, `latest`, `run3_1000` or `epoch3` is never read for a step.
 STEP_PATTERNS = (
-    re.compile(r"^checkpoint-(\d+)$"),
-    re.compile(r"^step[_-](\d+)$"),
-    re.compile(r"^global_step(\d+)$"),
+    re.compile(r"^checkpoint-(\d+)$"),            # the HF Trainer
+    re.compile(r"^step[_-]?(\d+)$"),              # step_N, step-N; stepN: Pythia's revisions, OLMo
+    re.compile(r"^step(\d+)-unsharded$"),         # OLMo's unsharded checkpoint beside its sharded stepN
+    re.compile(r"^global_step(\d+)$"),            # DeepSpeed
+    re.compile(r"^iter_(\d+)$"),                  # Megatron-LM (iter_0001000)
+    re.compile(r"^(?:epoch=\d+-)?step=(\d+)$"),   # PyTorch Lightning's default name (epoch=3-step=1200)
 )
+# STEP_PATTERNS as the messages name them.
+STEP_NAMES = ("checkpoint-N, step_N, step-N, stepN, stepN-unsharded, global_stepN, iter_N, epoch=E-step=N "
+              "or step=N")
 # The largest step learnviz archives: 2**53 - 1, the largest whole number that JSON readers
 # (JavaScript: the dashboard's charts and its API's callers) hold exactly; an archive keeps it as
 # int64. A larger "step" is no training step (a timestamp, a hash's digits).

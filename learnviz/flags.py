@@ -35,7 +35,7 @@ def add_paths(p: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
     """--checkpoints DIR and --archive DIR."""
     if checkpoints:
         p.add_argument("--checkpoints", metavar="DIR",
-                       help="folder holding checkpoint-N/ (or step_N/, global_stepN/) folders")
+                       help="folder holding checkpoint-N/ (or step_N/, stepN/, iter_N/, epoch=E-step=N/, ...) folders")
     p.add_argument("--archive", metavar="DIR", help="archive folder (default: <checkpoints>/learnviz-archive)")
 
 

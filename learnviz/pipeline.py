@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 from . import analyze as an
 from . import archive as arc
 from . import collect, status_files
-from .checkpoints import MAX_STEP, candidate_paths, deeper_roots, find_runs, inspect
+from .checkpoints import MAX_STEP, STEP_NAMES, candidate_paths, deeper_roots, find_runs, inspect
 from .common import progress_bar
 from .errors import LearnvizError, WriteError
 from .probes import ProbeSet
@@ -689,8 +689,8 @@ def checkpoint_root(settings: Settings) -> Path:
 
 # What `discover` recognises as a checkpoint (learnviz.checkpoints), for the messages that say
 # where learnviz looked and found nothing.
-CHECKPOINT_NAMES = ("checkpoint-N, step_N, step-N or global_stepN folders, or any folder with a config.json and "
-                    "weights (model.safetensors), in the folder itself or one level down (runs/NAME/checkpoint-N)")
+CHECKPOINT_NAMES = (f"{STEP_NAMES} folders, or any folder with a config.json and weights (model.safetensors), in "
+                    f"the folder itself or one level down (runs/NAME/checkpoint-N)")
 
 
 def nothing_found(root: Path) -> list[str]:
