@@ -268,7 +268,7 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
         raise FileNotFoundError(path)
     config = ADAPTER_CONFIG if is_adapter(path) else "config.json"
     if not (path / config).exists():
-        return _mark(ck, "incomplete", "config.json is missing")
+        return _mark(ck, "incomplete", "config.json is missing" + _other_format(path))
     weights = weight_files(path)
     if weights is None:
         return _mark(ck, "incomplete", "model.safetensors is missing (and there is no pytorch_model.bin)"
@@ -295,6 +295,36 @@ def _classify(ck: Checkpoint, settle_seconds: float, now: float) -> Checkpoint:
     if ck.step < 0:
         return _mark(ck, "broken", f"{NO_STEP}: the folder name has none and {_no_step(path)}")
     return ck
+
+
+# What a folder named after its step holds instead of a Hugging Face save, when another trainer
+# wrote it: (test on an entry's name, what it is). learnviz reads none of them.
+_OTHER_FORMATS = (
+    (lambda n: n.startswith("mp_rank_"), "Megatron-LM's own model-parallel checkpoint"),
+    (lambda n: n.endswith(".distcp") or n == "model_and_optim", "OLMo's sharded torch.distributed checkpoint"),
+    (lambda n: n == "model.pt", "a PyTorch state dict (OLMo's unsharded format)"),
+)
+
+
+def _other_format(path: Path) -> str:
+    """Why a folder named after its step has no config.json, when it says, or "": its Hugging Face
+    files lie in a sub-folder, or it holds another trainer's own format (_OTHER_FORMATS)."""
+    try:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return ""
+    for e in entries:
+        if e.is_dir() and os.path.isfile(os.path.join(e.path, "config.json")):
+            return (f": the Hugging Face files are in {e.name}/; move them into the folder itself (a checkpoint is a "
+                    f"folder named after its step holding config.json and the weights)")
+    for e in entries:
+        for test, what in _OTHER_FORMATS:
+            if test(e.name):
+                return (f": the folder holds {what} ({e.name}{'/' if e.is_dir() else ''}), which learnviz does not "
+                        f"read; convert it to a Hugging Face save (config.json, model.safetensors) into the folder "
+                        f"itself")
+    return ""
 
 
 def _zero_shards_only(path: Path) -> str:

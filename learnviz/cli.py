@@ -529,7 +529,7 @@ def print_report(report, settings) -> None:
         return
     print(f"archive: {report.archive_dir or settings.archive_dir()}")
     if report.found == 0:
-        print("\n".join(pipeline.nothing_found(report.checkpoint_root)))
+        print("\n".join(pipeline.nothing_found(report.checkpoint_root, report.beside)))
     in_all = f", {report.failed_total} failed in all (see `learnviz status`)" if report.failed_total else ""
     print(f"{len(report.done)} archived, {len(report.current)} already current, "
           f"{len(report.failed)} failed now{in_all}, {len(report.incomplete)} incomplete (skipped for now) "

@@ -20,6 +20,7 @@ from . import history, scan_cache
 from .checkpoints import (
     MAX_STEP,
     NO_STEP,
+    STEP_NAMES,
     Checkpoint,
     checkpoint_tokenizer,
     fingerprint,
@@ -175,8 +176,8 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             continue
         if ck.state == "broken" and ck.step < 0 and ck.reason.startswith(NO_STEP):
             if beside is not None:      # a model saved without a step (final/, the output folder): no checkpoint
-                beside.append((ck.path, f"{ck.reason}: not archived (a checkpoint-N folder, or a trainer_state.json "
-                                        f"with its global_step, makes it a step of the run)"))
+                beside.append((ck.path, f"{ck.reason}: not archived (a folder named after its step, {STEP_NAMES}, or "
+                                        f"a trainer_state.json with its global_step, makes it a step of the run)"))
             continue
         try:
             job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None)

@@ -693,10 +693,16 @@ CHECKPOINT_NAMES = (f"{STEP_NAMES} folders, or any folder with a config.json and
                     f"the folder itself or one level down (runs/NAME/checkpoint-N)")
 
 
-def nothing_found(root: Path) -> list[str]:
+def nothing_found(root: Path, beside: list | None = None) -> list[str]:
     """What to say of a checkpoint folder in which nothing was found: where learnviz looked, and the
     folders below it that hold runs when the runs lie one level deeper (a sweep grouped once more,
-    sweep/<group>/<run>/checkpoint-N), each a folder to pass instead."""
+    sweep/<group>/<run>/checkpoint-N), each a folder to pass instead. `beside`: the model folders
+    found without a step (RunReport.beside), each reported on its own line: with them, it was no
+    model that was not found but a step."""
+    if beside:
+        return [f"no checkpoint with a step in {root}: {len(beside)} model folder{'s' if len(beside) > 1 else ''} "
+                f"found, but no step in {'their names' if len(beside) > 1 else 'its name'} nor a trainer_state.json "
+                f"global_step (see below); learnviz reads the step from folders named {STEP_NAMES}"]
     lines = [f"no checkpoints found in {root}: learnviz looks for {CHECKPOINT_NAMES}"]
     deeper = deeper_roots(root) if root is not None else []
     if deeper:

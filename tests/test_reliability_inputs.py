@@ -18,7 +18,7 @@ from helpers import make_checkpoint, snapshot
 
 from learnviz import archive as arc
 from learnviz import extract as ex
-from learnviz.checkpoints import TOKENIZER_FILES, fingerprint, inspect
+from learnviz.checkpoints import STEP_NAMES, TOKENIZER_FILES, fingerprint, inspect
 from learnviz.errors import CheckpointError, ProbeError
 from learnviz.extract import ExtractResult
 from learnviz.model import encode_probe, load
@@ -638,8 +638,8 @@ def test_a_model_saved_without_a_step_is_no_checkpoint_and_no_failure(settings, 
     for f in (root / "checkpoint-30").iterdir():
         if f.name != "trainer_state.json":
             shutil.copy(f, model / f.name)
-    why = ("no step: the folder name has none and there is no trainer_state.json: not archived (a checkpoint-N "
-           "folder, or a trainer_state.json with its global_step, makes it a step of the run)")
+    why = ("no step: the folder name has none and there is no trainer_state.json: not archived (a folder named "
+           f"after its step, {STEP_NAMES}, or a trainer_state.json with its global_step, makes it a step of the run)")
     for _ in range(2):
         report = run(settings, cpu_stages=False, progress=False)
         assert report.failed == [] and report.ok and report.failed_total == 0
