@@ -118,7 +118,11 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     found = []       # (step, path, the checkpoint looked at or None, its scan_cache entry or None)
     known = []       # (step, path, entry): current by the watches alone (a long-lived process)
     tail = currency("")[1:]
-    for where in cache.candidates(root, [archive_dir]):
+    wheres = cache.candidates(root, [archive_dir])
+    links = _links_to_others(wheres)
+    for where in wheres:
+        if where in links:
+            continue
         e = cache.known_current(where, tail, tok_folder_of)
         if e is not None:
             known.append((e["step"], where, e))
@@ -141,11 +145,12 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     # would report one at every scan after the training ended): it goes to `beside`.
     first: dict[int, str] = {}
     pairs = [(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)] + [k[:2] for k in known]
+    taken = {step for step, _ in pairs}
     if len({step for step, _ in pairs}) < len(pairs):        # (rare: sorted only then)
         for step, where in sorted(pairs, key=lambda p: (p[0], step_from_name(os.path.basename(p[1])) is None, p[1])):
             first.setdefault(step, where)
-        clash = {(step, where) for step, where in [(f[0], f[1]) for f in found] + [k[:2] for k in known]
-                 if step >= 0 and first.get(step, where) != where}
+        clash = {(step, where) for step, where in [(f[0], f[1]) for f in found if not _incomplete(f)]
+                 + [k[:2] for k in known] if step >= 0 and first.get(step, where) != where}
         if clash:
             for step, where in sorted(clash):
                 if step_from_name(os.path.basename(where)) is None and step_from_name(
@@ -171,7 +176,9 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
             ck = Checkpoint(path=path, step=e["step"], state=e["state"], reason=e["reason"],
                             weight_files=[path / w for w in e["weights"]])
         if ck.state == "incomplete":
-            if incomplete is not None:
+            # ... unless another folder of its step is archived: OLMo's sharded step1000/ beside
+            # step1000-unsharded/ never gets a config.json, and would be reported at every run
+            if incomplete is not None and (step < 0 or step not in taken):
                 incomplete.append((ck.path, ck.reason))
             continue
         if ck.state == "broken" and ck.step < 0 and ck.reason.startswith(NO_STEP):
@@ -197,6 +204,26 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
         current.extend(archive_dir / name for _, _, name in sorted(now_current))
     cache.save()
     return jobs
+
+
+def _links_to_others(paths: list[str]) -> set[str]:
+    """The candidate folders that are symbolic links, named without a step, to another candidate
+    (`latest -> step1000`, `final -> checkpoint-900`): the same checkpoint, which is archived under
+    its own name. Archived again they would be a second archive of its step, or, with a
+    trainer_state.json, a clash with it at every run; so they are left out, unsaid. A link named
+    with a step (`checkpoint-30 -> checkpoint-10`) is a step of its own (archive.archive_name)."""
+    links = [p for p in paths if step_from_name(os.path.basename(p)) is None and os.path.islink(p)]
+    if not links:
+        return set()
+    real: dict[str, str] = {}          # the folders above each candidate, resolved once per folder
+
+    def where(p: str) -> str:
+        parent, _, name = p.rpartition(os.sep)
+        if parent not in real:
+            real[parent] = os.path.realpath(parent or os.sep)
+        return os.path.join(real[parent], name)
+    others = {where(p) for p in paths if p not in links}
+    return {p for p in links if os.path.realpath(p) in others}
 
 
 def _incomplete(f: tuple) -> bool:

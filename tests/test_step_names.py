@@ -10,13 +10,15 @@ tests/test_names.py.)
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from pathlib import Path
 
 import pytest
-from helpers import make_checkpoint, write_small_probes
+from helpers import learnviz_run, make_checkpoint, write_small_probes
 
-from learnviz import cli
+from learnviz import cli, readout
 from learnviz.archive import step_from_file_name
 from learnviz.checkpoints import inspect, step_from_name
 from learnviz.settings import load_settings
@@ -56,6 +58,106 @@ def test_which_names_say_their_step(name, step):
     assert step_from_name(name) == step
     assert step_from_file_name(Path(f"{name}.h5")) == step
     assert step_from_file_name(Path(f"run-a__{name}.h5")) == step
+
+
+def _layouts(root: Path, tokenizer) -> dict[str, list[tuple[int, str]]]:
+    """One run per trainer's layout under `root`, none with a trainer_state.json: run -> the
+    (step, folder) each must be archived as."""
+    _save(root / "pythia" / "step1000", tokenizer, 1000)
+    _save(root / "pythia" / "step2000", tokenizer, 2000, 1)
+    (root / "pythia" / "latest").symlink_to("step2000")           # the newest, by a link
+    _save(root / "pythia" / "final", tokenizer, 2000, 2)          # a model saved beside: no step
+    _save(root / "olmo" / "step1000-unsharded", tokenizer, 1000)
+    sharded = root / "olmo" / "step1000" / "model_and_optim"       # OLMo's sharded save, never HF
+    sharded.mkdir(parents=True)
+    (sharded / "__0_0.distcp").write_bytes(b"\0" * 64)
+    (root / "olmo" / "step1000" / "config.yaml").write_text("model: {}\n")
+    _save(root / "olmo" / "step2000-unsharded", tokenizer, 2000, 1)
+    _save(root / "olmo" / "final", tokenizer, 2000, 2, state=True)   # its step is step2000-unsharded's
+    _save(root / "megatron" / "iter_0001000", tokenizer, 1000)
+    _save(root / "megatron" / "iter_0002000", tokenizer, 2000, 1)
+    (root / "megatron" / "latest_checkpointed_iteration.txt").write_text("2000")
+    _save(root / "lightning" / "epoch=0-step=600", tokenizer, 600)
+    _save(root / "lightning" / "epoch=1-step=1200", tokenizer, 1200, 1)
+    _save(root / "padded" / "checkpoint-000100", tokenizer, 100)
+    _save(root / "padded" / "checkpoint-000200", tokenizer, 200, 1)
+    return {"lightning": [(600, "epoch=0-step=600"), (1200, "epoch=1-step=1200")],
+            "megatron": [(1000, "iter_0001000"), (2000, "iter_0002000")],
+            "olmo": [(1000, "step1000-unsharded"), (2000, "step2000-unsharded")],
+            "padded": [(100, "checkpoint-000100"), (200, "checkpoint-000200")],
+            "pythia": [(1000, "step1000"), (2000, "step2000")]}
+
+
+def test_runs_of_other_trainers_are_archived_end_to_end(tmp_path, tokenizer, small_probes, capsys):
+    """Each of these runs was 'no checkpoints found' (its folders 'not a checkpoint: no step'), but
+    the zero-padded one. Now each folder is archived under the step its name says; the sharded
+    OLMo folder beside its unsharded copy is neither archived nor reported at every run as
+    incomplete, nor refused as a second folder of step 1000 when the run has another clash (a final
+    model whose trainer_state.json says step2000-unsharded's step); `latest` (a link to step2000) is
+    not a second archive of step 2000 nor a clash; the final model, which says no step, is reported
+    with what to do."""
+    root = tmp_path / "runs"
+    want = _layouts(root, tokenizer)
+    top = tmp_path / "archive"
+    settings = _settings(root, small_probes, archive=str(top))
+    report = learnviz_run(settings, progress=False)
+    runs = {r.run: r for r in report.runs}
+    assert sorted(runs) == sorted(want)
+    for name, steps in want.items():
+        r = runs[name]
+        assert r.failed == [] and r.incomplete == [], name
+        assert sorted(p.name for p in r.done) == sorted(f"{folder}.h5" for _, folder in steps), name
+        assert [(a.step, a.attrs["checkpoint_name"]) for a in readout.series(top / name)] == steps, name
+        assert [row["step"] for row in readout.history_rows(top / name)] == [s for s, _ in steps], name
+    assert [p for p, _ in runs["pythia"].beside] == [root / "pythia" / "final"]
+    assert "stepN" in runs["pythia"].beside[0][1]
+    assert [p for p, _ in runs["olmo"].beside] == [root / "olmo" / "final"]     # (and step1000/ no clash either)
+    assert all(r.beside == [] for name, r in runs.items() if name not in ("pythia", "olmo"))
+
+    again = learnviz_run(settings, progress=False)            # a rerun: nothing to do, nothing failed
+    assert all(not r.done and not r.failed and not r.incomplete for r in again.runs)
+    assert sum(len(r.current) for r in again.runs) == 10
+
+    capsys.readouterr()
+    assert cli.main(["status", "--archive", str(top), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {name: [(row["step"], row["name"]) for row in rows] for name, rows in listed.items()} == want
+
+    out = tmp_path / "tables"
+    assert cli.main(["export", "csv", "--archive", str(top), "--out", str(out)]) == 0
+    for name, steps in want.items():
+        with open(out / name / "checkpoints.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [(int(r["step"]), r["name"]) for r in rows] == steps, name
+
+    from dashboard import create_app
+    client = create_app(load_settings(overrides={"archive": str(top)}, environ={}),
+                        test_config={"TESTING": True}).test_client()
+    listed = client.get("/api/runs.json").get_json()["runs"]
+    assert sorted(r["label"] for r in listed) == sorted(want)
+    for r in listed:
+        overview = client.get(f"/api/runs/{r['id']}/overview.json").get_json()
+        assert overview["steps"] == [s for s, _ in want[r["label"]]], r["label"]
+        assert client.get(f"/api/runs/{r['id']}/calibration/{overview['steps'][-1]}.json").status_code == 200
+
+
+def test_a_link_to_a_checkpoint_of_the_run_is_not_archived_again(tmp_path, tokenizer, small_probes):
+    """`latest -> save-b` beside save-a and save-b, whose steps come from their trainer_state.json:
+    `latest` sorted first by name and took step 20, so save-b, the real checkpoint, was refused
+    as a failure at every run and the link archived as latest.h5 (which the next save would have
+    repointed to another step). A link named with a step keeps its own archive (test_names.py)."""
+    root = tmp_path / "run"
+    _save(root / "save-a", tokenizer, 10, state=True)
+    _save(root / "save-b", tokenizer, 20, 1, state=True)
+    (root / "latest").symlink_to("save-b")
+    (root / "best").symlink_to(root / "save-a")       # an absolute link as well
+    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    for _ in range(2):
+        report = learnviz_run(settings, progress=False, cpu_stages=False)
+        assert report.failed == [] and report.beside == [] and report.ok
+    assert sorted(p.name for p in (tmp_path / "archive").glob("*.h5")) == ["save-a.h5", "save-b.h5"]
+    assert [(a.step, a.path.name) for a in readout.series(tmp_path / "archive")] == [
+        (10, "save-a.h5"), (20, "save-b.h5")]
 
 
 def test_a_run_whose_folders_say_no_step_is_told_so(tmp_path, tokenizer, small_probes, capsys):
