@@ -212,7 +212,8 @@ def _links_to_others(paths: list[str]) -> set[str]:
     its own name. Archived again they would be a second archive of its step, or, with a
     trainer_state.json, a clash with it at every run; so they are left out, unsaid. A link named
     with a step (`checkpoint-30 -> checkpoint-10`) is a step of its own (archive.archive_name)."""
-    links = [p for p in paths if step_from_name(os.path.basename(p)) is None and os.path.islink(p)]
+    links = [p for p in paths if not _trainer_named(p) and step_from_name(os.path.basename(p)) is None
+             and os.path.islink(p)]
     if not links:
         return set()
     real: dict[str, str] = {}          # the folders above each candidate, resolved once per folder
@@ -224,6 +225,13 @@ def _links_to_others(paths: list[str]) -> set[str]:
         return os.path.join(real[parent], name)
     others = {where(p) for p in paths if p not in links}
     return {p for p in links if os.path.realpath(p) in others}
+
+
+def _trainer_named(path: str) -> bool:
+    """True when the folder's name is checkpoint-N (the HF Trainer's): a step, told without the
+    patterns (a scan of a long run asks it of every checkpoint)."""
+    name = path[path.rfind(os.sep) + 1:]
+    return name.startswith("checkpoint-") and name[11:].isascii() and name[11:].isdigit()
 
 
 def _incomplete(f: tuple) -> bool:
