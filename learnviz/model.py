@@ -150,7 +150,7 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
                               f"{_adapter_base_name(path)!r})", path=path, field="--base-model",
                               hint="pass --base-model DIR (or set `base_model`) naming the base model's folder")
     weights_at = base if adapter else path
-    check_config(weights_at, trust_remote_code=trust_remote_code)
+    raw_config = check_config(weights_at, trust_remote_code=trust_remote_code)
     tok_dir = tokenizer_dir(path, tokenizer)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code, source=tok_dir, named=tokenizer)
     pickle = is_pickle_weights(weights_at)
@@ -160,7 +160,7 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
         model, info = AutoModelForCausalLM.from_pretrained(
             weights_at, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
             trust_remote_code=trust_remote_code, output_loading_info=True)
-        check_loaded(weights_at, type(model).__name__, info, trust_remote_code=trust_remote_code)
+        check_loaded(weights_at, type(model).__name__, info, raw_config, trust_remote_code=trust_remote_code)
         if adapter:
             model = _with_adapter(model, path)
     except CheckpointError:
@@ -184,18 +184,18 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
 
 
-def check_loaded(folder: Path, cls: str, info: dict, *, trust_remote_code: bool = False) -> None:
+def check_loaded(folder: Path, cls: str, info: dict, raw: dict, *, trust_remote_code: bool = False) -> None:
     """What transformers' loading info says of the checkpoint's weights against the class it built.
     A tensor the class needs that the weights lack is filled with random numbers, silently, and
     every analysis of the checkpoint would describe a partly random model: CheckpointError naming
     the weights and the tensors (a checkpoint of another architecture, layers renamed, custom code
     not run). Tensors the class does not use are logged (old checkpoints carry buffers such as
     GPT-2's attn.masked_bias, which transformers reports so), as is custom code that is not run:
-    once per run folder and process, not for each of its checkpoints."""
+    once per run folder and process, not for each of its checkpoints. `raw`: its config.json
+    (`check_config`)."""
     missing = sorted(str(k) for k in info.get("missing_keys") or ())
     unused = sorted(str(k) for k in info.get("unexpected_keys") or ())
     weights = _weights_name(folder)
-    raw = _raw_config(folder)
     custom = [r for r in _class_refs(raw.get("auto_map")) if "CausalLM" in r or "LMHead" in r] \
         if not trust_remote_code else []
     if missing:
@@ -286,20 +286,13 @@ def _wrapper_prefix(missing: list[str], unused: list[str]) -> str | None:
 
 
 def _weights_name(folder: Path) -> str:
-    """The weight file (or shard index) of a model folder, for messages."""
-    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json"):
-        if (folder / name).exists():
-            return name
-    return "model.safetensors"
-
-
-def _raw_config(folder: Path) -> dict:
-    try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
+    """The weight file of a model folder, or its shard index, for messages."""
+    from .checkpoints import weight_files
+    files = weight_files(folder) or []
+    if len(files) == 1:
+        return files[0].name
+    return "model.safetensors.index.json" if any(f.suffix == ".safetensors" for f in files) else (
+        "pytorch_model.bin.index.json" if files else "model.safetensors")
 
 
 # the heads of models that are not causal language models (transformers' class names end so)
@@ -316,11 +309,11 @@ _ENCODER_ONLY = {"bert", "roberta", "distilbert", "albert", "electra", "deberta"
                  "mpnet", "camembert", "ernie", "modernbert"}
 
 
-def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
+def check_config(folder: Path, *, trust_remote_code: bool = False) -> dict:
     """The model's config.json, read before anything else that reads it (the tokenizer does too,
     and would be blamed for it): a JSON object, readable by transformers, of a decoder-only causal
     language model (learnviz scores answers token by token after a prompt). CheckpointError
-    naming the file and field otherwise."""
+    naming the file and field otherwise. Returns the parsed object."""
     from transformers import AutoConfig
 
     where = Path(folder) / "config.json"
@@ -349,6 +342,7 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> None:
         if raw.get("auto_map") and not trust_remote_code:
             raise custom_code_error(where, raw["auto_map"], model_type) from None
         raise CheckpointError(f"transformers cannot read it: {_short(exc)}", path=where) from None
+    return raw
 
 
 def custom_code_error(where: Path, auto_map, model_type) -> CheckpointError:
