@@ -199,7 +199,7 @@ def check_loaded(folder: Path, cls: str, info: dict, raw: dict, *, trust_remote_
     custom = [r for r in _class_refs(raw.get("auto_map")) if "CausalLM" in r or "LMHead" in r] \
         if not trust_remote_code else []
     if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        shown = _listed(missing, 4)
         prefix = _wrapper_prefix(missing, unused)
         if prefix:
             hint = (f"the weights' names carry the prefix {prefix!r}, as the state_dict of a wrapped model does "
@@ -224,9 +224,8 @@ def check_loaded(folder: Path, cls: str, info: dict, raw: dict, *, trust_remote_
                     "changes the model, the analyses describe another model", folder / "config.json",
                     ", ".join(custom[:2]), cls)
     if unused:
-        log.warning("%s: %d tensor%s that transformers' %s does not use (%s%s): left out of the model",
-                    folder / weights, len(unused), "s" if len(unused) != 1 else "", cls, ", ".join(unused[:4]),
-                    f" and {len(unused) - 4} more" if len(unused) > 4 else "")
+        log.warning("%s: %d tensor%s that transformers' %s does not use (%s): left out of the model",
+                    folder / weights, len(unused), "s" if len(unused) != 1 else "", cls, _listed(unused, 4))
 
 
 def shape_error(folder: Path, *, trust_remote_code: bool = False) -> CheckpointError | None:
@@ -256,7 +255,7 @@ def shape_error(folder: Path, *, trust_remote_code: bool = False) -> CheckpointE
     shown = "; ".join(f"{k}: {list(a)} in the file, {list(b)} in the model" for k, a, b in bad[:3])
     more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
     empty = sum(1 for _, a, _ in bad if 0 in a)
-    where = folder / (files[0].name if len(files) == 1 else "model.safetensors.index.json")
+    where = folder / _weights_name(folder)
     if empty == len(bad) and len(bad) * 2 >= len(want):
         return CheckpointError(f"every tensor of the weights is empty ({shown}{more})", path=where, field=bad[0][0],
                                hint="a DeepSpeed ZeRO-3 save without its weights gathered: run the "
@@ -283,6 +282,11 @@ def _wrapper_prefix(missing: list[str], unused: list[str]) -> str | None:
                 break
     best = max(counts, key=counts.get, default=None)
     return best if best is not None and counts[best] * 2 >= len(missing) else None
+
+
+def _listed(names: list[str], most: int) -> str:
+    """The first `most` of `names`, comma-separated, and how many more there are."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _weights_name(folder: Path) -> str:
@@ -399,8 +403,8 @@ def check_adapter(path: Path, peft_model) -> None:
     merged model would be neither the base nor the trained adapter. CheckpointError naming them."""
     from peft.utils import get_peft_model_state_dict
 
-    from .checkpoints import ADAPTER_WEIGHTS
-    where = next((path / n for n in ADAPTER_WEIGHTS if (path / n).exists()), None)
+    from .checkpoints import weight_files
+    where = (weight_files(path) or [None])[0]      # an adapter's: adapter_model.safetensors or .bin
     if where is None:
         return
     try:
@@ -414,7 +418,7 @@ def check_adapter(path: Path, peft_model) -> None:
         return
     missing = sorted(expected - found)
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        shown = _listed(missing, 3)
         raise CheckpointError(f"the adapter's weights lack {len(missing)} tensor{'s' if len(missing) != 1 else ''} "
                               f"that its {ADAPTER_CONFIG} asks for ({shown}), which peft would fill with initial "
                               f"values (random ones for LoRA's A)", path=where, field=missing[0],
