@@ -86,6 +86,9 @@ class Checkpoint:
 
 
 def step_from_name(name: str) -> int | None:
+    digits = name[11:] if name.startswith("checkpoint-") else ""
+    if digits.isascii() and digits.isdigit():   # the HF Trainer's name, without the patterns: a scan
+        return int(digits)                       # of a long run asks it of every checkpoint
     for pattern in STEP_PATTERNS:
         m = pattern.match(name)
         if m:

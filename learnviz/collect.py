@@ -146,7 +146,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     first: dict[int, str] = {}
     pairs = [(f[0], f[1]) for f in found if f[0] >= 0 and not _incomplete(f)] + [k[:2] for k in known]
     taken = {step for step, _ in pairs}
-    if len({step for step, _ in pairs}) < len(pairs):        # (rare: sorted only then)
+    if len(taken) < len(pairs):        # (rare: sorted only then)
         for step, where in sorted(pairs, key=lambda p: (p[0], step_from_name(os.path.basename(p[1])) is None, p[1])):
             first.setdefault(step, where)
         clash = {(step, where) for step, where in [(f[0], f[1]) for f in found if not _incomplete(f)]
@@ -212,8 +212,7 @@ def _links_to_others(paths: list[str]) -> set[str]:
     its own name. Archived again they would be a second archive of its step, or, with a
     trainer_state.json, a clash with it at every run; so they are left out, unsaid. A link named
     with a step (`checkpoint-30 -> checkpoint-10`) is a step of its own (archive.archive_name)."""
-    links = [p for p in paths if not _trainer_named(p) and step_from_name(os.path.basename(p)) is None
-             and os.path.islink(p)]
+    links = [p for p in paths if step_from_name(p[p.rfind(os.sep) + 1:]) is None and os.path.islink(p)]
     if not links:
         return set()
     real: dict[str, str] = {}          # the folders above each candidate, resolved once per folder
@@ -225,13 +224,6 @@ def _links_to_others(paths: list[str]) -> set[str]:
         return os.path.join(real[parent], name)
     others = {where(p) for p in paths if p not in links}
     return {p for p in links if os.path.realpath(p) in others}
-
-
-def _trainer_named(path: str) -> bool:
-    """True when the folder's name is checkpoint-N (the HF Trainer's): a step, told without the
-    patterns (a scan of a long run asks it of every checkpoint)."""
-    name = path[path.rfind(os.sep) + 1:]
-    return name.startswith("checkpoint-") and name[11:].isascii() and name[11:].isdigit()
 
 
 def _incomplete(f: tuple) -> bool:
