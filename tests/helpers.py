@@ -57,6 +57,14 @@ def learnviz_run(settings, *, cpu_stages: bool = True, **kw):
     return pipeline.update(settings, require_checkpoints=True, stages=stages, **kw)
 
 
+def run_settings(root: Path, probes: Path, **kw):
+    """Settings for `learnviz run` over the checkpoint folder `root` with the probe file `probes`:
+    no settle wait, no hard examples, on the CPU (`kw`: other settings)."""
+    from learnviz.settings import load_settings
+    return load_settings(overrides={"checkpoints": str(root), "settle_seconds": 0.0, "device": "cpu",
+                                    "probes": str(probes), "hard_examples": "", **kw}, environ={})
+
+
 def write_small_probes(path: Path, every: int = 12) -> Path:
     """A probe file of every `every`-th SYLLO probe (about 40, every skill): runs whose CPU stages
     must run but whose probe count does not matter stay fast."""

@@ -12,22 +12,16 @@ import json
 import os
 
 import pytest
-from helpers import learnviz_run, make_checkpoint, write_small_probes
+from helpers import learnviz_run, make_checkpoint, run_settings, write_small_probes
 
 from learnviz import cli, pipeline
 from learnviz.archive import NAME_MAX
 from learnviz.checkpoints import MAX_STEP
-from learnviz.settings import load_settings
 
 
 @pytest.fixture
 def small_probes(tmp_path):
     return write_small_probes(tmp_path / "probes.jsonl", every=25)
-
-
-def _settings(root, probes, **kw):
-    return load_settings(overrides={"checkpoints": str(root), "settle_seconds": 0.0, "device": "cpu",
-                                    "probes": str(probes), "hard_examples": "", **kw}, environ={})
 
 
 def test_steps_beyond_what_json_holds_exactly_are_refused_naming_the_folder(tmp_path, tokenizer, small_probes,
@@ -41,7 +35,7 @@ def test_steps_beyond_what_json_holds_exactly_are_refused_naming_the_folder(tmp_
     make_checkpoint(root / f"checkpoint-{MAX_STEP + 2}", tokenizer, step=MAX_STEP, seed=2)
     make_checkpoint(root / "checkpoint-99999999999999999999", tokenizer, step=MAX_STEP, seed=3)
     make_checkpoint(root / "final", tokenizer, step=2**60, seed=4)      # the step from trainer_state.json
-    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    settings = run_settings(root, small_probes, archive=str(tmp_path / "archive"))
     latest = learnviz_run(settings, progress=False, cpu_stages=False, which="latest")   # not a refused one
     assert [p.name for p in latest.done] == [f"checkpoint-{MAX_STEP}.h5"] and not latest.failed
     report = learnviz_run(settings, progress=False, cpu_stages=False)
@@ -75,7 +69,7 @@ def test_a_checkpoint_whose_archive_name_is_too_long_is_refused_alone(tmp_path, 
     make_checkpoint(root / "checkpoint-10", tokenizer, step=10)
     make_checkpoint(root / zeros, tokenizer, step=20, seed=1)
     make_checkpoint(root / cjk, tokenizer, step=30, seed=2)
-    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    settings = run_settings(root, small_probes, archive=str(tmp_path / "archive"))
     report = learnviz_run(settings, progress=False, cpu_stages=False)
     assert [p.name for p in report.done] == ["checkpoint-10.h5"]
     failed = {p.name: why for p, why in report.failed}
@@ -111,7 +105,7 @@ def test_an_archive_or_out_folder_too_deep_for_a_path_stops_naming_the_file(tmp_
     err = capsys.readouterr().err
     assert err.startswith(f"learnviz: error: {deep}/") and "File name too long" in err
     assert "its path is longer than the system allows: pass a folder higher up, or with shorter names" in err
-    assert learnviz_run(_settings(root, small_probes, archive=str(tmp_path / "archive")), progress=False).ok
+    assert learnviz_run(run_settings(root, small_probes, archive=str(tmp_path / "archive")), progress=False).ok
     assert cli.main(["export", "csv", "--archive", str(tmp_path / "archive"), "--out", deep]) == 2
     err = capsys.readouterr().err
     assert f"{deep}/" in err and "File name too long" in err and "pass a folder higher up" in err
@@ -127,7 +121,7 @@ def test_a_checkpoint_folder_that_is_a_link_keeps_its_own_name(tmp_path, tokeniz
     make_checkpoint(tmp_path / "elsewhere" / "x", tokenizer, step=20, seed=1)
     (root / "checkpoint-20").symlink_to(tmp_path / "elsewhere" / "x")
     (root / "checkpoint-30").symlink_to(root / "checkpoint-10")
-    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    settings = run_settings(root, small_probes, archive=str(tmp_path / "archive"))
     report = learnviz_run(settings, progress=False, cpu_stages=False)
     assert report.ok and [p.name for p in report.done] == ["checkpoint-10.h5", "checkpoint-20.h5", "checkpoint-30.h5"]
     capsys.readouterr()

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import learnviz_run, make_checkpoint, write_small_probes
+from helpers import learnviz_run, make_checkpoint, run_settings, write_small_probes
 
 from learnviz import cli, readout
 from learnviz.archive import step_from_file_name
@@ -27,11 +27,6 @@ from learnviz.settings import load_settings
 @pytest.fixture
 def small_probes(tmp_path):
     return write_small_probes(tmp_path / "probes.jsonl", every=50)
-
-
-def _settings(root, probes, **kw):
-    return load_settings(overrides={"checkpoints": str(root), "settle_seconds": 0.0, "device": "cpu",
-                                    "probes": str(probes), "hard_examples": "", **kw}, environ={})
 
 
 def _save(path: Path, tokenizer, step: int, seed: int = 0, *, state: bool = False) -> Path:
@@ -99,7 +94,7 @@ def test_runs_of_other_trainers_are_archived_end_to_end(tmp_path, tokenizer, sma
     root = tmp_path / "runs"
     want = _layouts(root, tokenizer)
     top = tmp_path / "archive"
-    settings = _settings(root, small_probes, archive=str(top))
+    settings = run_settings(root, small_probes, archive=str(top))
     report = learnviz_run(settings, progress=False)
     runs = {r.run: r for r in report.runs}
     assert sorted(runs) == sorted(want)
@@ -151,7 +146,7 @@ def test_a_link_to_a_checkpoint_of_the_run_is_not_archived_again(tmp_path, token
     _save(root / "save-b", tokenizer, 20, 1, state=True)
     (root / "latest").symlink_to("save-b")
     (root / "best").symlink_to(root / "save-a")       # an absolute link as well
-    settings = _settings(root, small_probes, archive=str(tmp_path / "archive"))
+    settings = run_settings(root, small_probes, archive=str(tmp_path / "archive"))
     for _ in range(2):
         report = learnviz_run(settings, progress=False, cpu_stages=False)
         assert report.failed == [] and report.beside == [] and report.ok
