@@ -113,7 +113,11 @@ def _info_commands(sub) -> None:
     p.add_argument("--probes", metavar="FILE", help="probe file to check (default: the SYLLO probe set)")
     p.add_argument("--hard-examples", metavar="FILE",
                    help="hard-example YAML (default: config/hard_examples.yaml; '' for none)")
-    p.add_argument("--write-syllo", metavar="FILE", help="write the default 500-probe SYLLO set to FILE")
+    p.add_argument("--write-syllo", metavar="FILE",
+                   help="write the default 500-probe SYLLO set to FILE (an existing FILE with other probes is "
+                        "kept unless --force)")
+    p.add_argument("--force", action="store_true", help="with --write-syllo: replace FILE even when it holds other "
+                                                        "probes")
 
     p = sub.add_parser("config", help="show every setting, its value and where it came from",
                        description="Print every setting with its effective value and the layer it came from "
@@ -390,11 +394,26 @@ def cmd_status(args) -> int:
 
 
 def cmd_probes(args) -> int:
-    from .probes import generate_syllo_probes, load_probe_set, write_jsonl
+    from .probes import generate_syllo_probes, load_probe_set, read_probe_file, write_jsonl
     if args.write_syllo:
         probes = generate_syllo_probes()
-        write_jsonl(probes, args.write_syllo)
-        print(f"wrote {len(probes)} probes to {args.write_syllo}")
+        target = Path(args.write_syllo)
+        if target.is_dir():
+            raise LearnvizError("is a folder: --write-syllo takes the file to write", path=target,
+                                field="--write-syllo")
+        if target.exists() and not args.force:
+            try:
+                same = read_probe_file(target) == list(probes)
+            except (LearnvizError, OSError, ValueError):
+                same = False
+            if same:
+                print(f"{target} already holds the {len(probes)} SYLLO probes: left as it is")
+                return 0
+            # a user's own probe set, kept: its archives' results are keyed by its hash
+            raise LearnvizError("exists and holds other probes: left as it is", path=target, field="--write-syllo",
+                                hint="pass another file, or --force to replace it with the SYLLO set")
+        write_jsonl(probes, target)
+        print(f"wrote {len(probes)} probes to {target}")
         return 0
     settings = settings_from(args)
     ps = load_probe_set(settings.probes_path(), settings.hard_examples_path())

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import yaml
 
 from . import syllo
+from .common import write_atomic
 from .errors import ProbeError
 
 REQUIRED = ("id", "prompt", "expected")
@@ -222,9 +223,8 @@ def load_probe_set(probes_path: str | Path, hard_examples_path: str | Path | Non
 
 
 def write_jsonl(probes: Iterable[Probe], path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        for p in probes:
-            fh.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
+    """Write a probe file whole (atomically: a reader, or a write stopped midway, never leaves half a set)."""
+    write_atomic(path, "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in probes))
 
 
 # ---------------------------------------------------------------- the default SYLLO set

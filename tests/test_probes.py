@@ -167,3 +167,26 @@ def test_a_non_finite_number_is_no_answer(tmp_path, value):
     with pytest.raises(ProbeError) as err:
         read_probe_file(path)
     assert f"{path} line 2 field 'expected': must be a non-empty string" in str(err.value)
+
+
+def test_write_syllo_keeps_a_users_own_probe_file_unless_forced(tmp_path, capsys):
+    """`learnviz probes --write-syllo FILE` overwrote FILE whatever it held: a user's own probe set
+    (whose hash keys every archive's results) was gone without a word. Now another set is kept,
+    with an error naming the file and flag, --force replaces it, and the SYLLO set already there is
+    left as it is."""
+    from learnviz import cli
+    own = tmp_path / "probes.jsonl"
+    mine = '{"id": "p1", "prompt": "2+2=", "expected": "4", "skill": "math"}\n'
+    own.write_text(mine)
+    assert cli.main(["probes", "--write-syllo", str(own)]) == 2
+    err = capsys.readouterr().err
+    assert str(own) in err and "--write-syllo" in err and "--force" in err
+    assert own.read_text() == mine
+    assert cli.main(["probes", "--write-syllo", str(own), "--force"]) == 0
+    assert read_probe_file(own) == generate_syllo_probes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probes.jsonl"]      # no temporary file left
+    capsys.readouterr()
+    assert cli.main(["probes", "--write-syllo", str(own)]) == 0
+    assert "already holds the 500 SYLLO probes" in capsys.readouterr().out
+    assert cli.main(["probes", "--write-syllo", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
