@@ -77,3 +77,31 @@ def test_data_impact_finds_syllo_hard_the_skill_hard_chains_help_most(demo):
                                           seed=demo.demo_seed))
     assert d["excluded_steps"].tolist() == [fault]            # the broken checkpoint measures no training
     assert impact_data(Run(demo.archive_dir()))["skills"][j] == "syllo_hard"
+
+
+def test_demo_out_of_a_real_run_keeps_its_checkpoints(tmp_path, capsys):
+    """`learnviz demo --out DIR` deleted DIR/checkpoints whole to train into it: `--out` pointed at a
+    project whose Trainer writes to checkpoints/ lost every checkpoint. A folder holding anything an
+    earlier demo did not write is now left as it is, with an error naming it; an earlier demo's
+    folder (its checkpoints say learnviz_demo in trainer_state.json) is still trained into again."""
+    import json
+
+    from learnviz import cli
+    from learnviz.demo.run import not_the_demos
+    real = tmp_path / "project" / "checkpoints" / "checkpoint-500"
+    real.mkdir(parents=True)
+    (real / "model.safetensors").write_bytes(b"weights")
+    (real / "trainer_state.json").write_text(json.dumps({"global_step": 500}))
+    assert cli.main(["demo", "--out", str(tmp_path / "project"), "--no-serve"]) == 2
+    err = capsys.readouterr().err
+    assert str(real.parent) in err and "checkpoint-500" in err and "--out" in err
+    assert (real / "model.safetensors").read_bytes() == b"weights"
+
+    earlier = tmp_path / "old-demo" / "checkpoints"
+    (earlier / "checkpoint-40").mkdir(parents=True)
+    (earlier / "checkpoint-40" / "trainer_state.json").write_text(json.dumps({"learnviz_demo": {"steps": 40}}))
+    (earlier / ".tmp-checkpoint-80").mkdir()
+    (earlier / "data_log.jsonl").write_text("")
+    assert not_the_demos(earlier) is None and not_the_demos(tmp_path / "absent") is None
+    (earlier / "notes.txt").write_text("mine")
+    assert not_the_demos(earlier) == "notes.txt"

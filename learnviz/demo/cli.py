@@ -16,7 +16,9 @@ def register(sub) -> None:
                        epilog=examples("learnviz demo",
                                        "learnviz demo --out /tmp/lv-demo --no-serve"),
                        formatter_class=FORMATTER)
-    p.add_argument("--out", dest="demo_out", metavar="DIR", help="output folder (default: ./learnviz-demo)")
+    p.add_argument("--out", dest="demo_out", metavar="DIR",
+                   help="output folder (default: ./learnviz-demo); its checkpoints/ is trained into, and refused when "
+                        "it holds anything an earlier demo did not write")
     p.add_argument("--steps", dest="demo_steps", type=int, metavar="N", help="training steps (default: 500)")
     p.add_argument("--checkpoints-count", dest="demo_checkpoints", type=int, metavar="N",
                    help="checkpoints to write (default: 10)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
     wanted = [ckdir / f"checkpoint-{s}" for s in checkpoint_steps(cfg.steps, cfg.n_checkpoints)]
     if (retrain or not all((p / "model.safetensors").exists() for p in wanted)
             or not datalog.log_path(ckdir).exists()):
+        other = not_the_demos(ckdir)
+        if other is not None:       # a real run's checkpoints: never deleted to make room for the demo's
+            raise LearnvizError(f"holds {other}, which the demo did not write: the demo trains into this folder "
+                                "and deletes what it holds, so it left it as it is", path=ckdir, field="--out",
+                                hint="pass --out a new or empty folder, or the folder of an earlier demo")
         shutil.rmtree(ckdir, ignore_errors=True)
         print(f"training the demo model: {cfg.steps} steps, {cfg.n_checkpoints} checkpoints -> {ckdir}")
         train(ckdir, cfg, progress=progress)
@@ -51,6 +57,28 @@ def run_demo(settings: Settings, *, retrain: bool = False, serve: bool = True, p
     if serve:
         _serve(run_settings)
     return run_settings
+
+
+def not_the_demos(ckdir: Path) -> str | None:
+    """The first entry of the demo's checkpoint folder that an earlier demo did not write (its
+    checkpoint-N folders, whose trainer_state.json says `learnviz_demo`, their temporary folders,
+    the data log, learnviz's own hidden files); None when there is none, or no folder."""
+    try:
+        names = sorted(p.name for p in ckdir.iterdir())
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "a file in its place"
+    for name in names:
+        if name == datalog.FILE_NAME or name.startswith((".tmp-checkpoint-", ".learnviz")):
+            continue
+        try:
+            state = json.loads((ckdir / name / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        if not (name.startswith("checkpoint-") and isinstance(state, dict) and "learnviz_demo" in state):
+            return name
+    return None
 
 
 def _serve(settings: Settings) -> None:
