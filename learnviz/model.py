@@ -313,6 +313,15 @@ _ENCODER_ONLY = {"bert", "roberta", "distilbert", "albert", "electra", "deberta"
                  "mpnet", "camembert", "ernie", "modernbert"}
 
 
+def _causal_with_towers(model_type, archs: list[str]) -> bool:
+    """A decoder-only language model with a vision or audio tower beside it (Gemma 3 from 4B on,
+    Gemma 3n): its class is a ...ForConditionalGeneration, which transformers' AutoModelForCausalLM
+    itself builds for the model type, and it reads text alone."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    built = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if isinstance(model_type, str) else None
+    return isinstance(built, str) and built in archs
+
+
 def check_config(folder: Path, *, trust_remote_code: bool = False) -> dict:
     """The model's config.json, read before anything else that reads it (the tokenizer does too,
     and would be blamed for it): a JSON object, readable by transformers, of a decoder-only causal
@@ -333,7 +342,7 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> dict:
     if raw.get("is_encoder_decoder") is True:
         raise CheckpointError(f"an encoder-decoder model ({', '.join(archs) or model_type}): learnviz probes "
                               "decoder-only causal language models", path=where, field="is_encoder_decoder")
-    if (archs and all(a.endswith(_NOT_CAUSAL) for a in archs)) or (
+    if (archs and all(a.endswith(_NOT_CAUSAL) for a in archs) and not _causal_with_towers(model_type, archs)) or (
             not archs and model_type in _ENCODER_ONLY and raw.get("is_decoder") is not True):
         raise CheckpointError(f"{', '.join(archs) or model_type} is not a causal language model (a ...ForCausalLM "
                               "or ...LMHeadModel): learnviz probes decoder-only causal language models",
@@ -512,21 +521,45 @@ def max_positions(config) -> int | None:
     """The most tokens a model takes in one sequence: the smallest of its config's position fields,
     None when it has none. A longer input indexes past the position embeddings ("index out of
     range in self") instead of being refused."""
+    config = text_config(config)
     values = [getattr(config, name, None) for name in POSITION_FIELDS]
     values = [v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0]
     return min(values) if values else None
 
 
-def find_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder blocks: the ModuleList of length config.num_hidden_layers inside the backbone.
+def text_config(config):
+    """The language model's part of a config: itself, or the text_config of a model with a vision or
+    audio tower (Gemma 3), where the decoder's sizes are."""
+    get = getattr(config, "get_text_config", None)
+    try:
+        text = get(decoder=True) if callable(get) else config
+    except TypeError:          # older transformers: no `decoder` argument
+        text = get()
+    return text if text is not None else config
 
-    Works for GPT-2 (`transformer.h`), Llama/Mistral/Qwen (`model.layers`), GPT-NeoX, OPT, ...
+
+def find_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder blocks: the ModuleList of length num_hidden_layers inside the language model.
+
+    Works for GPT-2 (`transformer.h`), Llama/Mistral/Qwen (`model.layers`), GPT-NeoX, OPT, ...,
+    and for a language model beside a vision tower (Gemma 3: `model.language_model.layers`, not
+    the tower's `encoder.layers`, which text never runs through): the search starts in the model's
+    decoder (`get_decoder()`) and the length is the text config's.
     """
-    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    base = getattr(model, "base_model", model)
-    for module in base.modules():
-        if isinstance(module, torch.nn.ModuleList) and (n is None or len(module) == n):
-            return list(module)
+    config = text_config(model.config)
+    n = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    roots = []
+    try:
+        decoder = model.get_decoder() if callable(getattr(model, "get_decoder", None)) else None
+    except Exception:  # some models raise instead of returning None
+        decoder = None
+    if isinstance(decoder, torch.nn.Module):
+        roots.append(decoder)
+    roots.append(getattr(model, "base_model", model))
+    for base in roots:
+        for module in base.modules():
+            if isinstance(module, torch.nn.ModuleList) and (n is None or len(module) == n):
+                return list(module)
     raise CheckpointError("cannot find the decoder blocks of this model", path=getattr(model, "name_or_path", None),
                           field="num_hidden_layers")
 

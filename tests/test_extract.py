@@ -348,7 +348,8 @@ def test_an_answer_in_the_expected_tokens_is_right_under_a_normalizing_tokenizer
 
 def _family_checkpoint(path, tokenizer, family: str):
     """A tiny random checkpoint of another family: Gemma2 (scaled embeddings, soft-capped logits,
-    sliding window), Mixtral (mixture of experts), Mamba (a state-space model: no attention)."""
+    sliding window), Mixtral (mixture of experts), Mamba (a state-space model: no attention), Gemma 3
+    with its vision tower (a ...ForConditionalGeneration)."""
     import transformers as T
     eos = tokenizer.eos_token_id
     common = dict(vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
@@ -359,6 +360,14 @@ def _family_checkpoint(path, tokenizer, family: str):
         "mixtral": (lambda: T.MixtralConfig(num_local_experts=4, num_experts_per_tok=2, **attn, **common),
                     T.MixtralForCausalLM),
         "mamba": (lambda: T.MambaConfig(state_size=8, expand=2, conv_kernel=4, **common), T.MambaForCausalLM),
+        # a language model beside a vision tower (Gemma 3 from 4B on): AutoModelForCausalLM builds the
+        # ...ForConditionalGeneration; the decoder's sizes are in text_config, the tower's layers come first
+        "gemma3": (lambda: T.Gemma3Config(
+            text_config=dict(head_dim=8, sliding_window=16, **attn, **common),
+            vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=28, patch_size=14),
+            mm_tokens_per_image=4, image_token_index=3, boi_token_index=4, eoi_token_index=5,
+            bos_token_id=eos, eos_token_id=eos, pad_token_id=eos), T.Gemma3ForConditionalGeneration),
     }[family]
     torch.manual_seed(0)
     cls(config()).save_pretrained(path)
@@ -366,11 +375,15 @@ def _family_checkpoint(path, tokenizer, family: str):
     return path
 
 
-@pytest.mark.parametrize("family", ["gemma2", "mixtral", "mamba"])
+@pytest.mark.parametrize("family", ["gemma2", "mixtral", "mamba", "gemma3"])
 def test_other_families_extract_like_an_independent_forward(tmp_path, tokenizer, probes, family):
     ck = _family_checkpoint(tmp_path / family, tokenizer, family)
     lm = load(ck, device="cpu", dtype="float32")
     assert lm.n_layers == 2
+    # the language model's blocks (Gemma 3's vision tower also has two, and came first: it was taken,
+    # and its hooks never fired on text)
+    decoder = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model
+    assert all(any(block is m for m in decoder.modules()) for block in lm.layers)
     few = ProbeSet(probes.probes[::4])
     r = ex.extract(lm, few, ex.ExtractOptions(batch_size=8, layers=[0, 1]))
     for i, probe in enumerate(few):

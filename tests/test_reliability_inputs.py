@@ -384,6 +384,10 @@ def test_a_config_json_that_is_no_object_is_that_checkpoint_broken(settings, tmp
      "BertForMaskedLM is not a causal language model"),
     ({"architectures": ["T5ForConditionalGeneration"], "is_encoder_decoder": True}, "is_encoder_decoder",
      "an encoder-decoder model (T5ForConditionalGeneration)"),
+    # a ...ForConditionalGeneration that AutoModelForCausalLM does not build itself (Gemma 3's, which
+    # it does, is probed: tests/test_extract.py)
+    ({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}, "architectures",
+     "LlavaForConditionalGeneration is not a causal language model"),
     ({"n_layer": "two"}, None, "transformers cannot read it: "),
     # it ran, scoring probes with the left padding mixed in, then failed in greedy decoding
     # ("'CausalLMOutput' object has no attribute 'cache'")

@@ -2,8 +2,9 @@
 (safetensors, or PyTorch's pickled `pytorch_model.bin` and its shards).
 
 For every layer (parameter names grouped by `layer_of`: "embeddings", "block.0".."block.N",
-"head") and the checkpoint's weights W, the previous checkpoint's W_prev and the first one's
-W_first, all sums taken in float64 over every element of every tensor of the layer:
+"head", and a vision or audio tower beside the language model under its own name) and the
+checkpoint's weights W, the previous checkpoint's W_prev and the first one's W_first, all sums
+taken in float64 over every element of every tensor of the layer:
 
     norm              ||W||                                 (Frobenius, the whole layer as one vector)
     change_prev       ||W - W_prev|| / ||W_prev||           NaN without `previous`
@@ -53,20 +54,31 @@ _CHUNK = 1 << 20  # float64 elements per arithmetic chunk (8 MiB)
 EMBEDDING_PARTS = frozenset({"wte", "wpe", "embed_tokens", "embed_positions", "word_embeddings",
                              "position_embeddings", "token_type_embeddings", "embed_in",
                              "tok_embeddings", "embeddings"})
+# The parts of a model beside its language model (vision and audio towers, their projectors into it)
+TOWER_PARTS = frozenset({"vision_tower", "vision_model", "visual", "vision_encoder", "image_encoder",
+                         "multi_modal_projector", "mm_projector", "audio_tower", "audio_model", "audio_encoder",
+                         "embed_vision", "embed_audio"})
 # Buffers some checkpoints persist: constants, not weights; they would swamp a block's norm.
 BUFFER_SUFFIXES = ("attn.masked_bias", "rotary_emb.inv_freq")
 _BLOCK = re.compile(r"\.(\d+)\.")
 
 
 def layer_of(name: str) -> str:
-    """The layer a parameter belongs to: "embeddings", "block.<i>" or "head".
+    """The layer a parameter belongs to: "embeddings", "block.<i>", "head", or the tower beside the
+    language model that it is part of.
 
     `transformer.wte.weight`, `model.embed_tokens.weight`, `model.decoder.embed_positions.weight`
     -> "embeddings"; the first `.N.` index, e.g. `transformer.h.3.attn.c_attn.weight`,
     `model.layers.3.mlp.up_proj.weight`, `model.decoder.layers.3.fc1.weight` -> "block.3";
-    everything else (final norm, lm_head, projections) -> "head".
+    everything else (final norm, lm_head, projections) -> "head". A vision or audio tower's
+    parameter (Gemma 3's `model.vision_tower.encoder.layers.3...`, `model.multi_modal_projector...`)
+    -> the tower's name ("vision_tower", "multi_modal_projector"): its blocks are not the language
+    model's, and its patch embeddings not the token embeddings.
     """
     parts = name.split(".")
+    tower = next((p for p in parts if p in TOWER_PARTS), None)
+    if tower is not None:
+        return tower
     if any(p in EMBEDDING_PARTS for p in parts):
         return "embeddings"
     m = _BLOCK.search(name)
@@ -75,12 +87,14 @@ def layer_of(name: str) -> str:
     return "head"
 
 
-def _layer_key(layer: str) -> tuple[int, int]:
+def _layer_key(layer: str) -> tuple[int, int, str]:
     if layer == "embeddings":
-        return (0, 0)
+        return (0, 0, "")
     if layer.startswith("block."):
-        return (1, int(layer.split(".", 1)[1]))
-    return (2, 0)
+        return (1, int(layer.split(".", 1)[1]), "")
+    if layer == "head":
+        return (2, 0, "")
+    return (3, 0, layer)        # a tower beside the language model
 
 
 def safetensors_files(checkpoint_dir: str | Path) -> list[Path]:

@@ -75,6 +75,15 @@ def test_layer_of_names_across_architectures():
     assert layer_of("backbone.embeddings.weight") == "embeddings"                         # Mamba
     assert layer_of("backbone.layers.4.mixer.A_log") == "block.4"
     assert layer_of("backbone.norm_f.weight") == "head"
+    # a language model beside a vision tower (Gemma 3): the tower is a layer of its own, not blocks
+    # and embeddings of the language model (text never runs through it)
+    assert layer_of("model.language_model.layers.1.mlp.up_proj.weight") == "block.1"
+    assert layer_of("model.language_model.embed_tokens.weight") == "embeddings"
+    assert layer_of("model.language_model.norm.weight") == "head"
+    assert layer_of("model.vision_tower.encoder.layers.0.self_attn.q_proj.weight") == "vision_tower"
+    assert layer_of("model.vision_tower.embeddings.patch_embedding.weight") == "vision_tower"
+    assert layer_of("model.multi_modal_projector.mm_input_projection_weight") == "multi_modal_projector"
+    assert layer_of("visual.blocks.3.attn.qkv.weight") == "visual"                        # Qwen2-VL
 
 
 def test_layers_order_and_parameter_counts(ckpts):
