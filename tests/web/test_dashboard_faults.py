@@ -156,3 +156,12 @@ def test_unreadable_archive_without_a_step_in_its_name_and_nothing_written(archi
     assert '<td class="num">?</td>' in rows_html and "<code>my-model</code>" in rows_html
     assert f"{archive / 'my-model.h5'}: cannot be read as HDF5" in rows_html
     assert snapshot(archive) == before              # the dashboard only reads
+
+
+@pytest.mark.parametrize("layer", ["--1", "²", "1" * 5000, "٢", "+1", " 2", "0x1", ""])
+def test_a_layer_that_is_no_decimal_number_is_a_404_naming_the_parameter(archive, layer):
+    c = client_of(archive)
+    assert c.get("/api/runs/_root/umap/80.json", query_string={"layer": "2"}).status_code == 200
+    r = c.get("/api/runs/_root/umap/80.json", query_string={"layer": layer})
+    assert r.status_code == 404, layer
+    assert r.get_json() == {"error": "give the layer: ?layer=K (umap.json lists them)"}
