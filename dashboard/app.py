@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from flask.json.provider import DefaultJSONProvider
 
+from learnviz.common import clean_json
 from learnviz.settings import Settings, load_settings
 
 from .data import ARCHIVE_KEY
@@ -83,11 +85,26 @@ def _refuse_host(name: str) -> Response:
     return Response(text, status=400, mimetype="text/plain")
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, never with NaN or Infinity: Python writes them, but they are not JSON, and a
+    browser's JSON.parse (and so `fetch(...).json()`) refuses the whole answer. A value that holds
+    one (an archive's layout or score written elsewhere, a hand-edited history) is written again
+    with them as null, as the serializers' `clean_json` does; other answers cost nothing more."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs["allow_nan"] = False
+        try:
+            return super().dumps(obj, **kwargs)
+        except ValueError:
+            return super().dumps(clean_json(obj), **kwargs)
+
+
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """The dashboard app. `settings`: learnviz settings (default: `load_settings()`), which must
     name the archive folder (`archive` or `checkpoints`) unless `test_config` sets
     LEARNVIZ_ARCHIVE. Debug stays off whatever the environment says."""
     app = Flask(__name__)
+    app.json = JSONProvider(app)
     test_config = dict(test_config or {})
     if ARCHIVE_KEY in test_config and settings is None:
         app.config.update({REFRESH_KEY: REFRESH_SECONDS, "DEBUG": False, **host_config(Settings())})

@@ -133,10 +133,15 @@ def _coords(a: arc.Archive, layers: list[int]) -> dict[int, np.ndarray]:
 
 
 def _bounds(a: arc.Archive, layers: list[int]) -> dict[int, tuple[float, float, float, float]]:
-    """(x min, y min, x max, y max) of each layer's layout, once per version of the archive file."""
+    """(x min, y min, x max, y max) of each layer's layout, once per version of the archive file;
+    of its finite points only (one NaN point would make the layer's axes NaN at every step)."""
     def compute():
-        return {k: (float(c[:, 0].min()), float(c[:, 1].min()), float(c[:, 0].max()), float(c[:, 1].max()))
-                for k, c in _coords(a, layers).items()}
+        out = {}
+        for k, c in _coords(a, layers).items():
+            c = c[np.isfinite(c).all(axis=1)]
+            if len(c):
+                out[k] = (float(c[:, 0].min()), float(c[:, 1].min()), float(c[:, 0].max()), float(c[:, 1].max()))
+        return out
     return a.memo(("panel_bounds", tuple(layers)), compute)
 
 

@@ -7,12 +7,14 @@ written through the archive API, real CPU stages), built once per module and cop
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from dashboard_run import make_app
 from helpers import snapshot
@@ -165,3 +167,35 @@ def test_a_layer_that_is_no_decimal_number_is_a_404_naming_the_parameter(archive
     r = c.get("/api/runs/_root/umap/80.json", query_string={"layer": layer})
     assert r.status_code == 404, layer
     assert r.get_json() == {"error": "give the layer: ?layer=K (umap.json lists them)"}
+
+
+def strict_json(body: bytes):
+    """JSON as a browser's JSON.parse reads it: NaN and Infinity are errors."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(body, parse_constant=refuse)
+
+
+def test_non_finite_numbers_in_an_archive_reach_no_answer_as_nan(archive):
+    """A layout with NaN and inf points (an archive written elsewhere): every JSON answer stays
+    JSON (docs/api.md: NaN and inf are null), and the layer's fixed axes span its finite points."""
+    with h5py.File(archive / "checkpoint-80.h5", "a") as f:
+        coords = f["geometry/layer_2/coords"]
+        c = coords[...]
+        c[0, 0], c[1, 1] = np.nan, np.inf
+        coords[...] = c
+    c = client_of(archive)
+    r = c.get("/api/runs/_root/umap/80.json?layer=2")
+    assert r.status_code == 200
+    frame = strict_json(r.data)
+    assert frame["x"][0] is None and frame["y"][1] is None and None not in frame["x"][1:]
+    u = strict_json(c.get("/api/runs/_root/umap.json").data)
+    (x0, x1), (y0, y1) = u["ranges"]["2"]["x"], u["ranges"]["2"]["y"]
+    for step in u["steps"]:
+        f = strict_json(c.get(f"/api/runs/_root/umap/{step}.json?layer=2").data)
+        assert all(x0 <= x <= x1 for x in f["x"] if x is not None), step
+        assert all(y0 <= y <= y1 for y in f["y"] if y is not None), step
+    for url in every_url(STEPS) + [f"/api/runs/_root/{p}.json" for p in ("overview", "metrics", "drift", "board",
+                                                                       "logprob", "entropy", "geometry")]:
+        if url.startswith("/api/"):
+            strict_json(c.get(url).data)
