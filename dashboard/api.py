@@ -34,6 +34,7 @@ import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from learnviz import archive as arc
 from learnviz.common import clean_json
 
 from . import panels
@@ -95,14 +96,30 @@ def _run_data(run_id: str) -> RunData:
 
 
 def _panel(run_id: str, name: str, compute, *args):
-    """A panel's answer, kept per (run folder, run version, panel, arguments)."""
-    r = _run_data(run_id)
-    try:
-        body = runs_mod.cached((str(r.dir), r.version, name, args),
-                               lambda: current_app.json.dumps(compute(r, *args), separators=(",", ":")))
-    except panels.NotThere as exc:
-        abort(404, description=str(exc))
-    return current_app.response_class(body + "\n", mimetype="application/json")
+    """A panel's answer, kept per (run folder, run version, panel, arguments). Readers never lock,
+    so an archive may be removed, moved aside or replaced while a panel is built from the run's
+    listing: when building it fails on a file (OSError, KeyError, ArchiveError) or the run's
+    version changed meanwhile, the run is listed once more and the panel built from what is
+    there now (else the answer, which a reader may skip on error, would speak of a file that is
+    gone, and the page, already at the new version, would keep it); a second failure is raised."""
+    for retry in (True, False):
+        r = _run_data(run_id)
+        built = []
+
+        def build(r=r, built=built):
+            built.append(True)
+            return current_app.json.dumps(compute(r, *args), separators=(",", ":"))
+        try:
+            body = runs_mod.cached((str(r.dir), r.version, name, args), build)
+        except panels.NotThere as exc:
+            abort(404, description=str(exc))
+        except (OSError, KeyError, arc.ArchiveError):
+            if retry:
+                continue
+            raise
+        if retry and built and RunData(r.dir).version != r.version:
+            continue
+        return current_app.response_class(body + "\n", mimetype="application/json")
 
 
 @bp.get("/runs.json")

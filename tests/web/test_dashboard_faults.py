@@ -199,3 +199,31 @@ def test_non_finite_numbers_in_an_archive_reach_no_answer_as_nan(archive):
                                                                        "logprob", "entropy", "geometry")]:
         if url.startswith("/api/"):
             strict_json(c.get(url).data)
+
+
+PANELS = ("overview", "metrics", "drift", "umap", "board", "logprob", "entropy", "geometry")
+
+
+@pytest.mark.parametrize("url", [*(f"/api/runs/_root/{p}.json" for p in PANELS),
+                                 "/api/runs/_root/umap/10.json?layer=2", "/api/runs/_root/calibration/10.json"])
+def test_an_archive_that_vanishes_after_the_listing_is_no_panel_error(archive, monkeypatch, url):
+    """Readers never lock: checkpoint-80.h5 moved aside (as `learnviz run` does with a damaged
+    one) after the request listed the run and before the panel read it. The panel answers from
+    the run as it is now, as it answers for a run that never had it."""
+    from learnviz import readout
+    listed = readout.scan_archives
+
+    def list_then_lose(folder):
+        listing = listed(folder)
+        victim = Path(folder) / "checkpoint-80.h5"
+        if victim.exists():
+            victim.rename(victim.with_name(victim.name + ".corrupt"))
+        return listing
+
+    monkeypatch.setattr(readout, "scan_archives", list_then_lose)
+    r = client_of(archive).get(url)
+    assert r.status_code == 200, (url, r.data[:300])
+    monkeypatch.setattr(readout, "scan_archives", listed)
+    assert r.get_json() == client_of(archive).get(url).get_json()
+    if url.endswith(("metrics.json", "umap.json", "entropy.json", "overview.json")):
+        assert r.get_json()["steps"] == [10, 20, 40]
