@@ -99,6 +99,17 @@ class JSONProvider(DefaultJSONProvider):
             return super().dumps(clean_json(obj), **kwargs)
 
 
+def _printable(value: Any) -> Any:
+    """Every value a template writes, as UTF-8 can write it: a path or file name whose bytes are
+    not UTF-8 (the archive folder's, an unreadable archive's named in its reason) with U+FFFD
+    for them, where it made the whole page a 500 (UnicodeEncodeError)."""
+    if isinstance(value, str):
+        from .runs import printable
+        shown = printable(value)
+        return value if shown is value else type(value)(shown)
+    return value
+
+
 def create_app(settings: Settings | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """The dashboard app. `settings`: learnviz settings (default: `load_settings()`), which must
     name the archive folder (`archive` or `checkpoints`) unless `test_config` sets
@@ -115,6 +126,7 @@ def create_app(settings: Settings | None = None, test_config: dict[str, Any] | N
     app.debug = False
     app.json.sort_keys = False
     app.jinja_env.autoescape = True   # on for .html already; on for every template, whatever its name
+    app.jinja_env.finalize = _printable
 
     from . import api, pages
     app.register_blueprint(pages.bp)

@@ -227,3 +227,32 @@ def test_an_archive_that_vanishes_after_the_listing_is_no_panel_error(archive, m
     assert r.get_json() == client_of(archive).get(url).get_json()
     if url.endswith(("metrics.json", "umap.json", "entropy.json", "overview.json")):
         assert r.get_json()["steps"] == [10, 20, 40]
+
+
+def test_folder_names_that_are_not_utf8_break_no_page_and_their_runs_are_reached(archive, tmp_path):
+    """Names whose bytes are not UTF-8 (a Latin-1 `run\\xff`, an archive root below one): Python
+    holds them as surrogates, which made every page that wrote one a 500 and the run unreachable
+    (no URL or JSON.parse'd id carries them). The run gets an id of its own (its bytes
+    percent-encoded), is shown with U+FFFD, and meets no other run's id."""
+    from urllib.parse import quote
+    root = Path(os.fsdecode(bytes(tmp_path) + b"/root\xfe"))
+    odd = os.fsdecode(b"run\xff")
+    for name in (odd, "ok", "_bytes:run%FF"):                 # the last: a UTF-8 name like the odd one's id
+        shutil.copytree(archive, root / name)
+    c = client_of(root)
+    runs = {r["id"]: r["label"] for r in c.get("/api/runs.json").get_json()["runs"]}
+    assert runs == {"_bytes:run%FF": "run\ufffd", "ok": "ok", "__bytes:run%FF": "_bytes:run%FF"}
+    for run_id in runs:
+        assert c.get(f"/api/runs/{quote(run_id, safe='')}/metrics.json").get_json()["steps"] == list(STEPS)
+        assert c.get(f"/dynamics?run={quote(run_id, safe='')}").status_code == 200, run_id
+    html = page(c, "/")
+    assert 'href="/dynamics?run=_bytes:run%25FF"' in html and ">run\ufffd</a>" in html
+    assert "root\ufffd" in html                                # the archive folder, in the page's text
+    page(c, "/checkpoints")
+
+    one = root / odd                                           # served on its own, one archive unreadable
+    truncate_half(one / "checkpoint-20.h5")
+    c = client_of(one)
+    for url in every_url(STEPS):
+        assert c.get(url).status_code == 200, url
+    assert "root\ufffd/run\ufffd/checkpoint-20.h5: cannot be read as HDF5" in page(c, "/checkpoints/20")
