@@ -5,6 +5,7 @@ overrides the earlier one's keys, so a stage that learns more about a step (drif
 a row with just those keys, and a recomputed neighbour appends its new values. `read` merges
 rows per step in file order. A torn last line (a writer killed mid-append) is skipped, not
 fatal; the next append starts on a fresh line.
+A documented key whose value has another type (`KINDS`) is left out of its row the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import archive as arc
 from .common import append_lines, clean_json
@@ -42,6 +43,47 @@ _parsed_lock = threading.Lock()
 _CHECK = 64   # bytes before the parsed offset compared again, so a file rewritten in place is parsed anew
 
 
+def _number(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _text(v: Any) -> bool:
+    return v is None or isinstance(v, str)
+
+
+def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(ok(x) for x in v)
+
+
+def _map_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(ok(x) for x in v.values())
+
+
+# The documented keys (docs/archive.md) and the type of their values; None (NaN, or not known) passes.
+KINDS: dict[str, Callable[[Any], bool]] = {
+    **dict.fromkeys(("train_loss", "learning_rate", "grad_norm", "eval_loss", "epoch", "accuracy",
+                     "mean_answer_logprob", "ece", "mce", "brier", "calibration_gap", "mean_entropy",
+                     "overconfident", "uncertain", "geometry_drift", "geometry_drift_first", "cka_prev",
+                     "cka_first", "umap_disparity", "umap_trustworthiness"), _number),
+    **dict.fromkeys(("timestamp", "checkpoint", "probe_hash", "calibration_direction", "source"), _text),
+    **dict.fromkeys(("skill_scores", "skill_delta_vs_base"), _map_of(_number)),
+    **dict.fromkeys(("error_positions", "layer_drifts", "layer_drifts_first", "weight_norms"), _list_of(_number)),
+    "layer_names": _list_of(_text),
+    "weight_flags": _map_of(_list_of(_text)),
+    "health_flags": _map_of(_text),
+    "geometry": _map_of(_map_of(_number)),
+}
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` without the documented keys whose value has another type (a row appended by hand or
+    by another tool: "train_loss": "abc", "geometry": 5), as a torn line is skipped: every reader
+    takes a documented key's value as its type, and one wrong value failed whole pages."""
+    if all(k not in KINDS or KINDS[k](v) for k, v in row.items()):
+        return row
+    return {k: v for k, v in row.items() if k not in KINDS or KINDS[k](v)}
+
+
 def _parse(data: bytes) -> list[dict[str, Any]]:
     rows = []
     for raw in data.split(b"\n"):
@@ -52,8 +94,8 @@ def _parse(data: bytes) -> list[dict[str, Any]]:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+            rows.append(_typed(row))
     return rows
 
 

@@ -256,3 +256,27 @@ def test_folder_names_that_are_not_utf8_break_no_page_and_their_runs_are_reached
     for url in every_url(STEPS):
         assert c.get(url).status_code == 200, url
     assert "root\ufffd/run\ufffd/checkpoint-20.h5: cannot be read as HDF5" in page(c, "/checkpoints/20")
+
+
+BAD_VALUES = {"train_loss": "abc", "eval_loss": [1], "ece": {"a": 1}, "weight_flags": "x", "geometry": {"1": 5},
+              "layer_names": 5, "layer_drifts": 3, "learning_rate": "x", "calibration_direction": 5,
+              "geometry_drift": "x", "health_flags": {"flag": 5}, "skill_scores": 7, "accuracy": True}
+
+
+def test_history_values_of_the_wrong_type_break_no_page_and_leave_the_earlier_ones(archive):
+    """A row appended by hand or by another tool with values of the wrong type for documented keys:
+    each was a 500 of the overview, a checkpoint page or a panel (the filters and panels take
+    them as numbers, mappings, lists); they are left out of the row, as a torn line is skipped,
+    and the earlier rows' values for that step stand. Keys the format does not name are kept."""
+    from learnviz import history
+    good = {r["step"]: r for r in history.read(archive)}[80]
+    with open(archive / "learning_history.jsonl", "a") as f:
+        f.write(json.dumps({"step": 80, "probe_hash": good["probe_hash"], "my_metric": "text", **BAD_VALUES}) + "\n")
+    c = client_of(archive)
+    for url in every_url(STEPS) + [f"/api/runs/_root/{p}.json" for p in PANELS]:
+        assert c.get(url).status_code == 200, url
+    row = {r["step"]: r for r in c.get("/api/history.json").get_json()["rows"]}[80]
+    assert row["my_metric"] == "text"
+    assert {k: row.get(k) for k in BAD_VALUES} == {k: good.get(k) for k in BAD_VALUES}
+    assert c.get("/api/status.json").get_json()["latest"]["train_loss"] == pytest.approx(good["train_loss"])
+    assert c.get("/api/runs/_root/drift.json").get_json()["layers"] == good["layer_names"]
