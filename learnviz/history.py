@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import archive as arc
 from .common import append_lines, clean_json
@@ -43,45 +43,67 @@ _parsed_lock = threading.Lock()
 _CHECK = 64   # bytes before the parsed offset compared again, so a file rewritten in place is parsed anew
 
 
-def _number(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _text(v: Any) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _list_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and all(ok(x) for x in v)
-
-
-def _map_of(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, dict) and all(ok(x) for x in v.values())
-
-
-# The documented keys (docs/archive.md) and the type of their values; None (NaN, or not known) passes.
-KINDS: dict[str, Callable[[Any], bool]] = {
+# The documented keys (docs/archive.md) and the kind of their values; None (NaN, or not known)
+# passes. (Checked by sets of types, not a function per value: a new process parses every line of
+# a long run's history, 1,500 lines at 500 checkpoints.)
+NUMBER, TEXT, MAP_NUMBERS, MAP_TEXT, LIST_NUMBERS, LIST_TEXT, MAP_LIST_TEXT, MAP_MAP_NUMBERS = range(8)
+KINDS: dict[str, int] = {
     **dict.fromkeys(("train_loss", "learning_rate", "grad_norm", "eval_loss", "epoch", "accuracy",
                      "mean_answer_logprob", "ece", "mce", "brier", "calibration_gap", "mean_entropy",
                      "overconfident", "uncertain", "geometry_drift", "geometry_drift_first", "cka_prev",
-                     "cka_first", "umap_disparity", "umap_trustworthiness"), _number),
-    **dict.fromkeys(("timestamp", "checkpoint", "probe_hash", "calibration_direction", "source"), _text),
-    **dict.fromkeys(("skill_scores", "skill_delta_vs_base"), _map_of(_number)),
-    **dict.fromkeys(("error_positions", "layer_drifts", "layer_drifts_first", "weight_norms"), _list_of(_number)),
-    "layer_names": _list_of(_text),
-    "weight_flags": _map_of(_list_of(_text)),
-    "health_flags": _map_of(_text),
-    "geometry": _map_of(_map_of(_number)),
+                     "cka_first", "umap_disparity", "umap_trustworthiness"), NUMBER),
+    **dict.fromkeys(("timestamp", "checkpoint", "probe_hash", "calibration_direction", "source"), TEXT),
+    **dict.fromkeys(("skill_scores", "skill_delta_vs_base"), MAP_NUMBERS),
+    **dict.fromkeys(("error_positions", "layer_drifts", "layer_drifts_first", "weight_norms"), LIST_NUMBERS),
+    "layer_names": LIST_TEXT,
+    "weight_flags": MAP_LIST_TEXT,
+    "health_flags": MAP_TEXT,
+    "geometry": MAP_MAP_NUMBERS,
 }
+_NUMBERS = frozenset({int, float, type(None)})      # what json.loads gives (a bool is no number)
+_TEXTS = frozenset({str, type(None)})
+
+
+def _of_kind(kind: int, v: Any) -> bool:
+    t = type(v)
+    if kind == NUMBER:
+        return t in _NUMBERS
+    if kind == TEXT:
+        return t in _TEXTS
+    if kind == MAP_NUMBERS:
+        return t is dict and _NUMBERS.issuperset(map(type, v.values()))
+    if kind == MAP_TEXT:
+        return t is dict and _TEXTS.issuperset(map(type, v.values()))
+    if kind == LIST_NUMBERS:
+        return t is list and _NUMBERS.issuperset(map(type, v))
+    if kind == LIST_TEXT:
+        return t is list and _TEXTS.issuperset(map(type, v))
+    if kind == MAP_LIST_TEXT:
+        return t is dict and all(type(x) is list and _TEXTS.issuperset(map(type, x)) for x in v.values())
+    return t is dict and all(type(x) is dict and _NUMBERS.issuperset(map(type, x.values()))
+                             for x in v.values())
+
+
+# the keys whose values are one number or one text: checked without a call (most of a row's)
+_PLAIN = {k: _NUMBERS if kind == NUMBER else _TEXTS for k, kind in KINDS.items() if kind in (NUMBER, TEXT)}
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
     """`row` without the documented keys whose value has another type (a row appended by hand or
     by another tool: "train_loss": "abc", "geometry": 5), as a torn line is skipped: every reader
     takes a documented key's value as its type, and one wrong value failed whole pages."""
-    if all(k not in KINDS or KINDS[k](v) for k, v in row.items()):
-        return row
-    return {k: v for k, v in row.items() if k not in KINDS or KINDS[k](v)}
+    bad = None
+    for k, v in row.items():
+        plain = _PLAIN.get(k)
+        if plain is not None:
+            if type(v) in plain:
+                continue
+        else:
+            kind = KINDS.get(k)
+            if kind is None or _of_kind(kind, v):
+                continue
+        bad = [k] if bad is None else [*bad, k]
+    return row if bad is None else {k: v for k, v in row.items() if k not in bad}
 
 
 def _parse(data: bytes) -> list[dict[str, Any]]:
