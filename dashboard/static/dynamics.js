@@ -19,8 +19,10 @@
   var CONFIG = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["toImage", "sendDataToCloud"]};
   var COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf"];
-  var state = {version: null, overview: null, metrics: null, umap: null, frames: {}, umapIndex: 0,
-               layer: null, playing: null, overlay: {}, runs: []};
+  // maps keyed by names from the data (skills, run folders) have no prototype: a skill named
+  // "constructor" or a run named "__proto__" would find Object.prototype's members in a plain {}
+  var state = {version: null, overview: null, metrics: null, umap: null, frames: Object.create(null), umapIndex: 0,
+               layer: null, playing: null, overlay: Object.create(null), runs: []};
 
   function $(id) { return document.getElementById(id); }
   function html(text) {                             // a raw text for a plotly label (rendered as HTML)
@@ -170,7 +172,7 @@
   function umapTraces(f) {
     var u = state.umap;
     var p = u.probes;
-    var groups = {};
+    var groups = Object.create(null);
     var order = [];
     for (var i = 0; i < p.id.length; i++) {
       var s = p.skill[i];

@@ -349,3 +349,35 @@ def test_a_long_run_s_checkpoint_axes_and_board_read(built_archive, tmp_path):
     red, green = np.array([0xd6, 0x27, 0x28]), np.array([0x2c, 0xa0, 0x2c])
     coloured = (np.abs(pixels - red).sum(1) < 60) | (np.abs(pixels - green).sum(1) < 60)
     assert coloured.mean() > 0.85, f"{coloured.mean():.0%} of the board's plot area shows a cell"
+
+
+def test_skills_named_like_javascript_members_draw_their_points(built_archive, tmp_path):
+    """Skills named "constructor", "toString" and "__proto__" (a probe file's free text): the UMAP
+    panel grouped probes by skill in a plain object, where "constructor" found Object's own
+    function and `.push` threw, so the panel stayed empty with a console error."""
+    from learnviz import archive as arc
+    from learnviz.readout import EXTRACT, series
+
+    archive = shutil.copytree(built_archive, tmp_path / "archive", ignore=shutil.ignore_patterns(".locks"))
+    names = ["constructor", "toString", "__proto__"]
+    for a in series(archive):          # every checkpoint's probe set, as a probe file would give them
+        info, data = a.stage(EXTRACT), a.read(EXTRACT)
+        data["probe_skill"] = np.array([names[i % 3] for i in range(len(data["probe_skill"]))], dtype=object)
+        arc.write_stage(a.path, EXTRACT, key=info.key, root_attrs=a.attrs, data=data, attrs=info.attrs)
+    errors = []
+    with served(archive, tmp_path / "serve.log") as base:
+        n_probes = len(api(base, "/api/runs/_root/umap.json")["probes"]["id"])
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(base + "/dynamics?poll=3600")
+                page.wait_for_selector("#dynamics[data-ready]", timeout=60_000)
+                assert page.get_attribute("#panel-umap", "data-drawn") == "data"
+                traces = plotted(page, "panel-umap")
+                assert sorted(t["name"] for t in traces) == sorted(names)
+                assert sum(len(t["x"]) for t in traces) == n_probes
+            finally:
+                browser.close()
+    assert not errors, errors
