@@ -88,20 +88,20 @@ def printable(text: str) -> str:
     return os.fsencode(text).decode("utf-8", "replace") if _fs_name(text) else text.encode("utf-8", "replace").decode()
 
 
-def _utf8(text: str) -> bool:
+def _encodes(encode: Callable[[str], bytes], text: str) -> bool:
     try:
-        text.encode("utf-8")
+        encode(text)
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _utf8(text: str) -> bool:
+    return _encodes(str.encode, text)        # (UTF-8: a file name's undecodable bytes, as surrogates, fail)
 
 
 def _fs_name(text: str) -> bool:
-    try:
-        os.fsencode(text)
-    except UnicodeEncodeError:
-        return False
-    return True
+    return _encodes(os.fsencode, text)
 
 
 def cached(key: tuple, compute: Callable[[], Any]) -> Any:
