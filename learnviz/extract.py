@@ -148,15 +148,18 @@ def _cached(key: tuple, make):
 
 
 def stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
-    """EOS plus every vocabulary token whose text contains a stop string."""
+    """The tokenizer's EOS, the model's own end-of-sequence ids (`LoadedModel.eos_ids`: config.json's
+    and generation_config.json's eos_token_id), and every vocabulary token whose text contains a
+    stop string."""
     if lm.tokenizer_key:
-        return _cached(("stop", lm.tokenizer_key, tuple(stop_strings)), lambda: _stop_token_ids(lm, stop_strings))
+        return _cached(("stop", lm.tokenizer_key, lm.eos_ids, tuple(stop_strings)),
+                       lambda: _stop_token_ids(lm, stop_strings))
     return _stop_token_ids(lm, stop_strings)
 
 
 def _stop_token_ids(lm: LoadedModel, stop_strings: list[str]) -> torch.Tensor:
     tok = lm.tokenizer
-    ids = set()
+    ids = set(lm.eos_ids)
     if tok.eos_token_id is not None:
         ids.add(int(tok.eos_token_id))
     if stop_strings:

@@ -109,6 +109,7 @@ class LoadedModel:
     layers: list[torch.nn.Module]  # the decoder blocks, in order
     path: Path
     tokenizer_key: str = ""        # hash of the tokenizer files: equal keys tokenize alike
+    eos_ids: tuple[int, ...] = ()  # the model's own end-of-sequence ids (`model_eos_ids`)
 
     @property
     def n_layers(self) -> int:
@@ -181,7 +182,23 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     fuse_activations(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path))
+    return LoadedModel(model, tokenizer, dev, dt, find_layers(model), path, tokenizer_key(tok_dir or path),
+                       model_eos_ids(model, rows if isinstance(rows, int) else None))
+
+
+def model_eos_ids(model, vocab: int | None) -> tuple[int, ...]:
+    """The ids the model ends a sequence with: config.json's and generation_config.json's
+    eos_token_id, each an id or a list of them. Instruct models list an end-of-turn token there
+    that is not their tokenizer's EOS (gemma-2-it's <end_of_turn>, Llama-3-Instruct's <|eot_id|>,
+    Qwen2's <|im_end|>): a greedy answer ends at it, or it runs on into another turn and a right
+    answer reads as wrong. Ids outside the model's `vocab` are left out."""
+    found: set[int] = set()
+    for source in (model.config, getattr(model, "generation_config", None)):
+        value = getattr(source, "eos_token_id", None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and not isinstance(v, bool) and 0 <= v and (vocab is None or v < vocab):
+                found.add(v)
+    return tuple(sorted(found))
 
 
 def check_loaded(folder: Path, cls: str, info: dict, raw: dict, *, trust_remote_code: bool = False) -> None:

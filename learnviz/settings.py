@@ -98,7 +98,9 @@ class Settings:
                                         "it. Off: only turn on for checkpoints you trust.")
     max_new_tokens: int = _f(32, "Cap on a greedy answer's length in tokens (each answer may "
                                  "also run to at most twice its expected length plus 4).")
-    stop_strings: list[str] = _f(["\n"], "The greedy answer ends at the tokenizer's EOS or at any of these strings.")
+    stop_strings: list[str] = _f(["\n"], "The greedy answer ends at an end-of-sequence token (the "
+                                        "tokenizer's EOS, or one that config.json or "
+                                        "generation_config.json lists) or at any of these strings.")
     answer_match: Literal["exact", "prefix"] = _f("exact", "'exact': the greedy answer must equal the expected "
                                                            "one; 'prefix': it must start with it (case, "
                                                            "surrounding space and a final period ignored).")

@@ -390,3 +390,69 @@ def test_other_families_extract_like_an_independent_forward(tmp_path, tokenizer,
         tok, *_ = _reference(lm, probe)
         assert np.allclose(r.token_logprob.row(i), tok, atol=1e-4), probe.id
     _check_greedy(lm, few, r)
+
+
+def _model_that_ends_its_turn(ck, *, stop_in: str) -> tuple[str, str, str]:
+    """A checkpoint whose model answers "All cats are fish." after its prompt, then ends its turn
+    with a token that is not the tokenizer's EOS, '<|eot|>' (as gemma-2-it's <end_of_turn> or
+    Llama-3-Instruct's <|eot_id|>), and would run on into another turn after it. That token is an
+    end-of-sequence id of the model, listed with the tokenizer's EOS in `stop_in`'s eos_token_id
+    (generation_config.json or config.json). Each position's hidden state is its own direction;
+    the output head maps it to the token due there. Returns (prompt, expected, the turn end)."""
+    import json
+
+    from helpers import tiny_tokenizer
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    tiny_tokenizer().save_pretrained(ck)
+    tok = AutoTokenizer.from_pretrained(ck)
+    tok.add_special_tokens({"additional_special_tokens": ["<|eot|>"]})
+    tok.save_pretrained(ck)
+    eot = tok.convert_tokens_to_ids("<|eot|>")
+    prompt, expected = "All cats are dogs. What follows?", "All cats are fish."
+    p_ids, a_ids = encode_probe(tok, prompt, expected)
+    runs_on = tok(" Some dogs", add_special_tokens=False)["input_ids"]
+    due = {len(p_ids) - 1 + k: t for k, t in enumerate(a_ids + [eot] + runs_on)}   # position -> next token
+    n = 32
+    eos = tok.eos_token_id
+    listed = [eos, eot]
+    config = GPT2Config(vocab_size=len(tok), n_positions=n, n_embd=n, n_layer=1, n_head=2, tie_word_embeddings=False,
+                        bos_token_id=eos, pad_token_id=eos, eos_token_id=listed if stop_in == "config.json" else eos)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.weight.fill_(1.0)
+        for block in model.transformer.h:
+            block.ln_1.weight.fill_(1.0)
+            block.ln_2.weight.fill_(1.0)
+        model.transformer.wpe.weight.copy_(torch.eye(n))                  # position p: direction p
+        direction = torch.nn.functional.layer_norm(torch.eye(n), (n,))
+        for pos, token in due.items():
+            model.lm_head.weight[token] += direction[pos]
+    model.save_pretrained(ck, safe_serialization=True)
+    if stop_in == "generation_config.json":
+        (ck / "generation_config.json").write_text(json.dumps({"bos_token_id": eos, "eos_token_id": listed,
+                                                               "pad_token_id": eos}))
+    (ck / "trainer_state.json").write_text(json.dumps({"global_step": 1, "log_history": []}))
+    return prompt, expected, "<|eot|>"
+
+
+@pytest.mark.parametrize("stop_in", ["generation_config.json", "config.json"])
+def test_a_model_that_ends_its_answer_with_its_own_eos_token_answered_right(tmp_path, stop_in):
+    """A model whose config lists several end-of-sequence ids (eos_token_id: [<|endoftext|>,
+    <|eot|>]) ends its answer with one that is not the tokenizer's EOS: greedy decoding stopped
+    only at the tokenizer's, ran on past the model's end into another turn, and a right answer was
+    archived wrong ("All cats are fish.<|eot|> Some dogs"), with no stop probability after it."""
+    from helpers import learnviz_run, run_settings
+
+    from learnviz import archive as arc
+    from learnviz.probes import write_jsonl
+    from learnviz.results import EXTRACT
+    prompt, expected, eot = _model_that_ends_its_turn(tmp_path / "run" / "checkpoint-1", stop_in=stop_in)
+    write_jsonl([Probe("right", prompt, expected, skill="s", category="c")], tmp_path / "probes.jsonl")
+    report = learnviz_run(run_settings(tmp_path / "run", tmp_path / "probes.jsonl"), cpu_stages=False, progress=False)
+    assert report.ok and len(report.done) == 1, report.failed
+    got = arc.Archive(report.done[0]).read(EXTRACT, ["greedy_answer", "correct", "stop_prob", "first_divergence"])
+    assert [str(a) for a in got["greedy_answer"]] == [expected]
+    assert got["correct"].tolist() == [True] and got["first_divergence"].tolist() == [-1]
+    assert got["stop_prob"][0] > 0.5            # the model's own end, right after the answer
