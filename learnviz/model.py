@@ -160,7 +160,7 @@ def load(path: str | Path, *, device: str = "auto", dtype: str = "auto",
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             weights_at, dtype=dt, local_files_only=True, use_safetensors=not pickle, weights_only=True,
-            trust_remote_code=trust_remote_code, output_loading_info=True)
+            trust_remote_code=trust_remote_code, output_loading_info=True, **generation_config(weights_at))
         check_loaded(weights_at, type(model).__name__, info, raw_config, trust_remote_code=trust_remote_code)
         if adapter:
             model = _with_adapter(model, path)
@@ -199,6 +199,60 @@ def model_eos_ids(model, vocab: int | None) -> tuple[int, ...]:
             if isinstance(v, int) and not isinstance(v, bool) and 0 <= v and (vocab is None or v < vocab):
                 found.add(v)
     return tuple(sorted(found))
+
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+def generation_config(folder: Path) -> dict:
+    """from_pretrained's `generation_config` argument for the model in `folder`: {} without a
+    generation_config.json (transformers then builds one from config.json), else the file, read
+    here. transformers refuses a file with a value its checks reject (max_new_tokens 0, a string
+    for a number, no JSON object), and with it the whole model, though learnviz decodes greedily
+    by itself and uses nothing of the file but eos_token_id (`model_eos_ids`): the fields it
+    refuses are left out, named in a warning (once per run folder and process), and the others
+    kept."""
+    import warnings
+
+    from transformers import GenerationConfig
+    where = folder / GENERATION_CONFIG
+    if not where.is_file():
+        return {}
+
+    def build(fields: dict):
+        with warnings.catch_warnings():     # its advice on settings learnviz does not use
+            warnings.simplefilter("ignore")
+            return GenerationConfig.from_dict(dict(fields))
+    try:
+        raw = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:   # UnicodeDecodeError is a ValueError
+        raw, problem = None, f"cannot be read as JSON ({exc})"
+    else:
+        problem = None if isinstance(raw, dict) else f"is not a JSON object (it holds a {type(raw).__name__})"
+    refused: list[str] = []
+    if problem is None:
+        try:
+            return {"generation_config": build(raw)}
+        except Exception as exc:  # noqa: BLE001  (transformers raises many kinds here)
+            problem = f"transformers refuses it: {_short(exc, 200).rstrip('.')}"
+        for key, value in raw.items():
+            try:
+                build({key: value})
+            except Exception:  # noqa: BLE001
+                refused.append(key)
+    kept = {k: v for k, v in raw.items() if k not in refused} if isinstance(raw, dict) else {}
+    try:
+        config = build(kept)
+    except Exception:  # noqa: BLE001  (refused together, not alone: none of it is kept)
+        config, refused = GenerationConfig(), list(kept)
+    fields = (f" field{'s' if len(refused) != 1 else ''} {', '.join(map(repr, refused))}" if refused else "")
+    left_out = ("them" if len(refused) > 1 else "it") if refused else "the file"
+    said = (str(folder.parent), GENERATION_CONFIG, problem, tuple(refused))
+    if said not in _said:
+        _said.add(said)
+        log.warning("%s%s: %s; learnviz loads the model without %s (it decodes greedily by itself, and uses "
+                    "only eos_token_id of this file)", where, fields, problem, left_out)
+    return {"generation_config": config}
 
 
 def check_loaded(folder: Path, cls: str, info: dict, raw: dict, *, trust_remote_code: bool = False) -> None:

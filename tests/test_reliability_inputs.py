@@ -404,6 +404,42 @@ def test_a_config_learnviz_cannot_probe_names_config_json_and_its_field(ckpt_roo
     assert words in str(err.value) and len(str(err.value)) < 700
 
 
+@pytest.mark.parametrize("content, fields, words", [
+    ({"max_new_tokens": 0, "eos_token_id": [0, 5]}, "'max_new_tokens'", "must be greater than 0"),
+    ({"max_new_tokens": "ten", "num_beams": 0, "early_stopping": "x", "eos_token_id": [0, 5]},
+     "'max_new_tokens', 'early_stopping'", "transformers refuses it: "),
+    ([1, 2], None, "is not a JSON object (it holds a list)"),
+])
+def test_a_generation_config_transformers_refuses_loses_nothing_but_its_bad_fields(settings, tmp_path, caplog,
+                                                                                  content, fields, words):
+    """generation_config.json with a value transformers' checks reject (max_new_tokens 0, a string
+    for a number, no JSON object) made every checkpoint of the run fail, "model cannot be loaded:
+    `max_new_tokens` must be greater than 0", naming neither the file nor the field, though learnviz
+    decodes greedily by itself and uses nothing of that file but eos_token_id. The run archives
+    every checkpoint as without the file, the fields refused are named once in a warning, and the
+    file's other fields are kept (eos_token_id 5 ends greedy answers: a stop token)."""
+    plain = _settings(settings, tmp_path / "plain", _probes(), archive=str(tmp_path / "plain-archive"))
+    assert run(plain, cpu_stages=False, progress=False).failed == []
+    s = _settings(settings, tmp_path, _probes())
+    root = tmp_path / "run"
+    for ck in root.glob("checkpoint-*"):
+        (ck / "generation_config.json").write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger="learnviz.model"):
+        report = run(s, cpu_stages=False, progress=False)
+    assert report.failed == [] and len(report.done) == 3, report.failed
+    for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30"):
+        got = arc.Archive(s.archive_dir() / f"{name}.h5").read("extract", ["answer_logprob", "stop_prob"])
+        want = arc.Archive(plain.archive_dir() / f"{name}.h5").read("extract", ["answer_logprob", "stop_prob"])
+        assert np.array_equal(got["answer_logprob"], want["answer_logprob"])
+        if isinstance(content, dict):   # its eos_token_id kept: token 5 stops a greedy answer too
+            assert (got["stop_prob"] > want["stop_prob"]).all()
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "learnviz.model" and "generation_config" in r.getMessage()]
+    assert len(said) == 1, said                                       # once for the run, not per checkpoint
+    assert str(root / "checkpoint-10" / "generation_config.json") in said[0] and words in said[0]
+    assert (f"field{'s' if ',' in (fields or '') else ''} {fields}" in said[0]) if fields else "field" not in said[0]
+
+
 def _rename_tensor(ck, old: str, new: str | None, extra: dict | None = None) -> None:
     from safetensors.torch import load_file, save_file
     w = ck / "model.safetensors"
