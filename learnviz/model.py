@@ -420,6 +420,14 @@ def check_config(folder: Path, *, trust_remote_code: bool = False) -> dict:
                               path=where, field="architectures" if archs else "model_type")
     if model_type in _UNPROBED:
         raise CheckpointError(_UNPROBED[model_type], path=where, field="model_type")
+    # transformers reads `dtype`, else the older `torch_dtype`, as a torch attribute: "auto" (an
+    # argument of from_pretrained, not a saved dtype) failed as "module 'torch' has no attribute 'auto'"
+    key = "dtype" if raw.get("dtype") is not None else "torch_dtype"
+    value = raw.get(key)
+    if isinstance(value, str) and not isinstance(getattr(torch, value, None), torch.dtype):
+        raise CheckpointError(f"{value!r} is no torch dtype", path=where, field=key,
+                              hint="write the dtype the weights were saved in ('float32', 'bfloat16' or 'float16'), "
+                                   "or remove the field: learnviz loads the weights in its own `dtype` setting")
     try:
         AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises many kinds here

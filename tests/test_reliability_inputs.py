@@ -389,13 +389,17 @@ def test_a_config_json_that_is_no_object_is_that_checkpoint_broken(settings, tmp
     ({"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava"}, "architectures",
      "LlavaForConditionalGeneration is not a causal language model"),
     ({"n_layer": "two"}, None, "transformers cannot read it: "),
+    # transformers took the dtype for a torch attribute: "module 'torch' has no attribute 'auto'"
+    ({"dtype": "auto"}, "dtype", "'auto' is no torch dtype"),
+    ({"dtype": None, "torch_dtype": "bf16"}, "torch_dtype", "'bf16' is no torch dtype"),   # older configs' key
     # it ran, scoring probes with the left padding mixed in, then failed in greedy decoding
     # ("'CausalLMOutput' object has no attribute 'cache'")
     ({"model_type": "recurrent_gemma"}, "model_type", "do not take the padding mask"),
 ])
 def test_a_config_learnviz_cannot_probe_names_config_json_and_its_field(ckpt_root, change, field, words):
-    """An encoder-only or encoder-decoder model, or a field transformers refuses: the error names
-    config.json (not the tokenizer, which reads it too) and the field, before any weight loads."""
+    """An encoder-only or encoder-decoder model, a dtype that is none, or a field transformers
+    refuses: the error names config.json (not the tokenizer, which reads it too) and the field,
+    before any weight loads."""
     ck = ckpt_root / "checkpoint-10"
     _config(ck, **change)
     with pytest.raises(CheckpointError) as err:
