@@ -293,6 +293,27 @@ def test_a_prompt_or_answer_the_tokenizer_drops_entirely_fails_alone(tmp_path):
     assert np.allclose(r.token_logprob.row(3), tok_lp, atol=1e-4)
 
 
+def _scripted_gpt2(vocab_size: int, due: dict[int, int], *, bos, eos, pad, n: int = 32):
+    """A one-block GPT-2 that says token `due[p]` after position p (p < n): each position's hidden
+    state is its own direction, which the output head maps to the token due there."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    config = GPT2Config(vocab_size=vocab_size, n_positions=n, n_embd=n, n_layer=1, n_head=2, tie_word_embeddings=False,
+                        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.weight.fill_(1.0)
+        for block in model.transformer.h:
+            block.ln_1.weight.fill_(1.0)
+            block.ln_2.weight.fill_(1.0)
+        model.transformer.wpe.weight.copy_(torch.eye(n))                  # position p: direction p
+        direction = torch.nn.functional.layer_norm(torch.eye(n), (n,))
+        for pos, token in due.items():
+            model.lm_head.weight[token] += direction[pos]
+    return model
+
+
 def _normalizing_tokenizer():
     """A WordPiece tokenizer that lowercases, strips accents and splits off punctuation (BERT's),
     trained here: it cannot spell 'Café au lait, isn't it.' back as it was written."""
@@ -314,28 +335,13 @@ def test_an_answer_in_the_expected_tokens_is_right_under_a_normalizing_tokenizer
     it."): it was scored wrong at every checkpoint, whatever the model learnt. The model is built to
     emit those tokens at those positions (each position's hidden state is its own direction; the
     output head maps it to the token due there), then EOS; a second probe stays wrong."""
-    from transformers import GPT2Config, GPT2LMHeadModel
     tok = _normalizing_tokenizer()
     prompt, expected = "Order:", "Café au lait, isn't it."
     p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     a_ids = tok(expected, add_special_tokens=False)["input_ids"]
     assert tok.decode(a_ids) != expected and "[UNK]" not in tok.decode(a_ids)
     due = {len(p_ids) - 1 + k: t for k, t in enumerate(a_ids + [tok.eos_token_id])}   # position -> next token
-    n = 32
-    config = GPT2Config(vocab_size=len(tok), n_positions=n, n_embd=n, n_layer=1, n_head=2, tie_word_embeddings=False,
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.transformer.ln_f.weight.fill_(1.0)
-        for block in model.transformer.h:
-            block.ln_1.weight.fill_(1.0)
-            block.ln_2.weight.fill_(1.0)
-        model.transformer.wpe.weight.copy_(torch.eye(n))                  # position p: direction p
-        direction = torch.nn.functional.layer_norm(torch.eye(n), (n,))
-        for pos, token in due.items():
-            model.lm_head.weight[token] += direction[pos]
+    model = _scripted_gpt2(len(tok), due, bos=tok.eos_token_id, eos=tok.eos_token_id, pad=tok.pad_token_id)
     model.save_pretrained(tmp_path / "ck", safe_serialization=True)
     tok.save_pretrained(tmp_path / "ck")
     lm = load(tmp_path / "ck", device="cpu", dtype="float32")
@@ -402,7 +408,7 @@ def _model_that_ends_its_turn(ck, *, stop_in: str) -> tuple[str, str, str]:
     import json
 
     from helpers import tiny_tokenizer
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer
     tiny_tokenizer().save_pretrained(ck)
     tok = AutoTokenizer.from_pretrained(ck)
     tok.add_special_tokens({"additional_special_tokens": ["<|eot|>"]})
@@ -412,23 +418,9 @@ def _model_that_ends_its_turn(ck, *, stop_in: str) -> tuple[str, str, str]:
     p_ids, a_ids = encode_probe(tok, prompt, expected)
     runs_on = tok(" Some dogs", add_special_tokens=False)["input_ids"]
     due = {len(p_ids) - 1 + k: t for k, t in enumerate(a_ids + [eot] + runs_on)}   # position -> next token
-    n = 32
     eos = tok.eos_token_id
     listed = [eos, eot]
-    config = GPT2Config(vocab_size=len(tok), n_positions=n, n_embd=n, n_layer=1, n_head=2, tie_word_embeddings=False,
-                        bos_token_id=eos, pad_token_id=eos, eos_token_id=listed if stop_in == "config.json" else eos)
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.transformer.ln_f.weight.fill_(1.0)
-        for block in model.transformer.h:
-            block.ln_1.weight.fill_(1.0)
-            block.ln_2.weight.fill_(1.0)
-        model.transformer.wpe.weight.copy_(torch.eye(n))                  # position p: direction p
-        direction = torch.nn.functional.layer_norm(torch.eye(n), (n,))
-        for pos, token in due.items():
-            model.lm_head.weight[token] += direction[pos]
+    model = _scripted_gpt2(len(tok), due, bos=eos, pad=eos, eos=listed if stop_in == "config.json" else eos)
     model.save_pretrained(ck, safe_serialization=True)
     if stop_in == "generation_config.json":
         (ck / "generation_config.json").write_text(json.dumps({"bos_token_id": eos, "eos_token_id": listed,
