@@ -57,7 +57,8 @@ def _pipeline_commands(sub) -> None:
                        epilog=examples("learnviz run --checkpoints runs/gpt2-small",
                                        "learnviz run --checkpoints runs/gpt2-small --device cuda --layers 0,mid,last",
                                        "learnviz run --checkpoints runs/gpt2-small --tokenizer runs/tokenizer --watch "
-                                       "--interval 30"),
+                                       "--interval 30",
+                                       "learnviz run --checkpoints runs/gpt2-small --force"),
                        formatter_class=FORMATTER)
     add_paths(p)
     add_extract_flags(p)
@@ -65,6 +66,10 @@ def _pipeline_commands(sub) -> None:
                    help="keep going: archive each checkpoint once it has settled and redraw, until Ctrl-C or SIGTERM")
     p.add_argument("--interval", type=float, metavar="S", dest="scan_interval",
                    help="with --watch: seconds between two scans (default: the scan_interval setting, 30)")
+    p.add_argument("--force", action="store_true",
+                   help="extract every checkpoint again, and redo its CPU stages, even when its archive is current "
+                        "(after a learnviz upgrade or another --dtype, which archives are not keyed by); not with "
+                        "--watch")
 
     p = sub.add_parser("analyze", help="run the CPU analyses over archived checkpoints",
                        description="The CPU stages over the archive: skills, calibration (reliability bins, ECE, "
@@ -286,10 +291,13 @@ def interrupted(command: str, exc: KeyboardInterrupt) -> str:
 # ---------------------------------------------------------------- commands
 
 def cmd_run(args) -> int:
+    if args.watch and args.force:
+        raise LearnvizError("--force extracts every checkpoint again: once, not at every pass of --watch",
+                            field="--force", hint="run `learnviz run --force` once, then `learnviz run --watch`")
     settings = settings_from(args)
     if args.watch:
         return watch(settings, args)
-    report = pipeline.update(settings, require_checkpoints=True, progress=not args.quiet)
+    report = pipeline.update(settings, require_checkpoints=True, force=args.force, progress=not args.quiet)
     print_report(report, settings)
     return 0 if report.ok else 1
 

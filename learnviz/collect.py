@@ -78,7 +78,7 @@ def checkpoint_root(settings: Settings) -> Path:
 
 def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None,
          current: list | None = None, refused: list | None = None, damaged: list | None = None,
-         beside: list | None = None) -> list[Job]:
+         beside: list | None = None, force: bool = False) -> list[Job]:
     """Every complete or broken checkpoint with the stages its archive lacks, oldest first. The
     incomplete checkpoints (path, reason) and the archives that are current go to the lists given;
     so do the checkpoints whose archive another learnviz wrote, which are never overwritten
@@ -86,14 +86,16 @@ def plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None = None
     their checkpoint is archived again (`damaged`: (archive path, reason); their jobs are listed),
     and the models saved beside the checkpoints, which are not archived (`beside`: (folder, why)):
     a folder whose name gives no step, whose trainer_state.json gives the step of a checkpoint-N or
-    no step at all."""
+    no step at all. `force`: every complete or broken checkpoint is a job with every stage, its
+    archive current or not (`learnviz run --force`: extract again after an upgrade or another
+    --dtype, which the stage keys leave out)."""
     with scan_memo():
         return _plan(settings, probes, incomplete=incomplete, current=current, refused=refused, damaged=damaged,
-                     beside=beside)
+                     beside=beside, force=force)
 
 
 def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, current: list | None,
-          refused: list | None, damaged: list | None, beside: list | None = None) -> list[Job]:
+          refused: list | None, damaged: list | None, beside: list | None = None, force: bool = False) -> list[Job]:
     root = checkpoint_root(settings)
     archive_dir = settings.archive_dir()
     inputs = extract_inputs(settings)
@@ -123,7 +125,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     for where in wheres:
         if where in links:
             continue
-        e = cache.known_current(where, tail, tok_folder_of)
+        e = None if force else cache.known_current(where, tail, tok_folder_of)
         if e is not None:
             known.append((e["step"], where, e))
             continue
@@ -169,7 +171,7 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
     now_current = [(step, where, e["archive"]) for step, where, e in known]    # ... and their archives' names
     for step, where, ck, e in found:
         if e is not None:
-            if cache.current(e, currency(e["fingerprint"])):
+            if not force and cache.current(e, currency(e["fingerprint"])):
                 now_current.append((step, where, e["archive"]))
                 continue
             path = Path(where)
@@ -187,7 +189,8 @@ def _plan(settings: Settings, probes: ProbeSet, *, incomplete: list | None, curr
                                         f"a trainer_state.json with its global_step, makes it a step of the run)"))
             continue
         try:
-            job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None)
+            job = job_for(ck, settings, probes, root, damaged=damaged, fp=e["fingerprint"] if e else None,
+                          force=force)
         except (arc.ForeignArchiveError, Unarchivable) as exc:   # one such archive must not stop the others
             if refused is not None:
                 refused.append((ck, str(exc)))
@@ -232,7 +235,7 @@ def _incomplete(f: tuple) -> bool:
 
 
 def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
-            damaged: list | None = None, fp: str | None = None) -> Job:
+            damaged: list | None = None, fp: str | None = None, force: bool = False) -> Job:
     """A complete or broken checkpoint's archive path, key, and the stages it lacks (maybe none).
 
     An archive this learnviz cannot read is never overwritten: one of another schema_version or an
@@ -266,7 +269,7 @@ def job_for(ck: Checkpoint, settings: Settings, probes: ProbeSet, root: Path, *,
         except arc.ArchiveError as exc:
             if damaged is not None and path.exists():
                 damaged.append((path, str(exc)))
-    return Job(ck, path, key, needed, version, old_hash)
+    return Job(ck, path, key, list(STAGES) if force else needed, version, old_hash)
 
 
 def extract_inputs(s: Settings) -> str:

@@ -287,14 +287,15 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
     archived one is newer. `stages`: any of STAGES. Extraction runs when a checkpoint folder is set
     (`require_checkpoints`: it must be); the CPU stages run for the chosen checkpoints (and the
     layout chain up to them); the figures are drawn with `figures` (default: Figures()).
-    `force` recomputes the chosen checkpoints' CPU stages even when current.
+    `force` recomputes the chosen checkpoints' stages even when current (their extraction too,
+    when it runs).
     A checkpoint or stage that fails is recorded and the others go on. LearnvizError when
     `which` names no archived checkpoint.
     """
     t0 = time.perf_counter()
     report = RunReport()
     if EXTRACT in stages and (settings.checkpoints or require_checkpoints):
-        _extract(settings, which, report, progress=progress, probes=probes)
+        _extract(settings, which, report, progress=progress, probes=probes, force=force)
         collect.restore_history(settings)
         if settings.status_dir:   # before the figures, which read the history
             report.status = status_files.ingest(settings.status_dir, settings.archive_dir())
@@ -325,7 +326,8 @@ def _update(settings: Settings, *, which: str = "all", stages: tuple[str, ...] =
     return report
 
 
-def _extract(settings: Settings, which: str, report: RunReport, *, progress: bool, probes: ProbeSet | None) -> None:
+def _extract(settings: Settings, which: str, report: RunReport, *, progress: bool, probes: ProbeSet | None,
+             force: bool = False) -> None:
     """The GPU stage for the chosen checkpoints that lack a current extraction.
 
     A checkpoint whose archive another learnviz wrote (another schema_version or an unknown
@@ -337,7 +339,7 @@ def _extract(settings: Settings, which: str, report: RunReport, *, progress: boo
     damaged: list[tuple[Path, str]] = []
     report.checkpoint_root = collect.checkpoint_root(settings)
     jobs = collect.plan(settings, probes, incomplete=report.incomplete, current=report.current,
-                        refused=refused, damaged=damaged, beside=report.beside)
+                        refused=refused, damaged=damaged, beside=report.beside, force=force)
     report.found = len(jobs) + len(report.current) + len(report.incomplete) + len(refused)
     if which == "latest":   # the newest checkpoint on disk, unless an archived one is newer
         newest_archived = max((a.step for a in series(settings.archive_dir())), default=-1)

@@ -60,6 +60,33 @@ def test_rerun_writes_nothing(settings):
     assert snapshot(settings.archive_dir(), scan_cache=True) == after
 
 
+def test_run_force_extracts_current_archives_again_and_redoes_their_cpu_stages(settings):
+    """Archives are keyed by weights, probe set and extraction settings, not by --dtype nor by
+    learnviz's own version: after an upgrade that changes extraction, or with another --dtype, a
+    current archive was kept with no way to redo it but removing the file. `run --force` extracts
+    every checkpoint again (and redoes its CPU stages); a plain run after it is a no-op again."""
+    run(settings, progress=False)
+    root = settings.archive_dir()
+    out = subprocess.run(CLI + ["-q", "run", "--dtype", "bfloat16"], env=_env(settings), capture_output=True,
+                         text=True, timeout=300)
+    assert "0 archived, 3 already current" in out.stdout, out.stdout + out.stderr
+    assert {a.stage("extract").attrs["dtype"] for a in arc.list_archives(root)} == {"float32"}
+    analysed = {a.step: a.stage("analysis").attrs["finished"] for a in arc.list_archives(root)}
+    out = subprocess.run(CLI + ["-q", "run", "--dtype", "bfloat16", "--force"], env=_env(settings),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "3 archived, 0 already current" in out.stdout, out.stdout + out.stderr
+    again = arc.list_archives(root)
+    assert {a.stage("extract").attrs["dtype"] for a in again} == {"bfloat16"}
+    assert all(a.stage("analysis").ok and a.stage("analysis").attrs["finished"] > analysed[a.step] for a in again)
+    assert [r["step"] for r in history.read(root)] == [10, 20, 30]
+    out = subprocess.run(CLI + ["-q", "run", "--dtype", "bfloat16"], env=_env(settings), capture_output=True,
+                         text=True, timeout=300)
+    assert "0 archived, 3 already current" in out.stdout
+    out = subprocess.run(CLI + ["run", "--force", "--watch"], env=_env(settings), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 2 and "--force" in out.stderr and "--watch" in out.stderr
+
+
 def test_changed_weights_and_new_checkpoints_are_recomputed(settings, tokenizer):
     run(settings, progress=False)
     root = settings.archive_dir()
