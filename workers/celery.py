@@ -22,6 +22,8 @@ from learnviz.settings import Settings, load_settings
 
 from .dispatch import PRIORITY_STEPS, broker_url, result_url
 
+WARM_UP_SECONDS = 300.0     # how long a new pool process may take to warm up before it is taken for hung
+
 
 class Priority(enum.IntEnum):
     """The plan's TaskPriority (its gpu_task_scheduler): lower runs first."""
@@ -119,6 +121,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
                                                      # checkpoint that kills its process each time is given up
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # A prefork child warms up before it reports to its parent (workers.signals.ensure_warm:
+        # torch and transformers imported, UMAP's kernels compiled, 10 s and more on a cold or
+        # loaded machine); Celery's default 4 s killed it and the next, in a loop, and no task ran.
+        "worker_proc_alive_timeout": WARM_UP_SECONDS,
         "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (s.queue_gpu, s.queue_cpu)],
         "task_default_queue": s.queue_cpu,
         "task_routes": routes,

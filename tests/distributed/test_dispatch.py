@@ -63,6 +63,9 @@ def test_config_is_json_only_acks_late_and_outlives_the_hard_limits(settings):
     assert conf["accept_content"] == ["json"] and conf["result_accept_content"] == ["json"]
     assert conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"] and conf["worker_prefetch_multiplier"] == 1
+    # a pool process imports torch and transformers and compiles UMAP before it reports up: Celery's
+    # 4 s killed it in a loop on a loaded machine (test_cluster's restarted gpu child never came up)
+    assert conf["worker_proc_alive_timeout"] >= 60
     opts = conf["broker_transport_options"]
     assert opts["visibility_timeout"] > max(settings.gpu_time_limit, settings.cpu_time_limit)
     assert opts["priority_steps"] == list(range(10)) and opts["queue_order_strategy"] == "priority"
